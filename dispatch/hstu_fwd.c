@@ -1,0 +1,246 @@
+/* hstu_fwd.c -- validation and planning of an HSTU forward call. */
+#include "dispatch/hstu_fwd.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "dispatch/hstu_tiles.h"
+#include "runtime/error.h"
+
+/* The kernel sees kiln_hstu_kparams through NVRTC; pin its layout. */
+_Static_assert(sizeof(kiln_hstu_kparams) == 232, "kparams layout changed");
+_Static_assert(offsetof(kiln_hstu_kparams, q_row_stride) == 80, "kparams layout");
+_Static_assert(offsetof(kiln_hstu_kparams, batch) == 184, "kparams layout");
+_Static_assert(offsetof(kiln_hstu_kparams, alpha) == 224, "kparams layout");
+
+#define GRID_YZ_MAX 65535
+
+/* Highest element index a (rows, heads, dim) view touches, or -1 on
+ * overflow of int64. */
+static int64_t view_extent(int64_t rows, int64_t row_stride, int64_t heads,
+                           int64_t head_stride, int64_t dim)
+{
+    int64_t a, b, s;
+    if (rows == 0) return 0;
+    if (__builtin_mul_overflow(rows - 1, row_stride, &a)) return -1;
+    if (__builtin_mul_overflow(heads - 1, head_stride, &b)) return -1;
+    if (__builtin_add_overflow(a, b, &s)) return -1;
+    if (__builtin_add_overflow(s, dim, &s)) return -1;
+    /* Byte offsets must fit too (2-byte elements). */
+    if (s > INT64_MAX / 2) return -1;
+    return s;
+}
+
+static kiln_status check_view(const char *name, uint64_t ptr, int64_t rows,
+                              int64_t row_stride, int64_t heads,
+                              int64_t head_stride, int dim, int is_output)
+{
+    KILN_FAIL_IF(ptr == 0, KILN_EBADARG, "%s is NULL", name);
+    KILN_FAIL_IF(ptr % 16, KILN_EBADARG,
+                 "%s 0x%llx is not 16-byte aligned", name, (unsigned long long)ptr);
+    KILN_FAIL_IF(row_stride < 1 || row_stride % 8, KILN_EBADARG,
+                 "%s_row_stride %lld must be a positive multiple of 8 elements",
+                 name, (long long)row_stride);
+    KILN_FAIL_IF(head_stride < 1 || head_stride % 8, KILN_EBADARG,
+                 "%s_head_stride %lld must be a positive multiple of 8 elements",
+                 name, (long long)head_stride);
+    KILN_FAIL_IF(view_extent(rows, row_stride, heads, head_stride, dim) < 0,
+                 KILN_EBADARG,
+                 "%s: %lld rows x row_stride %lld + %lld heads x head_stride %lld "
+                 "overflows 64-bit offsets",
+                 name, (long long)rows, (long long)row_stride, (long long)heads,
+                 (long long)head_stride);
+    if (is_output && rows > 1 && heads > 1) {
+        /* Writes must not alias: the smaller stride spans a head_dim, the
+         * larger spans the smaller dimension's whole extent. */
+        int64_t s_small = row_stride < head_stride ? row_stride : head_stride;
+        int64_t n_small = row_stride < head_stride ? rows : heads;
+        int64_t s_big = row_stride < head_stride ? head_stride : row_stride;
+        KILN_FAIL_IF(s_small < dim || s_big / n_small < s_small, KILN_EBADARG,
+                     "%s strides (row %lld, head %lld) make rows or heads overlap",
+                     name, (long long)row_stride, (long long)head_stride);
+    } else if (is_output && heads > 1) {
+        KILN_FAIL_IF(head_stride < dim, KILN_EBADARG,
+                     "%s_head_stride %lld is smaller than head_dim %d", name,
+                     (long long)head_stride, dim);
+    } else if (is_output && rows > 1) {
+        KILN_FAIL_IF(row_stride < dim, KILN_EBADARG,
+                     "%s_row_stride %lld is smaller than head_dim %d", name,
+                     (long long)row_stride, dim);
+    }
+    return KILN_OK;
+}
+
+kiln_status kiln__hstu_fwd_plan(const kiln_hstu_fwd_params *p, int arch,
+                                int arch_a, kiln_key *key, kiln_hstu_kparams *kp,
+                                kiln_launch *launch, int *empty)
+{
+    KILN_FAIL_IF(!p, KILN_EBADARG, "params is NULL");
+    KILN_FAIL_IF(p->struct_size != sizeof *p, KILN_EBADARG,
+                 "params.struct_size %u is not sizeof(kiln_hstu_fwd_params) %zu "
+                 "(call kiln_hstu_fwd_params_init)",
+                 p->struct_size, sizeof *p);
+    KILN_FAIL_IF(p->dtype != KILN_DTYPE_FP16 && p->dtype != KILN_DTYPE_BF16,
+                 p->dtype == KILN_DTYPE_E4M3 ? KILN_EUNSUPPORTED : KILN_EBADARG,
+                 "dtype %d is not KILN_DTYPE_FP16 (1) or KILN_DTYPE_BF16 (2)",
+                 p->dtype);
+    KILN_FAIL_IF(p->head_dim != 32 && p->head_dim != 64 && p->head_dim != 128 &&
+                     p->head_dim != 256,
+                 KILN_EBADARG, "head_dim %d is not one of 32, 64, 128, 256",
+                 p->head_dim);
+    KILN_FAIL_IF(p->num_heads < 1 || p->num_heads > GRID_YZ_MAX, KILN_EBADARG,
+                 "num_heads %d is not in [1, %d]", p->num_heads, GRID_YZ_MAX);
+    KILN_FAIL_IF(p->batch < 0 || p->batch > GRID_YZ_MAX, KILN_EBADARG,
+                 "batch %d is not in [0, %d]", p->batch, GRID_YZ_MAX);
+    KILN_FAIL_IF(p->total_q < 0, KILN_EBADARG, "total_q %lld is negative",
+                 (long long)p->total_q);
+    KILN_FAIL_IF(p->total_k < 0, KILN_EBADARG, "total_k %lld is negative",
+                 (long long)p->total_k);
+    KILN_FAIL_IF(p->max_seqlen_q < 0, KILN_EBADARG, "max_seqlen_q %d is negative",
+                 p->max_seqlen_q);
+    KILN_FAIL_IF(p->max_seqlen_k < 0, KILN_EBADARG, "max_seqlen_k %d is negative",
+                 p->max_seqlen_k);
+    KILN_FAIL_IF(p->offsets_type != KILN_INDEX_INT32 &&
+                     p->offsets_type != KILN_INDEX_INT64,
+                 KILN_EBADARG, "offsets_type %d is not KILN_INDEX_INT32 or _INT64",
+                 p->offsets_type);
+    KILN_FAIL_IF(p->window_left < -1, KILN_EBADARG, "window_left %d is below -1",
+                 p->window_left);
+    KILN_FAIL_IF(p->window_right < -1, KILN_EBADARG, "window_right %d is below -1",
+                 p->window_right);
+    KILN_FAIL_IF(!isfinite(p->alpha), KILN_EBADARG, "alpha %g is not finite",
+                 (double)p->alpha);
+    KILN_FAIL_IF(!isfinite(p->scaling_seqlen) || p->scaling_seqlen < 0,
+                 KILN_EBADARG, "scaling_seqlen %g is not a finite value >= 0",
+                 (double)p->scaling_seqlen);
+
+    unsigned mask = 0;
+    if (p->window_left == -1 && p->window_right == 0) mask = KILN_MASK_CAUSAL;
+    else if (p->window_left >= 0 && p->window_right == 0)
+        mask = KILN_MASK_CAUSAL | KILN_MASK_LOCAL;
+    else if (p->window_left >= 0 || p->window_right >= 0) mask = KILN_MASK_LOCAL;
+    if (p->num_contexts) {
+        KILN_FAIL_IF(mask != KILN_MASK_CAUSAL, KILN_EBADARG,
+                     "num_contexts needs the causal window (-1, 0); window is "
+                     "(%d, %d)",
+                     p->window_left, p->window_right);
+        mask |= KILN_MASK_CONTEXT;
+    }
+    if (p->num_targets) {
+        KILN_FAIL_IF(!(mask & KILN_MASK_CAUSAL) || (mask & KILN_MASK_LOCAL),
+                     KILN_EBADARG,
+                     "num_targets needs the causal window (-1, 0); window is "
+                     "(%d, %d)",
+                     p->window_left, p->window_right);
+        KILN_FAIL_IF(p->target_group_size < 1, KILN_EBADARG,
+                     "target_group_size %d must be >= 1 with num_targets",
+                     p->target_group_size);
+        mask |= KILN_MASK_TARGET;
+    }
+    if (p->is_delta_q) {
+        KILN_FAIL_IF(p->num_contexts || p->num_targets, KILN_EBADARG,
+                     "is_delta_q does not combine with num_contexts or num_targets");
+        mask |= KILN_MASK_DELTA_Q;
+    }
+    KILN_FAIL_IF(p->num_contexts % 4 || p->num_targets % 4, KILN_EBADARG,
+                 "num_contexts/num_targets pointer is not 4-byte aligned");
+
+    memset(key, 0, sizeof *key);
+    key->family = KILN_FAM_HSTU_FWD;
+    key->arch = arch;
+    key->arch_a = arch_a;
+    key->dtype = p->dtype;
+    key->head_dim = p->head_dim;
+    key->mask = mask;
+    key->rab = p->rab != 0;
+    kiln__key_default_tiles(key);
+    KILN_TRY(kiln__key_validate(key));
+
+    int d = p->head_dim, h = p->num_heads;
+    *empty = p->batch == 0 || p->max_seqlen_q == 0;
+    if (p->batch == 0) return KILN_OK;
+
+    KILN_TRY(check_view("q", p->q, p->total_q, p->q_row_stride, h,
+                        p->q_head_stride, d, 0));
+    KILN_TRY(check_view("k", p->k, p->total_k, p->k_row_stride, h,
+                        p->k_head_stride, d, 0));
+    KILN_TRY(check_view("v", p->v, p->total_k, p->v_row_stride, h,
+                        p->v_head_stride, d, 0));
+    KILN_TRY(check_view("out", p->out, p->total_q, p->out_row_stride, h,
+                        p->out_head_stride, d, 1));
+    unsigned oal = p->offsets_type == KILN_INDEX_INT64 ? 8 : 4;
+    KILN_FAIL_IF(!p->seq_offsets_q, KILN_EBADARG, "seq_offsets_q is NULL");
+    KILN_FAIL_IF(p->seq_offsets_q % oal || p->seq_offsets_k % oal, KILN_EBADARG,
+                 "seq_offsets pointer is not %u-byte aligned", oal);
+    KILN_FAIL_IF(p->total_q > INT32_MAX && p->offsets_type == KILN_INDEX_INT32,
+                 KILN_EBADARG, "total_q %lld needs int64 offsets",
+                 (long long)p->total_q);
+    if (p->rab) {
+        KILN_FAIL_IF(p->rab % 2, KILN_EBADARG, "rab 0x%llx is not 2-byte aligned",
+                     (unsigned long long)p->rab);
+        KILN_FAIL_IF(p->rab_heads < 1 || h % p->rab_heads, KILN_EBADARG,
+                     "rab_heads %d does not divide num_heads %d", p->rab_heads, h);
+        KILN_FAIL_IF(p->rab_batch_stride < 0 || p->rab_head_stride < 0 ||
+                         p->rab_row_stride < 1,
+                     KILN_EBADARG,
+                     "rab strides (batch %lld, head %lld, row %lld) must be >= 0, "
+                     ">= 0, >= 1",
+                     (long long)p->rab_batch_stride, (long long)p->rab_head_stride,
+                     (long long)p->rab_row_stride);
+        int64_t a, b, c, s;
+        int ov = __builtin_mul_overflow((int64_t)p->batch - 1, p->rab_batch_stride, &a) |
+                 __builtin_mul_overflow((int64_t)p->rab_heads - 1, p->rab_head_stride, &b) |
+                 __builtin_mul_overflow((int64_t)p->max_seqlen_k, p->rab_row_stride, &c) |
+                 __builtin_add_overflow(a, b, &s) | __builtin_add_overflow(s, c, &s);
+        KILN_FAIL_IF(ov || s > INT64_MAX / 2, KILN_EBADARG,
+                     "rab strides overflow 64-bit offsets");
+    }
+
+    kiln_hstu_tiles t = {key->block_m, key->block_n, key->warps};
+    memset(kp, 0, sizeof *kp);
+    kp->q = p->q;
+    kp->k = p->k;
+    kp->v = p->v;
+    kp->out = p->out;
+    kp->seq_offsets_q = p->seq_offsets_q;
+    kp->seq_offsets_k = p->seq_offsets_k ? p->seq_offsets_k : p->seq_offsets_q;
+    kp->num_contexts = p->num_contexts;
+    kp->num_targets = p->num_targets;
+    kp->rab = p->rab;
+    kp->q_row_stride = p->q_row_stride;
+    kp->q_head_stride = p->q_head_stride;
+    kp->k_row_stride = p->k_row_stride;
+    kp->k_head_stride = p->k_head_stride;
+    kp->v_row_stride = p->v_row_stride;
+    kp->v_head_stride = p->v_head_stride;
+    kp->out_row_stride = p->out_row_stride;
+    kp->out_head_stride = p->out_head_stride;
+    kp->rab_batch_stride = p->rab_batch_stride;
+    kp->rab_head_stride = p->rab_head_stride;
+    kp->rab_row_stride = p->rab_row_stride;
+    kp->total_q = p->total_q;
+    kp->total_k = p->total_k;
+    kp->batch = p->batch;
+    kp->num_heads = h;
+    kp->rab_heads = p->rab ? p->rab_heads : 1;
+    kp->max_seqlen_q = p->max_seqlen_q;
+    kp->max_seqlen_k = p->max_seqlen_k;
+    kp->window_left = p->window_left;
+    kp->window_right = p->window_right;
+    kp->target_group_size = p->num_targets ? p->target_group_size : 1;
+    kp->offsets_i64 = p->offsets_type == KILN_INDEX_INT64;
+    kp->num_m_blocks = (p->max_seqlen_q + t.block_m - 1) / t.block_m;
+    kp->alpha = p->alpha;
+    float scale = p->scaling_seqlen > 0 ? p->scaling_seqlen : (float)p->max_seqlen_q;
+    kp->inv_scaling = scale > 0 ? 1.0f / scale : 1.0f;
+
+    launch->grid[0] = (unsigned)kp->num_m_blocks;
+    launch->grid[1] = (unsigned)h;
+    launch->grid[2] = (unsigned)p->batch;
+    launch->block[0] = (unsigned)t.warps * 32;
+    launch->block[1] = launch->block[2] = 1;
+    launch->smem = (unsigned)kiln__hstu_fwd_smem(p->dtype, d, t.block_m, t.block_n,
+                                                 t.warps);
+    return KILN_OK;
+}

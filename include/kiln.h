@@ -1,0 +1,343 @@
+/*
+ * kiln.h -- the whole public API of kiln, a runtime that compiles GPU attention
+ * kernels just in time (NVRTC), caches the cubins in SQLite and launches them
+ * through the CUDA Driver API.  If it is not in this header, it is not API.
+ *
+ * Conventions
+ *   - Every function returns a kiln_status.  KILN_OK is 0.  On failure a
+ *     message naming the cause (the bad field and its value, the NVRTC log,
+ *     the CUresult name, the SQLite message) is kept for kiln_last_error().
+ *   - Outputs go through out-parameters and are written on success only.
+ *   - Device memory is passed as uint64_t (a CUdeviceptr).  Streams are passed
+ *     as void* (a CUstream; NULL is the legacy default stream).
+ *   - The library never aborts and never exits the process.
+ *
+ * Thread safety
+ *   - A kiln_engine may be used from any number of threads at once, except
+ *     kiln_engine_destroy(), which must not race with any other call on it.
+ *   - kiln_last_error() is per thread.
+ *   - Everything else that takes no engine is thread-safe.
+ */
+#ifndef KILN_H
+#define KILN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(KILN_BUILDING) && defined(__GNUC__)
+#define KILN_API __attribute__((visibility("default")))
+#else
+#define KILN_API
+#endif
+
+/* ===================================================================== */
+/* Version                                                                */
+/* ===================================================================== */
+
+#define KILN_VERSION_MAJOR 0
+#define KILN_VERSION_MINOR 1
+#define KILN_VERSION_PATCH 0
+#define KILN_VERSION_NUMBER \
+    (KILN_VERSION_MAJOR * 10000 + KILN_VERSION_MINOR * 100 + KILN_VERSION_PATCH)
+
+/* The library's KILN_VERSION_NUMBER; compare with the header's to detect a
+ * mismatch between the header you compiled against and the library loaded. */
+KILN_API unsigned kiln_version_number(void);
+/* "0.1.0".  Static storage. */
+KILN_API const char *kiln_version_string(void);
+
+/* ===================================================================== */
+/* Status codes                                                           */
+/* ===================================================================== */
+
+/* X(name, value, description).  Values are never renumbered. */
+#define KILN_STATUS_LIST(X)                                                    \
+    X(KILN_OK, 0, "success")                                                   \
+    X(KILN_EBADARG, 1, "invalid argument")                                     \
+    X(KILN_ENOMEM, 2, "out of host memory")                                    \
+    X(KILN_EUNSUPPORTED, 3, "unsupported combination")                         \
+    X(KILN_ENODEV, 4, "no CUDA driver or device")                              \
+    X(KILN_ECOMPILE, 5, "kernel compilation failed")                           \
+    X(KILN_ECUDA, 6, "CUDA driver error")                                      \
+    X(KILN_ECACHE, 7, "cache error")                                           \
+    X(KILN_ENOTFOUND, 8, "not found")                                          \
+    X(KILN_EIO, 9, "input/output error")                                       \
+    X(KILN_EINTERNAL, 10, "internal error")
+
+typedef enum kiln_status {
+#define KILN_X_(name, value, text) name = value,
+    KILN_STATUS_LIST(KILN_X_)
+#undef KILN_X_
+} kiln_status;
+
+/* "KILN_EBADARG".  Static storage; "KILN_UNKNOWN" for a value not listed. */
+KILN_API const char *kiln_status_name(kiln_status s);
+/* "invalid argument".  Static storage. */
+KILN_API const char *kiln_status_string(kiln_status s);
+/* The detail of the last failure on this thread, or "" if none.  Valid until
+ * the next kiln call on this thread.  Never NULL. */
+KILN_API const char *kiln_last_error(void);
+
+/* ===================================================================== */
+/* Engine                                                                 */
+/* ===================================================================== */
+
+typedef struct kiln_engine kiln_engine; /* opaque */
+
+enum kiln_log_level {
+    KILN_LOG_ERROR = 0,
+    KILN_LOG_WARN = 1, /* default */
+    KILN_LOG_INFO = 2,
+    KILN_LOG_DEBUG = 3 /* explains every lookup */
+};
+
+enum kiln_engine_flags {
+    /* Keep compiled kernels in memory only; never open a cache database. */
+    KILN_ENGINE_NO_DISK_CACHE = 1u << 0,
+    /* Never compile: a cache miss fails with KILN_ENOTFOUND. */
+    KILN_ENGINE_NO_COMPILE = 1u << 1,
+    /* Kernels check device-side inputs (offsets) and record what they find;
+     * see kiln_engine_debug_report(). */
+    KILN_ENGINE_DEBUG_CHECKS = 1u << 2
+};
+
+typedef struct kiln_engine_options {
+    uint32_t struct_size; /* sizeof(kiln_engine_options); set by _init */
+    /* Directory of the writable cache (kiln.db inside).  NULL: $KILN_CACHE_DIR,
+     * else $XDG_CACHE_HOME/kiln, else ~/.cache/kiln.  The string is copied. */
+    const char *cache_dir;
+    /* Read-only layers, ':'-separated directories or .db files, searched
+     * before the writable cache.  NULL: $KILN_CACHE_RO.  Copied. */
+    const char *ro_layers;
+    /* One of kiln_log_level; -1: $KILN_LOG (error|warn|info|debug), else warn. */
+    int log_level;
+    uint32_t flags; /* kiln_engine_flags */
+    /* Where log lines go; NULL: stderr.  Called from any thread. */
+    void (*log_fn)(int level, const char *line, void *user);
+    void *log_user;
+} kiln_engine_options;
+
+/* Fill *opts with the defaults.  Returns KILN_EBADARG for NULL. */
+KILN_API kiln_status kiln_engine_options_init(kiln_engine_options *opts);
+
+/* Create an engine.  opts may be NULL (defaults).  Opening the cache never
+ * fails the call: an unusable cache location is reported once as a warning and
+ * the engine keeps kernels in memory.  The CUDA driver is not touched until the
+ * first launch, so an engine can be created on a machine with no GPU.
+ * On success *out owns the engine; release it with kiln_engine_destroy(). */
+KILN_API kiln_status kiln_engine_create(const kiln_engine_options *opts,
+                                        kiln_engine **out);
+/* Destroy an engine; NULL does nothing.  Kernels launched through it must have
+ * completed (the loaded modules are unloaded). */
+KILN_API kiln_status kiln_engine_destroy(kiln_engine *engine);
+
+/* ===================================================================== */
+/* Kernel keys and prewarming                                             */
+/* ===================================================================== */
+
+/* Compile the kernel named by key_text (e.g.
+ * "hstu_fwd/sm_90a/bf16/d128/causal+target/rab") and store it in the cache,
+ * without a GPU.  arch ("sm_80", "sm_90a", ...) overrides the key's arch; it
+ * may be NULL when the key names one.  KILN_EBADARG names the bad field of a
+ * malformed key; KILN_ECOMPILE carries the NVRTC log.  Thread-safe; two
+ * threads prewarming one key compile it once. */
+KILN_API kiln_status kiln_prewarm(kiln_engine *engine, const char *key_text,
+                                  const char *arch);
+
+/* Canonicalize a key: parse key_text (arch override as for kiln_prewarm),
+ * fill defaults (tile sizes), validate, and write the canonical text form into
+ * buf (NUL-terminated; KILN_EBADARG if it does not fit). */
+KILN_API kiln_status kiln_key_canonical(const char *key_text, const char *arch,
+                                        char *buf, size_t buf_size);
+
+/* Write a multi-line explanation of a key into buf: each tagged field of its
+ * canonical encoding, the template digest, the compile options and the hash. */
+KILN_API kiln_status kiln_key_explain(kiln_engine *engine,
+                                      const char *key_text, const char *arch,
+                                      char *buf, size_t buf_size);
+
+/* Expand a pattern into every valid canonical key, calling fn for each; stop
+ * early if fn returns non-zero.  '*', '?' and [...] match as in fnmatch(3)
+ * over the text form, so "hstu_fwd/sm_90a/bf16/d*" or
+ * "hstu_fwd/sm_90a/bf16/d128/causal+*" select families of keys.  A key
+ * without wildcards expands to its own canonical form. */
+KILN_API kiln_status kiln_key_expand(const char *pattern, const char *arch,
+                                     int (*fn)(const char *key, void *user),
+                                     void *user);
+
+/* ===================================================================== */
+/* Cache inspection (for the CLI and for tools)                           */
+/* ===================================================================== */
+
+typedef struct kiln_cache_entry {
+    const char *key;          /* canonical text form */
+    const char *hash;         /* 32 hex digits */
+    const char *layer;        /* path of the database holding it */
+    const char *nvrtc;        /* NVRTC version that compiled it */
+    const char *options;      /* compile options */
+    const char *prelude;      /* the specialization prelude */
+    const char *log;          /* the NVRTC log (may be "") */
+    uint64_t bytes;           /* cubin size */
+    int regs, smem, spills;   /* per thread / static bytes / spill bytes */
+    double compile_ms;
+    int64_t created, last_used; /* unix seconds */
+    int64_t hits;
+} kiln_cache_entry;
+
+/* Visit the entries of every layer whose key matches pattern (NULL: all;
+ * wildcards as in kiln_key_expand, compared field by field).  The entry's
+ * strings are valid only during the callback.  fn returning non-zero stops. */
+KILN_API kiln_status kiln_cache_list(kiln_engine *engine, const char *pattern,
+                                     int (*fn)(const kiln_cache_entry *e,
+                                               void *user),
+                                     void *user);
+
+typedef struct kiln_cache_stats {
+    const char *path;       /* writable database, or "" in memory-only mode */
+    int writable;           /* 1 if the writable layer is open */
+    int64_t entries;        /* rows over all layers */
+    int64_t bytes;          /* cubin bytes over all layers */
+    int64_t file_bytes;     /* size of the writable database file(s) */
+    int64_t hits;           /* sum of hit counters */
+    int ro_layers;          /* read-only layers open */
+    /* this engine's counters since creation */
+    int64_t mem_hits, disk_hits, compiles, rejected;
+} kiln_cache_stats;
+
+/* Strings in *out stay valid until the engine is destroyed. */
+KILN_API kiln_status kiln_cache_stats_get(kiln_engine *engine,
+                                          kiln_cache_stats *out);
+
+typedef struct kiln_cache_verify_report {
+    int64_t checked;  /* rows read */
+    int64_t bad;      /* rows whose length, digest, key or ELF check failed */
+    int64_t dropped;  /* bad rows deleted (writable layer only) */
+    int integrity_ok; /* PRAGMA integrity_check said ok on every layer */
+} kiln_cache_verify_report;
+
+/* Check every row of every layer (key, length, digest, ELF) and run SQLite's
+ * integrity check.  With drop != 0, bad rows of the writable layer are
+ * deleted.  fn, if not NULL, is called with each bad key and the reason. */
+KILN_API kiln_status kiln_cache_verify(kiln_engine *engine, int drop,
+                                       kiln_cache_verify_report *out,
+                                       void (*fn)(const char *key,
+                                                  const char *why, void *user),
+                                       void *user);
+
+/* Delete the writable layer's rows matching pattern (NULL: all).  *removed
+ * (may be NULL) receives the count. */
+KILN_API kiln_status kiln_cache_clear(kiln_engine *engine, const char *pattern,
+                                      int64_t *removed);
+
+/* Copy one entry's cubin to a file (for cuobjdump). */
+KILN_API kiln_status kiln_cache_export(kiln_engine *engine, const char *key_text,
+                                       const char *path);
+
+/* ===================================================================== */
+/* Environment information                                                */
+/* ===================================================================== */
+
+typedef struct kiln_info {
+    int driver_version;         /* cuDriverGetVersion, 0 if no driver */
+    char nvrtc_version[32];     /* "13.0", or "" if NVRTC cannot be found */
+    char nvrtc_path[256];       /* where NVRTC is (or would be) loaded from */
+    char template_digest[33];   /* XXH3-128 of the embedded templates, hex */
+    char cache_path[512];       /* writable database, or "" */
+    int device_count;           /* 0 without a GPU */
+    struct {
+        char name[96];
+        char arch[16];          /* "sm_90a" */
+        int sm_count;
+        int64_t memory_bytes;
+    } devices[8];
+    char driver_error[256];     /* why device_count is 0, if it is */
+} kiln_info;
+
+/* Fill *out.  Loads the driver (if present) but does not create a context.
+ * NVRTC's version is read without compiling anything. */
+KILN_API kiln_status kiln_engine_info(kiln_engine *engine, kiln_info *out);
+
+/* ===================================================================== */
+/* HSTU attention (pointwise SiLU), jagged batches                        */
+/* ===================================================================== */
+
+enum kiln_dtype { KILN_DTYPE_FP16 = 1, KILN_DTYPE_BF16 = 2, KILN_DTYPE_E4M3 = 3 };
+enum kiln_index_type { KILN_INDEX_INT32 = 0, KILN_INDEX_INT64 = 1 };
+
+/*
+ * out_i = sum over valid j of silu(alpha * (q_i . k_j + rab[b, h % rab_heads,
+ *         pos(i), j])) / scaling_seqlen * v_j
+ * (../SPEC.md section 1).  All tensors are in the jagged layout: q (total_q,
+ * H, D), k and v (total_k, H, D), out (total_q, H, D); the last dimension is
+ * contiguous, the other two strides are given in elements.
+ *
+ * Masks follow NVIDIA's HSTU interface: window (-1,-1) is no mask, (-1,0)
+ * causal, (l,r) local ((l,0) local and causal).  num_contexts needs causal;
+ * num_targets needs causal and target_group_size >= 1.
+ *
+ * Offsets live on the device and are not read by the host.  The kernel treats
+ * a sequence whose offsets are negative, decreasing, past total_q/total_k or
+ * longer than max_seqlen as empty (its rows are not written); with
+ * KILN_ENGINE_DEBUG_CHECKS it also records the sequence.
+ */
+typedef struct kiln_hstu_fwd_params {
+    uint32_t struct_size; /* sizeof(kiln_hstu_fwd_params); set by _init */
+    int dtype;            /* kiln_dtype: FP16 or BF16 */
+    int head_dim;         /* 32, 64, 128 or 256 */
+    int num_heads;        /* H (>= 1) */
+    int batch;            /* B (>= 0) */
+    int64_t total_q, total_k; /* rows of q / of k and v */
+    uint64_t q, k, v, out;    /* device pointers, 16-byte aligned */
+    int64_t q_row_stride, q_head_stride;
+    int64_t k_row_stride, k_head_stride;
+    int64_t v_row_stride, v_head_stride;
+    int64_t out_row_stride, out_head_stride;
+    uint64_t seq_offsets_q;   /* B+1 offsets (device) */
+    uint64_t seq_offsets_k;   /* B+1 offsets; 0: same as seq_offsets_q */
+    int offsets_type;         /* kiln_index_type of both offset arrays */
+    int max_seqlen_q, max_seqlen_k; /* >= every sequence's length */
+    int window_left, window_right;  /* -1: unbounded */
+    uint64_t num_contexts;    /* int32[B] (device) or 0 */
+    uint64_t num_targets;     /* int32[B] (device) or 0 */
+    int target_group_size;    /* >= 1 when num_targets is given */
+    float alpha;
+    float scaling_seqlen;     /* 0: max_seqlen_q */
+    uint64_t rab;             /* optional (B, rab_heads, max_seqlen_k, max_seqlen_k) */
+    int rab_heads;            /* divides num_heads */
+    int64_t rab_batch_stride, rab_head_stride, rab_row_stride;
+    int is_delta_q;           /* queries are the last len_q positions */
+} kiln_hstu_fwd_params;
+
+/* Fill *p with defaults: struct_size, bf16, window (-1,-1), alpha 1,
+ * target_group_size 1, rab_heads 1; everything else 0. */
+KILN_API kiln_status kiln_hstu_fwd_params_init(kiln_hstu_fwd_params *p);
+
+/* Launch HSTU forward on stream.  Validates every host-visible field first
+ * (KILN_EBADARG naming the field), then finds or builds the kernel for the
+ * current device's arch.  Asynchronous: returns after the launch is queued.
+ * Uses the CUDA context current on the calling thread, else device 0's
+ * primary context (made current).  A batch of 0 launches nothing. */
+KILN_API kiln_status kiln_hstu_fwd(kiln_engine *engine,
+                                   const kiln_hstu_fwd_params *params,
+                                   void *stream);
+
+/* The text key kiln_hstu_fwd would use for params on arch (NULL: the current
+ * device), written into buf.  For prewarming exactly what a server will use. */
+KILN_API kiln_status kiln_hstu_fwd_key(const kiln_hstu_fwd_params *params,
+                                       const char *arch, char *buf,
+                                       size_t buf_size);
+
+/* With KILN_ENGINE_DEBUG_CHECKS: synchronizes the current context and
+ * reports the number of sequences the kernels found invalid since the last
+ * call (0 if none), then resets the count. */
+KILN_API kiln_status kiln_engine_debug_report(kiln_engine *engine,
+                                              int64_t *bad_sequences);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* KILN_H */

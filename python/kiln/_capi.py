@@ -1,0 +1,546 @@
+"""ctypes binding of libkiln.so (the C API of include/kiln.h).
+
+No compile step: the shared library is opened with ctypes on first use, so
+importing this module never fails on a machine without the library or a GPU.
+
+Where the library is looked for, in order:
+  1. $KILN_LIB (a path to libkiln.so; an error if it does not exist);
+  2. ../../build/libkiln.so relative to this package (the repository's build);
+  3. ctypes.util.find_library("kiln") (an installed libkiln.so).
+
+The structures below mirror include/kiln.h field by field (same order, same C
+types).  Their sizes are checked twice: at import against values computed by
+hand for LP64 (x86-64 / aarch64 Linux; see the offset tables below), and at
+run time against the struct_size that the library's *_init() functions write,
+which is the C compiler's sizeof.
+
+Torch is imported lazily, only by the functions that take tensors.
+"""
+
+import ctypes
+import ctypes.util
+import os
+import pathlib
+
+__all__ = [
+    "KilnError",
+    "Engine",
+    "EngineOptions",
+    "HstuFwdParams",
+    "CacheStats",
+    "hstu_fwd",
+    "hstu_fwd_key",
+    "hstu_fwd_params",
+    "library",
+    "library_path",
+    "version",
+    "status_name",
+    "KILN_OK",
+    "KILN_ENGINE_NO_DISK_CACHE",
+    "KILN_ENGINE_NO_COMPILE",
+    "KILN_ENGINE_DEBUG_CHECKS",
+    "KILN_DTYPE_FP16",
+    "KILN_DTYPE_BF16",
+    "KILN_DTYPE_E4M3",
+    "KILN_INDEX_INT32",
+    "KILN_INDEX_INT64",
+]
+
+# ----------------------------------------------------------------- constants
+# Values from include/kiln.h; never renumbered there.
+KILN_OK = 0
+KILN_STATUS_NAMES = {
+    0: "KILN_OK",
+    1: "KILN_EBADARG",
+    2: "KILN_ENOMEM",
+    3: "KILN_EUNSUPPORTED",
+    4: "KILN_ENODEV",
+    5: "KILN_ECOMPILE",
+    6: "KILN_ECUDA",
+    7: "KILN_ECACHE",
+    8: "KILN_ENOTFOUND",
+    9: "KILN_EIO",
+    10: "KILN_EINTERNAL",
+}
+KILN_LOG_ERROR, KILN_LOG_WARN, KILN_LOG_INFO, KILN_LOG_DEBUG = 0, 1, 2, 3
+KILN_ENGINE_NO_DISK_CACHE = 1 << 0
+KILN_ENGINE_NO_COMPILE = 1 << 1
+KILN_ENGINE_DEBUG_CHECKS = 1 << 2
+KILN_DTYPE_FP16, KILN_DTYPE_BF16, KILN_DTYPE_E4M3 = 1, 2, 3
+KILN_INDEX_INT32, KILN_INDEX_INT64 = 0, 1
+
+# ---------------------------------------------------------------- structures
+c_u32, c_i64, c_u64 = ctypes.c_uint32, ctypes.c_int64, ctypes.c_uint64
+c_int, c_float = ctypes.c_int, ctypes.c_float
+
+# void (*log_fn)(int level, const char *line, void *user)
+LOG_FN = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+
+
+class EngineOptions(ctypes.Structure):
+    """kiln_engine_options."""
+
+    _fields_ = [
+        ("struct_size", c_u32),
+        ("cache_dir", ctypes.c_char_p),
+        ("ro_layers", ctypes.c_char_p),
+        ("log_level", c_int),
+        ("flags", c_u32),
+        ("log_fn", LOG_FN),
+        ("log_user", ctypes.c_void_p),
+    ]
+
+
+class HstuFwdParams(ctypes.Structure):
+    """kiln_hstu_fwd_params."""
+
+    _fields_ = [
+        ("struct_size", c_u32),
+        ("dtype", c_int),
+        ("head_dim", c_int),
+        ("num_heads", c_int),
+        ("batch", c_int),
+        ("total_q", c_i64),
+        ("total_k", c_i64),
+        ("q", c_u64),
+        ("k", c_u64),
+        ("v", c_u64),
+        ("out", c_u64),
+        ("q_row_stride", c_i64),
+        ("q_head_stride", c_i64),
+        ("k_row_stride", c_i64),
+        ("k_head_stride", c_i64),
+        ("v_row_stride", c_i64),
+        ("v_head_stride", c_i64),
+        ("out_row_stride", c_i64),
+        ("out_head_stride", c_i64),
+        ("seq_offsets_q", c_u64),
+        ("seq_offsets_k", c_u64),
+        ("offsets_type", c_int),
+        ("max_seqlen_q", c_int),
+        ("max_seqlen_k", c_int),
+        ("window_left", c_int),
+        ("window_right", c_int),
+        ("num_contexts", c_u64),
+        ("num_targets", c_u64),
+        ("target_group_size", c_int),
+        ("alpha", c_float),
+        ("scaling_seqlen", c_float),
+        ("rab", c_u64),
+        ("rab_heads", c_int),
+        ("rab_batch_stride", c_i64),
+        ("rab_head_stride", c_i64),
+        ("rab_row_stride", c_i64),
+        ("is_delta_q", c_int),
+    ]
+
+
+class CacheStats(ctypes.Structure):
+    """kiln_cache_stats."""
+
+    _fields_ = [
+        ("path", ctypes.c_char_p),
+        ("writable", c_int),
+        ("entries", c_i64),
+        ("bytes", c_i64),
+        ("file_bytes", c_i64),
+        ("hits", c_i64),
+        ("ro_layers", c_int),
+        ("mem_hits", c_i64),
+        ("disk_hits", c_i64),
+        ("compiles", c_i64),
+        ("rejected", c_i64),
+    ]
+
+
+# Layouts computed by hand for LP64 (int 4, pointers and int64 8, each field at
+# the next multiple of its size, the struct padded to a multiple of 8).
+#
+# kiln_engine_options: struct_size 0, [pad 4], cache_dir 8, ro_layers 16,
+#   log_level 24, flags 28, log_fn 32, log_user 40 -> 48 bytes.
+# kiln_hstu_fwd_params: struct_size 0, dtype 4, head_dim 8, num_heads 12,
+#   batch 16, [pad 4], total_q 24, total_k 32, q 40, k 48, v 56, out 64,
+#   q_row_stride 72 ... out_head_stride 128, seq_offsets_q 136,
+#   seq_offsets_k 144, offsets_type 152, max_seqlen_q 156, max_seqlen_k 160,
+#   window_left 164, window_right 168, [pad 4], num_contexts 176,
+#   num_targets 184, target_group_size 192, alpha 196, scaling_seqlen 200,
+#   [pad 4], rab 208, rab_heads 216, [pad 4], rab_batch_stride 224,
+#   rab_head_stride 232, rab_row_stride 240, is_delta_q 248, [pad 4]
+#   -> 256 bytes.
+# kiln_cache_stats: path 0, writable 8, [pad 4], entries 16, bytes 24,
+#   file_bytes 32, hits 40, ro_layers 48, [pad 4], mem_hits 56, disk_hits 64,
+#   compiles 72, rejected 80 -> 88 bytes.
+_EXPECTED_LAYOUT = {
+    EngineOptions: (48, {"cache_dir": 8, "log_level": 24, "flags": 28,
+                         "log_fn": 32, "log_user": 40}),
+    HstuFwdParams: (256, {"total_q": 24, "q": 40, "out": 64,
+                          "q_row_stride": 72, "out_head_stride": 128,
+                          "seq_offsets_q": 136, "offsets_type": 152,
+                          "window_right": 168, "num_contexts": 176,
+                          "num_targets": 184, "target_group_size": 192,
+                          "alpha": 196, "scaling_seqlen": 200, "rab": 208,
+                          "rab_heads": 216, "rab_batch_stride": 224,
+                          "rab_row_stride": 240, "is_delta_q": 248}),
+    CacheStats: (88, {"writable": 8, "entries": 16, "ro_layers": 48,
+                      "mem_hits": 56, "rejected": 80}),
+}
+
+
+def _check_layouts():
+    if ctypes.sizeof(ctypes.c_void_p) != 8 or ctypes.sizeof(ctypes.c_int) != 4:
+        return  # not LP64: the hand-computed numbers do not apply
+    for cls, (size, offsets) in _EXPECTED_LAYOUT.items():
+        got = ctypes.sizeof(cls)
+        if got != size:
+            raise ImportError(
+                f"kiln._capi: ctypes.sizeof({cls.__name__}) is {got}, expected "
+                f"{size}: the binding no longer mirrors include/kiln.h")
+        for name, off in offsets.items():
+            got = getattr(cls, name).offset
+            if got != off:
+                raise ImportError(
+                    f"kiln._capi: {cls.__name__}.{name} is at offset {got}, "
+                    f"expected {off}: the binding no longer mirrors include/kiln.h")
+
+
+_check_layouts()
+
+# ------------------------------------------------------------------- library
+
+
+class KilnError(RuntimeError):
+    """A kiln call returned a status other than KILN_OK."""
+
+    def __init__(self, status, name, detail, call):
+        self.status = status
+        self.status_name = name
+        self.detail = detail
+        self.call = call
+        msg = f"{call}: {name} ({status})"
+        if detail:
+            msg += f": {detail}"
+        super().__init__(msg)
+
+
+_lib = None
+_lib_path = None
+
+
+def library_path():
+    """The path that library() loads (without loading it)."""
+    env = os.environ.get("KILN_LIB")
+    if env:
+        if not os.path.exists(env):
+            raise OSError(f"KILN_LIB={env!r} does not exist")
+        return env
+    here = pathlib.Path(__file__).resolve().parent
+    cand = here.parent.parent / "build" / "libkiln.so"
+    if cand.exists():
+        return str(cand)
+    found = ctypes.util.find_library("kiln")
+    if found:
+        return found
+    raise OSError(
+        "libkiln.so not found: set KILN_LIB=/path/to/libkiln.so, build it "
+        f"('make' so that {cand} exists), or install it where "
+        "ctypes.util.find_library('kiln') looks")
+
+
+def _proto(lib, name, restype, *argtypes):
+    fn = getattr(lib, name)
+    fn.restype = restype
+    fn.argtypes = list(argtypes)
+
+
+def library():
+    """The loaded libkiln (ctypes.CDLL), with prototypes set."""
+    global _lib, _lib_path
+    if _lib is not None:
+        return _lib
+    path = library_path()
+    lib = ctypes.CDLL(path)
+    P, VP, CP = ctypes.POINTER, ctypes.c_void_p, ctypes.c_char_p
+    _proto(lib, "kiln_version_number", ctypes.c_uint)
+    _proto(lib, "kiln_version_string", CP)
+    _proto(lib, "kiln_status_name", CP, c_int)
+    _proto(lib, "kiln_status_string", CP, c_int)
+    _proto(lib, "kiln_last_error", CP)
+    _proto(lib, "kiln_engine_options_init", c_int, P(EngineOptions))
+    _proto(lib, "kiln_engine_create", c_int, P(EngineOptions), P(VP))
+    _proto(lib, "kiln_engine_destroy", c_int, VP)
+    _proto(lib, "kiln_prewarm", c_int, VP, CP, CP)
+    _proto(lib, "kiln_key_canonical", c_int, CP, CP, CP, ctypes.c_size_t)
+    _proto(lib, "kiln_cache_stats_get", c_int, VP, P(CacheStats))
+    _proto(lib, "kiln_hstu_fwd_params_init", c_int, P(HstuFwdParams))
+    _proto(lib, "kiln_hstu_fwd", c_int, VP, P(HstuFwdParams), VP)
+    _proto(lib, "kiln_hstu_fwd_key", c_int, P(HstuFwdParams), CP, CP,
+           ctypes.c_size_t)
+    _lib, _lib_path = lib, path
+    return lib
+
+
+def status_name(status):
+    try:
+        return library().kiln_status_name(status).decode()
+    except OSError:
+        return KILN_STATUS_NAMES.get(status, "KILN_UNKNOWN")
+
+
+def _check(status, call):
+    if status == KILN_OK:
+        return
+    lib = library()
+    # kiln_last_error is valid until the next kiln call on this thread: copy
+    # it (ctypes c_char_p returns bytes) before asking for the status name.
+    detail = (lib.kiln_last_error() or b"").decode(errors="replace")
+    name = lib.kiln_status_name(status).decode()
+    raise KilnError(status, name, detail, call)
+
+
+def version():
+    """(version string, version number) of the loaded library."""
+    lib = library()
+    return lib.kiln_version_string().decode(), int(lib.kiln_version_number())
+
+
+# -------------------------------------------------------------------- engine
+
+
+class Engine:
+    """A kiln_engine: create on construction, destroy on close()/exit/GC.
+
+    cache_dir / ro_layers: None means the library's defaults ($KILN_CACHE_DIR,
+    $KILN_CACHE_RO, ...).  log_level: None keeps the default (-1: $KILN_LOG).
+    flags: KILN_ENGINE_* bits.
+    """
+
+    def __init__(self, cache_dir=None, ro_layers=None, log_level=None, flags=0):
+        lib = library()
+        opts = EngineOptions()
+        _check(lib.kiln_engine_options_init(ctypes.byref(opts)),
+               "kiln_engine_options_init")
+        if opts.struct_size != ctypes.sizeof(EngineOptions):
+            raise RuntimeError(
+                f"kiln_engine_options: the library says struct_size "
+                f"{opts.struct_size}, ctypes has {ctypes.sizeof(EngineOptions)}: "
+                "python/kiln/_capi.py does not match this libkiln")
+        # Keep the encoded strings alive while the library copies them.
+        self._keep = []
+        if cache_dir is not None:
+            b = os.fsencode(cache_dir)
+            self._keep.append(b)
+            opts.cache_dir = b
+        if ro_layers is not None:
+            b = os.fsencode(ro_layers)
+            self._keep.append(b)
+            opts.ro_layers = b
+        if log_level is not None:
+            opts.log_level = int(log_level)
+        opts.flags = int(flags)
+        handle = ctypes.c_void_p()
+        _check(lib.kiln_engine_create(ctypes.byref(opts), ctypes.byref(handle)),
+               "kiln_engine_create")
+        self._handle = handle
+
+    @property
+    def handle(self):
+        if self._handle is None or not self._handle.value:
+            raise ValueError("kiln Engine is closed")
+        return self._handle
+
+    def close(self):
+        h, self._handle = getattr(self, "_handle", None), None
+        if h is not None and h.value and _lib is not None:
+            _check(_lib.kiln_engine_destroy(h), "kiln_engine_destroy")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def prewarm(self, key, arch=None):
+        _check(library().kiln_prewarm(self.handle, key.encode(),
+                                      arch.encode() if arch else None),
+               f"kiln_prewarm({key!r})")
+
+    def cache_stats(self):
+        """This engine's cache statistics as a dict."""
+        st = CacheStats()
+        _check(library().kiln_cache_stats_get(self.handle, ctypes.byref(st)),
+               "kiln_cache_stats_get")
+        d = {name: getattr(st, name) for name, _ in CacheStats._fields_}
+        d["path"] = (st.path or b"").decode(errors="replace")
+        return d
+
+
+# ---------------------------------------------------------------- HSTU fwd
+
+
+def _torch_dtype_code(t):
+    import torch
+
+    codes = {torch.float16: KILN_DTYPE_FP16, torch.bfloat16: KILN_DTYPE_BF16}
+    e4m3 = getattr(torch, "float8_e4m3fn", None)
+    if e4m3 is not None:
+        codes[e4m3] = KILN_DTYPE_E4M3
+    if t.dtype not in codes:
+        raise TypeError(f"kiln: dtype {t.dtype} is not float16, bfloat16 or "
+                        "float8_e4m3fn")
+    return codes[t.dtype]
+
+
+def _check_view(name, t, device):
+    if t.dim() != 3:
+        raise ValueError(f"kiln: {name} must be (rows, heads, dim), got shape "
+                         f"{tuple(t.shape)}")
+    if not t.is_cuda or t.device != device:
+        raise ValueError(f"kiln: {name} is on {t.device}, expected {device}")
+    if t.shape[2] > 1 and t.stride(2) != 1:
+        raise ValueError(f"kiln: {name}'s last dimension must be contiguous "
+                         f"(strides {t.stride()})")
+
+
+def _check_index(name, t, device, dtypes):
+    if not t.is_cuda or t.device != device:
+        raise ValueError(f"kiln: {name} is on {t.device}, expected {device}")
+    if t.dtype not in dtypes:
+        raise TypeError(f"kiln: {name} has dtype {t.dtype}, expected one of "
+                        f"{[str(d) for d in dtypes]}")
+    if t.dim() != 1 or (t.numel() > 1 and t.stride(0) != 1):
+        raise ValueError(f"kiln: {name} must be a contiguous 1-D tensor")
+
+
+def hstu_fwd_params(q, k, v, out, seq_offsets, max_seqlen, *, alpha=1.0,
+                    scaling_seqlen=0.0, causal=False, window=(-1, -1),
+                    num_contexts=None, num_targets=None, target_group_size=1,
+                    seq_offsets_k=None, max_seqlen_k=None, rab=None,
+                    is_delta_q=False):
+    """Fill a kiln_hstu_fwd_params from torch tensors (no GPU work).
+
+    q (total_q, H, D), k and v (total_k, H, D), out (total_q, H, D): last dim
+    contiguous, strides taken from the tensors.  seq_offsets: int32 or int64,
+    B+1 entries.  causal=True is window (-1, 0); otherwise window=(left, right).
+    num_contexts / num_targets: int32[B] or None.  rab: (B, rab_heads,
+    max_seqlen_k, max_seqlen_k) or None.
+    """
+    import torch
+
+    lib = library()
+    p = HstuFwdParams()
+    _check(lib.kiln_hstu_fwd_params_init(ctypes.byref(p)),
+           "kiln_hstu_fwd_params_init")
+    if p.struct_size != ctypes.sizeof(HstuFwdParams):
+        raise RuntimeError(
+            f"kiln_hstu_fwd_params: the library says struct_size {p.struct_size}, "
+            f"ctypes has {ctypes.sizeof(HstuFwdParams)}: python/kiln/_capi.py "
+            "does not match this libkiln")
+    dev = q.device
+    for name, t in (("q", q), ("k", k), ("v", v), ("out", out)):
+        _check_view(name, t, dev)
+    if not (q.dtype == k.dtype == v.dtype):
+        raise TypeError(f"kiln: q, k, v dtypes differ ({q.dtype}, {k.dtype}, "
+                        f"{v.dtype})")
+    idx_types = (torch.int32, torch.int64)
+    _check_index("seq_offsets", seq_offsets, dev, idx_types)
+    if seq_offsets_k is not None:
+        _check_index("seq_offsets_k", seq_offsets_k, dev, (seq_offsets.dtype,))
+    p.dtype = _torch_dtype_code(q)
+    p.head_dim = int(q.shape[2])
+    p.num_heads = int(q.shape[1])
+    p.batch = int(seq_offsets.numel()) - 1
+    p.total_q, p.total_k = int(q.shape[0]), int(k.shape[0])
+    p.q, p.k, p.v, p.out = q.data_ptr(), k.data_ptr(), v.data_ptr(), out.data_ptr()
+    p.q_row_stride, p.q_head_stride = q.stride(0), q.stride(1)
+    p.k_row_stride, p.k_head_stride = k.stride(0), k.stride(1)
+    p.v_row_stride, p.v_head_stride = v.stride(0), v.stride(1)
+    p.out_row_stride, p.out_head_stride = out.stride(0), out.stride(1)
+    p.seq_offsets_q = seq_offsets.data_ptr()
+    p.seq_offsets_k = seq_offsets_k.data_ptr() if seq_offsets_k is not None else 0
+    p.offsets_type = (KILN_INDEX_INT64 if seq_offsets.dtype == torch.int64
+                      else KILN_INDEX_INT32)
+    p.max_seqlen_q = int(max_seqlen)
+    p.max_seqlen_k = int(max_seqlen if max_seqlen_k is None else max_seqlen_k)
+    if causal:
+        p.window_left, p.window_right = -1, 0
+    else:
+        p.window_left, p.window_right = int(window[0]), int(window[1])
+    if num_contexts is not None:
+        _check_index("num_contexts", num_contexts, dev, (torch.int32,))
+        p.num_contexts = num_contexts.data_ptr()
+    if num_targets is not None:
+        _check_index("num_targets", num_targets, dev, (torch.int32,))
+        p.num_targets = num_targets.data_ptr()
+    p.target_group_size = int(target_group_size)
+    p.alpha = float(alpha)
+    p.scaling_seqlen = float(scaling_seqlen)
+    if rab is not None:
+        if rab.dim() != 4 or not rab.is_cuda or rab.device != dev:
+            raise ValueError("kiln: rab must be a 4-D CUDA tensor (B, rab_heads, "
+                             f"max_seqlen_k, max_seqlen_k) on {dev}")
+        if rab.shape[3] > 1 and rab.stride(3) != 1:
+            raise ValueError("kiln: rab's last dimension must be contiguous")
+        p.rab = rab.data_ptr()
+        p.rab_heads = int(rab.shape[1])
+        p.rab_batch_stride = rab.stride(0)
+        p.rab_head_stride = rab.stride(1)
+        p.rab_row_stride = rab.stride(2)
+    p.is_delta_q = 1 if is_delta_q else 0
+    return p
+
+
+def _stream_handle(stream, device):
+    import torch
+
+    if stream is None:
+        return torch.cuda.current_stream(device).cuda_stream
+    if isinstance(stream, int):
+        return stream
+    return stream.cuda_stream  # torch.cuda.Stream / ExternalStream
+
+
+def hstu_fwd(engine, q, k, v, out, seq_offsets, max_seqlen, *, alpha=1.0,
+             scaling_seqlen=0.0, causal=False, window=(-1, -1),
+             num_contexts=None, num_targets=None, target_group_size=1,
+             seq_offsets_k=None, max_seqlen_k=None, rab=None, is_delta_q=False,
+             stream=None):
+    """HSTU forward into out (asynchronous, on `stream`, default the current
+    torch stream of q's device).  Raises KilnError on failure, with the status
+    name and kiln_last_error()."""
+    import torch
+
+    p = hstu_fwd_params(q, k, v, out, seq_offsets, max_seqlen, alpha=alpha,
+                        scaling_seqlen=scaling_seqlen, causal=causal,
+                        window=window, num_contexts=num_contexts,
+                        num_targets=num_targets,
+                        target_group_size=target_group_size,
+                        seq_offsets_k=seq_offsets_k, max_seqlen_k=max_seqlen_k,
+                        rab=rab, is_delta_q=is_delta_q)
+    # kiln launches in the context current on this thread: make q's device
+    # (its primary context, which torch uses) current for the call.
+    with torch.cuda.device(q.device):
+        s = _stream_handle(stream, q.device)
+        _check(library().kiln_hstu_fwd(engine.handle, ctypes.byref(p),
+                                       ctypes.c_void_p(s)),
+               "kiln_hstu_fwd")
+    return out
+
+
+def hstu_fwd_key(q, k, v, out, seq_offsets, max_seqlen, arch=None, **kw):
+    """The kernel key kiln_hstu_fwd would use for these arguments."""
+    import torch
+
+    p = hstu_fwd_params(q, k, v, out, seq_offsets, max_seqlen, **kw)
+    buf = ctypes.create_string_buffer(512)
+    with torch.cuda.device(q.device):  # arch None: the current device's
+        _check(library().kiln_hstu_fwd_key(ctypes.byref(p),
+                                           arch.encode() if arch else None,
+                                           buf, ctypes.sizeof(buf)),
+               "kiln_hstu_fwd_key")
+    return buf.value.decode()

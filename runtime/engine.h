@@ -1,0 +1,73 @@
+/* engine.h -- the engine's private state.  Internal. */
+#ifndef KILN_ENGINE_H
+#define KILN_ENGINE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "cache/cache.h"
+#include "dispatch/key.h"
+#include "runtime/cuda.h"
+#include "runtime/error.h"
+
+#define KILN_SLOTS 4096 /* power of two; kernels one engine can hold */
+#define KILN_MAX_DEVICES 64
+
+enum kiln_slot_state {
+    KILN_SLOT_EMPTY = 0, /* never used */
+    KILN_SLOT_BUSY,      /* one thread is compiling/loading; others wait */
+    KILN_SLOT_READY,     /* loaded: kern is valid, fields immutable */
+    KILN_SLOT_IDLE       /* known but not loaded (stored by prewarm, or failed) */
+};
+
+typedef struct kiln_slot {
+    _Atomic int state;
+    uint8_t hash[16];
+    uint8_t ident[KILN_IDENT_BYTES];
+    CUlibrary lib;
+    CUkernel kern;
+    /* devices on which the dynamic shared memory limit was raised */
+    _Atomic uint64_t smem_set;
+    /* memory-only mode: a prewarmed cubin kept until it is loaded */
+    void *cubin;
+    size_t cubin_len;
+    int stored;          /* compiled and handed to the cache */
+    kiln_status failed;  /* last failure of a load/compile, for waiters */
+} kiln_slot;
+
+typedef struct kiln_devinfo {
+    _Atomic int known;
+    int arch, arch_a;
+    CUdeviceptr debug_counter; /* KILN_ENGINE_DEBUG_CHECKS only */
+} kiln_devinfo;
+
+struct kiln_engine {
+    kiln_logger log;
+    uint32_t flags;
+    kiln_cache *cache; /* NULL with KILN_ENGINE_NO_DISK_CACHE */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    kiln_slot *slots;
+    int nvrtc_known;
+    char nvrtc_version[24];
+    kiln_devinfo dev[KILN_MAX_DEVICES];
+    _Atomic int64_t mem_hits, disk_hits, compiles;
+};
+
+/* Find or build the kernel for key (single flight).  With load == 0 the
+ * kernel is only compiled and stored (prewarm, no GPU needed).  On success
+ * with load, *slot_out is a READY slot. */
+kiln_status kiln__kernel_get(kiln_engine *e, const kiln_key *key, int load,
+                             kiln_slot **slot_out);
+
+/* The NVRTC version used in identities (memoized through the cache). */
+const char *kiln__engine_nvrtc(kiln_engine *e);
+
+/* The current context's device, making device 0's primary context current if
+ * there is none; fills arch.  */
+kiln_status kiln__current_device(kiln_engine *e, const kiln_cu_api *cu,
+                                 CUdevice *dev, kiln_devinfo **info);
+
+#endif

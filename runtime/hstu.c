@@ -1,0 +1,115 @@
+/* hstu.c -- kiln_hstu_fwd: plan, find the kernel, launch.  The hit path
+ * allocates nothing, takes no lock and touches no database. */
+#include <stdio.h>
+#include <string.h>
+
+#include "dispatch/hstu_fwd.h"
+#include "runtime/engine.h"
+
+kiln_status kiln_hstu_fwd_params_init(kiln_hstu_fwd_params *p)
+{
+    KILN_FAIL_IF(!p, KILN_EBADARG, "params is NULL");
+    memset(p, 0, sizeof *p);
+    p->struct_size = sizeof *p;
+    p->dtype = KILN_DTYPE_BF16;
+    p->window_left = p->window_right = -1;
+    p->alpha = 1.0f;
+    p->target_group_size = 1;
+    p->rab_heads = 1;
+    return KILN_OK;
+}
+
+static kiln_status debug_counter(kiln_engine *e, const kiln_cu_api *cu,
+                                 kiln_devinfo *di, uint64_t *out)
+{
+    pthread_mutex_lock(&e->mu);
+    if (!di->debug_counter) {
+        CUdeviceptr p = 0;
+        CUresult r = cu->MemAlloc(&p, sizeof(unsigned long long));
+        if (r == 0) r = cu->MemsetD8(p, 0, sizeof(unsigned long long));
+        if (r != 0) {
+            pthread_mutex_unlock(&e->mu);
+            return kiln__cu_fail(cu, r, "allocating the debug counter");
+        }
+        di->debug_counter = p;
+    }
+    pthread_mutex_unlock(&e->mu);
+    *out = di->debug_counter;
+    return KILN_OK;
+}
+
+kiln_status kiln_hstu_fwd(kiln_engine *e, const kiln_hstu_fwd_params *params,
+                          void *stream)
+{
+    KILN_FAIL_IF(!e, KILN_EBADARG, "engine is NULL");
+    kiln_key key;
+    kiln_hstu_kparams kp;
+    kiln_launch l;
+    int empty;
+    const kiln_cu_api *cu;
+    CUdevice dev;
+    kiln_devinfo *di;
+    kiln_status ds = kiln__cu(&cu);
+    if (ds == KILN_OK) ds = kiln__current_device(e, cu, &dev, &di);
+    if (ds != KILN_OK) {
+        /* No usable device: still report a bad argument as such. */
+        char why[512];
+        snprintf(why, sizeof why, "%s", kiln_last_error());
+        KILN_TRY(kiln__hstu_fwd_plan(params, 80, 0, &key, &kp, &l, &empty));
+        if (empty) return KILN_OK;
+        return kiln__fail(ds, "%s", why);
+    }
+    /* Everything the host can see is checked here, before the GPU is. */
+    KILN_TRY(kiln__hstu_fwd_plan(params, di->arch, di->arch_a, &key, &kp, &l, &empty));
+    if (empty) return KILN_OK;
+    if (e->flags & KILN_ENGINE_DEBUG_CHECKS)
+        KILN_TRY(debug_counter(e, cu, di, &kp.debug_counter));
+
+    kiln_slot *s;
+    KILN_TRY(kiln__kernel_get(e, &key, 1, &s));
+    atomic_fetch_add_explicit(&e->mem_hits, 1, memory_order_relaxed);
+    uint64_t bit = 1ull << dev;
+    if (l.smem > 48 * 1024 &&
+        !(atomic_load_explicit(&s->smem_set, memory_order_acquire) & bit)) {
+        KILN_CU_TRY(cu, cu->KernelSetAttribute(KILN_CU_FUNC_ATTR_MAX_DYNAMIC_SMEM,
+                                               (int)l.smem, s->kern, dev),
+                    "cuKernelSetAttribute(max dynamic shared memory)");
+        atomic_fetch_or_explicit(&s->smem_set, bit, memory_order_release);
+    }
+    void *args[] = {&kp};
+    KILN_CU_TRY(cu, cu->LaunchKernel((CUfunction)s->kern, l.grid[0], l.grid[1],
+                                     l.grid[2], l.block[0], l.block[1], l.block[2],
+                                     l.smem, (CUstream)stream, args, NULL),
+                "cuLaunchKernel(kiln_hstu_fwd)");
+    return KILN_OK;
+}
+
+kiln_status kiln_hstu_fwd_key(const kiln_hstu_fwd_params *params, const char *arch,
+                              char *buf, size_t n)
+{
+    KILN_FAIL_IF(!buf || n == 0, KILN_EBADARG, "buf is NULL or empty");
+    int a = 0, aa = 0;
+    if (arch) {
+        KILN_FAIL_IF(kiln__arch_parse(arch, &a, &aa), KILN_EBADARG,
+                     "arch '%s' is not of the form sm_80, sm_90a", arch);
+    } else {
+        const kiln_cu_api *cu;
+        KILN_TRY(kiln__cu(&cu));
+        CUcontext ctx = NULL;
+        CUdevice d = 0;
+        KILN_CU_TRY(cu, cu->CtxGetCurrent(&ctx), "cuCtxGetCurrent");
+        if (ctx) KILN_CU_TRY(cu, cu->CtxGetDevice(&d), "cuCtxGetDevice");
+        int major = 0, minor = 0;
+        KILN_CU_TRY(cu, cu->DeviceGetAttribute(&major, KILN_CU_ATTR_CC_MAJOR, d), "major");
+        KILN_CU_TRY(cu, cu->DeviceGetAttribute(&minor, KILN_CU_ATTR_CC_MINOR, d), "minor");
+        kiln__arch_for_device(major, minor, &a, &aa);
+    }
+    kiln_key key;
+    kiln_hstu_kparams kp;
+    kiln_launch l;
+    int empty;
+    KILN_TRY(kiln__hstu_fwd_plan(params, a, aa, &key, &kp, &l, &empty));
+    KILN_FAIL_IF(kiln__key_format(&key, buf, n) < 0, KILN_EBADARG,
+                 "buf of %zu bytes is too small for the key", n);
+    return KILN_OK;
+}

@@ -1,0 +1,393 @@
+/* test_engine.c -- the launch path end to end on the CPU: real keys, real
+ * NVRTC and cache, a fake driver table in place of libcuda.
+ *
+ * Proves: a miss compiles once and loads once; a hit allocates nothing and
+ * reaches neither SQLite nor NVRTC; threads missing one key compile it once;
+ * a second engine on the same cache loads without compiling; a no-compile
+ * engine reports a miss clearly; an unusable cache directory degrades to
+ * memory. */
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "kiln.h"
+#include "runtime/cuda.h"
+#include "templates/hstu_params.h"
+
+/* ---------------------------------------------- counting the heap (glibc) */
+
+extern void *__libc_malloc(size_t);
+extern void *__libc_calloc(size_t, size_t);
+extern void *__libc_realloc(void *, size_t);
+extern void __libc_free(void *);
+static __thread long allocs;
+void *malloc(size_t n) { allocs++; return __libc_malloc(n); }
+void *calloc(size_t n, size_t s) { allocs++; return __libc_calloc(n, s); }
+void *realloc(void *p, size_t n) { allocs++; return __libc_realloc(p, n); }
+void free(void *p) { __libc_free(p); }
+
+/* ---------------------------------------------- a fake driver */
+
+static struct {
+    pthread_mutex_t mu;
+    int loads, launches, set_attr;
+    unsigned grid[3], block[3], smem;
+    kiln_hstu_kparams last;
+    int fail_loads; /* make cuLibraryLoadData fail */
+} fake = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, {0}, {0}, 0, {0}, 0};
+
+static int fake_lib_storage[64];
+
+static CUresult f_ok(void) { return 0; }
+static CUresult f_init(unsigned f) { (void)f; return 0; }
+static CUresult f_ver(int *v) { *v = 13000; return 0; }
+static CUresult f_count(int *n) { *n = 1; return 0; }
+static CUresult f_dev(CUdevice *d, int o) { *d = o; return 0; }
+static CUresult f_attr(int *v, int a, CUdevice d)
+{
+    (void)d;
+    *v = a == KILN_CU_ATTR_CC_MAJOR ? 9 : a == KILN_CU_ATTR_CC_MINOR ? 0 : 132;
+    return 0;
+}
+static CUresult f_name(char *n, int l, CUdevice d) { (void)d; snprintf(n, (size_t)l, "fake"); return 0; }
+static CUresult f_mem(size_t *b, CUdevice d) { (void)d; *b = 1 << 30; return 0; }
+static CUresult f_getcur(CUcontext *c) { *c = (CUcontext)&fake; return 0; }
+static CUresult f_setcur(CUcontext c) { (void)c; return 0; }
+static CUresult f_ctxdev(CUdevice *d) { *d = 0; return 0; }
+static CUresult f_retain(CUcontext *c, CUdevice d) { (void)d; *c = (CUcontext)&fake; return 0; }
+static CUresult f_load(CUlibrary *lib, const void *code, void *a, void **b, unsigned c,
+                       void *d, void **e, unsigned f)
+{
+    (void)a; (void)b; (void)c; (void)d; (void)e; (void)f;
+    pthread_mutex_lock(&fake.mu);
+    int fail = fake.fail_loads;
+    int n = fake.loads++;
+    pthread_mutex_unlock(&fake.mu);
+    if (fail) return 218; /* CUDA_ERROR_INVALID_PTX */
+    assert_memory_equal(code, "\x7f" "ELF", 4);
+    *lib = (CUlibrary)&fake_lib_storage[n % 64];
+    return 0;
+}
+static CUresult f_unload(CUlibrary l) { (void)l; return 0; }
+static CUresult f_getk(CUkernel *k, CUlibrary l, const char *name)
+{
+    assert_string_equal(name, "kiln_hstu_fwd");
+    *k = (CUkernel)l;
+    return 0;
+}
+static CUresult f_kattr(int a, int v, CUkernel k, CUdevice d)
+{
+    (void)a; (void)v; (void)k; (void)d;
+    fake.set_attr++;
+    return 0;
+}
+static CUresult f_launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
+                         unsigned by, unsigned bz, unsigned smem, CUstream s, void **params,
+                         void **extra)
+{
+    (void)f; (void)s; (void)extra;
+    pthread_mutex_lock(&fake.mu);
+    fake.launches++;
+    fake.grid[0] = gx; fake.grid[1] = gy; fake.grid[2] = gz;
+    fake.block[0] = bx; fake.block[1] = by; fake.block[2] = bz;
+    fake.smem = smem;
+    memcpy(&fake.last, params[0], sizeof fake.last);
+    pthread_mutex_unlock(&fake.mu);
+    return 0;
+}
+static CUresult f_malloc(CUdeviceptr *p, size_t n) { (void)n; *p = 0x1000; return 0; }
+static CUresult f_free(CUdeviceptr p) { (void)p; return 0; }
+static CUresult f_memset(CUdeviceptr p, unsigned char v, size_t n) { (void)p; (void)v; (void)n; return 0; }
+static CUresult f_dtoh(void *d, CUdeviceptr s, size_t n) { (void)s; memset(d, 0, n); return 0; }
+static CUresult f_errname(CUresult r, const char **s) { *s = r == 218 ? "CUDA_ERROR_INVALID_PTX" : "CUDA_ERROR_FAKE"; return 0; }
+static CUresult f_errstr(CUresult r, const char **s) { (void)r; *s = "fake"; return 0; }
+
+static const kiln_cu_api fake_api = {
+    .Init = f_init, .DriverGetVersion = f_ver, .DeviceGetCount = f_count,
+    .DeviceGet = f_dev, .DeviceGetAttribute = f_attr, .DeviceGetName = f_name,
+    .DeviceTotalMem = f_mem, .CtxGetCurrent = f_getcur, .CtxSetCurrent = f_setcur,
+    .CtxGetDevice = f_ctxdev, .CtxSynchronize = f_ok, .DevicePrimaryCtxRetain = f_retain,
+    .LibraryLoadData = f_load, .LibraryUnload = f_unload, .LibraryGetKernel = f_getk,
+    .KernelSetAttribute = f_kattr, .LaunchKernel = f_launch, .MemAlloc = f_malloc,
+    .MemFree = f_free, .MemsetD8 = f_memset, .MemcpyDtoH = f_dtoh,
+    .GetErrorName = f_errname, .GetErrorString = f_errstr,
+};
+
+/* ---------------------------------------------- fixtures */
+
+static char dir[256];
+static int have_nvrtc;
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(dir, sizeof dir, "%s/kiln-engine-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+    if (!mkdtemp(dir)) return -1;
+    kiln__cu_override(&fake_api);
+    kiln_engine *e;
+    if (kiln_engine_create(NULL, &e) != KILN_OK) return -1;
+    kiln_info info;
+    kiln_engine_info(e, &info);
+    have_nvrtc = info.nvrtc_version[0] != '\0';
+    kiln_engine_destroy(e);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static kiln_engine *engine_at(const char *sub, uint32_t flags)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, sub);
+    kiln_engine_options o;
+    kiln_engine_options_init(&o);
+    o.cache_dir = path;
+    o.ro_layers = "";
+    o.flags = flags;
+    kiln_engine *e = NULL;
+    assert_int_equal(kiln_engine_create(&o, &e), KILN_OK);
+    return e;
+}
+
+static kiln_hstu_fwd_params params(int head_dim, int causal)
+{
+    kiln_hstu_fwd_params p;
+    kiln_hstu_fwd_params_init(&p);
+    p.dtype = KILN_DTYPE_BF16;
+    p.head_dim = head_dim;
+    p.num_heads = 2;
+    p.batch = 3;
+    p.total_q = p.total_k = 300;
+    p.q = 0x100000; p.k = 0x200000; p.v = 0x300000; p.out = 0x400000;
+    p.q_row_stride = p.k_row_stride = p.v_row_stride = p.out_row_stride = 2 * head_dim;
+    p.q_head_stride = p.k_head_stride = p.v_head_stride = p.out_head_stride = head_dim;
+    p.seq_offsets_q = 0x500000;
+    p.max_seqlen_q = p.max_seqlen_k = 200;
+    p.window_left = -1;
+    p.window_right = causal ? 0 : -1;
+    p.alpha = 0.5f;
+    return p;
+}
+
+#define NEED_NVRTC()                                                           \
+    do {                                                                       \
+        if (!have_nvrtc) {                                                     \
+            printf("skipped: NVRTC not found\n");                              \
+            skip();                                                            \
+        }                                                                      \
+    } while (0)
+
+/* ---------------------------------------------- tests */
+
+static void miss_then_hit(void **state)
+{
+    (void)state;
+    NEED_NVRTC();
+    kiln_engine *e = engine_at("a", 0);
+    kiln_hstu_fwd_params p = params(64, 1);
+    int loads0 = fake.loads, launches0 = fake.launches;
+    assert_int_equal(kiln_hstu_fwd(e, &p, NULL), KILN_OK);
+    assert_int_equal(fake.loads, loads0 + 1);
+    assert_int_equal(fake.launches, launches0 + 1);
+    /* geometry and parameters reach the driver as planned */
+    assert_int_equal(fake.grid[1], 2);
+    assert_int_equal(fake.grid[2], 3);
+    assert_true(fake.block[0] % 32 == 0 && fake.block[0] >= 128);
+    assert_int_equal(fake.last.q, p.q);
+    assert_int_equal(fake.last.out, p.out);
+    assert_int_equal(fake.last.max_seqlen_q, 200);
+    assert_true(fake.last.alpha == 0.5f);
+    assert_true(fake.last.inv_scaling == 1.0f / 200);
+
+    kiln_cache_stats st0, st1;
+    assert_int_equal(kiln_cache_stats_get(e, &st0), KILN_OK);
+    assert_int_equal(st0.compiles, 1);
+    long a0 = allocs;
+    for (int i = 0; i < 1000; i++) assert_int_equal(kiln_hstu_fwd(e, &p, NULL), KILN_OK);
+    long hit_allocs = allocs - a0;
+    assert_int_equal(hit_allocs, 0);
+    assert_int_equal(fake.loads, loads0 + 1);
+    assert_int_equal(fake.launches, launches0 + 1001);
+    assert_int_equal(kiln_cache_stats_get(e, &st1), KILN_OK);
+    assert_int_equal(st1.compiles, 1);
+    assert_int_equal(st1.disk_hits, st0.disk_hits); /* no SQLite on a hit */
+    kiln_engine_destroy(e);
+
+    /* A new engine (a new process, in effect) loads from disk, no compile. */
+    e = engine_at("a", KILN_ENGINE_NO_COMPILE);
+    assert_int_equal(kiln_hstu_fwd(e, &p, NULL), KILN_OK);
+    assert_int_equal(kiln_cache_stats_get(e, &st1), KILN_OK);
+    assert_int_equal(st1.compiles, 0);
+    assert_int_equal(st1.disk_hits, 1);
+    assert_int_equal(fake.loads, loads0 + 2);
+    kiln_engine_destroy(e);
+}
+
+static void no_compile_reports_miss(void **state)
+{
+    (void)state;
+    kiln_engine *e = engine_at("empty", KILN_ENGINE_NO_COMPILE);
+    kiln_hstu_fwd_params p = params(32, 0);
+    assert_int_equal(kiln_hstu_fwd(e, &p, NULL), KILN_ENOTFOUND);
+    assert_non_null(strstr(kiln_last_error(), "hstu_fwd/sm_90a/bf16/d32/none"));
+    assert_non_null(strstr(kiln_last_error(), "compiling is off"));
+    kiln_engine_destroy(e);
+}
+
+struct race {
+    kiln_engine *e;
+    kiln_hstu_fwd_params p;
+    pthread_barrier_t *bar;
+    kiln_status s;
+};
+
+static void *racer(void *arg)
+{
+    struct race *r = arg;
+    pthread_barrier_wait(r->bar);
+    r->s = kiln_hstu_fwd(r->e, &r->p, NULL);
+    return NULL;
+}
+
+static void single_flight(void **state)
+{
+    (void)state;
+    NEED_NVRTC();
+    kiln_engine *e = engine_at("b", 0);
+    enum { N = 8 };
+    pthread_t t[N];
+    struct race r[N];
+    pthread_barrier_t bar;
+    pthread_barrier_init(&bar, NULL, N);
+    int loads0 = fake.loads;
+    for (int i = 0; i < N; i++) {
+        r[i].e = e;
+        r[i].p = params(128, 1);
+        r[i].bar = &bar;
+        pthread_create(&t[i], NULL, racer, &r[i]);
+    }
+    for (int i = 0; i < N; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(r[i].s, KILN_OK);
+    }
+    kiln_cache_stats st;
+    assert_int_equal(kiln_cache_stats_get(e, &st), KILN_OK);
+    assert_int_equal(st.compiles, 1);
+    assert_int_equal(fake.loads, loads0 + 1);
+    /* prewarm of the same key in the same engine: nothing to do */
+    assert_int_equal(kiln_prewarm(e, "hstu_fwd/sm_90a/bf16/d128/causal", NULL), KILN_OK);
+    assert_int_equal(kiln_cache_stats_get(e, &st), KILN_OK);
+    assert_int_equal(st.compiles, 1);
+    pthread_barrier_destroy(&bar);
+    kiln_engine_destroy(e);
+}
+
+static void load_failure_is_reported_and_retried(void **state)
+{
+    (void)state;
+    NEED_NVRTC();
+    kiln_engine *e = engine_at("c", 0);
+    kiln_hstu_fwd_params p = params(64, 0);
+    fake.fail_loads = 1;
+    assert_int_equal(kiln_hstu_fwd(e, &p, NULL), KILN_ECUDA);
+    assert_non_null(strstr(kiln_last_error(), "CUDA_ERROR_INVALID_PTX"));
+    fake.fail_loads = 0;
+    assert_int_equal(kiln_hstu_fwd(e, &p, NULL), KILN_OK);
+    kiln_engine_destroy(e);
+}
+
+static void unusable_cache_dir_degrades_to_memory(void **state)
+{
+    (void)state;
+    NEED_NVRTC();
+    kiln_engine_options o;
+    kiln_engine_options_init(&o);
+    o.cache_dir = "/proc/kiln-cannot-exist";
+    o.ro_layers = "";
+    kiln_engine *e;
+    assert_int_equal(kiln_engine_create(&o, &e), KILN_OK);
+    kiln_hstu_fwd_params p = params(32, 1);
+    assert_int_equal(kiln_hstu_fwd(e, &p, NULL), KILN_OK);
+    assert_int_equal(kiln_hstu_fwd(e, &p, NULL), KILN_OK);
+    kiln_cache_stats st;
+    assert_int_equal(kiln_cache_stats_get(e, &st), KILN_OK);
+    assert_int_equal(st.compiles, 1);
+    assert_int_equal(st.writable, 0);
+    /* prewarm without a writable cache keeps the cubin for a later launch */
+    assert_int_equal(kiln_prewarm(e, "hstu_fwd/sm_90a/fp16/d32/none", NULL), KILN_OK);
+    int loads0 = fake.loads;
+    kiln_hstu_fwd_params q = params(32, 0);
+    q.dtype = KILN_DTYPE_FP16;
+    assert_int_equal(kiln_hstu_fwd(e, &q, NULL), KILN_OK);
+    assert_int_equal(kiln_cache_stats_get(e, &st), KILN_OK);
+    assert_int_equal(st.compiles, 2);
+    assert_int_equal(fake.loads, loads0 + 1);
+    kiln_engine_destroy(e);
+}
+
+static void empty_batch_launches_nothing(void **state)
+{
+    (void)state;
+    kiln_engine *e = engine_at("d", KILN_ENGINE_NO_COMPILE);
+    kiln_hstu_fwd_params p = params(64, 1);
+    p.batch = 0;
+    int l0 = fake.launches;
+    assert_int_equal(kiln_hstu_fwd(e, &p, NULL), KILN_OK);
+    p.batch = 2;
+    p.max_seqlen_q = 0;
+    assert_int_equal(kiln_hstu_fwd(e, &p, NULL), KILN_OK);
+    assert_int_equal(fake.launches, l0);
+    kiln_engine_destroy(e);
+}
+
+static void info_and_key_for_params(void **state)
+{
+    (void)state;
+    kiln_engine *e = engine_at("e", 0);
+    kiln_info info;
+    assert_int_equal(kiln_engine_info(e, &info), KILN_OK);
+    assert_int_equal(info.device_count, 1);
+    assert_string_equal(info.devices[0].arch, "sm_90a");
+    assert_int_equal(strlen(info.template_digest), 32);
+    assert_non_null(strstr(info.cache_path, "kiln.db"));
+    kiln_hstu_fwd_params p = params(128, 1);
+    p.num_targets = 0x600000;
+    p.rab = 0x700000;
+    p.rab_heads = 1;
+    p.rab_row_stride = 200;
+    char key[160];
+    assert_int_equal(kiln_hstu_fwd_key(&p, NULL, key, sizeof key), KILN_OK);
+    assert_string_equal(key, "hstu_fwd/sm_90a/bf16/d128/causal+target/rab");
+    assert_int_equal(kiln_hstu_fwd_key(&p, "sm_80", key, sizeof key), KILN_OK);
+    assert_string_equal(key, "hstu_fwd/sm_80/bf16/d128/causal+target/rab");
+    kiln_engine_destroy(e);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(miss_then_hit),
+        cmocka_unit_test(no_compile_reports_miss),
+        cmocka_unit_test(single_flight),
+        cmocka_unit_test(load_failure_is_reported_and_retried),
+        cmocka_unit_test(unusable_cache_dir_degrades_to_memory),
+        cmocka_unit_test(empty_batch_launches_nothing),
+        cmocka_unit_test(info_and_key_for_params),
+    };
+    return cmocka_run_group_tests_name("engine", tests, setup, teardown);
+}

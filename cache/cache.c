@@ -60,13 +60,24 @@ static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 static kiln_cache *g_caches;
 static pid_t g_fork_parent;
 
+/* Identifies the calling thread in cache->owner. */
+static _Thread_local char tl_self;
+#define SELF ((uintptr_t)&tl_self)
+
+/* Close every cache's connections before fork(), holding its mutex across
+ * it.  A cache this very thread holds (a log callback that forks) is left
+ * alone: waiting for it would never end; its child falls back on forgetting
+ * the connections. */
 static void before_fork(void)
 {
     pthread_mutex_lock(&g_reg_mu);
     g_fork_parent = getpid();
     for (kiln_cache *c = g_caches; c; c = c->next) {
+        c->fork_held = 0;
         if (atomic_load(&c->pid) != g_fork_parent) continue;
+        if (atomic_load(&c->owner) == SELF) continue;
         pthread_mutex_lock(&c->mu);
+        c->fork_held = 1;
         if (!c->reopen) {
             kiln__cache_drop_layers(c, 1);
             c->reopen = 1;
@@ -78,8 +89,7 @@ static void before_fork(void)
 static void after_fork_parent(void)
 {
     for (kiln_cache *c = g_caches; c; c = c->next)
-        if (atomic_load(&c->pid) == g_fork_parent)
-            pthread_mutex_unlock(&c->mu);
+        if (c->fork_held) pthread_mutex_unlock(&c->mu);
     pthread_mutex_unlock(&g_reg_mu);
 }
 
@@ -87,7 +97,7 @@ static void after_fork_child(void)
 {
     pid_t me = getpid();
     for (kiln_cache *c = g_caches; c; c = c->next) {
-        if (atomic_load(&c->pid) != g_fork_parent) continue;
+        if (!c->fork_held) continue;
         c->nnotes = 0; /* the parent writes its own pending hits */
         atomic_store(&c->pid, me);
         pthread_mutex_unlock(&c->mu);
@@ -107,6 +117,7 @@ static void fork_fallback(kiln_cache *c, pid_t me)
     pthread_mutex_lock(&g_fork_mu);
     if (atomic_load(&c->pid) != me) {
         pthread_mutex_init(&c->mu, NULL); /* its holder is not in this process */
+        atomic_store(&c->owner, (uintptr_t)0);
         kiln__cache_drop_layers(c, 0);
         c->nnotes = 0;
         c->reopen = 1;
@@ -121,9 +132,11 @@ void kiln__cache_lock(kiln_cache *c)
     pid_t me = getpid();
     if (atomic_load(&c->pid) != me) fork_fallback(c, me);
     pthread_mutex_lock(&c->mu);
+    atomic_store(&c->owner, SELF);
     if (c->reopen) {
         c->reopen = 0;
         kiln__cache_open_layers(c);
+        c->quiet = 0;
     }
 }
 
@@ -135,6 +148,8 @@ void kiln__cache_unlock(kiln_cache *c)
         sqlite3_close_v2(c->ro[i].db);
         c->ro[i].db = NULL;
     }
+    atomic_store(&c->path_ok, c->w.db && c->w.writable);
+    atomic_store(&c->owner, (uintptr_t)0);
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -168,13 +183,15 @@ kiln_status kiln__cache_open(const char *dir, const char *ro_layers,
     c->w.path = c->db_path;
     pthread_mutex_init(&c->mu, NULL);
     atomic_store(&c->pid, getpid());
-    kiln__cache_open_layers(c);
+    c->reopen = 1; /* the connections are opened by the lock below */
 
-    pthread_mutex_lock(&g_reg_mu);
-    c->next = g_caches;
+    pthread_mutex_lock(&g_reg_mu); /* registered first: a fork() from another */
+    c->next = g_caches;            /* thread meanwhile is handled too */
     if (g_caches) g_caches->prev = c;
     g_caches = c;
     pthread_mutex_unlock(&g_reg_mu);
+    kiln__cache_lock(c);
+    kiln__cache_unlock(c);
     *out = c;
     return KILN_OK;
 nomem:
@@ -213,9 +230,12 @@ void kiln__cache_close(kiln_cache *c)
     kiln__free(c);
 }
 
+/* Read without the lock (the engine asks on its own paths): path_ok is
+ * what the last locked call left, and is kept across the fork handlers'
+ * temporary close. */
 const char *kiln__cache_path(const kiln_cache *c)
 {
-    return c && c->w.db && c->w.writable ? c->db_path : "";
+    return c && atomic_load(&c->path_ok) ? c->db_path : "";
 }
 
 /* ---------------------------------------------------------------- checks */
@@ -260,31 +280,37 @@ const char *kiln__cache_row_check(const uint8_t *hash, size_t hash_len,
     return NULL;
 }
 
+typedef struct drop_args {
+    const void *hash, *digest; /* digest NULL: delete by hash alone */
+    size_t hash_len, digest_len;
+} drop_args;
+
 static int drop_body(sqlite3 *db, void *ctx)
 {
-    const void *const *a = ctx; /* hash, hash_len, digest or NULL, digest_len */
+    const drop_args *a = ctx;
     sqlite3_stmt *st = NULL;
     int rc = sqlite3_prepare_v2(db,
-                                a[2] ? "DELETE FROM kernels WHERE hash = ?1"
-                                       " AND digest = ?2"
-                                     : "DELETE FROM kernels WHERE hash = ?1",
+                                a->digest ? "DELETE FROM kernels WHERE hash = ?1"
+                                            " AND digest = ?2"
+                                          : "DELETE FROM kernels WHERE hash = ?1",
                                 -1, &st, NULL);
     if (rc != SQLITE_OK) return rc;
-    sqlite3_bind_blob(st, 1, a[0], (int)(size_t)a[1], SQLITE_STATIC);
-    if (a[2]) sqlite3_bind_blob(st, 2, a[2], (int)(size_t)a[3], SQLITE_STATIC);
+    sqlite3_bind_blob(st, 1, a->hash, (int)a->hash_len, SQLITE_STATIC);
+    if (a->digest)
+        sqlite3_bind_blob(st, 2, a->digest, (int)a->digest_len, SQLITE_STATIC);
     rc = sqlite3_step(st);
     sqlite3_finalize(st);
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
+/* The digest condition spares a row another process rebuilt meanwhile. */
 void kiln__cache_drop_row(kiln_cache *c, const void *hash, size_t hash_len,
                           const void *digest, size_t digest_len)
 {
     if (!c->w.db || !c->w.writable) return;
-    const void *a[4] = {hash, (const void *)hash_len, digest,
-                        (const void *)digest_len};
+    drop_args a = {hash, digest, hash_len, digest_len};
     char err[200];
-    int rc = kiln__cache_write(c, drop_body, (void *)a, err, sizeof err);
+    int rc = kiln__cache_write(c, drop_body, &a, err, sizeof err);
     if (rc != SQLITE_OK)
         KILN_LOGD(c->log, "cache %s: could not delete a bad row: %s",
                   c->db_path, err);

@@ -4,7 +4,10 @@
  * first, never written) and at most one writable layer (kiln.db in the cache
  * directory).  If the writable location is unusable (read-only, full, foreign
  * owner, symlink, corrupt and not rebuildable) the cache logs ONE warning and
- * behaves as if it had no writable layer; callers keep kernels in memory.
+ * behaves as if it had no writable layer; callers keep kernels in memory.  A
+ * kiln.db in a location that cannot be written is still read when that is
+ * safe.  A corrupt kiln.db is renamed to kiln.db.corrupt-<unixtime>-<pid>
+ * (with its -wal/-shm) and a fresh one created.
  *
  * Identity: rows are indexed by a 16-byte XXH3-128 `hash`, but a row is a hit
  * only if its stored `ident` bytes equal the caller's exactly, its cubin length
@@ -14,10 +17,20 @@
  * counted in `rejected`.
  *
  * Thread safety: one kiln_cache may be used from many threads; it serializes
- * its own SQLite access with an internal mutex (connections are opened with
- * SQLITE_OPEN_NOMUTEX / FULLMUTEX as appropriate).  Processes coordinate
- * through SQLite (WAL, busy timeout, BEGIN IMMEDIATE, INSERT OR IGNORE).
- * After fork() the child reopens its connections on first use. */
+ * its own SQLite access with an internal mutex (so connections are opened
+ * SQLITE_OPEN_NOMUTEX).  Callbacks (list, verify) run after that mutex is
+ * released and may call back into the cache; the logger's fn is called with
+ * it held and must not call into kiln.  Processes coordinate through SQLite
+ * (WAL, 2 s busy timeout, BEGIN IMMEDIATE, INSERT OR IGNORE); no call waits
+ * on a lock for more than a few seconds.
+ *
+ * fork(): pthread_atfork handlers close every cache's connections in the
+ * parent just before fork() (the child then inherits no SQLite state for the
+ * file), and both processes reopen them on first use.  A child made without
+ * the handlers (raw clone) notices the pid change, forgets the inherited
+ * connections without closing them, and opens new ones.
+ *
+ * The file format is documented in cache/SCHEMA.md and atop cache.c. */
 #ifndef KILN_CACHE_H
 #define KILN_CACHE_H
 
@@ -67,10 +80,11 @@ kiln_status kiln__cache_open(const char *dir, const char *ro_layers,
                              const kiln_logger *log, kiln_cache **out);
 void kiln__cache_close(kiln_cache *c);
 
-/* Look up hash; on a verified hit *cubin (kiln__malloc'd, caller frees) and
- * *len are set and the row's hit count / last_used are bumped (at most once a
- * minute per row; best effort).  KILN_ENOTFOUND on a miss or a rejected row.
- * Other statuses only for ENOMEM. */
+/* Look up hash, in the read-only layers first, then the writable one; on a
+ * verified hit *cubin (kiln__malloc'd, caller frees) and *len are set and,
+ * for a writable-layer row, its hits / last_used are bumped (written at most
+ * once a minute per row and at close; best effort).  KILN_ENOTFOUND on a miss
+ * or a rejected row.  Other statuses only for EBADARG/ENOMEM. */
 kiln_status kiln__cache_get(kiln_cache *c, const uint8_t hash[16],
                             const uint8_t *ident, size_t ident_len,
                             void **cubin, size_t *len);
@@ -78,7 +92,8 @@ kiln_status kiln__cache_get(kiln_cache *c, const uint8_t hash[16],
 /* Insert (BEGIN IMMEDIATE, INSERT OR IGNORE).  Best effort: if the writable
  * layer is missing or the write fails (read-only, disk full, busy past the
  * bounded wait) it logs once and returns KILN_OK; the caller keeps the kernel
- * in memory.  Never holds a transaction longer than the insert itself. */
+ * in memory.  Never holds a transaction longer than the insert itself.
+ * KILN_EBADARG for NULL fields or a cubin that fails kiln__elf_check(). */
 kiln_status kiln__cache_put(kiln_cache *c, const kiln_cache_put_args *a);
 
 /* Small key/value store in the writable layer (table meta); used to memoize
@@ -92,7 +107,14 @@ kiln_status kiln__cache_meta_put(kiln_cache *c, const char *name,
 const char *kiln__cache_path(const kiln_cache *c);
 
 /* For the public inspection API (see kiln.h for the semantics). pattern is
- * matched against the key text with fnmatch(3) (no flags); NULL matches all. */
+ * matched against the key text with fnmatch(3) (no flags, so '*' also spans
+ * '/'); NULL matches all.  list visits read-only layers first, each ordered by
+ * key.  stats fills the cache's fields and `rejected` (rows this cache
+ * rejected in gets); the engine adds its own counters.  verify checks each
+ * row as find_key does and runs PRAGMA integrity_check; with drop, bad rows of
+ * the writable layer are deleted, and a writable file that fails the
+ * integrity check is moved aside as corrupt.  clear touches the writable
+ * layer only; KILN_ECACHE (with the SQLite message) if the delete fails. */
 kiln_status kiln__cache_list(kiln_cache *c, const char *pattern,
                              int (*fn)(const kiln_cache_entry *e, void *user),
                              void *user);
@@ -108,8 +130,10 @@ kiln_status kiln__cache_clear(kiln_cache *c, const char *pattern,
  * total at most max_bytes.  *removed (may be NULL) receives the count. */
 kiln_status kiln__cache_evict(kiln_cache *c, int64_t max_bytes,
                               int64_t *removed);
-/* Exact key text lookup without verification of ident (for `kiln show` /
- * export): first match over layers.  *cubin kiln__malloc'd. */
+/* Exact key text lookup (for `kiln show` / export): the newest verified row
+ * of the first layer that has one.  With no caller ident to compare, it checks
+ * hash == XXH3-128(stored ident) instead, plus length, digest and ELF; bad
+ * rows are skipped.  *cubin kiln__malloc'd.  KILN_ENOTFOUND if none. */
 kiln_status kiln__cache_find_key(kiln_cache *c, const char *key_text,
                                  void **cubin, size_t *len);
 

@@ -51,6 +51,9 @@ struct kiln_cache {
     int nro;
 
     _Atomic pid_t pid;  /* the process that opened the connections */
+    _Atomic uintptr_t owner; /* the thread holding mu, 0 if none */
+    int fork_held;      /* mu taken by the fork handlers */
+    _Atomic int path_ok; /* kiln__cache_path() is db_path (writable layer open) */
     int reopen;         /* connections dropped (fork): open on next use */
     int quiet;          /* reopening: layer problems were already reported */
     int w_corrupt;      /* the writable layer said CORRUPT/NOTADB */

@@ -173,10 +173,10 @@ kiln_status kiln__cache_stats(kiln_cache *c, kiln_cache_stats *out)
         sqlite3_finalize(st);
     }
     s.writable = c->w.db && c->w.writable;
-    s.path = kiln__cache_path(c);
+    s.path = s.writable ? c->db_path : "";
     if (c->w.db) {
-        static const char *const suffix[] = {"", "-wal", "-shm"};
-        for (int i = 0; i < 3; i++) {
+        static const char *const suffix[] = {"", "-wal"};
+        for (int i = 0; i < 2; i++) {
             char p[4096];
             struct stat sb;
             snprintf(p, sizeof p, "%s%s", c->db_path, suffix[i]);

@@ -22,6 +22,10 @@
 
 #include "cache/cache_int.h"
 
+#ifndef SQLITE_OPEN_NOFOLLOW /* SQLite < 3.31: the lstat checks still apply */
+#define SQLITE_OPEN_NOFOLLOW 0
+#endif
+
 /* ---------------------------------------------------------------- schema */
 
 static const char SCHEMA_SQL[] =

@@ -53,29 +53,33 @@ kiln_status kiln__key_expand(const char *pattern, const char *arch_override,
     int matched = 0;
     static const int dtypes[] = {KILN_DTYPE_FP16, KILN_DTYPE_BF16};
     static const int dims[] = {32, 64, 128, 256};
+    static const int families[] = {KILN_FAM_HSTU_FWD, KILN_FAM_HSTU_BWD};
     int narch = arch_override && *arch_override ? 1 : 4;
-    for (int ai = 0; ai < narch; ai++) {
-        kiln_key k;
-        memset(&k, 0, sizeof k);
-        k.family = KILN_FAM_HSTU_FWD;
-        kiln__arch_parse(narch == 1 ? arch_override : default_archs[ai], &k.arch,
-                         &k.arch_a);
-        for (int ti = 0; ti < 2; ti++)
-            for (int di = 0; di < 4; di++)
-                for (unsigned m = 0; m <= KILN_MASK_ALL; m++)
-                    for (int r = 0; r < 2; r++) {
-                        k.dtype = dtypes[ti];
-                        k.head_dim = dims[di];
-                        k.mask = m;
-                        k.rab = r;
-                        kiln__key_default_tiles(&k);
-                        if (kiln__key_validate(&k) != KILN_OK) continue;
-                        kiln__key_format(&k, text, sizeof text);
-                        if (fnmatch(pat, text, 0) != 0) continue;
-                        matched++;
-                        if (fn(text, user)) goto done;
-                    }
-    }
+    for (int fi = 0; fi < 2; fi++)
+        for (int ai = 0; ai < narch; ai++)
+            for (int ti = 0; ti < 2; ti++)
+                for (int di = 0; di < 4; di++)
+                    for (unsigned m = 0; m <= KILN_MASK_ALL; m++)
+                        for (int o = 0; o < 8; o++) {
+                            kiln_key k;
+                            memset(&k, 0, sizeof k);
+                            k.family = families[fi];
+                            kiln__arch_parse(narch == 1 ? arch_override
+                                                        : default_archs[ai],
+                                             &k.arch, &k.arch_a);
+                            k.dtype = dtypes[ti];
+                            k.head_dim = dims[di];
+                            k.mask = m;
+                            k.rab = o & 1;
+                            k.drab = (o >> 1) & 1;
+                            k.det = (o >> 2) & 1;
+                            kiln__key_default_tiles(&k);
+                            if (kiln__key_validate(&k) != KILN_OK) continue;
+                            kiln__key_format(&k, text, sizeof text);
+                            if (fnmatch(pat, text, 0) != 0) continue;
+                            matched++;
+                            if (fn(text, user)) goto done;
+                        }
 done:
     kiln__clear_error();
     KILN_FAIL_IF(matched == 0, KILN_EBADARG, "pattern '%s' matches no valid key",

@@ -32,7 +32,7 @@ static int64_t view_extent(int64_t rows, int64_t row_stride, int64_t heads,
     return s;
 }
 
-static kiln_status check_view(const char *name, uint64_t ptr, int64_t rows,
+kiln_status kiln__check_view(const char *name, uint64_t ptr, int64_t rows,
                               int64_t row_stride, int64_t heads,
                               int64_t head_stride, int dim, int is_output)
 {
@@ -72,9 +72,9 @@ static kiln_status check_view(const char *name, uint64_t ptr, int64_t rows,
     return KILN_OK;
 }
 
-kiln_status kiln__hstu_fwd_plan(const kiln_hstu_fwd_params *p, int arch,
-                                int arch_a, kiln_key *key, kiln_hstu_kparams *kp,
-                                kiln_launch *launch, int *empty)
+kiln_status kiln__hstu_plan_inputs(const kiln_hstu_fwd_params *p, int arch, int arch_a,
+                                   int check_out, kiln_key *key, kiln_hstu_kparams *kp,
+                                   int *empty)
 {
     KILN_FAIL_IF(!p, KILN_EBADARG, "params is NULL");
     KILN_FAIL_IF(p->struct_size != sizeof *p, KILN_EBADARG,
@@ -146,8 +146,7 @@ kiln_status kiln__hstu_fwd_plan(const kiln_hstu_fwd_params *p, int arch,
     KILN_FAIL_IF(p->num_contexts % 4 || p->num_targets % 4, KILN_EBADARG,
                  "num_contexts/num_targets pointer is not 4-byte aligned");
 
-    memset(key, 0, sizeof *key);
-    key->family = KILN_FAM_HSTU_FWD;
+    /* The caller set family, drab and det; the rest comes from p. */
     key->arch = arch;
     key->arch_a = arch_a;
     key->dtype = p->dtype;
@@ -161,14 +160,15 @@ kiln_status kiln__hstu_fwd_plan(const kiln_hstu_fwd_params *p, int arch,
     *empty = p->batch == 0 || p->max_seqlen_q == 0;
     if (p->batch == 0) return KILN_OK;
 
-    KILN_TRY(check_view("q", p->q, p->total_q, p->q_row_stride, h,
+    KILN_TRY(kiln__check_view("q", p->q, p->total_q, p->q_row_stride, h,
                         p->q_head_stride, d, 0));
-    KILN_TRY(check_view("k", p->k, p->total_k, p->k_row_stride, h,
+    KILN_TRY(kiln__check_view("k", p->k, p->total_k, p->k_row_stride, h,
                         p->k_head_stride, d, 0));
-    KILN_TRY(check_view("v", p->v, p->total_k, p->v_row_stride, h,
+    KILN_TRY(kiln__check_view("v", p->v, p->total_k, p->v_row_stride, h,
                         p->v_head_stride, d, 0));
-    KILN_TRY(check_view("out", p->out, p->total_q, p->out_row_stride, h,
-                        p->out_head_stride, d, 1));
+    if (check_out)
+        KILN_TRY(kiln__check_view("out", p->out, p->total_q, p->out_row_stride, h,
+                            p->out_head_stride, d, 1));
     unsigned oal = p->offsets_type == KILN_INDEX_INT64 ? 8 : 4;
     KILN_FAIL_IF(!p->seq_offsets_q, KILN_EBADARG, "seq_offsets_q is NULL");
     KILN_FAIL_IF(p->seq_offsets_q % oal || p->seq_offsets_k % oal, KILN_EBADARG,
@@ -197,7 +197,6 @@ kiln_status kiln__hstu_fwd_plan(const kiln_hstu_fwd_params *p, int arch,
                      "rab strides overflow 64-bit offsets");
     }
 
-    kiln_hstu_tiles t = {key->block_m, key->block_n, key->warps};
     memset(kp, 0, sizeof *kp);
     kp->q = p->q;
     kp->k = p->k;
@@ -230,17 +229,27 @@ kiln_status kiln__hstu_fwd_plan(const kiln_hstu_fwd_params *p, int arch,
     kp->window_right = p->window_right;
     kp->target_group_size = p->num_targets ? p->target_group_size : 1;
     kp->offsets_i64 = p->offsets_type == KILN_INDEX_INT64;
-    kp->num_m_blocks = (p->max_seqlen_q + t.block_m - 1) / t.block_m;
+    kp->num_m_blocks = (p->max_seqlen_q + key->block_m - 1) / key->block_m;
     kp->alpha = p->alpha;
     float scale = p->scaling_seqlen > 0 ? p->scaling_seqlen : (float)p->max_seqlen_q;
     kp->inv_scaling = scale > 0 ? 1.0f / scale : 1.0f;
 
+    return KILN_OK;
+}
+
+kiln_status kiln__hstu_fwd_plan(const kiln_hstu_fwd_params *p, int arch,
+                                int arch_a, kiln_key *key, kiln_hstu_kparams *kp,
+                                kiln_launch *launch, int *empty)
+{
+    memset(key, 0, sizeof *key);
+    key->family = KILN_FAM_HSTU_FWD;
+    KILN_TRY(kiln__hstu_plan_inputs(p, arch, arch_a, 1, key, kp, empty));
+    if (*empty) return KILN_OK;
     launch->grid[0] = (unsigned)kp->num_m_blocks;
-    launch->grid[1] = (unsigned)h;
+    launch->grid[1] = (unsigned)p->num_heads;
     launch->grid[2] = (unsigned)p->batch;
-    launch->block[0] = (unsigned)t.warps * 32;
+    launch->block[0] = (unsigned)key->warps * 32;
     launch->block[1] = launch->block[2] = 1;
-    launch->smem = (unsigned)kiln__hstu_fwd_smem(p->dtype, d, t.block_m, t.block_n,
-                                                 t.warps);
+    launch->smem = (unsigned)kiln__key_smem(key, 0);
     return KILN_OK;
 }

@@ -22,4 +22,15 @@ kiln_status kiln__hstu_fwd_plan(const kiln_hstu_fwd_params *p, int arch,
                                 int arch_a, kiln_key *key, kiln_hstu_kparams *kp,
                                 kiln_launch *launch, int *empty);
 
+/* Shared by forward and backward: validate the forward inputs (and p->out if
+ * check_out), fill key (the caller sets family, drab, det first) and kp. */
+kiln_status kiln__hstu_plan_inputs(const kiln_hstu_fwd_params *p, int arch, int arch_a,
+                                   int check_out, kiln_key *key, kiln_hstu_kparams *kp,
+                                   int *empty);
+
+/* Exported for the backward's own output checks. */
+kiln_status kiln__check_view(const char *name, uint64_t ptr, int64_t rows,
+                             int64_t row_stride, int64_t heads, int64_t head_stride,
+                             int dim, int is_output);
+
 #endif

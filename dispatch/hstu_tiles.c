@@ -53,6 +53,8 @@ const char *kiln__hstu_fwd_tiles_check(int head_dim, int block_m, int block_n,
         return "block_m must be 16 times warps for head_dim 256";
     if (rows_per_warp == 32 && block_n > 64)
         return "block_n must be at most 64 when block_m is 32 times warps";
+    if (rows_per_warp == 32 && head_dim == 128 && block_n > 32)
+        return "block_n must be at most 32 for head_dim 128 when block_m is 32 times warps";
     if (head_dim == 256 && block_n > 64)
         return "block_n must be at most 64 for head_dim 256";
     return NULL;

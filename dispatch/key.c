@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dispatch/hstu_bwd_tiles.h"
 #include "dispatch/hstu_tiles.h"
 #include "runtime/error.h"
 
@@ -28,7 +29,11 @@ const char *kiln__dtype_name(int dtype)
 
 const char *kiln__family_name(int family)
 {
-    return family == KILN_FAM_HSTU_FWD ? "hstu_fwd" : "?";
+    switch (family) {
+    case KILN_FAM_HSTU_FWD: return "hstu_fwd";
+    case KILN_FAM_HSTU_BWD: return "hstu_bwd";
+    default: return "?";
+    }
 }
 
 int kiln__mask_format(unsigned mask, char *buf, size_t n)
@@ -102,10 +107,12 @@ void kiln__key_encode(const kiln_key *k, uint8_t out[KILN_KEY_BYTES])
     p = put16(p, 'D', (unsigned)k->head_dim);
     p = put8(p, 'M', k->mask);
     p = put8(p, 'R', k->rab ? 1u : 0u);
+    p = put8(p, 'r', k->drab ? 1u : 0u);
+    p = put8(p, 'x', k->det ? 1u : 0u);
     p = put16(p, 'm', (unsigned)k->block_m);
     p = put16(p, 'n', (unsigned)k->block_n);
     p = put8(p, 'w', (unsigned)k->warps);
-    /* 24 bytes: a change here is a KILN_KEY_VERSION change. */
+    /* 28 bytes: a change here is a KILN_KEY_VERSION change. */
     (void)p;
 }
 
@@ -114,7 +121,10 @@ void kiln__key_encode(const kiln_key *k, uint8_t out[KILN_KEY_BYTES])
 void kiln__key_default_tiles(kiln_key *k)
 {
     kiln_hstu_tiles t;
-    kiln__hstu_fwd_default_tiles(k->arch, k->dtype, k->head_dim, &t);
+    if (k->family == KILN_FAM_HSTU_BWD)
+        kiln__hstu_bwd_default_tiles(k->arch, k->dtype, k->head_dim, &t);
+    else
+        kiln__hstu_fwd_default_tiles(k->arch, k->dtype, k->head_dim, &t);
     k->block_m = t.block_m;
     k->block_n = t.block_n;
     k->warps = t.warps;
@@ -124,8 +134,12 @@ kiln_status kiln__key_validate(const kiln_key *k)
 {
     char a[16];
     kiln__arch_format(k->arch, k->arch_a, a, sizeof a);
-    KILN_FAIL_IF(k->family != KILN_FAM_HSTU_FWD, KILN_EBADARG,
-                 "family %d is not a kernel family (hstu_fwd)", k->family);
+    int bwd = k->family == KILN_FAM_HSTU_BWD;
+    KILN_FAIL_IF(k->family != KILN_FAM_HSTU_FWD && !bwd, KILN_EBADARG,
+                 "family %d is not a kernel family (hstu_fwd, hstu_bwd)", k->family);
+    KILN_FAIL_IF(k->drab && !bwd, KILN_EBADARG, "drab is an option of hstu_bwd only");
+    KILN_FAIL_IF(k->det && !bwd, KILN_EBADARG, "det is an option of hstu_bwd only");
+    KILN_FAIL_IF(k->drab && !k->rab, KILN_EBADARG, "drab needs rab");
     KILN_FAIL_IF(k->arch < 80, KILN_EUNSUPPORTED,
                  "arch %s: kiln needs sm_80 or newer (tensor-core mma.sync)", a);
     KILN_FAIL_IF(k->arch_a && k->arch != 90 && k->arch != 100, KILN_EBADARG,
@@ -134,7 +148,7 @@ kiln_status kiln__key_validate(const kiln_key *k)
                      k->dtype != KILN_DTYPE_E4M3,
                  KILN_EBADARG, "dtype %d is not fp16, bf16 or e4m3", k->dtype);
     KILN_FAIL_IF(k->dtype == KILN_DTYPE_E4M3, KILN_EUNSUPPORTED,
-                 "dtype e4m3: fp8 HSTU forward is not implemented yet (fp16, bf16)");
+                 "dtype e4m3: fp8 HSTU is not implemented yet (fp16, bf16)");
     KILN_FAIL_IF(k->head_dim != 32 && k->head_dim != 64 && k->head_dim != 128 &&
                      k->head_dim != 256,
                  KILN_EBADARG, "head_dim %d is not one of 32, 64, 128, 256",
@@ -151,12 +165,16 @@ kiln_status kiln__key_validate(const kiln_key *k)
     KILN_FAIL_IF((m & (KILN_MASK_CONTEXT | KILN_MASK_TARGET)) &&
                      (m & KILN_MASK_DELTA_Q),
                  KILN_EBADARG, "mask deltaq does not combine with context or target");
-    const char *why = kiln__hstu_fwd_tiles_check(k->head_dim, k->block_m,
-                                                 k->block_n, k->warps);
+    const char *why =
+        bwd ? kiln__hstu_bwd_tiles_check(k->head_dim, k->block_m, k->block_n, k->warps)
+            : kiln__hstu_fwd_tiles_check(k->head_dim, k->block_m, k->block_n, k->warps);
     KILN_FAIL_IF(why, KILN_EBADARG, "tiles bm%d/bn%d/w%d: %s", k->block_m,
                  k->block_n, k->warps, why);
-    size_t smem = kiln__hstu_fwd_smem(k->dtype, k->head_dim, k->block_m,
-                                      k->block_n, k->warps);
+    size_t smem = kiln__key_smem(k, 0);
+    if (bwd && k->det) {
+        size_t s2 = kiln__key_smem(k, 1);
+        if (s2 > smem) smem = s2;
+    }
     size_t cap = kiln__arch_max_smem(k->arch);
     KILN_FAIL_IF(smem > cap, KILN_EUNSUPPORTED,
                  "tiles bm%d/bn%d for head_dim %d need %zu bytes of shared memory; "
@@ -172,9 +190,10 @@ int kiln__key_format(const kiln_key *k, char *buf, size_t n)
     char a[16], m[64];
     kiln__arch_format(k->arch, k->arch_a, a, sizeof a);
     if (kiln__mask_format(k->mask, m, sizeof m) < 0) return -1;
-    int len = snprintf(buf, n, "%s/%s/%s/d%d/%s%s", kiln__family_name(k->family),
+    int len = snprintf(buf, n, "%s/%s/%s/d%d/%s%s%s%s", kiln__family_name(k->family),
                        a, kiln__dtype_name(k->dtype), k->head_dim, m,
-                       k->rab ? "/rab" : "");
+                       k->rab ? "/rab" : "", k->drab ? "/drab" : "",
+                       k->det ? "/det" : "");
     if (len < 0 || (size_t)len >= n) return -1;
     kiln_key d = *k;
     kiln__key_default_tiles(&d);
@@ -242,10 +261,12 @@ kiln_status kiln__key_parse(const char *text, const char *arch_override,
     kiln_key k;
     memset(&k, 0, sizeof k);
     int i = 0;
-    KILN_FAIL_IF(nseg < 1 || strcmp(seg[0], "hstu_fwd") != 0, KILN_EBADARG,
-                 "key '%s': family '%s' is not one of hstu_fwd", text,
-                 nseg ? seg[0] : "");
-    k.family = KILN_FAM_HSTU_FWD;
+    if (nseg >= 1 && strcmp(seg[0], "hstu_fwd") == 0) k.family = KILN_FAM_HSTU_FWD;
+    else if (nseg >= 1 && strcmp(seg[0], "hstu_bwd") == 0) k.family = KILN_FAM_HSTU_BWD;
+    else
+        return kiln__fail(KILN_EBADARG,
+                          "key '%s': family '%s' is not one of hstu_fwd, hstu_bwd",
+                          text, nseg ? seg[0] : "");
     i = 1;
     int have_arch = i < nseg && strncmp(seg[i], "sm_", 3) == 0;
     if (have_arch) {
@@ -286,13 +307,15 @@ kiln_status kiln__key_parse(const char *text, const char *arch_override,
         int v;
         if (strcmp(seg[i], "rab") == 0) k.rab = 1;
         else if (strcmp(seg[i], "norab") == 0) k.rab = 0;
+        else if (strcmp(seg[i], "drab") == 0) k.drab = 1;
+        else if (strcmp(seg[i], "det") == 0) k.det = 1;
         else if (parse_num(seg[i], "bm", &v) == 0) bm = v;
         else if (parse_num(seg[i], "bn", &v) == 0) bn = v;
         else if (parse_num(seg[i], "w", &v) == 0) w = v;
         else
             return kiln__fail(KILN_EBADARG,
-                              "key '%s': option '%s' is not one of rab, bm<N>, "
-                              "bn<N>, w<N>",
+                              "key '%s': option '%s' is not one of rab, drab, det, "
+                              "bm<N>, bn<N>, w<N>",
                               text, seg[i]);
     }
     kiln__key_default_tiles(&k);
@@ -322,11 +345,18 @@ int kiln__key_prelude(const kiln_key *k, char *buf, size_t n)
         "#define KILN_BLOCK_M %d\n#define KILN_BLOCK_N %d\n#define KILN_WARPS %d\n"
         "#define KILN_CAUSAL %d\n#define KILN_LOCAL %d\n#define KILN_CONTEXT %d\n"
         "#define KILN_TARGET %d\n#define KILN_DELTA_Q %d\n#define KILN_RAB %d\n"
-        "#include \"hstu_fwd.cu\"\n",
+        "%s"
+        "#include \"%s\"\n",
         text, k->arch * 10, k->dtype, k->head_dim, k->block_m, k->block_n, k->warps,
         !!(k->mask & KILN_MASK_CAUSAL), !!(k->mask & KILN_MASK_LOCAL),
         !!(k->mask & KILN_MASK_CONTEXT), !!(k->mask & KILN_MASK_TARGET),
-        !!(k->mask & KILN_MASK_DELTA_Q), k->rab ? 1 : 0);
+        !!(k->mask & KILN_MASK_DELTA_Q), k->rab ? 1 : 0,
+        k->family != KILN_FAM_HSTU_BWD ? ""
+        : k->drab ? (k->det ? "#define KILN_DRAB 1\n#define KILN_DETERMINISTIC 1\n"
+                            : "#define KILN_DRAB 1\n#define KILN_DETERMINISTIC 0\n")
+                  : (k->det ? "#define KILN_DRAB 0\n#define KILN_DETERMINISTIC 1\n"
+                            : "#define KILN_DRAB 0\n#define KILN_DETERMINISTIC 0\n"),
+        k->family == KILN_FAM_HSTU_BWD ? "hstu_bwd.cu" : "hstu_fwd.cu");
     return len < 0 || (size_t)len >= n ? -1 : len;
 }
 
@@ -340,8 +370,22 @@ int kiln__key_options(const kiln_key *k, char *buf, size_t n)
     return len < 0 || (size_t)len >= n ? -1 : len;
 }
 
-const char *kiln__key_entry(const kiln_key *k)
+int kiln__key_entries(const kiln_key *k, const char *names[KILN_MAX_ENTRIES])
 {
-    (void)k;
-    return "kiln_hstu_fwd";
+    if (k->family == KILN_FAM_HSTU_BWD) {
+        names[0] = "kiln_hstu_bwd_main";
+        names[1] = "kiln_hstu_bwd_dq";
+        names[2] = "kiln_hstu_bwd_convert";
+        return 3;
+    }
+    names[0] = "kiln_hstu_fwd";
+    return 1;
+}
+
+size_t kiln__key_smem(const kiln_key *k, int which)
+{
+    if (k->family == KILN_FAM_HSTU_BWD)
+        return kiln__hstu_bwd_smem(which, k->dtype, k->head_dim, k->block_m, k->block_n,
+                                   k->warps);
+    return kiln__hstu_fwd_smem(k->dtype, k->head_dim, k->block_m, k->block_n, k->warps);
 }

@@ -10,7 +10,7 @@
 
 #include "kiln.h"
 
-enum kiln_family { KILN_FAM_HSTU_FWD = 1 };
+enum kiln_family { KILN_FAM_HSTU_FWD = 1, KILN_FAM_HSTU_BWD = 2 };
 
 enum kiln_mask_bits {
     KILN_MASK_CAUSAL = 1u << 0,
@@ -29,13 +29,15 @@ typedef struct kiln_key {
     int head_dim;
     unsigned mask;   /* kiln_mask_bits */
     int rab;
+    int drab;        /* backward: compute d(rab) */
+    int det;         /* backward: deterministic (no atomics) */
     int block_m, block_n, warps;
 } kiln_key;
 
 /* Canonical encoding: a version byte, then tagged little-endian fields of
  * fixed width.  Never a struct image (padding would leak into the hash). */
 #define KILN_KEY_VERSION 1
-#define KILN_KEY_BYTES 24
+#define KILN_KEY_BYTES 28
 void kiln__key_encode(const kiln_key *k, uint8_t out[KILN_KEY_BYTES]);
 
 /* Parse the text form "hstu_fwd/sm_90a/bf16/d128/causal+target/rab" (arch may
@@ -75,7 +77,12 @@ kiln_status kiln__key_expand(const char *pattern, const char *arch_override,
  * family's template), the NVRTC options, and the kernel's entry name. */
 int kiln__key_prelude(const kiln_key *k, char *buf, size_t n);
 int kiln__key_options(const kiln_key *k, char *buf, size_t n);
-const char *kiln__key_entry(const kiln_key *k);
+/* The kernel entry points of the key's module, in a fixed order (forward:
+ * the kernel; backward: main, dq, convert).  Returns their count. */
+#define KILN_MAX_ENTRIES 3
+int kiln__key_entries(const kiln_key *k, const char *names[KILN_MAX_ENTRIES]);
+/* Dynamic shared memory of entry `which` (0 = the main kernel). */
+size_t kiln__key_smem(const kiln_key *k, int which);
 
 /* Full identity of a compiled kernel: key bytes, template digest, NVRTC
  * version, compile options.  The hash (XXH3-128 over ident) indexes caches;

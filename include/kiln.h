@@ -189,7 +189,7 @@ typedef struct kiln_cache_entry {
 } kiln_cache_entry;
 
 /* Visit the entries of every layer whose key matches pattern (NULL: all;
- * wildcards as in kiln_key_expand, compared field by field).  The entry's
+ * fnmatch(3) wildcards over the text form, '*' also crossing '/').  The entry's
  * strings are valid only during the callback.  fn returning non-zero stops. */
 KILN_API kiln_status kiln_cache_list(kiln_engine *engine, const char *pattern,
                                      int (*fn)(const kiln_cache_entry *e,
@@ -330,6 +330,51 @@ KILN_API kiln_status kiln_hstu_fwd(kiln_engine *engine,
 KILN_API kiln_status kiln_hstu_fwd_key(const kiln_hstu_fwd_params *params,
                                        const char *arch, char *buf,
                                        size_t buf_size);
+
+/*
+ * HSTU backward: dq, dk, dv (and d(rab) with drab) for the forward described
+ * by fwd (fwd.out is not read).  With s = alpha * (q.k + rab) and
+ * p = silu(s) / scaling_seqlen on valid pairs:
+ *   dv_j = sum_i p_ij do_i,  ds_ij = (do_i . v_j) silu'(s_ij) alpha / scaling,
+ *   dq_i = sum_j ds_ij k_j,  dk_j = sum_i ds_ij q_i,
+ *   drab[b, hr, pos(i), j] = sum over heads h with h % rab_heads == hr of ds_ij.
+ * dq, dk, dv, drab are written (not accumulated); drab entries of pairs that
+ * no valid (i, j) touches are set to 0 within [0, len_k) x [0, len_k) of each
+ * valid sequence.
+ *
+ * Scratch: the caller passes device memory of at least
+ * kiln_hstu_bwd_workspace_size() bytes (16-byte aligned); kiln allocates
+ * nothing, so the call can be captured in a CUDA graph.
+ *
+ * deterministic = 0 (default) accumulates dq with fp32 atomics (fastest);
+ * deterministic = 1 gives bit-identical results run to run.
+ */
+typedef struct kiln_hstu_bwd_params {
+    uint32_t struct_size;      /* sizeof(kiln_hstu_bwd_params); set by _init */
+    kiln_hstu_fwd_params fwd;  /* inputs of the forward (fwd.out unused) */
+    uint64_t dout;             /* (total_q, H, D) */
+    int64_t dout_row_stride, dout_head_stride;
+    uint64_t dq, dk, dv;       /* outputs, shaped like q, k, v */
+    int64_t dq_row_stride, dq_head_stride;
+    int64_t dk_row_stride, dk_head_stride;
+    int64_t dv_row_stride, dv_head_stride;
+    uint64_t drab;             /* optional: needs fwd.rab; shaped like rab */
+    int64_t drab_batch_stride, drab_head_stride, drab_row_stride;
+    int deterministic;
+    uint64_t workspace;        /* device scratch */
+    uint64_t workspace_bytes;
+} kiln_hstu_bwd_params;
+
+/* Defaults: struct_size, fwd initialized by kiln_hstu_fwd_params_init. */
+KILN_API kiln_status kiln_hstu_bwd_params_init(kiln_hstu_bwd_params *p);
+/* Scratch bytes kiln_hstu_bwd needs for p (depends on shapes, not pointers). */
+KILN_API kiln_status kiln_hstu_bwd_workspace_size(const kiln_hstu_bwd_params *p,
+                                                  uint64_t *bytes);
+/* Launch HSTU backward on stream; validation, context and threading as for
+ * kiln_hstu_fwd. */
+KILN_API kiln_status kiln_hstu_bwd(kiln_engine *engine,
+                                   const kiln_hstu_bwd_params *params,
+                                   void *stream);
 
 /* With KILN_ENGINE_DEBUG_CHECKS: synchronizes the current context and
  * reports the number of sequences the kernels found invalid since the last

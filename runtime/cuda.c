@@ -56,6 +56,7 @@ static void load(void)
     S(MemAlloc, "cuMemAlloc_v2");
     S(MemFree, "cuMemFree_v2");
     S(MemsetD8, "cuMemsetD8_v2");
+    S(MemsetD32Async, "cuMemsetD32Async");
     S(MemcpyDtoH, "cuMemcpyDtoH_v2");
     S(GetErrorName, "cuGetErrorName");
     S(GetErrorString, "cuGetErrorString");

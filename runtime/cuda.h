@@ -51,6 +51,7 @@ typedef struct kiln_cu_api {
     CUresult (*MemAlloc)(CUdeviceptr *p, size_t n);
     CUresult (*MemFree)(CUdeviceptr p);
     CUresult (*MemsetD8)(CUdeviceptr p, unsigned char v, size_t n);
+    CUresult (*MemsetD32Async)(CUdeviceptr p, unsigned v, size_t n, CUstream s);
     CUresult (*MemcpyDtoH)(void *dst, CUdeviceptr src, size_t n);
     CUresult (*GetErrorName)(CUresult r, const char **s);
     CUresult (*GetErrorString)(CUresult r, const char **s);

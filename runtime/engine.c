@@ -89,6 +89,7 @@ kiln_status kiln_engine_create(const kiln_engine_options *opts, kiln_engine **ou
         char dir[1024];
         const char *d = opts->cache_dir;
         if (!d && default_cache_dir(dir, sizeof dir) == 0) d = dir;
+        if (d && !*d) d = NULL; /* "" asks for no writable layer */
         if (!d) KILN_LOGW(&e->log, "no cache directory (HOME unset): kernels stay in memory");
         const char *ro = opts->ro_layers ? opts->ro_layers : getenv("KILN_CACHE_RO");
         kiln_status s = kiln__cache_open(d, ro, &e->log, &e->cache);

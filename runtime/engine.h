@@ -27,9 +27,9 @@ typedef struct kiln_slot {
     uint8_t hash[16];
     uint8_t ident[KILN_IDENT_BYTES];
     CUlibrary lib;
-    CUkernel kern;
-    /* devices on which the dynamic shared memory limit was raised */
-    _Atomic uint64_t smem_set;
+    CUkernel kern[KILN_MAX_ENTRIES]; /* kiln__key_entries() order */
+    /* per entry: devices on which the dynamic shared memory limit was raised */
+    _Atomic uint64_t smem_set[KILN_MAX_ENTRIES];
     /* memory-only mode: a prewarmed cubin kept until it is loaded */
     void *cubin;
     size_t cubin_len;
@@ -64,6 +64,15 @@ kiln_status kiln__kernel_get(kiln_engine *e, const kiln_key *key, int load,
 
 /* The NVRTC version used in identities (memoized through the cache). */
 const char *kiln__engine_nvrtc(kiln_engine *e);
+
+/* Raise entry's dynamic shared memory limit on dev once, then launch it. */
+kiln_status kiln__launch(const kiln_cu_api *cu, kiln_slot *s, int entry, CUdevice dev,
+                         const unsigned grid[3], const unsigned block[3], unsigned smem,
+                         void *stream, void *params);
+
+/* The device word kernels count invalid sequences in (debug checks). */
+kiln_status kiln__debug_counter(kiln_engine *e, const kiln_cu_api *cu, kiln_devinfo *di,
+                                uint64_t *out);
 
 /* The current context's device, making device 0's primary context current if
  * there is none; fills arch.  */

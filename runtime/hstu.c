@@ -19,7 +19,7 @@ kiln_status kiln_hstu_fwd_params_init(kiln_hstu_fwd_params *p)
     return KILN_OK;
 }
 
-static kiln_status debug_counter(kiln_engine *e, const kiln_cu_api *cu,
+kiln_status kiln__debug_counter(kiln_engine *e, const kiln_cu_api *cu,
                                  kiln_devinfo *di, uint64_t *out)
 {
     pthread_mutex_lock(&e->mu);
@@ -63,25 +63,12 @@ kiln_status kiln_hstu_fwd(kiln_engine *e, const kiln_hstu_fwd_params *params,
     KILN_TRY(kiln__hstu_fwd_plan(params, di->arch, di->arch_a, &key, &kp, &l, &empty));
     if (empty) return KILN_OK;
     if (e->flags & KILN_ENGINE_DEBUG_CHECKS)
-        KILN_TRY(debug_counter(e, cu, di, &kp.debug_counter));
+        KILN_TRY(kiln__debug_counter(e, cu, di, &kp.debug_counter));
 
     kiln_slot *s;
     KILN_TRY(kiln__kernel_get(e, &key, 1, &s));
     atomic_fetch_add_explicit(&e->mem_hits, 1, memory_order_relaxed);
-    uint64_t bit = 1ull << dev;
-    if (l.smem > 48 * 1024 &&
-        !(atomic_load_explicit(&s->smem_set, memory_order_acquire) & bit)) {
-        KILN_CU_TRY(cu, cu->KernelSetAttribute(KILN_CU_FUNC_ATTR_MAX_DYNAMIC_SMEM,
-                                               (int)l.smem, s->kern, dev),
-                    "cuKernelSetAttribute(max dynamic shared memory)");
-        atomic_fetch_or_explicit(&s->smem_set, bit, memory_order_release);
-    }
-    void *args[] = {&kp};
-    KILN_CU_TRY(cu, cu->LaunchKernel((CUfunction)s->kern, l.grid[0], l.grid[1],
-                                     l.grid[2], l.block[0], l.block[1], l.block[2],
-                                     l.smem, (CUstream)stream, args, NULL),
-                "cuLaunchKernel(kiln_hstu_fwd)");
-    return KILN_OK;
+    return kiln__launch(cu, s, 0, dev, l.grid, l.block, l.smem, stream, &kp);
 }
 
 kiln_status kiln_hstu_fwd_key(const kiln_hstu_fwd_params *params, const char *arch,

@@ -147,15 +147,39 @@ static kiln_status load_module(kiln_engine *e, kiln_slot *s, const kiln_key *key
     CUlibrary lib;
     KILN_CU_TRY(cu, cu->LibraryLoadData(&lib, cubin, NULL, NULL, 0, NULL, NULL, 0),
                 "cuLibraryLoadData");
-    CUkernel k;
-    CUresult r = cu->LibraryGetKernel(&k, lib, kiln__key_entry(key));
-    if (r != 0) {
-        cu->LibraryUnload(lib);
-        return kiln__cu_fail(cu, r, "cuLibraryGetKernel");
+    const char *names[KILN_MAX_ENTRIES];
+    int n = kiln__key_entries(key, names);
+    for (int i = 0; i < n; i++) {
+        CUresult r = cu->LibraryGetKernel(&s->kern[i], lib, names[i]);
+        if (r != 0) {
+            cu->LibraryUnload(lib);
+            char what[96];
+            snprintf(what, sizeof what, "cuLibraryGetKernel(%s)", names[i]);
+            return kiln__cu_fail(cu, r, what);
+        }
     }
     s->lib = lib;
-    s->kern = k;
     (void)e;
+    return KILN_OK;
+}
+
+kiln_status kiln__launch(const kiln_cu_api *cu, kiln_slot *s, int entry, CUdevice dev,
+                         const unsigned grid[3], const unsigned block[3], unsigned smem,
+                         void *stream, void *params)
+{
+    uint64_t bit = 1ull << dev;
+    if (smem > 48 * 1024 &&
+        !(atomic_load_explicit(&s->smem_set[entry], memory_order_acquire) & bit)) {
+        KILN_CU_TRY(cu, cu->KernelSetAttribute(KILN_CU_FUNC_ATTR_MAX_DYNAMIC_SMEM,
+                                               (int)smem, s->kern[entry], dev),
+                    "cuKernelSetAttribute(max dynamic shared memory)");
+        atomic_fetch_or_explicit(&s->smem_set[entry], bit, memory_order_release);
+    }
+    void *args[] = {params};
+    KILN_CU_TRY(cu, cu->LaunchKernel((CUfunction)s->kern[entry], grid[0], grid[1], grid[2],
+                                     block[0], block[1], block[2], smem, (CUstream)stream,
+                                     args, NULL),
+                "cuLaunchKernel");
     return KILN_OK;
 }
 

@@ -118,23 +118,28 @@ template <int CPR> KILN_DEV uint32_t chunk_addr_g(uint32_t base0, int c)
 
 KILN_DEV uint32_t chunk_addr(uint32_t base0, int c) { return chunk_addr_g<CH>(base0, c); }
 
-/* Copy ROWS rows of D elements (row r from gbase + r * stride) into a
- * swizzled tile; rows >= nvalid are zero-filled. */
+/* Copy ROWS rows of D elements (row r at gbase + r * stride) into a swizzled
+ * tile; rows >= nvalid are zero-filled.  A rolled loop with running
+ * addresses: unrolled, the compiler keeps every chunk's 64-bit offset live
+ * across the key loop. */
 template <int ROWS>
 KILN_DEV void load_tile(uint32_t sdst, const uint16_t *gbase, int64_t stride,
                         int nvalid, int tid)
 {
     constexpr int TOTAL = ROWS * CH;
-    constexpr int ITERS = (TOTAL + NTHREADS - 1) / NTHREADS;
-#pragma unroll
-    for (int it = 0; it < ITERS; ++it) {
-        const int c = tid + it * NTHREADS;
-        if (TOTAL % NTHREADS == 0 || c < TOTAL) {
-            const int row = c / CH, ch = c % CH;
-            const bool ok = row < nvalid;
-            const uint16_t *src = ok ? gbase + (int64_t)row * stride + ch * 8 : gbase;
-            kiln_cp_async16(sdst + chunk_off<CH>(row, ch), src, ok ? 16 : 0);
-        }
+    static_assert(NTHREADS % CH == 0, "threads per row");
+    constexpr int RSTEP = NTHREADS / CH;  /* rows per pass */
+    const int ch = tid % CH;
+    int row = tid / CH;
+    const char *src = (const char *)(gbase + (int64_t)row * stride + ch * 8);
+    const int64_t step = (int64_t)RSTEP * stride * 2;
+#pragma unroll 1
+    for (int c = tid; c < TOTAL; c += NTHREADS) {
+        const bool ok = row < nvalid;
+        kiln_cp_async16(sdst + chunk_off<CH>(row, ch), ok ? (const void *)src : (const void *)gbase,
+                        ok ? 16 : 0);
+        row += RSTEP;
+        src += step;
     }
 }
 
@@ -145,22 +150,26 @@ KILN_DEV void load_rab(uint32_t sdst, const uint16_t *rbase, int64_t rstride,
 {
     if (aligned) {
         constexpr int TOTAL = BM * RCH;
-        constexpr int ITERS = (TOTAL + NTHREADS - 1) / NTHREADS;
-#pragma unroll
-        for (int it = 0; it < ITERS; ++it) {
-            const int c = tid + it * NTHREADS;
-            if (TOTAL % NTHREADS == 0 || c < TOTAL) {
-                const int row = c / RCH, ch = c % RCH;
-                const int j = n0 + ch * 8;
-                int bytes = 2 * (L - j);
-                bytes = bytes > 16 ? 16 : bytes;
-                const bool ok = row < nrows && bytes > 0;
-                const uint16_t *src = ok ? rbase + (int64_t)row * rstride + j : rbase;
-                kiln_cp_async16(sdst + chunk_off<RCH>(row, ch), src, ok ? bytes : 0);
-            }
+        static_assert(NTHREADS % RCH == 0, "threads per rab row");
+        constexpr int RSTEP = NTHREADS / RCH;
+        const int ch = tid % RCH;
+        int row = tid / RCH;
+        const int j = n0 + ch * 8;
+        int bytes = 2 * (L - j);
+        bytes = bytes > 16 ? 16 : (bytes < 0 ? 0 : bytes);
+        const char *src = (const char *)(rbase + (int64_t)row * rstride + j);
+        const int64_t step = (int64_t)RSTEP * rstride * 2;
+#pragma unroll 1
+        for (int c = tid; c < TOTAL; c += NTHREADS) {
+            const bool ok = row < nrows && bytes > 0;
+            kiln_cp_async16(sdst + chunk_off<RCH>(row, ch), ok ? (const void *)src : (const void *)rbase,
+                            ok ? bytes : 0);
+            row += RSTEP;
+            src += step;
         }
     } else {
         /* Unaligned rab: element by element, synchronous (slow path). */
+#pragma unroll 1
         for (int e = tid; e < BM * BN; e += NTHREADS) {
             const int row = e / BN, col = e % BN;
             const int j = n0 + col;

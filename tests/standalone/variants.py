@@ -46,6 +46,8 @@ def tiles_ok(d, bm, bn, w):
         return False
     if d == 256 and bn > 64:
         return False
+    if rpw == 32 and d == 128 and bn > 32:
+        return False
     return True
 
 
@@ -83,7 +85,7 @@ def main():
                     for rab in (0, 1):
                         out.append(line(90, dt, d, default_tiles(90, d), m, rab))
         # the smaller-smem defaults and a few alternatives, heavy masks only
-        extra = {64: [(64, 64, 4), (128, 64, 4)], 128: [(64, 64, 4), (64, 32, 4), (128, 64, 4), (128, 32, 8)],
+        extra = {64: [(64, 64, 4), (128, 64, 4)], 128: [(64, 64, 4), (64, 32, 4), (128, 32, 4), (128, 32, 8), (256, 32, 8)],
                  256: [(128, 32, 8), (64, 16, 4), (64, 32, 4)], 32: [(64, 64, 4), (128, 64, 4)]}
         for d, ts in extra.items():
             for t in ts:

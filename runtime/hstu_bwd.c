@@ -1,0 +1,64 @@
+/* hstu_bwd.c -- kiln_hstu_bwd: plan, find the kernels, launch the sequence
+ * (zero the scratch, main, [dq], [convert]) on one stream.  Like the forward,
+ * the hit path allocates nothing and touches no database. */
+#include <stdio.h>
+#include <string.h>
+
+#include "dispatch/hstu_bwd.h"
+#include "runtime/engine.h"
+
+kiln_status kiln_hstu_bwd_params_init(kiln_hstu_bwd_params *p)
+{
+    KILN_FAIL_IF(!p, KILN_EBADARG, "params is NULL");
+    memset(p, 0, sizeof *p);
+    p->struct_size = sizeof *p;
+    return kiln_hstu_fwd_params_init(&p->fwd);
+}
+
+kiln_status kiln_hstu_bwd_workspace_size(const kiln_hstu_bwd_params *p, uint64_t *bytes)
+{
+    return kiln__hstu_bwd_workspace(p, bytes);
+}
+
+kiln_status kiln_hstu_bwd(kiln_engine *e, const kiln_hstu_bwd_params *params, void *stream)
+{
+    KILN_FAIL_IF(!e, KILN_EBADARG, "engine is NULL");
+    kiln_bwd_plan plan;
+    const kiln_cu_api *cu;
+    CUdevice dev;
+    kiln_devinfo *di;
+    kiln_status ds = kiln__cu(&cu);
+    if (ds == KILN_OK) ds = kiln__current_device(e, cu, &dev, &di);
+    if (ds != KILN_OK) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", kiln_last_error());
+        KILN_TRY(kiln__hstu_bwd_plan(params, 80, 0, &plan));
+        if (plan.empty) return KILN_OK;
+        return kiln__fail(ds, "%s", why);
+    }
+    KILN_TRY(kiln__hstu_bwd_plan(params, di->arch, di->arch_a, &plan));
+    if (plan.empty) return KILN_OK;
+    if (e->flags & KILN_ENGINE_DEBUG_CHECKS)
+        KILN_TRY(kiln__debug_counter(e, cu, di, &plan.kp.f.debug_counter));
+
+    kiln_slot *s;
+    KILN_TRY(kiln__kernel_get(e, &plan.key, 1, &s));
+    atomic_fetch_add_explicit(&e->mem_hits, 1, memory_order_relaxed);
+    CUstream st = (CUstream)stream;
+    if (plan.zero_dq_bytes)
+        KILN_CU_TRY(cu, cu->MemsetD32Async(plan.kp.dq_accum, 0, plan.zero_dq_bytes / 4, st),
+                    "cuMemsetD32Async(dq scratch)");
+    if (plan.zero_drab_bytes)
+        KILN_CU_TRY(cu,
+                    cu->MemsetD32Async(plan.kp.drab_accum, 0, plan.zero_drab_bytes / 4, st),
+                    "cuMemsetD32Async(drab scratch)");
+    KILN_TRY(kiln__launch(cu, s, 0, dev, plan.main.grid, plan.main.block, plan.main.smem,
+                          stream, &plan.kp));
+    if (plan.run_dq)
+        KILN_TRY(kiln__launch(cu, s, 1, dev, plan.dq.grid, plan.dq.block, plan.dq.smem,
+                              stream, &plan.kp));
+    if (plan.run_convert)
+        KILN_TRY(kiln__launch(cu, s, 2, dev, plan.convert.grid, plan.convert.block, 0,
+                              stream, &plan.kp));
+    return KILN_OK;
+}

@@ -364,8 +364,9 @@ int kiln__key_options(const kiln_key *k, char *buf, size_t n)
 {
     char a[16];
     kiln__arch_format(k->arch, k->arch_a, a, sizeof a);
-    /* Sorted, space-separated; part of every cache identity. */
-    int len = snprintf(buf, n, "--gpu-architecture=%s -DKILN_NVRTC=1 "
+    /* Sorted, space-separated; part of every cache identity.  --no-cache:
+     * kiln is the cache; NVRTC's own would also drop the ptxas report. */
+    int len = snprintf(buf, n, "--gpu-architecture=%s --no-cache -DKILN_NVRTC=1 "
                                "-Xptxas=-v -std=c++17", a);
     return len < 0 || (size_t)len >= n ? -1 : len;
 }

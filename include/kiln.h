@@ -233,6 +233,12 @@ KILN_API kiln_status kiln_cache_verify(kiln_engine *engine, int drop,
 KILN_API kiln_status kiln_cache_clear(kiln_engine *engine, const char *pattern,
                                       int64_t *removed);
 
+/* Delete the least recently used rows of the writable layer until its cubins
+ * total at most max_bytes (>= 0).  *removed (may be NULL) receives the count.
+ * Other processes keep working: a kernel whose row vanishes is a miss. */
+KILN_API kiln_status kiln_cache_evict(kiln_engine *engine, int64_t max_bytes,
+                                      int64_t *removed);
+
 /* Copy one entry's cubin to a file (for cuobjdump). */
 KILN_API kiln_status kiln_cache_export(kiln_engine *engine, const char *key_text,
                                        const char *path);

@@ -127,6 +127,16 @@ kiln_status kiln_cache_clear(kiln_engine *e, const char *pattern, int64_t *remov
     return kiln__cache_clear(e->cache, pattern, removed);
 }
 
+kiln_status kiln_cache_evict(kiln_engine *e, int64_t max_bytes, int64_t *removed)
+{
+    NEED_CACHE(e);
+    KILN_FAIL_IF(max_bytes < 0, KILN_EBADARG, "max_bytes %lld is negative",
+                 (long long)max_bytes);
+    if (removed) *removed = 0;
+    if (!e->cache) return KILN_OK;
+    return kiln__cache_evict(e->cache, max_bytes, removed);
+}
+
 kiln_status kiln_cache_export(kiln_engine *e, const char *key_text, const char *path)
 {
     NEED_CACHE(e);

@@ -110,7 +110,7 @@ run $KILN --help
 check_rc "--help exits 0" 0
 check_eq "--help first line" "$(first_line "$out")" \
     "usage: kiln [--cache-dir DIR] [--no-cache] [-v] VERB [ARGS...]"
-for v in info prewarm ls show key stats verify clear export; do
+for v in info prewarm ls show key stats verify clear evict export; do
     check_has "--help lists $v" "$out" "
   $v "
 done
@@ -148,6 +148,12 @@ help_line() { # verb expected-first-line
     check_eq "$1 -h = $1 --help" "$out" "$h"
 }
 help_line info "usage: kiln info [--json]"
+help_line evict "usage: kiln evict --max-bytes N[K|M|G]"
+run $KILN evict
+check_rc "evict without --max-bytes exits 2" 2
+run $KILN evict --max-bytes 12Q
+check_rc "evict with a bad size exits 2" 2
+check_has "evict names the bad size" "$err" "--max-bytes '12Q'"
 help_line prewarm "usage: kiln prewarm [--arch ARCH] [-j N] [--file SPEC] [--quiet] [-n] KEY..."
 help_line ls "usage: kiln ls [--json] [PATTERN]"
 help_line show "usage: kiln show [--arch ARCH] [--json] KEY"
@@ -443,6 +449,8 @@ $k2"
     run $K --no-cache ls
     check_eq "--no-cache opens no database" "$out" ""
 
+    run $K evict --max-bytes 1G
+    check_eq "evict under the cap removes nothing" "$out" "evicted 0 entries"
     run $K clear --yes 'hstu_fwd/*/fp16/*'
     check_rc "clear --yes PATTERN exits 0" 0
     check_eq "clear --yes PATTERN removes 1" "$out" "removed 1 entry"

@@ -135,6 +135,14 @@ static const verb verbs[] = {
      "when standard input is a terminal, and refuses otherwise.\n"
      "\n"
      "  -y, --yes   do not ask\n"},
+    {"evict", cmd_evict, "shrink the cache to a size, least recently used first",
+     "usage: kiln evict --max-bytes N[K|M|G]\n"
+     "\n"
+     "Delete the least recently used kernels of the writable layer until its\n"
+     "cubins total at most N bytes (suffixes K, M, G are powers of 1024).\n"
+     "Read-only layers are never changed.\n"
+     "\n"
+     "  --max-bytes N   the size to shrink to\n"},
     {"export", cmd_export, "write a kernel's cubin to a file",
      "usage: kiln export [--arch ARCH] KEY FILE\n"
      "\n"

@@ -1,5 +1,7 @@
 /* kiln_cache.c -- the verbs that read or change the cache: ls, show, stats,
  * verify, clear, export.  Public API only. */
+#include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -606,6 +608,55 @@ int cmd_export(int argc, char **argv)
     s = kiln_cache_export(eng, canon, file);
     if (s != KILN_OK)
         rc = cli_fail(s, "cannot export '%s' to '%s'", canon, file);
+    kiln_engine_destroy(eng);
+    return rc;
+}
+
+/* ===================================================================== */
+/* kiln evict                                                             */
+/* ===================================================================== */
+
+static int parse_size(const char *s, int64_t *out)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || v < 0) return -1;
+    int shift = 0;
+    if (*end == 'K' || *end == 'k') shift = 10;
+    else if (*end == 'M' || *end == 'm') shift = 20;
+    else if (*end == 'G' || *end == 'g') shift = 30;
+    if (shift) end++;
+    if (*end || v > (INT64_MAX >> shift)) return -1;
+    *out = (int64_t)v << shift;
+    return 0;
+}
+
+int cmd_evict(int argc, char **argv)
+{
+    cli_args a;
+    const char *max = NULL;
+    int64_t max_bytes = -1, removed = 0;
+    cli_args_init(&a, "evict", argc, argv);
+    while (cli_next(&a)) {
+        if (cli_value(&a, "--max-bytes", NULL, &max)) ;
+        else return cli_unknown(&a);
+    }
+    if (a.help) return EXIT_OK;
+    if (a.error) return EXIT_USAGE;
+    if (!max) return cli_usage("evict", "--max-bytes is required");
+    if (parse_size(max, &max_bytes))
+        return cli_usage("evict", "--max-bytes '%s' is not a size like 500M", max);
+    kiln_engine *eng = cli_engine();
+    if (!eng) return EXIT_FAIL;
+    kiln_status s = kiln_cache_evict(eng, max_bytes, &removed);
+    int rc;
+    if (s != KILN_OK) {
+        rc = cli_fail(s, "cannot evict");
+    } else {
+        printf("evicted %lld entr%s\n", (long long)removed, removed == 1 ? "y" : "ies");
+        rc = finish(EXIT_OK);
+    }
     kiln_engine_destroy(eng);
     return rc;
 }

@@ -131,6 +131,7 @@ int cmd_show(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
 int cmd_clear(int argc, char **argv);
+int cmd_evict(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 
 #endif

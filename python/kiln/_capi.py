@@ -5,8 +5,11 @@ importing this module never fails on a machine without the library or a GPU.
 
 Where the library is looked for, in order:
   1. $KILN_LIB (a path to libkiln.so; an error if it does not exist);
-  2. ../../build/libkiln.so relative to this package (the repository's build);
-  3. ctypes.util.find_library("kiln") (an installed libkiln.so).
+  2. a copy bundled in the package, kiln/lib/libkiln.so* (a wheel that
+     carries the library);
+  3. ../../build/libkiln.so relative to this package (the repository's build,
+     for a source checkout or an editable install);
+  4. ctypes.util.find_library("kiln") (an installed libkiln.so).
 
 The structures below mirror include/kiln.h field by field (same order, same C
 types).  Their sizes are checked twice: at import against values computed by
@@ -21,18 +24,25 @@ import ctypes
 import ctypes.util
 import os
 import pathlib
+import threading
 
 __all__ = [
     "KilnError",
     "Engine",
     "EngineOptions",
     "HstuFwdParams",
+    "HstuBwdParams",
     "CacheStats",
+    "default_engine",
     "hstu_fwd",
     "hstu_fwd_key",
     "hstu_fwd_params",
+    "hstu_bwd",
+    "hstu_bwd_params",
+    "hstu_bwd_workspace_size",
     "library",
     "library_path",
+    "library_struct_sizes",
     "version",
     "status_name",
     "KILN_OK",
@@ -135,6 +145,34 @@ class HstuFwdParams(ctypes.Structure):
     ]
 
 
+class HstuBwdParams(ctypes.Structure):
+    """kiln_hstu_bwd_params."""
+
+    _fields_ = [
+        ("struct_size", c_u32),
+        ("fwd", HstuFwdParams),
+        ("dout", c_u64),
+        ("dout_row_stride", c_i64),
+        ("dout_head_stride", c_i64),
+        ("dq", c_u64),
+        ("dk", c_u64),
+        ("dv", c_u64),
+        ("dq_row_stride", c_i64),
+        ("dq_head_stride", c_i64),
+        ("dk_row_stride", c_i64),
+        ("dk_head_stride", c_i64),
+        ("dv_row_stride", c_i64),
+        ("dv_head_stride", c_i64),
+        ("drab", c_u64),
+        ("drab_batch_stride", c_i64),
+        ("drab_head_stride", c_i64),
+        ("drab_row_stride", c_i64),
+        ("deterministic", c_int),
+        ("workspace", c_u64),
+        ("workspace_bytes", c_u64),
+    ]
+
+
 class CacheStats(ctypes.Structure):
     """kiln_cache_stats."""
 
@@ -167,6 +205,13 @@ class CacheStats(ctypes.Structure):
 #   [pad 4], rab 208, rab_heads 216, [pad 4], rab_batch_stride 224,
 #   rab_head_stride 232, rab_row_stride 240, is_delta_q 248, [pad 4]
 #   -> 256 bytes.
+# kiln_hstu_bwd_params: struct_size 0, [pad 4], fwd 8 (256 bytes), dout 264,
+#   dout_row_stride 272, dout_head_stride 280, dq 288, dk 296, dv 304,
+#   dq_row_stride 312, dq_head_stride 320, dk_row_stride 328,
+#   dk_head_stride 336, dv_row_stride 344, dv_head_stride 352, drab 360,
+#   drab_batch_stride 368, drab_head_stride 376, drab_row_stride 384,
+#   deterministic 392, [pad 4], workspace 400, workspace_bytes 408
+#   -> 416 bytes.
 # kiln_cache_stats: path 0, writable 8, [pad 4], entries 16, bytes 24,
 #   file_bytes 32, hits 40, ro_layers 48, [pad 4], mem_hits 56, disk_hits 64,
 #   compiles 72, rejected 80 -> 88 bytes.
@@ -181,6 +226,11 @@ _EXPECTED_LAYOUT = {
                           "alpha": 196, "scaling_seqlen": 200, "rab": 208,
                           "rab_heads": 216, "rab_batch_stride": 224,
                           "rab_row_stride": 240, "is_delta_q": 248}),
+    HstuBwdParams: (416, {"fwd": 8, "dout": 264, "dout_head_stride": 280,
+                          "dq": 288, "dv": 304, "dq_row_stride": 312,
+                          "dv_head_stride": 352, "drab": 360,
+                          "drab_row_stride": 384, "deterministic": 392,
+                          "workspace": 400, "workspace_bytes": 408}),
     CacheStats: (88, {"writable": 8, "entries": 16, "ro_layers": 48,
                       "mem_hits": 56, "rejected": 80}),
 }
@@ -209,7 +259,11 @@ _check_layouts()
 
 
 class KilnError(RuntimeError):
-    """A kiln call returned a status other than KILN_OK."""
+    """A kiln call returned a status other than KILN_OK.
+
+    status: the kiln_status value; status_name: its name ("KILN_EBADARG");
+    detail: kiln_last_error() of the failing call; call: the C function.
+    """
 
     def __init__(self, status, name, detail, call):
         self.status = status
@@ -221,9 +275,25 @@ class KilnError(RuntimeError):
             msg += f": {detail}"
         super().__init__(msg)
 
+    def __reduce__(self):  # picklable (multiprocessing, torch.compile workers)
+        return (KilnError, (self.status, self.status_name, self.detail, self.call))
+
 
 _lib = None
 _lib_path = None
+_lib_lock = threading.Lock()
+
+
+def _bundled_library():
+    """kiln/lib/libkiln.so, else the highest-versioned kiln/lib/libkiln.so.*"""
+    d = pathlib.Path(__file__).resolve().parent / "lib"
+    if not d.is_dir():
+        return None
+    plain = d / "libkiln.so"
+    if plain.exists():
+        return str(plain)
+    cands = sorted(d.glob("libkiln.so.*"), key=lambda p: (len(p.name), p.name))
+    return str(cands[-1]) if cands else None
 
 
 def library_path():
@@ -233,6 +303,9 @@ def library_path():
         if not os.path.exists(env):
             raise OSError(f"KILN_LIB={env!r} does not exist")
         return env
+    bundled = _bundled_library()
+    if bundled:
+        return bundled
     here = pathlib.Path(__file__).resolve().parent
     cand = here.parent.parent / "build" / "libkiln.so"
     if cand.exists():
@@ -242,41 +315,66 @@ def library_path():
         return found
     raise OSError(
         "libkiln.so not found: set KILN_LIB=/path/to/libkiln.so, build it "
-        f"('make' so that {cand} exists), or install it where "
-        "ctypes.util.find_library('kiln') looks")
+        f"('make' so that {cand} exists), bundle it as kiln/lib/libkiln.so, or "
+        "install it where ctypes.util.find_library('kiln') looks")
 
 
-def _proto(lib, name, restype, *argtypes):
-    fn = getattr(lib, name)
+def _proto(lib, name, restype, *argtypes, optional=False):
+    try:
+        fn = getattr(lib, name)
+    except AttributeError:
+        if optional:
+            return
+        raise
     fn.restype = restype
     fn.argtypes = list(argtypes)
 
 
+def has_symbol(name):
+    """Whether the loaded library exports `name` (e.g. "kiln_hstu_bwd")."""
+    try:
+        getattr(library(), name)
+        return True
+    except AttributeError:
+        return False
+
+
 def library():
-    """The loaded libkiln (ctypes.CDLL), with prototypes set."""
+    """The loaded libkiln (ctypes.CDLL), with prototypes set.  Thread-safe."""
     global _lib, _lib_path
     if _lib is not None:
         return _lib
-    path = library_path()
-    lib = ctypes.CDLL(path)
-    P, VP, CP = ctypes.POINTER, ctypes.c_void_p, ctypes.c_char_p
-    _proto(lib, "kiln_version_number", ctypes.c_uint)
-    _proto(lib, "kiln_version_string", CP)
-    _proto(lib, "kiln_status_name", CP, c_int)
-    _proto(lib, "kiln_status_string", CP, c_int)
-    _proto(lib, "kiln_last_error", CP)
-    _proto(lib, "kiln_engine_options_init", c_int, P(EngineOptions))
-    _proto(lib, "kiln_engine_create", c_int, P(EngineOptions), P(VP))
-    _proto(lib, "kiln_engine_destroy", c_int, VP)
-    _proto(lib, "kiln_prewarm", c_int, VP, CP, CP)
-    _proto(lib, "kiln_key_canonical", c_int, CP, CP, CP, ctypes.c_size_t)
-    _proto(lib, "kiln_cache_stats_get", c_int, VP, P(CacheStats))
-    _proto(lib, "kiln_hstu_fwd_params_init", c_int, P(HstuFwdParams))
-    _proto(lib, "kiln_hstu_fwd", c_int, VP, P(HstuFwdParams), VP)
-    _proto(lib, "kiln_hstu_fwd_key", c_int, P(HstuFwdParams), CP, CP,
-           ctypes.c_size_t)
-    _lib, _lib_path = lib, path
-    return lib
+    with _lib_lock:
+        if _lib is not None:
+            return _lib
+        path = library_path()
+        lib = ctypes.CDLL(path)
+        P, VP, CP = ctypes.POINTER, ctypes.c_void_p, ctypes.c_char_p
+        _proto(lib, "kiln_version_number", ctypes.c_uint)
+        _proto(lib, "kiln_version_string", CP)
+        _proto(lib, "kiln_status_name", CP, c_int)
+        _proto(lib, "kiln_status_string", CP, c_int)
+        _proto(lib, "kiln_last_error", CP)
+        _proto(lib, "kiln_engine_options_init", c_int, P(EngineOptions))
+        _proto(lib, "kiln_engine_create", c_int, P(EngineOptions), P(VP))
+        _proto(lib, "kiln_engine_destroy", c_int, VP)
+        _proto(lib, "kiln_prewarm", c_int, VP, CP, CP)
+        _proto(lib, "kiln_key_canonical", c_int, CP, CP, CP, ctypes.c_size_t)
+        _proto(lib, "kiln_cache_stats_get", c_int, VP, P(CacheStats))
+        _proto(lib, "kiln_hstu_fwd_params_init", c_int, P(HstuFwdParams))
+        _proto(lib, "kiln_hstu_fwd", c_int, VP, P(HstuFwdParams), VP)
+        _proto(lib, "kiln_hstu_fwd_key", c_int, P(HstuFwdParams), CP, CP,
+               ctypes.c_size_t)
+        # The backward entry points: optional, so that a library built before
+        # they existed still serves the forward.
+        _proto(lib, "kiln_hstu_bwd_params_init", c_int, P(HstuBwdParams),
+               optional=True)
+        _proto(lib, "kiln_hstu_bwd_workspace_size", c_int, P(HstuBwdParams),
+               P(c_u64), optional=True)
+        _proto(lib, "kiln_hstu_bwd", c_int, VP, P(HstuBwdParams), VP,
+               optional=True)
+        _lib, _lib_path = lib, path
+        return lib
 
 
 def status_name(status):
@@ -301,6 +399,24 @@ def version():
     """(version string, version number) of the loaded library."""
     lib = library()
     return lib.kiln_version_string().decode(), int(lib.kiln_version_number())
+
+
+def library_struct_sizes():
+    """{struct name: sizeof as the library reports it (the struct_size its
+    *_init() writes)}.  Structures whose _init the library lacks are left out.
+    Touches no GPU."""
+    lib = library()
+    out = {}
+    for cname, cls, init in (
+            ("kiln_engine_options", EngineOptions, "kiln_engine_options_init"),
+            ("kiln_hstu_fwd_params", HstuFwdParams, "kiln_hstu_fwd_params_init"),
+            ("kiln_hstu_bwd_params", HstuBwdParams, "kiln_hstu_bwd_params_init")):
+        if not has_symbol(init):
+            continue
+        s = cls()
+        _check(getattr(lib, init)(ctypes.byref(s)), init)
+        out[cname] = int(s.struct_size)
+    return out
 
 
 # -------------------------------------------------------------------- engine
@@ -380,6 +496,37 @@ class Engine:
         return d
 
 
+_default_engine = None
+_default_engine_lock = threading.Lock()
+
+
+def default_engine():
+    """The process-wide engine that kiln's torch functions use: created on
+    first use (thread-safe) with the default options (cache at
+    $KILN_CACHE_DIR, else $XDG_CACHE_HOME/kiln, else ~/.cache/kiln).  Creating
+    it touches no GPU."""
+    global _default_engine
+    e = _default_engine
+    if e is not None:
+        return e
+    with _default_engine_lock:
+        if _default_engine is None:
+            _default_engine = Engine()
+        return _default_engine
+
+
+def set_default_engine(engine):
+    """Replace the process-wide engine (e.g. one with KILN_ENGINE_NO_COMPILE);
+    returns the previous one (None if none was created).  The caller keeps
+    the old engine alive until kernels launched through it have completed."""
+    global _default_engine
+    if engine is not None and not isinstance(engine, Engine):
+        raise TypeError(f"kiln: engine must be a kiln.Engine, got {type(engine)}")
+    with _default_engine_lock:
+        old, _default_engine = _default_engine, engine
+    return old
+
+
 # ---------------------------------------------------------------- HSTU fwd
 
 
@@ -417,6 +564,18 @@ def _check_index(name, t, device, dtypes):
         raise ValueError(f"kiln: {name} must be a contiguous 1-D tensor")
 
 
+def _fwd_params_init():
+    p = HstuFwdParams()
+    _check(library().kiln_hstu_fwd_params_init(ctypes.byref(p)),
+           "kiln_hstu_fwd_params_init")
+    if p.struct_size != ctypes.sizeof(HstuFwdParams):
+        raise RuntimeError(
+            f"kiln_hstu_fwd_params: the library says struct_size {p.struct_size}, "
+            f"ctypes has {ctypes.sizeof(HstuFwdParams)}: python/kiln/_capi.py "
+            "does not match this libkiln")
+    return p
+
+
 def hstu_fwd_params(q, k, v, out, seq_offsets, max_seqlen, *, alpha=1.0,
                     scaling_seqlen=0.0, causal=False, window=(-1, -1),
                     num_contexts=None, num_targets=None, target_group_size=1,
@@ -432,15 +591,7 @@ def hstu_fwd_params(q, k, v, out, seq_offsets, max_seqlen, *, alpha=1.0,
     """
     import torch
 
-    lib = library()
-    p = HstuFwdParams()
-    _check(lib.kiln_hstu_fwd_params_init(ctypes.byref(p)),
-           "kiln_hstu_fwd_params_init")
-    if p.struct_size != ctypes.sizeof(HstuFwdParams):
-        raise RuntimeError(
-            f"kiln_hstu_fwd_params: the library says struct_size {p.struct_size}, "
-            f"ctypes has {ctypes.sizeof(HstuFwdParams)}: python/kiln/_capi.py "
-            "does not match this libkiln")
+    p = _fwd_params_init()
     dev = q.device
     for name, t in (("q", q), ("k", k), ("v", v), ("out", out)):
         _check_view(name, t, dev)
@@ -544,3 +695,77 @@ def hstu_fwd_key(q, k, v, out, seq_offsets, max_seqlen, arch=None, **kw):
                                            buf, ctypes.sizeof(buf)),
                "kiln_hstu_fwd_key")
     return buf.value.decode()
+
+
+# ---------------------------------------------------------------- HSTU bwd
+
+
+def _need_bwd():
+    if not has_symbol("kiln_hstu_bwd"):
+        raise KilnError(3, "KILN_EUNSUPPORTED",
+                        f"{library_path()} has no kiln_hstu_bwd (rebuild it)",
+                        "kiln_hstu_bwd")
+
+
+def _bwd_params_init():
+    _need_bwd()
+    p = HstuBwdParams()
+    _check(library().kiln_hstu_bwd_params_init(ctypes.byref(p)),
+           "kiln_hstu_bwd_params_init")
+    if p.struct_size != ctypes.sizeof(HstuBwdParams):
+        raise RuntimeError(
+            f"kiln_hstu_bwd_params: the library says struct_size {p.struct_size}, "
+            f"ctypes has {ctypes.sizeof(HstuBwdParams)}: python/kiln/_capi.py "
+            "does not match this libkiln")
+    return p
+
+
+def hstu_bwd_params(fwd, dout, dq, dk, dv, *, drab=None, deterministic=False,
+                    workspace=None):
+    """Fill a kiln_hstu_bwd_params (no GPU work).
+
+    fwd: the HstuFwdParams of the forward (hstu_fwd_params(); its out is not
+    read).  dout (total_q, H, D); dq, dk, dv shaped like q, k, v; drab shaped
+    like rab or None; workspace: a uint8 CUDA tensor of at least
+    hstu_bwd_workspace_size() bytes, or None to set it later.
+    """
+    p = _bwd_params_init()
+    p.fwd = fwd
+    p.dout = dout.data_ptr()
+    p.dout_row_stride, p.dout_head_stride = dout.stride(0), dout.stride(1)
+    p.dq, p.dk, p.dv = dq.data_ptr(), dk.data_ptr(), dv.data_ptr()
+    p.dq_row_stride, p.dq_head_stride = dq.stride(0), dq.stride(1)
+    p.dk_row_stride, p.dk_head_stride = dk.stride(0), dk.stride(1)
+    p.dv_row_stride, p.dv_head_stride = dv.stride(0), dv.stride(1)
+    if drab is not None:
+        p.drab = drab.data_ptr()
+        p.drab_batch_stride = drab.stride(0)
+        p.drab_head_stride = drab.stride(1)
+        p.drab_row_stride = drab.stride(2)
+    p.deterministic = 1 if deterministic else 0
+    if workspace is not None:
+        p.workspace = workspace.data_ptr()
+        p.workspace_bytes = workspace.numel() * workspace.element_size()
+    return p
+
+
+def hstu_bwd_workspace_size(p):
+    """Scratch bytes kiln_hstu_bwd needs for the HstuBwdParams p."""
+    _need_bwd()
+    n = c_u64()
+    _check(library().kiln_hstu_bwd_workspace_size(ctypes.byref(p), ctypes.byref(n)),
+           "kiln_hstu_bwd_workspace_size")
+    return int(n.value)
+
+
+def hstu_bwd(engine, p, stream=None, device=None):
+    """Launch HSTU backward for the HstuBwdParams p on `stream` (default: the
+    current torch stream of `device`).  Raises KilnError on failure."""
+    _need_bwd()
+    import torch
+
+    with torch.cuda.device(device):
+        s = _stream_handle(stream, device)
+        _check(library().kiln_hstu_bwd(engine.handle, ctypes.byref(p),
+                                       ctypes.c_void_p(s)),
+               "kiln_hstu_bwd")

@@ -86,12 +86,13 @@ def main():
                         out.append(line(90, dt, d, default_tiles(90, d), m, rab))
         # the smaller-smem defaults and a few alternatives, heavy masks only
         extra = {64: [(64, 64, 4), (128, 64, 4)], 128: [(64, 64, 4), (64, 32, 4), (128, 32, 4), (128, 32, 8), (256, 32, 8)],
-                 256: [(128, 32, 8), (64, 16, 4), (64, 32, 4)], 32: [(64, 64, 4), (128, 64, 4)]}
+                 256: [(128, 32, 8), (64, 16, 4), (64, 32, 4), (64, 64, 4)], 32: [(64, 64, 4), (128, 64, 4)]}
         for d, ts in extra.items():
             for t in ts:
-                for m in (MASKS[0], MASKS[6], MASKS[9], MASKS[3]):
+                for m in (MASKS[0], MASKS[1], MASKS[6], MASKS[9], MASKS[3]):
                     for dt in (1, 2):
                         out.append(line(90, dt, d, t, m, 1))
+                out.append(line(90, 2, d, t, MASKS[1], 0))
     for l in out:
         print(l)
 

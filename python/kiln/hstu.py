@@ -1,0 +1,843 @@
+"""HSTU attention (pointwise SiLU, jagged batches) for PyTorch, on kiln.
+
+    out = kiln.hstu_attn_varlen_func(q, k, v, seq_offsets_q, seq_offsets_k,
+                                     max_seqlen_q, max_seqlen_k, ...)
+
+computes, per sequence b, head h and query row i (SPEC.md section 1)
+
+    out_i = sum over valid j of silu(alpha * (q_i . k_j + rab[b, h % H_rab, i, j]))
+            / scaling_seqlen * v_j
+
+with NVIDIA's HSTU masks (causal, local windows, contexts, targets in groups,
+delta-q).  It is differentiable (dq, dk, dv and, with has_drab, d(rab)) and
+built from torch.library custom ops, so torch.compile(fullgraph=True) and
+CUDA graph capture see one opaque op per direction:
+
+    kiln::hstu_fwd(q, k, v, ...) -> out
+    kiln::hstu_bwd(dout, q, k, v, ...) -> (dq, dk, dv, drab)
+    kiln::hstu_fwd_qkvpacked(qkv, ...) -> out
+    kiln::hstu_bwd_qkvpacked(dout, qkv, ...) -> (dqkv, drab)
+
+The ops allocate their outputs and, in backward, one workspace tensor (the size
+that kiln_hstu_bwd_workspace_size() gives), launch on the current CUDA stream,
+and never read a device tensor on the host.  Inputs whose layout the kernels
+cannot take (a last dimension that is not contiguous, row or head strides that
+are not multiples of 8 elements, a data pointer not 16-byte aligned) are
+copied first; NVIDIA's packed-qkv views need no copy.
+
+Arguments are checked here, before any CUDA call: a wrong type or dtype raises
+TypeError, a wrong shape, value or device ValueError, each naming the
+argument; a valid argument that kiln does not implement yet (fp8 quant_mode
+and descale_*, arbitrary `func` masks, paged KV caches) raises
+kiln.Unsupported, a NotImplementedError.  A failure inside the C library
+raises kiln.KilnError with the status name and kiln_last_error().
+"""
+
+import math
+import numbers
+import operator
+from typing import Optional, Tuple
+
+import torch
+
+from . import _capi
+
+__all__ = [
+    "Unsupported",
+    "hstu_attn_varlen_func",
+    "hstu_attn_qkvpacked_func",
+    "hstu_varlen",
+]
+
+Tensor = torch.Tensor
+
+_HEAD_DIMS = (32, 64, 128, 256)
+_DTYPES = {torch.float16: _capi.KILN_DTYPE_FP16, torch.bfloat16: _capi.KILN_DTYPE_BF16}
+_FP8 = tuple(getattr(torch, n) for n in
+             ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
+             if hasattr(torch, n))
+_OFFSET_DTYPES = (torch.int32, torch.int64)
+
+
+class Unsupported(NotImplementedError):
+    """A valid argument (or value) that kiln does not implement yet.
+
+    argument: the name of the argument; the message says what is missing.
+    """
+
+    def __init__(self, argument, what):
+        self.argument = argument
+        super().__init__(f"kiln: {argument}: {what}")
+
+    def __reduce__(self):
+        return (_unsupported_from_message, (self.argument, str(self)))
+
+
+def _unsupported_from_message(argument, message):
+    e = Unsupported.__new__(Unsupported)
+    e.argument = argument
+    NotImplementedError.__init__(e, message)
+    return e
+
+
+# ------------------------------------------------------------- validation
+# Pure metadata: these run on FakeTensors under torch.compile too.
+
+
+def _is_int(x):
+    if isinstance(x, bool):
+        return True
+    if isinstance(x, (int, torch.SymInt)):
+        return True
+    if isinstance(x, torch.Tensor):
+        return False
+    try:
+        operator.index(x)
+        return True
+    except TypeError:
+        return False
+
+
+def _as_int(name, x):
+    if isinstance(x, (int, torch.SymInt)) and not isinstance(x, bool):
+        return x
+    if isinstance(x, torch.Tensor) or isinstance(x, bool) or not _is_int(x):
+        raise TypeError(f"kiln: {name} must be an int, got {type(x).__name__}")
+    return operator.index(x)
+
+
+def _as_real(name, x):
+    if isinstance(x, (torch.Tensor, bool)) or not isinstance(x, (numbers.Real, torch.SymFloat,
+                                                                 torch.SymInt)):
+        raise TypeError(f"kiln: {name} must be a real number, got {type(x).__name__}")
+    if isinstance(x, (torch.SymFloat, torch.SymInt)):
+        return x
+    x = float(x)
+    if not math.isfinite(x):
+        raise ValueError(f"kiln: {name} must be finite, got {x}")
+    return x
+
+
+def _check_tensor(name, t):
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"kiln: {name} must be a torch.Tensor, got {type(t).__name__}")
+
+
+def _check_qkv(q, k, v, names=("q", "k", "v")):
+    nq, nk, nv = names
+    for n, t in zip(names, (q, k, v)):
+        _check_tensor(n, t)
+    for n, t in zip(names, (q, k, v)):
+        if t.dim() != 3:
+            raise ValueError(f"kiln: {n} must be 3-D (total, heads, head_dim), got shape "
+                             f"{tuple(t.shape)}")
+    if q.dtype in _FP8:
+        raise Unsupported(nq, f"{q.dtype} inputs (fp8) are not implemented in kiln yet; "
+                              "pass float16 or bfloat16")
+    if q.dtype not in _DTYPES:
+        raise TypeError(f"kiln: {nq} has dtype {q.dtype}; expected torch.float16 or "
+                        "torch.bfloat16")
+    for n, t in ((nk, k), (nv, v)):
+        if t.dtype != q.dtype:
+            raise TypeError(f"kiln: {n} has dtype {t.dtype} but {nq} has {q.dtype}; "
+                            "q, k and v must have one dtype")
+    H, D = q.shape[1], q.shape[2]
+    if D not in _HEAD_DIMS:
+        raise ValueError(f"kiln: {nq} has head dim {D}; supported head dims are "
+                         f"{', '.join(map(str, _HEAD_DIMS))}")
+    if k.shape[1] != H:
+        raise ValueError(f"kiln: {nk} has {k.shape[1]} heads but {nq} has {H}; "
+                         "kiln's HSTU needs as many key heads as query heads")
+    if k.shape[2] != D:
+        raise ValueError(f"kiln: {nk} has head dim {k.shape[2]} but {nq} has {D}")
+    if v.shape[1] != H:
+        raise ValueError(f"kiln: {nv} has {v.shape[1]} heads but {nq} has {H}")
+    if v.shape[2] != D:
+        raise ValueError(f"kiln: {nv} has head dim {v.shape[2]} but {nq} has {D}; "
+                         "kiln needs v's head dim equal to q's")
+    if v.shape[0] != k.shape[0]:
+        raise ValueError(f"kiln: {nv} has {v.shape[0]} rows but {nk} has {k.shape[0]}")
+
+
+def _check_offsets(name, t):
+    _check_tensor(name, t)
+    if t.dtype not in _OFFSET_DTYPES:
+        raise TypeError(f"kiln: {name} has dtype {t.dtype}; offsets must be torch.int32 "
+                        "or torch.int64")
+    if t.dim() != 1:
+        raise ValueError(f"kiln: {name} must be 1-D (batch + 1 offsets), got shape "
+                         f"{tuple(t.shape)}")
+    if t.shape[0] < 1:
+        raise ValueError(f"kiln: {name} must have batch + 1 >= 1 entries, got 0")
+
+
+def _check_per_batch(name, t, batch):
+    if t is None:
+        return
+    _check_tensor(name, t)
+    if t.dtype != torch.int32:
+        raise TypeError(f"kiln: {name} has dtype {t.dtype}; it must be torch.int32")
+    if t.dim() != 1 or t.shape[0] != batch:
+        raise ValueError(f"kiln: {name} must have shape ({batch},) (one entry per "
+                         f"sequence), got {tuple(t.shape)}")
+
+
+def _check_window(window_size):
+    if isinstance(window_size, torch.Tensor) or not isinstance(window_size, (tuple, list)):
+        raise TypeError("kiln: window_size must be a (left, right) tuple of ints, got "
+                        f"{type(window_size).__name__}")
+    if len(window_size) != 2:
+        raise ValueError(f"kiln: window_size must have 2 entries (left, right), got "
+                         f"{len(window_size)}")
+    left = _as_int("window_size[0]", window_size[0])
+    right = _as_int("window_size[1]", window_size[1])
+    if left < -1 or right < -1:
+        raise ValueError(f"kiln: window_size ({left}, {right}): each side must be -1 "
+                         "(unbounded) or >= 0")
+    return int(left), int(right)
+
+
+def _check_device(name, t, device):
+    if t is None:
+        return
+    if t.device.type != "cuda":
+        raise ValueError(f"kiln: {name} must be a CUDA tensor, got device {t.device}")
+    if t.device != device:
+        raise ValueError(f"kiln: {name} is on {t.device} but q is on {device}")
+
+
+def _unsupported_extras(func=None, quant_mode=-1, descales=(), others=()):
+    if func is not None:
+        raise Unsupported("func", "arbitrary masks (NVIDIA's func argument) are not "
+                                  "implemented in kiln yet; pass func=None")
+    if quant_mode is not None and not (_is_int(quant_mode) and int(quant_mode) == -1):
+        raise Unsupported("quant_mode", f"fp8 quantization (quant_mode={quant_mode!r}) is "
+                                        "not implemented in kiln yet; pass quant_mode=-1")
+    for name, val in descales:
+        if val is not None:
+            raise Unsupported(name, "fp8 descale factors are not implemented in kiln yet; "
+                                    f"pass {name}=None")
+    for name, val in others:
+        if val is not None:
+            raise Unsupported(name, "paged KV caches are not implemented in kiln yet; "
+                                    f"pass {name}=None")
+
+
+def _resolve_scaling(scaling_seqlen, max_seqlen_q):
+    if scaling_seqlen is None:
+        return 0.0
+    s = _as_real("scaling_seqlen", scaling_seqlen)
+    if isinstance(s, float):
+        if s == -1.0:
+            return 0.0  # the C library's 0: max_seqlen_q
+        if s <= 0:
+            raise ValueError(f"kiln: scaling_seqlen must be -1 (max_seqlen_q) or > 0, got "
+                             f"{scaling_seqlen}")
+    return s
+
+
+# ------------------------------------------------------------ C plumbing
+
+_fwd_template = None
+
+
+def _new_fwd_params():
+    global _fwd_template
+    if _fwd_template is None:
+        _fwd_template = _capi._fwd_params_init()
+    return _capi.HstuFwdParams.from_buffer_copy(_fwd_template)
+
+
+def _usable3(t):
+    """(t or a copy, row_stride, head_stride) that kiln can read: last dim
+    contiguous, strides multiples of 8 elements, 16-byte aligned."""
+    L, H, D = t.shape
+    s0, s1, s2 = t.stride()
+    rs = s0 if L > 1 else H * D
+    hs = s1 if H > 1 else D
+    if ((D <= 1 or s2 == 1) and rs >= 1 and rs % 8 == 0 and hs >= 1 and hs % 8 == 0
+            and (t.numel() == 0 or t.data_ptr() % 16 == 0)):
+        return t, rs, hs
+    c = torch.empty((L, H, D), dtype=t.dtype, device=t.device)
+    c.copy_(t)
+    return c, H * D, D
+
+
+def _usable1(t):
+    return t if t.stride(0) == 1 or t.shape[0] <= 1 else t.contiguous()
+
+
+def _rab_strides(r):
+    return r.stride(0), r.stride(1), (r.stride(2) if r.shape[2] > 1 else max(1, r.shape[3]))
+
+
+def _fill_fwd(q3, k3, v3, so_q, so_k, max_seqlen_q, max_seqlen_k, num_contexts,
+              num_targets, target_group_size, window_left, window_right, alpha,
+              scaling_seqlen, rab, is_delta_q):
+    (q, qrs, qhs), (k, krs, khs), (v, vrs, vhs) = q3, k3, v3
+    p = _new_fwd_params()
+    p.dtype = _DTYPES[q.dtype]
+    p.head_dim = q.shape[2]
+    p.num_heads = q.shape[1]
+    p.batch = so_q.shape[0] - 1
+    p.total_q, p.total_k = q.shape[0], k.shape[0]
+    p.q, p.k, p.v = q.data_ptr(), k.data_ptr(), v.data_ptr()
+    p.q_row_stride, p.q_head_stride = qrs, qhs
+    p.k_row_stride, p.k_head_stride = krs, khs
+    p.v_row_stride, p.v_head_stride = vrs, vhs
+    p.seq_offsets_q = so_q.data_ptr()
+    p.seq_offsets_k = so_k.data_ptr() if so_k is not None else 0
+    p.offsets_type = (_capi.KILN_INDEX_INT64 if so_q.dtype == torch.int64
+                      else _capi.KILN_INDEX_INT32)
+    p.max_seqlen_q, p.max_seqlen_k = max_seqlen_q, max_seqlen_k
+    p.window_left, p.window_right = window_left, window_right
+    p.num_contexts = num_contexts.data_ptr() if num_contexts is not None else 0
+    p.num_targets = num_targets.data_ptr() if num_targets is not None else 0
+    p.target_group_size = target_group_size
+    p.alpha = alpha
+    p.scaling_seqlen = scaling_seqlen
+    if rab is not None:
+        p.rab = rab.data_ptr()
+        p.rab_heads = rab.shape[1]
+        p.rab_batch_stride, p.rab_head_stride, p.rab_row_stride = _rab_strides(rab)
+    p.is_delta_q = 1 if is_delta_q else 0
+    return p
+
+
+class _on_device:
+    """Make `device` current for a kiln call (kiln launches in the context
+    current on the calling thread); a no-op when it already is."""
+
+    __slots__ = ("idx", "prev")
+
+    def __init__(self, device):
+        self.idx = device.index if device.index is not None else torch.cuda.current_device()
+        self.prev = None
+
+    def __enter__(self):
+        cur = torch.cuda.current_device()
+        if cur != self.idx:
+            self.prev = cur
+            torch.cuda.set_device(self.idx)
+
+    def __exit__(self, *exc):
+        if self.prev is not None:
+            torch.cuda.set_device(self.prev)
+
+
+def _stream(device):
+    return torch.cuda.current_stream(device).cuda_stream
+
+
+def _common_inputs(so_q, so_k, num_contexts, num_targets, rab):
+    so_q = _usable1(so_q)
+    so_k = _usable1(so_k) if so_k is not None else None
+    nc = _usable1(num_contexts) if num_contexts is not None else None
+    nt = _usable1(num_targets) if num_targets is not None else None
+    return so_q, so_k, nc, nt, rab
+
+
+def _fwd_impl(q, k, v, out, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_k,
+              num_contexts, num_targets, target_group_size, window_left, window_right,
+              alpha, scaling_seqlen, rab, is_delta_q):
+    if q.shape[0] == 0 or seq_offsets_q.shape[0] <= 1:
+        return out
+    if k.shape[0] == 0:
+        return out.zero_()
+    so_q, so_k, nc, nt, rab = _common_inputs(seq_offsets_q, seq_offsets_k, num_contexts,
+                                             num_targets, rab)
+    q3, k3, v3 = _usable3(q), _usable3(k), _usable3(v)
+    p = _fill_fwd(q3, k3, v3, so_q, so_k, max_seqlen_q, max_seqlen_k, nc, nt,
+                  target_group_size, window_left, window_right, alpha, scaling_seqlen,
+                  rab, is_delta_q)
+    p.out = out.data_ptr()
+    p.out_row_stride = out.stride(0) if out.shape[0] > 1 else out.shape[1] * out.shape[2]
+    p.out_head_stride = out.stride(1) if out.shape[1] > 1 else out.shape[2]
+    lib = _capi.library()
+    with _on_device(q.device):
+        st = lib.kiln_hstu_fwd(_capi.default_engine().handle, _capi.ctypes.byref(p),
+                               _capi.ctypes.c_void_p(_stream(q.device)))
+        if st:
+            _capi._check(st, "kiln_hstu_fwd")
+    return out
+
+
+def _bwd_impl(dout, q, k, v, dq, dk, dv, seq_offsets_q, seq_offsets_k, max_seqlen_q,
+              max_seqlen_k, num_contexts, num_targets, target_group_size, window_left,
+              window_right, alpha, scaling_seqlen, rab, drab, is_delta_q, deterministic):
+    """dq, dk, dv: fresh outputs (possibly strided views of one packed
+    tensor); drab: zero-filled output shaped like rab, or None."""
+    if seq_offsets_q.shape[0] <= 1:
+        return
+    if q.shape[0] == 0 or k.shape[0] == 0:
+        # Nothing flows back: no queries (dk, dv zero) or no keys (dq zero).
+        for t in (dq, dk, dv):
+            t.zero_()
+        return
+    _capi._need_bwd()
+    so_q, so_k, nc, nt, rab = _common_inputs(seq_offsets_q, seq_offsets_k, num_contexts,
+                                             num_targets, rab)
+    q3, k3, v3 = _usable3(q), _usable3(k), _usable3(v)
+    dout, drs, dhs = _usable3(dout)
+    fwd = _fill_fwd(q3, k3, v3, so_q, so_k, max_seqlen_q, max_seqlen_k, nc, nt,
+                    target_group_size, window_left, window_right, alpha, scaling_seqlen,
+                    rab, is_delta_q)
+    p = _capi._bwd_params_init()
+    p.fwd = fwd
+    p.dout = dout.data_ptr()
+    p.dout_row_stride, p.dout_head_stride = drs, dhs
+    p.dq, p.dk, p.dv = dq.data_ptr(), dk.data_ptr(), dv.data_ptr()
+    for name, t in (("dq", dq), ("dk", dk), ("dv", dv)):
+        rs = t.stride(0) if t.shape[0] > 1 else t.shape[1] * t.shape[2]
+        hs = t.stride(1) if t.shape[1] > 1 else t.shape[2]
+        setattr(p, name + "_row_stride", rs)
+        setattr(p, name + "_head_stride", hs)
+    if drab is not None:
+        p.drab = drab.data_ptr()
+        p.drab_batch_stride, p.drab_head_stride, p.drab_row_stride = _rab_strides(drab)
+    p.deterministic = 1 if deterministic else 0
+    ws_bytes = _capi.hstu_bwd_workspace_size(p)
+    ws = None
+    if ws_bytes:
+        ws = torch.empty((ws_bytes,), dtype=torch.uint8, device=q.device)
+        p.workspace, p.workspace_bytes = ws.data_ptr(), ws_bytes
+    lib = _capi.library()
+    with _on_device(q.device):
+        st = lib.kiln_hstu_bwd(_capi.default_engine().handle, _capi.ctypes.byref(p),
+                               _capi.ctypes.c_void_p(_stream(q.device)))
+        if st:
+            _capi._check(st, "kiln_hstu_bwd")
+    del ws  # the caching allocator keeps it for the stream until the kernels are done
+
+
+def _empty_like3(t):
+    return torch.empty((t.shape[0], t.shape[1], t.shape[2]), dtype=t.dtype, device=t.device)
+
+
+def _empty_drab(rab, has_drab, like):
+    if has_drab:
+        return torch.zeros(tuple(rab.shape), dtype=rab.dtype, device=rab.device)
+    return torch.empty((0,), dtype=like.dtype, device=like.device)
+
+
+# ------------------------------------------------------------ custom ops
+# Argument order shared by the four ops after their tensor inputs.
+#   seq_offsets_q, seq_offsets_k (None: same as q), max_seqlen_q, max_seqlen_k,
+#   num_contexts, num_targets, target_group_size, window_left, window_right,
+#   alpha, scaling_seqlen (0: max_seqlen_q), rab, has_drab, is_delta_q,
+#   deterministic
+
+
+@torch.library.custom_op("kiln::hstu_fwd", mutates_args=())
+def _op_fwd(q: Tensor, k: Tensor, v: Tensor, seq_offsets_q: Tensor,
+            seq_offsets_k: Optional[Tensor], max_seqlen_q: int, max_seqlen_k: int,
+            num_contexts: Optional[Tensor], num_targets: Optional[Tensor],
+            target_group_size: int, window_left: int, window_right: int, alpha: float,
+            scaling_seqlen: float, rab: Optional[Tensor], has_drab: bool, is_delta_q: bool,
+            deterministic: bool) -> Tensor:
+    out = _empty_like3(q)
+    return _fwd_impl(q, k, v, out, seq_offsets_q, seq_offsets_k, max_seqlen_q,
+                     max_seqlen_k, num_contexts, num_targets, target_group_size,
+                     window_left, window_right, alpha, scaling_seqlen, rab, is_delta_q)
+
+
+@_op_fwd.register_fake
+def _(q, k, v, *args):
+    return q.new_empty((q.shape[0], q.shape[1], q.shape[2]))
+
+
+@torch.library.custom_op("kiln::hstu_bwd", mutates_args=())
+def _op_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, seq_offsets_q: Tensor,
+            seq_offsets_k: Optional[Tensor], max_seqlen_q: int, max_seqlen_k: int,
+            num_contexts: Optional[Tensor], num_targets: Optional[Tensor],
+            target_group_size: int, window_left: int, window_right: int, alpha: float,
+            scaling_seqlen: float, rab: Optional[Tensor], has_drab: bool, is_delta_q: bool,
+            deterministic: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    dq, dk, dv = _empty_like3(q), _empty_like3(k), _empty_like3(v)
+    drab = _empty_drab(rab, has_drab, q)
+    _bwd_impl(dout, q, k, v, dq, dk, dv, seq_offsets_q, seq_offsets_k, max_seqlen_q,
+              max_seqlen_k, num_contexts, num_targets, target_group_size, window_left,
+              window_right, alpha, scaling_seqlen, rab, drab if has_drab else None,
+              is_delta_q, deterministic)
+    return dq, dk, dv, drab
+
+
+@_op_bwd.register_fake
+def _(dout, q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_k,
+      num_contexts, num_targets, target_group_size, window_left, window_right, alpha,
+      scaling_seqlen, rab, has_drab, is_delta_q, deterministic):
+    drab = (rab.new_empty(tuple(rab.shape)) if has_drab else q.new_empty((0,)))
+    return (q.new_empty(tuple(q.shape)), k.new_empty(tuple(k.shape)),
+            v.new_empty(tuple(v.shape)), drab)
+
+
+def _split_packed(qkv):
+    return qkv[:, 0], qkv[:, 1], qkv[:, 2]
+
+
+@torch.library.custom_op("kiln::hstu_fwd_qkvpacked", mutates_args=())
+def _op_fwd_packed(qkv: Tensor, seq_offsets_q: Tensor, seq_offsets_k: Optional[Tensor],
+                   max_seqlen_q: int, max_seqlen_k: int, num_contexts: Optional[Tensor],
+                   num_targets: Optional[Tensor], target_group_size: int, window_left: int,
+                   window_right: int, alpha: float, scaling_seqlen: float,
+                   rab: Optional[Tensor], has_drab: bool, is_delta_q: bool,
+                   deterministic: bool) -> Tensor:
+    q, k, v = _split_packed(qkv)
+    out = _empty_like3(q)
+    return _fwd_impl(q, k, v, out, seq_offsets_q, seq_offsets_k, max_seqlen_q,
+                     max_seqlen_k, num_contexts, num_targets, target_group_size,
+                     window_left, window_right, alpha, scaling_seqlen, rab, is_delta_q)
+
+
+@_op_fwd_packed.register_fake
+def _(qkv, *args):
+    return qkv.new_empty((qkv.shape[0], qkv.shape[2], qkv.shape[3]))
+
+
+@torch.library.custom_op("kiln::hstu_bwd_qkvpacked", mutates_args=())
+def _op_bwd_packed(dout: Tensor, qkv: Tensor, seq_offsets_q: Tensor,
+                   seq_offsets_k: Optional[Tensor], max_seqlen_q: int, max_seqlen_k: int,
+                   num_contexts: Optional[Tensor], num_targets: Optional[Tensor],
+                   target_group_size: int, window_left: int, window_right: int,
+                   alpha: float, scaling_seqlen: float, rab: Optional[Tensor],
+                   has_drab: bool, is_delta_q: bool,
+                   deterministic: bool) -> Tuple[Tensor, Tensor]:
+    q, k, v = _split_packed(qkv)
+    dqkv = torch.empty(tuple(qkv.shape), dtype=qkv.dtype, device=qkv.device)
+    dq, dk, dv = _split_packed(dqkv)
+    drab = _empty_drab(rab, has_drab, qkv)
+    _bwd_impl(dout, q, k, v, dq, dk, dv, seq_offsets_q, seq_offsets_k, max_seqlen_q,
+              max_seqlen_k, num_contexts, num_targets, target_group_size, window_left,
+              window_right, alpha, scaling_seqlen, rab, drab if has_drab else None,
+              is_delta_q, deterministic)
+    return dqkv, drab
+
+
+@_op_bwd_packed.register_fake
+def _(dout, qkv, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_k, num_contexts,
+      num_targets, target_group_size, window_left, window_right, alpha, scaling_seqlen,
+      rab, has_drab, is_delta_q, deterministic):
+    drab = rab.new_empty(tuple(rab.shape)) if has_drab else qkv.new_empty((0,))
+    return qkv.new_empty(tuple(qkv.shape)), drab
+
+
+# ------------------------------------------------------------- autograd
+_N_SCALARS_AFTER_TENSORS = 15  # seq_offsets_q ... deterministic
+
+
+def _setup(ctx, inputs, output, n_tensors):
+    t = inputs[:n_tensors]
+    (so_q, so_k, mq, mk, nc, nt, tgs, wl, wr, alpha, scal, rab, has_drab, dlt,
+     det) = inputs[n_tensors:]
+    ctx.save_for_backward(*t, so_q, so_k, nc, nt, rab)
+    ctx.kiln_args = (mq, mk, tgs, wl, wr, alpha, scal, has_drab, dlt, det)
+    ctx.kiln_n = n_tensors
+
+
+def _args_for_bwd(ctx):
+    n = ctx.kiln_n
+    saved = ctx.saved_tensors
+    tensors, (so_q, so_k, nc, nt, rab) = saved[:n], saved[n:]
+    mq, mk, tgs, wl, wr, alpha, scal, has_drab, dlt, det = ctx.kiln_args
+    rest = (so_q, so_k, mq, mk, nc, nt, tgs, wl, wr, alpha, scal, rab, has_drab, dlt, det)
+    return tensors, rest, has_drab
+
+
+def _setup_fwd(ctx, inputs, output):
+    _setup(ctx, inputs, output, 3)
+
+
+def _backward_fwd(ctx, grad):
+    (q, k, v), rest, has_drab = _args_for_bwd(ctx)
+    dq, dk, dv, drab = torch.ops.kiln.hstu_bwd(grad, q, k, v, *rest)
+    nones = [None] * _N_SCALARS_AFTER_TENSORS
+    nones[11] = drab if has_drab else None  # rab
+    return (dq, dk, dv, *nones)
+
+
+def _setup_fwd_packed(ctx, inputs, output):
+    _setup(ctx, inputs, output, 1)
+
+
+def _backward_fwd_packed(ctx, grad):
+    (qkv,), rest, has_drab = _args_for_bwd(ctx)
+    dqkv, drab = torch.ops.kiln.hstu_bwd_qkvpacked(grad, qkv, *rest)
+    nones = [None] * _N_SCALARS_AFTER_TENSORS
+    nones[11] = drab if has_drab else None
+    return (dqkv, *nones)
+
+
+torch.library.register_autograd("kiln::hstu_fwd", _backward_fwd, setup_context=_setup_fwd)
+torch.library.register_autograd("kiln::hstu_fwd_qkvpacked", _backward_fwd_packed,
+                                setup_context=_setup_fwd_packed)
+
+
+# --------------------------------------------------------- seqused (FBGEMM)
+
+
+def _compaction(cu, used, total):
+    """For FBGEMM's seqused: sequence b uses rows [cu[b], cu[b] + used[b]) of
+    its segment.  Returns (new_cu, src, valid, inv, pvalid), all on the device
+    and computed without a host sync: compact row r holds padded row src[r]
+    when valid[r]; padded row p is compact row inv[p] when pvalid[p]."""
+    dev = cu.device
+    cu = cu.to(torch.int64)
+    lens = cu[1:] - cu[:-1]
+    used = torch.minimum(used.to(torch.int64), lens).clamp_(min=0)
+    nb = used.shape[0]
+    new_cu = torch.cat([torch.zeros(1, dtype=torch.int64, device=dev),
+                        torch.cumsum(used, 0)])
+    r = torch.arange(total, dtype=torch.int64, device=dev)
+    seg = torch.searchsorted(new_cu[1:].contiguous(), r, right=True)
+    valid = seg < nb
+    segc = seg.clamp(max=max(nb - 1, 0))
+    src = torch.where(valid, cu[segc] + (r - new_cu[segc]), 0)
+    pseg = torch.searchsorted(cu[1:].contiguous(), r, right=True)
+    psegc = pseg.clamp(max=max(nb - 1, 0))
+    j = r - cu[psegc]
+    pvalid = (pseg < nb) & (j < used[psegc])
+    inv = torch.where(pvalid, new_cu[psegc] + j, 0)
+    return new_cu, src, valid, inv, pvalid
+
+
+def _gather_rows(x, idx, mask):
+    return torch.where(mask[:, None, None], x.index_select(0, idx), 0)
+
+
+# --------------------------------------------------------------- the core
+
+
+def hstu_varlen(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_k, *,
+                num_contexts=None, num_targets=None, target_group_size=1,
+                window_size=(-1, -1), alpha=1.0, rab=None, has_drab=False,
+                is_delta_q=False, scaling_seqlen=-1, seqused_q=None, seqused_k=None,
+                deterministic=False, qkv=None, names=None):
+    """The one implementation behind every public signature (kiln's, NVIDIA's,
+    FBGEMM's).  Keyword arguments as in hstu_attn_varlen_func; is_delta_q may
+    also be "auto": queries are the last rows of each sequence whenever
+    seq_offsets_k is a tensor other than seq_offsets_q (NVIDIA's current
+    semantics; equal lengths make it a no-op) and there are no contexts or
+    targets.  qkv: the packed tensor q, k, v are views of (its backward then
+    writes one dqkv).  names: how the caller spells q, k, v, seq_offsets_q,
+    seq_offsets_k in error messages."""
+    n = dict(q="q", k="k", v="v", so_q="seq_offsets_q", so_k="seq_offsets_k",
+             **(names or {}))
+    if qkv is not None:
+        _check_tensor("qkv", qkv)
+        if qkv.dim() != 4 or qkv.shape[1] != 3:
+            raise ValueError(f"kiln: qkv must be 4-D (total, 3, heads, head_dim), got shape "
+                             f"{tuple(qkv.shape)}")
+        q, k, v = _split_packed(qkv)
+    _check_qkv(q, k, v, (n["q"], n["k"], n["v"]))
+    _check_offsets(n["so_q"], seq_offsets_q)
+    if seq_offsets_k is not None:
+        _check_offsets(n["so_k"], seq_offsets_k)
+        if seq_offsets_k.shape[0] != seq_offsets_q.shape[0]:
+            raise ValueError(f"kiln: {n['so_k']} has {seq_offsets_k.shape[0]} entries but "
+                             f"{n['so_q']} has {seq_offsets_q.shape[0]}; both are batch + 1")
+    batch = seq_offsets_q.shape[0] - 1
+    max_seqlen_q = _as_int("max_seqlen_q", max_seqlen_q)
+    max_seqlen_k = _as_int("max_seqlen_k", max_seqlen_k)
+    if max_seqlen_q < 0:
+        raise ValueError(f"kiln: max_seqlen_q must be >= 0, got {max_seqlen_q}")
+    if max_seqlen_k < 0:
+        raise ValueError(f"kiln: max_seqlen_k must be >= 0, got {max_seqlen_k}")
+    if max_seqlen_q > max_seqlen_k:
+        raise ValueError(f"kiln: max_seqlen_q ({max_seqlen_q}) must not exceed max_seqlen_k "
+                         f"({max_seqlen_k})")
+    window_left, window_right = _check_window(window_size)
+    _check_per_batch("num_contexts", num_contexts, batch)
+    _check_per_batch("num_targets", num_targets, batch)
+    if target_group_size is None:
+        target_group_size = 1
+    target_group_size = _as_int("target_group_size", target_group_size)
+    if target_group_size < 1:
+        raise ValueError(f"kiln: target_group_size must be >= 1, got {target_group_size}")
+    if num_contexts is not None and (window_left, window_right) != (-1, 0):
+        raise ValueError("kiln: num_contexts needs the causal window_size (-1, 0), got "
+                         f"({window_left}, {window_right})")
+    if num_targets is not None and (window_left, window_right) != (-1, 0):
+        raise ValueError("kiln: num_targets needs the causal window_size (-1, 0), got "
+                         f"({window_left}, {window_right})")
+    alpha = _as_real("alpha", alpha)
+    scaling = _resolve_scaling(scaling_seqlen, max_seqlen_q)
+    if not isinstance(has_drab, bool):
+        raise TypeError(f"kiln: has_drab must be a bool, got {type(has_drab).__name__}")
+    if rab is not None:
+        _check_tensor("rab", rab)
+        if rab.dim() != 4:
+            raise ValueError("kiln: rab must be 4-D (batch, rab_heads, max_seqlen_k, "
+                             f"max_seqlen_k), got shape {tuple(rab.shape)}")
+        if not (rab.dtype.is_floating_point and rab.dtype not in _FP8):
+            raise TypeError(f"kiln: rab has dtype {rab.dtype}; expected a float16, "
+                            "bfloat16 or float32 tensor")
+        if rab.shape[0] != batch:
+            raise ValueError(f"kiln: rab has batch {rab.shape[0]}, expected {batch} "
+                             f"({n['so_q']} has {batch + 1} entries)")
+        hr = rab.shape[1]
+        if hr < 1 or q.shape[1] % hr:
+            raise ValueError(f"kiln: rab has {hr} heads, which does not divide the "
+                             f"{q.shape[1]} heads of {n['q']}")
+        if rab.shape[2] < max_seqlen_k or rab.shape[3] < max_seqlen_k:
+            raise ValueError(f"kiln: rab is {tuple(rab.shape[2:])} per head; it must cover "
+                             f"max_seqlen_k x max_seqlen_k = ({max_seqlen_k}, {max_seqlen_k})")
+    elif has_drab:
+        raise ValueError("kiln: has_drab=True needs a rab tensor")
+    if is_delta_q == "auto":
+        is_delta_q = (seq_offsets_k is not None and seq_offsets_k is not seq_offsets_q
+                      and num_contexts is None and num_targets is None)
+    elif not isinstance(is_delta_q, bool):
+        raise TypeError(f"kiln: is_delta_q must be a bool, got {type(is_delta_q).__name__}")
+    elif is_delta_q and (num_contexts is not None or num_targets is not None):
+        raise ValueError("kiln: is_delta_q=True does not combine with num_contexts or "
+                         "num_targets")
+    if not isinstance(deterministic, bool):
+        raise TypeError("kiln: deterministic must be a bool")
+    for name, t in (("seqused_q", seqused_q), ("seqused_k", seqused_k)):
+        if t is None:
+            continue
+        _check_tensor(name, t)
+        if t.dtype not in _OFFSET_DTYPES:
+            raise TypeError(f"kiln: {name} has dtype {t.dtype}; expected torch.int32 "
+                            "or torch.int64")
+        if t.dim() != 1 or t.shape[0] != batch:
+            raise ValueError(f"kiln: {name} must have shape ({batch},), got "
+                             f"{tuple(t.shape)}")
+    # Devices last, so that everything above runs (and is testable) on CPU.
+    dev = q.device
+    _check_device(n["q"], q, dev)
+    for name, t in ((n["k"], k), (n["v"], v), (n["so_q"], seq_offsets_q),
+                    (n["so_k"], seq_offsets_k), ("num_contexts", num_contexts),
+                    ("num_targets", num_targets), ("rab", rab), ("seqused_q", seqused_q),
+                    ("seqused_k", seqused_k)):
+        _check_device(name, t, dev)
+
+    # Inputs the op takes as they come; conversions here stay differentiable.
+    if seq_offsets_k is not None and seq_offsets_k.dtype != seq_offsets_q.dtype:
+        seq_offsets_q = seq_offsets_q.to(torch.int64)
+        seq_offsets_k = seq_offsets_k.to(torch.int64)
+    so_k = None if (seq_offsets_k is None or seq_offsets_k is seq_offsets_q) else seq_offsets_k
+    if rab is not None:
+        if rab.dtype != q.dtype:
+            rab = rab.to(q.dtype)
+        if rab.shape[3] > 1 and rab.stride(3) != 1:
+            rab = rab.contiguous()
+
+    if seqused_q is not None or seqused_k is not None:
+        return _with_seqused(q, k, v, seq_offsets_q, seq_offsets_k, seqused_q, seqused_k,
+                             max_seqlen_q, max_seqlen_k, num_contexts, num_targets,
+                             target_group_size, window_left, window_right, alpha, scaling,
+                             rab, has_drab, is_delta_q, deterministic)
+    rest = (seq_offsets_q, so_k, max_seqlen_q, max_seqlen_k, num_contexts, num_targets,
+            target_group_size, window_left, window_right, alpha, scaling, rab, has_drab,
+            is_delta_q, deterministic)
+    if qkv is not None:
+        return torch.ops.kiln.hstu_fwd_qkvpacked(qkv, *rest)
+    return torch.ops.kiln.hstu_fwd(q, k, v, *rest)
+
+
+def _with_seqused(q, k, v, cu_q, cu_k, used_q, used_k, max_seqlen_q, max_seqlen_k,
+                  num_contexts, num_targets, target_group_size, window_left,
+                  window_right, alpha, scaling, rab, has_drab, is_delta_q,
+                  deterministic):
+    """FBGEMM's seqused: only the first seqused[b] rows of each segment take
+    part; the other rows' outputs and gradients are zero.  Done by gathering
+    the used rows into a packed batch (differentiable torch ops around the
+    kiln op, no host sync)."""
+    if cu_q.shape[0] <= 1:
+        rest = (cu_q, None if cu_k is cu_q else cu_k, max_seqlen_q, max_seqlen_k,
+                num_contexts, num_targets, target_group_size, window_left, window_right,
+                alpha, scaling, rab, has_drab, is_delta_q, deterministic)
+        return torch.ops.kiln.hstu_fwd(q, k, v, *rest)
+    if cu_k is None:
+        cu_k = cu_q
+    if used_q is None:
+        used_q = cu_q[1:] - cu_q[:-1]
+    if used_k is None:
+        used_k = cu_k[1:] - cu_k[:-1]
+    new_q, src_q, val_q, inv_q, pval_q = _compaction(cu_q, used_q, q.shape[0])
+    same = used_k is used_q and cu_k is cu_q
+    if same:
+        new_k, src_k, val_k = new_q, src_q, val_q
+    else:
+        new_k, src_k, val_k, _, _ = _compaction(cu_k, used_k, k.shape[0])
+        if used_k is used_q:
+            new_k = new_q  # equal lengths: not a delta-q batch
+    qc = _gather_rows(q, src_q, val_q)
+    kc = _gather_rows(k, src_k, val_k)
+    vc = _gather_rows(v, src_k, val_k)
+    so_k = None if new_k is new_q else new_k
+    if so_k is None:
+        is_delta_q = False
+    out_c = torch.ops.kiln.hstu_fwd(qc, kc, vc, new_q, so_k, max_seqlen_q, max_seqlen_k,
+                                    num_contexts, num_targets, target_group_size,
+                                    window_left, window_right, alpha, scaling, rab,
+                                    has_drab, is_delta_q, deterministic)
+    return _gather_rows(out_c, inv_q, pval_q)
+
+
+# ------------------------------------------------------- public signatures
+
+
+def hstu_attn_varlen_func(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q,
+                          max_seqlen_k, num_contexts=None, num_targets=None,
+                          target_group_size=1, window_size=(-1, -1), alpha=1.0, rab=None,
+                          has_drab=False, is_delta_q=False, descale_q=None, descale_k=None,
+                          descale_v=None, descale_do=None, *, func=None, quant_mode=-1,
+                          scaling_seqlen=-1, seqused_q=None, seqused_k=None,
+                          deterministic=False):
+    """HSTU attention over a jagged batch, with the signature of NVIDIA's
+    Hopper `hstu_attn_varlen_func` (recsys-examples corelib/hstu) plus its
+    later additions as keywords.
+
+    q: (total_q, H, D); k, v: (total_k, H, D); float16 or bfloat16; D one of
+    32, 64, 128, 256; any strides (views of a packed (total, 3, H, D) qkv are
+    taken as they are).
+    seq_offsets_q, seq_offsets_k: (B + 1,) int32 or int64 CUDA tensors;
+    seq_offsets_k may be None or the same tensor (then keys share the
+    queries' rows).
+    max_seqlen_q, max_seqlen_k: ints >= every sequence's length.
+    num_contexts, num_targets: (B,) int32 or None; both need the causal
+    window_size (-1, 0).  target_group_size: targets attend within groups.
+    window_size: (-1, -1) no mask; (-1, 0) causal; (l, r) local.
+    alpha: multiplies q.k + rab before silu.
+    rab: (B, H_rab, >= max_seqlen_k, >= max_seqlen_k), H_rab dividing H; cast
+    to q's dtype.  has_drab: also return its gradient.
+    is_delta_q: queries are the last len_q positions of each sequence.
+    descale_q, descale_k, descale_v, descale_do, func, quant_mode != -1:
+    raise kiln.Unsupported (fp8 and arbitrary masks are not implemented).
+    scaling_seqlen: the divisor after silu; -1 means max_seqlen_q.
+    seqused_q, seqused_k: (B,) FBGEMM-style used lengths (rows past them are
+    zero in the output).  deterministic: bit-reproducible backward.
+
+    Returns out (total_q, H, D), q's dtype, a new contiguous tensor.
+    """
+    _unsupported_extras(func, quant_mode,
+                        (("descale_q", descale_q), ("descale_k", descale_k),
+                         ("descale_v", descale_v), ("descale_do", descale_do)))
+    return hstu_varlen(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_k,
+                       num_contexts=num_contexts, num_targets=num_targets,
+                       target_group_size=target_group_size, window_size=window_size,
+                       alpha=alpha, rab=rab, has_drab=has_drab, is_delta_q=is_delta_q,
+                       scaling_seqlen=scaling_seqlen, seqused_q=seqused_q,
+                       seqused_k=seqused_k, deterministic=deterministic)
+
+
+def hstu_attn_qkvpacked_func(qkv, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                             num_contexts=None, num_targets=None, target_group_size=1,
+                             window_size=(-1, -1), alpha=1.0, rab=None, has_drab=False,
+                             func=None, quant_mode=-1, scaling_seqlen=-1, *,
+                             deterministic=False):
+    """HSTU attention on a packed qkv (total, 3, H, D), with the signature of
+    NVIDIA's `hstu_attn_qkvpacked_func`.  The backward writes one dqkv
+    (total, 3, H, D).  Other arguments as in hstu_attn_varlen_func; as in
+    NVIDIA's interface, a cu_seqlens_k other than cu_seqlens_q places each
+    sequence's queries at its last positions (a no-op for equal lengths)."""
+    _unsupported_extras(func, quant_mode)
+    return hstu_varlen(None, None, None, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
+                       max_seqlen_k, num_contexts=num_contexts, num_targets=num_targets,
+                       target_group_size=target_group_size, window_size=window_size,
+                       alpha=alpha, rab=rab, has_drab=has_drab, is_delta_q="auto",
+                       scaling_seqlen=scaling_seqlen, deterministic=deterministic, qkv=qkv,
+                       names=dict(q="qkv[:, 0]", k="qkv[:, 1]", v="qkv[:, 2]",
+                                  so_q="cu_seqlens_q", so_k="cu_seqlens_k"))

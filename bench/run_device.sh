@@ -73,6 +73,7 @@ main() {
         --work "$WORK/hstu" --budget "$left"
     rc_hstu=$?
     [ $rc_hstu -eq 124 ] && echo "bench_hstu.py TIMED OUT"
+    [ -s "$OUT/engine.jsonl" ] && [ -e "$OUT/RESULTS.md" ] && python3 bench/engine_table.py "$OUT"
     echo
     echo "== done in $(( $(date +%s) - t0 )) s: bench-engine rc=$rc_engine, bench_hstu rc=$rc_hstu"
     ls -l "$OUT"

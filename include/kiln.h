@@ -382,6 +382,12 @@ KILN_API kiln_status kiln_hstu_bwd(kiln_engine *engine,
                                    const kiln_hstu_bwd_params *params,
                                    void *stream);
 
+/* The text key kiln_hstu_bwd would use for params on arch (NULL: the current
+ * device), written into buf; for prewarming. */
+KILN_API kiln_status kiln_hstu_bwd_key(const kiln_hstu_bwd_params *params,
+                                       const char *arch, char *buf,
+                                       size_t buf_size);
+
 /* With KILN_ENGINE_DEBUG_CHECKS: synchronizes the current context and
  * reports the number of sequences the kernels found invalid since the last
  * call (0 if none), then resets the count. */

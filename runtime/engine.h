@@ -74,6 +74,9 @@ kiln_status kiln__launch(const kiln_cu_api *cu, kiln_slot *s, int entry, CUdevic
 kiln_status kiln__debug_counter(kiln_engine *e, const kiln_cu_api *cu, kiln_devinfo *di,
                                 uint64_t *out);
 
+/* Parse arch, or read the current device's when arch is NULL. */
+kiln_status kiln__arch_or_current(const char *arch, int *a, int *aa);
+
 /* The current context's device, making device 0's primary context current if
  * there is none; fills arch.  */
 kiln_status kiln__current_device(kiln_engine *e, const kiln_cu_api *cu,

@@ -71,26 +71,33 @@ kiln_status kiln_hstu_fwd(kiln_engine *e, const kiln_hstu_fwd_params *params,
     return kiln__launch(cu, s, 0, dev, l.grid, l.block, l.smem, stream, &kp);
 }
 
+/* The arch named, or the current device's. */
+kiln_status kiln__arch_or_current(const char *arch, int *a, int *aa)
+{
+    if (arch) {
+        KILN_FAIL_IF(kiln__arch_parse(arch, a, aa), KILN_EBADARG,
+                     "arch '%s' is not of the form sm_80, sm_90a", arch);
+        return KILN_OK;
+    }
+    const kiln_cu_api *cu;
+    KILN_TRY(kiln__cu(&cu));
+    CUcontext ctx = NULL;
+    CUdevice d = 0;
+    KILN_CU_TRY(cu, cu->CtxGetCurrent(&ctx), "cuCtxGetCurrent");
+    if (ctx) KILN_CU_TRY(cu, cu->CtxGetDevice(&d), "cuCtxGetDevice");
+    int major = 0, minor = 0;
+    KILN_CU_TRY(cu, cu->DeviceGetAttribute(&major, KILN_CU_ATTR_CC_MAJOR, d), "major");
+    KILN_CU_TRY(cu, cu->DeviceGetAttribute(&minor, KILN_CU_ATTR_CC_MINOR, d), "minor");
+    kiln__arch_for_device(major, minor, a, aa);
+    return KILN_OK;
+}
+
 kiln_status kiln_hstu_fwd_key(const kiln_hstu_fwd_params *params, const char *arch,
                               char *buf, size_t n)
 {
     KILN_FAIL_IF(!buf || n == 0, KILN_EBADARG, "buf is NULL or empty");
     int a = 0, aa = 0;
-    if (arch) {
-        KILN_FAIL_IF(kiln__arch_parse(arch, &a, &aa), KILN_EBADARG,
-                     "arch '%s' is not of the form sm_80, sm_90a", arch);
-    } else {
-        const kiln_cu_api *cu;
-        KILN_TRY(kiln__cu(&cu));
-        CUcontext ctx = NULL;
-        CUdevice d = 0;
-        KILN_CU_TRY(cu, cu->CtxGetCurrent(&ctx), "cuCtxGetCurrent");
-        if (ctx) KILN_CU_TRY(cu, cu->CtxGetDevice(&d), "cuCtxGetDevice");
-        int major = 0, minor = 0;
-        KILN_CU_TRY(cu, cu->DeviceGetAttribute(&major, KILN_CU_ATTR_CC_MAJOR, d), "major");
-        KILN_CU_TRY(cu, cu->DeviceGetAttribute(&minor, KILN_CU_ATTR_CC_MINOR, d), "minor");
-        kiln__arch_for_device(major, minor, &a, &aa);
-    }
+    KILN_TRY(kiln__arch_or_current(arch, &a, &aa));
     kiln_key key;
     kiln_hstu_kparams kp;
     kiln_launch l;

@@ -62,3 +62,16 @@ kiln_status kiln_hstu_bwd(kiln_engine *e, const kiln_hstu_bwd_params *params, vo
                               stream, &plan.kp));
     return KILN_OK;
 }
+
+kiln_status kiln_hstu_bwd_key(const kiln_hstu_bwd_params *params, const char *arch,
+                              char *buf, size_t n)
+{
+    KILN_FAIL_IF(!buf || n == 0, KILN_EBADARG, "buf is NULL or empty");
+    int a = 0, aa = 0;
+    KILN_TRY(kiln__arch_or_current(arch, &a, &aa));
+    kiln_bwd_plan plan;
+    KILN_TRY(kiln__hstu_bwd_plan(params, a, aa, &plan));
+    KILN_FAIL_IF(kiln__key_format(&plan.key, buf, n) < 0, KILN_EBADARG,
+                 "buf of %zu bytes is too small for the key", n);
+    return KILN_OK;
+}

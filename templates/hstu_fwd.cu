@@ -69,7 +69,7 @@ constexpr int SN = BN / 8;               /* n8 tiles of S per m16 tile */
 constexpr int ON = D / 8;                /* n8 tiles of O per m16 tile */
 constexpr int KSTEPS = D / 16;           /* k16 steps of Q K^T */
 constexpr int PSTEPS = BN / 16;          /* k16 steps of P V */
-constexpr bool Q_IN_REGS = (MT == 1 && D <= 128);
+constexpr bool Q_IN_REGS = (MT * D <= 128); /* Q A-fragments: MT * D / 4 registers */
 constexpr bool CAUSAL = KILN_CAUSAL != 0;
 constexpr bool LOCAL = KILN_LOCAL != 0;
 constexpr bool CONTEXT = KILN_CONTEXT != 0;
@@ -305,11 +305,13 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_kparams p)
     const uint32_t r_lane = (uint32_t)((wrow0 + g) * RCH * 16) + (uint32_t)(swz<RCH>(g) << 4) +
                             (uint32_t)(4 * tq);
 
-    uint32_t qreg[Q_IN_REGS ? KSTEPS : 1][4];
+    uint32_t qreg[Q_IN_REGS ? MT : 1][Q_IN_REGS ? KSTEPS : 1][4];
     if constexpr (Q_IN_REGS) {
 #pragma unroll
-        for (int ks = 0; ks < KSTEPS; ++ks)
-            kiln_ldmatrix_x4(qreg[ks], chunk_addr(q_lane, 2 * ks));
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int ks = 0; ks < KSTEPS; ++ks)
+                kiln_ldmatrix_x4(qreg[mt][ks], chunk_addr(q_lane, 2 * ks) + (uint32_t)(mt * 16 * CH * 16));
     }
 
     float acc[MT][ON][4];
@@ -357,7 +359,9 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_kparams p)
             uint32_t qa[MT][4];
             if constexpr (Q_IN_REGS) {
 #pragma unroll
-                for (int e = 0; e < 4; ++e) qa[0][e] = qreg[ks][e];
+                for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) qa[mt][e] = qreg[mt][ks][e];
             } else {
 #pragma unroll
                 for (int mt = 0; mt < MT; ++mt)

@@ -9,56 +9,36 @@
 
 namespace kiln_bwd {
 
-/* ------------------------------------------------------------- swizzle */
-/* Tiles of 16-bit elements are stored as rows of CPR 16-byte chunks; chunk
- * c of row r sits at chunk position c ^ swz(r), so that 8 consecutive rows
- * read at one chunk column (ldmatrix) hit 8 distinct bank groups.  A 128-byte
- * line holds max(1, 8 / CPR) rows.  swz(r + 8k) == swz(r), so offsets by
- * multiples of 8 rows keep a lane's swizzle. */
-template <int CPR> KILN_DEV int swz(int row)
-{
-    if constexpr (CPR >= 8) return row & 7;
-    else if constexpr (CPR == 4) return (row >> 1) & 3;
-    else if constexpr (CPR == 2) return (row >> 2) & 1;
-    else return 0;
-}
+/* ------------------------------------------------------------- tiles */
+/* Tiles of 16-bit elements in shared memory are row-major with one 16-byte
+ * chunk of padding per row: pitch = 2 * cols + 16 bytes.  8 consecutive rows
+ * read at one column (ldmatrix, fragment stores) then fall in 8 distinct
+ * 16-byte bank groups, and every address is a lane-constant register plus an
+ * immediate offset. */
+template <int COLS> __host__ __device__ constexpr uint32_t pitch() { return (uint32_t)(COLS * 2 + 16); }
 
-template <int CPR> KILN_DEV uint32_t chunk_off(int row, int chunk)
-{
-    return (uint32_t)(row * CPR * 16 + ((chunk ^ swz<CPR>(row)) << 4));
-}
-
-/* Address of chunk c of a row, given the address of chunk 0 of that row with
- * the row's swizzle already in bits 4..6 (tile bases and row pitches are
- * multiples of 128 bytes, or of the pitch when CPR < 8).  Bits 0..3 may hold
- * a byte offset inside the chunk. */
-template <int CPR> KILN_DEV uint32_t chunk_addr(uint32_t base0, int c)
-{
-    constexpr int SWG = CPR >= 8 ? 8 : CPR;
-    return (base0 ^ (uint32_t)((c % SWG) << 4)) + (uint32_t)((c / SWG) * SWG * 16);
-}
-
-/* ------------------------------------------------------------- loads */
-/* ROWS rows of CPR chunks (row r at g + r * stride elements) into a swizzled
- * tile with cp.async; rows >= nvalid are zero-filled.  A rolled loop with
- * running addresses keeps the register footprint small. */
-template <int ROWS, int CPR, int NTHREADS>
+/* ROWS rows of COLS elements (row r at g + r * stride) into a tile with cp.async;
+ * rows >= nvalid are zero-filled.  A rolled loop with running addresses keeps
+ * the register footprint small. */
+template <int ROWS, int COLS, int NTHREADS>
 KILN_DEV void load_rows(uint32_t sdst, const uint16_t *g, int64_t stride, int nvalid, int tid)
 {
+    constexpr int CPR = COLS / 8;
     static_assert(NTHREADS % CPR == 0, "threads per row");
     constexpr int TOTAL = ROWS * CPR;
     constexpr int RSTEP = NTHREADS / CPR;
     const int ch = tid % CPR;
     int row = tid / CPR;
     const char *src = (const char *)(g + (int64_t)row * stride + ch * 8);
+    uint32_t dst = sdst + (uint32_t)row * pitch<COLS>() + (uint32_t)ch * 16;
     const int64_t step = (int64_t)RSTEP * stride * 2;
 #pragma unroll 1
     for (int c = tid; c < TOTAL; c += NTHREADS) {
         const bool ok = row < nvalid;
-        kiln_cp_async16(sdst + chunk_off<CPR>(row, ch), ok ? (const void *)src : (const void *)g,
-                        ok ? 16 : 0);
+        kiln_cp_async16(dst, ok ? (const void *)src : (const void *)g, ok ? 16 : 0);
         row += RSTEP;
         src += step;
+        dst += RSTEP * pitch<COLS>();
     }
 }
 
@@ -80,23 +60,25 @@ KILN_DEV void load_rab(uint32_t sdst, const uint16_t *rbase, int64_t rstride, in
         int bytes = 2 * (L - j);
         bytes = bytes > 16 ? 16 : (bytes < 0 ? 0 : bytes);
         const char *src = (const char *)(rbase + (int64_t)row * rstride + j);
+        uint32_t dst = sdst + (uint32_t)row * pitch<COLS>() + (uint32_t)ch * 16;
         const int64_t step = (int64_t)RSTEP * rstride * 2;
 #pragma unroll 1
         for (int c = tid; c < TOTAL; c += NTHREADS) {
             const bool ok = row < nrows && bytes > 0;
-            kiln_cp_async16(sdst + chunk_off<RCH>(row, ch), ok ? (const void *)src : (const void *)rbase,
-                            ok ? bytes : 0);
+            kiln_cp_async16(dst, ok ? (const void *)src : (const void *)rbase, ok ? bytes : 0);
             row += RSTEP;
             src += step;
+            dst += RSTEP * pitch<COLS>();
         }
     } else {
+        /* unaligned rab: element by element, synchronous (slow path) */
 #pragma unroll 1
         for (int e = tid; e < ROWS * COLS; e += NTHREADS) {
             const int row = e / COLS, col = e % COLS;
             const int j = n0 + col;
             uint16_t v = 0;
             if (row < nrows && j < L) v = kiln_ld_global_nc_u16(rbase + (int64_t)row * rstride + j);
-            kiln_st_shared_u16(sdst + chunk_off<RCH>(row, col >> 3) + (col & 7) * 2, v);
+            kiln_st_shared_u16(sdst + (uint32_t)row * pitch<COLS>() + (uint32_t)col * 2, v);
         }
     }
 }
@@ -131,6 +113,13 @@ KILN_DEV void st_global_u32(void *ptr, uint32_t v)
 KILN_DEV void st_global_u16(void *ptr, uint16_t v)
 {
     asm volatile("st.global.u16 [%0], %1;\n" :: "l"(ptr), "h"(v) : "memory");
+}
+
+KILN_DEV float kiln_fma(float a, float b, float c)
+{
+    float d;
+    asm("fma.rn.f32 %0, %1, %2, %3;\n" : "=f"(d) : "f"(a), "f"(b), "f"(c));
+    return d;
 }
 
 /* float -> 16-bit (round to nearest). */

@@ -620,8 +620,8 @@ def hstu_varlen(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_
     targets.  qkv: the packed tensor q, k, v are views of (its backward then
     writes one dqkv).  names: how the caller spells q, k, v, seq_offsets_q,
     seq_offsets_k in error messages."""
-    n = dict(q="q", k="k", v="v", so_q="seq_offsets_q", so_k="seq_offsets_k",
-             **(names or {}))
+    n = {"q": "q", "k": "k", "v": "v", "so_q": "seq_offsets_q", "so_k": "seq_offsets_k",
+         **(names or {})}
     if qkv is not None:
         _check_tensor("qkv", qkv)
         if qkv.dim() != 4 or qkv.shape[1] != 3:

@@ -1,0 +1,165 @@
+"""A plain torch reference of HSTU attention (SPEC.md section 1), for tests.
+
+hstu_reference() is differentiable (autograd) and computes in any dtype:
+float64 for the truth, q's dtype for "what PyTorch itself gets in bf16/fp16"
+(the baseline NVIDIA's tests scale their tolerances by).
+hstu_reference_bwd() is the same backward written out by hand (the formulas
+of include/kiln.h), so a test can check one against the other.
+
+Offsets are read on the host: this is test code.
+"""
+
+import torch
+import torch.nn.functional as F
+
+
+def valid_mask(lq, lk, *, window=(-1, -1), n_ctx=None, n_tgt=None, group=1,
+               delta_q=False, device="cpu"):
+    """(lq, lk) bool: which (query row r, key j) pairs of one sequence count."""
+    off = lk - lq if delta_q else 0
+    i = torch.arange(lq, device=device)[:, None] + off  # query positions
+    j = torch.arange(lk, device=device)[None, :]
+    m = torch.ones((lq, lk), dtype=torch.bool, device=device)
+    left, right = window
+    if left >= 0:
+        m &= j >= i - left
+    if right >= 0:
+        m &= j <= i + right
+    length = lk
+    t = int(n_tgt) if n_tgt is not None else 0
+    if n_ctx is not None:
+        c = int(n_ctx)
+        m |= (i < c) & (j < length - t)
+    if n_tgt is not None:
+        ts = length - t
+        tj = j >= ts
+        same = torch.div(j - ts, group, rounding_mode="floor") == torch.div(
+            i - ts, group, rounding_mode="floor")
+        m &= ~tj | ((i >= ts) & same & (j <= i))
+    return m
+
+
+def _seq_bounds(seq_offsets_q, seq_offsets_k):
+    oq = [int(x) for x in seq_offsets_q.tolist()]
+    ok = [int(x) for x in (seq_offsets_k if seq_offsets_k is not None
+                           else seq_offsets_q).tolist()]
+    return oq, ok
+
+
+def _rab_block(rab, b, h, i, j, dtype):
+    hr = rab.shape[1]
+    heads = torch.arange(h, device=rab.device) % hr
+    r = rab[b].to(dtype).index_select(0, heads)          # (H, Lmax, Lmax)
+    return r.index_select(1, i).index_select(2, j)       # (H, lq, lk)
+
+
+def hstu_reference(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_k, *,
+                   num_contexts=None, num_targets=None, target_group_size=1,
+                   window_size=(-1, -1), alpha=1.0, rab=None, is_delta_q=False,
+                   scaling_seqlen=-1, dtype=torch.float64):
+    """out (total_q, H, D) in `dtype`; rows outside every sequence are 0."""
+    oq, ok = _seq_bounds(seq_offsets_q, seq_offsets_k)
+    nc = num_contexts.tolist() if num_contexts is not None else None
+    nt = num_targets.tolist() if num_targets is not None else None
+    scale = max_seqlen_q if scaling_seqlen in (-1, None, 0) else scaling_seqlen
+    H = q.shape[1]
+    qd, kd, vd = q.to(dtype), k.to(dtype), v.to(dtype)
+    pieces, pos = [], 0
+    for b in range(len(oq) - 1):
+        sq, eq, sk, ek = oq[b], oq[b + 1], ok[b], ok[b + 1]
+        lq, lk = eq - sq, ek - sk
+        if sq > pos:
+            pieces.append(torch.zeros((sq - pos,) + tuple(q.shape[1:]), dtype=dtype,
+                                      device=q.device))
+        pos = eq
+        if lq == 0:
+            continue
+        s = torch.einsum("ihd,jhd->hij", qd[sq:eq], kd[sk:ek])
+        off = lk - lq if is_delta_q else 0
+        i_pos = torch.arange(lq, device=q.device) + off
+        j_pos = torch.arange(lk, device=q.device)
+        if rab is not None:
+            s = s + _rab_block(rab, b, H, i_pos, j_pos, dtype)
+        s = s * alpha
+        p = F.silu(s) / scale
+        m = valid_mask(lq, lk, window=window_size, n_ctx=nc[b] if nc else None,
+                       n_tgt=nt[b] if nt else None, group=target_group_size,
+                       delta_q=is_delta_q, device=q.device)
+        p = p * m.to(dtype)
+        pieces.append(torch.einsum("hij,jhd->ihd", p, vd[sk:ek]))
+    if q.shape[0] > pos:
+        pieces.append(torch.zeros((q.shape[0] - pos,) + tuple(q.shape[1:]), dtype=dtype,
+                                  device=q.device))
+    if not pieces:
+        return torch.zeros(tuple(q.shape), dtype=dtype, device=q.device) + 0 * qd.sum()
+    return torch.cat(pieces)
+
+
+def hstu_reference_bwd(dout, q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q,
+                       max_seqlen_k, *, num_contexts=None, num_targets=None,
+                       target_group_size=1, window_size=(-1, -1), alpha=1.0, rab=None,
+                       is_delta_q=False, scaling_seqlen=-1, dtype=torch.float64):
+    """(dq, dk, dv, drab) by the formulas of include/kiln.h, in `dtype`; drab
+    is shaped like rab (zero where no pair touches it), None without rab."""
+    oq, ok = _seq_bounds(seq_offsets_q, seq_offsets_k)
+    nc = num_contexts.tolist() if num_contexts is not None else None
+    nt = num_targets.tolist() if num_targets is not None else None
+    scale = max_seqlen_q if scaling_seqlen in (-1, None, 0) else scaling_seqlen
+    H = q.shape[1]
+    qd, kd, vd, dod = q.to(dtype), k.to(dtype), v.to(dtype), dout.to(dtype)
+    dq, dk, dv = torch.zeros_like(qd), torch.zeros_like(kd), torch.zeros_like(vd)
+    drab = torch.zeros(tuple(rab.shape), dtype=dtype, device=q.device) if rab is not None \
+        else None
+    for b in range(len(oq) - 1):
+        sq, eq, sk, ek = oq[b], oq[b + 1], ok[b], ok[b + 1]
+        lq, lk = eq - sq, ek - sk
+        if lq == 0 or lk == 0:
+            continue
+        s = torch.einsum("ihd,jhd->hij", qd[sq:eq], kd[sk:ek])
+        off = lk - lq if is_delta_q else 0
+        i_pos = torch.arange(lq, device=q.device) + off
+        j_pos = torch.arange(lk, device=q.device)
+        if rab is not None:
+            s = s + _rab_block(rab, b, H, i_pos, j_pos, dtype)
+        s = s * alpha
+        m = valid_mask(lq, lk, window=window_size, n_ctx=nc[b] if nc else None,
+                       n_tgt=nt[b] if nt else None, group=target_group_size,
+                       delta_q=is_delta_q, device=q.device).to(dtype)
+        sig = torch.sigmoid(s)
+        p = s * sig / scale * m
+        dsilu = sig * (1 + s * (1 - sig))
+        do_b = dod[sq:eq]
+        dv[sk:ek] += torch.einsum("hij,ihd->jhd", p, do_b)
+        dp = torch.einsum("ihd,jhd->hij", do_b, vd[sk:ek])
+        ds = dp * dsilu * alpha / scale * m                    # d(q.k + rab)
+        dq[sq:eq] += torch.einsum("hij,jhd->ihd", ds, kd[sk:ek])
+        dk[sk:ek] += torch.einsum("hij,ihd->jhd", ds, qd[sq:eq])
+        if drab is not None:
+            hr = rab.shape[1]
+            red = torch.zeros((hr, lq, lk), dtype=dtype, device=q.device)
+            red.index_add_(0, torch.arange(H, device=q.device) % hr, ds)
+            drab[b][:, :, :lk].index_add_(1, i_pos, red)
+    return dq, dk, dv, drab
+
+
+def make_batch(lengths_q, H, D, *, lengths_k=None, dtype=torch.bfloat16, device="cuda",
+               offsets_dtype=torch.int32, seed=0, scale=1.0):
+    """Random q (total_q, H, D), k, v (total_k, H, D) in [-scale, scale] and
+    the offsets (int tensors on device) for the given per-sequence lengths."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    lengths_k = lengths_q if lengths_k is None else lengths_k
+
+    def offsets(lens):
+        o = [0]
+        for n in lens:
+            o.append(o[-1] + n)
+        return torch.tensor(o, dtype=offsets_dtype, device=device)
+
+    tq, tk = sum(lengths_q), sum(lengths_k)
+
+    def rnd(*shape):
+        x = (torch.rand(shape, generator=g, dtype=torch.float32) * 2 - 1) * scale
+        return x.to(dtype=dtype, device=device)
+
+    return (rnd(tq, H, D), rnd(tk, H, D), rnd(tk, H, D), offsets(lengths_q),
+            offsets(lengths_k))

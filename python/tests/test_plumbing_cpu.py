@@ -1,0 +1,228 @@
+"""CPU tests of kiln's torch plumbing (no GPU, no kernel launch).
+
+The fixture cpu_kiln swaps the two C calls for the float64 reference, so these
+check what the Python side does: argument mapping to the ops, autograd
+(dq, dk, dv, drab routed to the right inputs), packed qkv, delta-q semantics of
+the compat modules, FBGEMM's seqused, torch.compile(fullgraph=True) and the
+custom ops' fake implementations (torch.library.opcheck).
+"""
+
+import pytest
+import torch
+
+from _reference import hstu_reference, hstu_reference_bwd, make_batch
+
+F64 = torch.float64
+
+CASES = [
+    # name, lengths_q, lengths_k, H, kwargs
+    ("none", [5, 0, 1, 9], None, 2, dict()),
+    ("causal", [7, 3, 0, 12], None, 2, dict(window_size=(-1, 0))),
+    ("local", [11, 4, 1], None, 3, dict(window_size=(3, 2))),
+    ("causal_local", [10, 6], None, 2, dict(window_size=(4, 0))),
+    ("ctx_tgt_group", [12, 9, 5], None, 2,
+     dict(window_size=(-1, 0), num_contexts=[3, 0, 1], num_targets=[4, 2, 0],
+          target_group_size=2)),
+    ("delta_causal", [3, 1, 0, 5], [8, 1, 4, 5], 2,
+     dict(window_size=(-1, 0), is_delta_q=True)),
+    ("rab_shared_head", [6, 8], None, 4, dict(window_size=(-1, 0), rab_heads=1)),
+    ("rab_two_heads", [6, 2, 7], None, 4, dict(rab_heads=2, alpha=0.3,
+                                                scaling_seqlen=5)),
+]
+
+
+def _build(lq, lk, H, kw, D=32, dtype=F64, seed=0):
+    q, k, v, oq, ok = make_batch(lq, H, D, lengths_k=lk, dtype=dtype, device="cpu",
+                                 seed=seed)
+    kw = dict(kw)
+    B = len(lq)
+    for name in ("num_contexts", "num_targets"):
+        if name in kw:
+            kw[name] = torch.tensor(kw[name], dtype=torch.int32)
+    hr = kw.pop("rab_heads", None)
+    rab = None
+    if hr is not None:
+        L = max(lk or lq)
+        g = torch.Generator().manual_seed(seed + 1)
+        rab = (torch.rand((B, hr, L, L), generator=g, dtype=torch.float64) * 2 - 1).to(dtype)
+        kw["rab"] = rab
+    mq, mk = max(lq), max(lk or lq)
+    return q, k, v, oq, (ok if lk is not None else oq), mq, mk, kw
+
+
+@pytest.mark.parametrize("name,lq,lk,H,kw", CASES, ids=[c[0] for c in CASES])
+def test_reference_backward_formulas_match_autograd(name, lq, lk, H, kw):
+    """The hand-written backward (kiln.h's formulas) equals autograd of the
+    forward reference, drab included: the reference itself is consistent."""
+    q, k, v, oq, ok, mq, mk, kw = _build(lq, lk, H, kw)
+    q.requires_grad_(), k.requires_grad_(), v.requires_grad_()
+    if kw.get("rab") is not None:
+        kw["rab"].requires_grad_()
+    out = hstu_reference(q, k, v, oq, ok, mq, mk, **kw)
+    g = torch.rand_like(out)
+    want = torch.autograd.grad(out, [q, k, v] + ([kw["rab"]] if "rab" in kw else []), g)
+    got = hstu_reference_bwd(g, q.detach(), k.detach(), v.detach(), oq, ok, mq, mk,
+                             **{n: (t.detach() if torch.is_tensor(t) else t)
+                                for n, t in kw.items()})
+    for w, x in zip(want, got):
+        torch.testing.assert_close(x, w, rtol=1e-10, atol=1e-12)
+
+
+def _kiln_kwargs(kw):
+    kw = dict(kw)
+    return kw
+
+
+@pytest.mark.parametrize("name,lq,lk,H,kw", CASES, ids=[c[0] for c in CASES])
+def test_varlen_forward_and_grads_route(cpu_kiln, name, lq, lk, H, kw):
+    import kiln
+
+    q, k, v, oq, ok, mq, mk, kw = _build(lq, lk, H, kw, dtype=torch.bfloat16)
+    has_rab = kw.get("rab") is not None
+    leaves = [q.requires_grad_(), k.requires_grad_(), v.requires_grad_()]
+    if has_rab:
+        kw["rab"] = kw["rab"].float().requires_grad_()  # cast to bf16 inside
+        leaves.append(kw["rab"])
+    out = kiln.hstu_attn_varlen_func(q, k, v, oq, ok, mq, mk, has_drab=has_rab,
+                                     **{n: t for n, t in kw.items()})
+    assert out.shape == q.shape and out.dtype == q.dtype and out.is_contiguous()
+    ref = hstu_reference(q.detach(), k.detach(), v.detach(), oq, ok, mq, mk,
+                         **{n: (t.detach() if torch.is_tensor(t) else t)
+                            for n, t in kw.items()})
+    torch.testing.assert_close(out.double(), ref, rtol=2e-2, atol=2e-2)
+    g = torch.rand_like(out)
+    grads = torch.autograd.grad(out, leaves, g)
+    want = hstu_reference_bwd(g, q.detach(), k.detach(), v.detach(), oq, ok, mq, mk,
+                              **{n: (t.detach().to(torch.bfloat16) if n == "rab" else
+                                     (t.detach() if torch.is_tensor(t) else t))
+                                 for n, t in kw.items()})
+    for got, w, leaf in zip(grads, want, leaves):
+        assert got.dtype == leaf.dtype and got.shape == leaf.shape
+        torch.testing.assert_close(got.double(), w, rtol=3e-2, atol=3e-2)
+
+
+def test_has_drab_false_gives_rab_no_grad(cpu_kiln):
+    import kiln
+
+    q, k, v, oq, _, mq, _, kw = _build([4, 5], None, 2, dict(rab_heads=2),
+                                       dtype=torch.float16)
+    rab = kw["rab"].requires_grad_()
+    q.requires_grad_()
+    out = kiln.hstu_attn_varlen_func(q, k, v, oq, oq, mq, mq, rab=rab, has_drab=False)
+    out.sum().backward()
+    assert rab.grad is None and q.grad is not None
+
+
+def test_qkvpacked_matches_varlen_and_returns_one_dqkv(cpu_kiln):
+    import kiln
+
+    torch.manual_seed(0)
+    L, H, D = 17, 2, 64
+    qkv = (torch.rand(L, 3, H, D) * 2 - 1).to(torch.bfloat16).requires_grad_()
+    off = torch.tensor([0, 5, 5, 17], dtype=torch.int32)
+    nt = torch.tensor([2, 0, 3], dtype=torch.int32)
+    kw = dict(num_targets=nt, window_size=(-1, 0), alpha=0.5)
+    out_p = kiln.hstu_attn_qkvpacked_func(qkv, off, off, 12, 12, **kw)
+    g = torch.rand_like(out_p)
+    (dqkv,) = torch.autograd.grad(out_p, qkv, g)
+    q, k, v = (qkv.detach()[:, i].clone().requires_grad_() for i in range(3))
+    out_v = kiln.hstu_attn_varlen_func(q, k, v, off, off, 12, 12, **kw)
+    dq, dk, dv = torch.autograd.grad(out_v, (q, k, v), g)
+    torch.testing.assert_close(out_p, out_v, rtol=0, atol=0)
+    torch.testing.assert_close(dqkv, torch.stack([dq, dk, dv], 1), rtol=0, atol=0)
+
+
+def test_nvidia_compat_delta_q_follows_offsets_identity(cpu_kiln):
+    from kiln.compat import hstu_attn_interface as nv
+
+    q, k, v, oq, ok, mq, mk, _ = _build([2, 3], [5, 3], 2, {}, dtype=torch.bfloat16)
+    out = nv.hstu_attn_varlen_func(q, k, v, oq, ok, mq, mk, window_size=(-1, 0))
+    ref = hstu_reference(q, k, v, oq, ok, mq, mk, window_size=(-1, 0), is_delta_q=True)
+    torch.testing.assert_close(out.double(), ref, rtol=2e-2, atol=2e-2)
+    # Same lengths through two different tensors: delta is a no-op.
+    q, k, v, oq, _, mq, _, _ = _build([4, 6], None, 2, {}, dtype=torch.bfloat16)
+    out2 = nv.hstu_attn_varlen_func(q, k, v, oq, oq.clone(), mq, mq, window_size=(-1, 0))
+    out3 = nv.hstu_attn_varlen_func(q, k, v, oq, oq, mq, mq, window_size=(-1, 0))
+    torch.testing.assert_close(out2, out3, rtol=0, atol=0)
+
+
+def test_fbgemm_seqused_gathers_used_rows(cpu_kiln):
+    from kiln.compat import hstu as fb
+
+    H, D = 2, 32
+    seg_q, seg_k = [6, 4, 7], [8, 4, 9]
+    used_q, used_k = [3, 4, 0], [5, 4, 2]
+    q, k, v, cq, ck = make_batch(seg_q, H, D, lengths_k=seg_k, dtype=torch.bfloat16,
+                                 device="cpu", seed=3)
+    uq = torch.tensor(used_q, dtype=torch.int32)
+    uk = torch.tensor(used_k, dtype=torch.int32)
+    leaves = [t.requires_grad_() for t in (q, k, v)]
+    out = fb.hstu_attn_varlen_func(q, k, v, cq, ck, uq, uk, 7, 9, -1, None, None,
+                                   window_size=(-1, 0))
+    g = torch.rand_like(out)
+    dq, dk, dv = torch.autograd.grad(out, leaves, g)
+
+    # The same thing by hand: keep the used rows, run the reference (delta-q,
+    # since used lengths differ), scatter back.
+    def pick(x, seg, used):
+        rows, s = [], 0
+        for n, u in zip(seg, used):
+            rows += list(range(s, s + u))
+            s += n
+        return rows
+
+    rq, rk = pick(q, seg_q, used_q), pick(k, seg_k, used_k)
+    qc, kc, vc = (t.detach()[r].clone().requires_grad_()
+                  for t, r in ((q, rq), (k, rk), (v, rk)))
+    ocq = torch.tensor([0] + list(torch.tensor(used_q).cumsum(0)), dtype=torch.int32)
+    ock = torch.tensor([0] + list(torch.tensor(used_k).cumsum(0)), dtype=torch.int32)
+    ref_c = hstu_reference(qc, kc, vc, ocq, ock, 7, 9, window_size=(-1, 0), is_delta_q=True)
+    ref = torch.zeros_like(out, dtype=F64)
+    ref[rq] = ref_c
+    torch.testing.assert_close(out.double(), ref, rtol=2e-2, atol=2e-2)
+    gq, gk, gv = torch.autograd.grad(ref_c, (qc, kc, vc), g[rq].double())
+    for got, want, rows in ((dq, gq, rq), (dk, gk, rk), (dv, gv, rk)):
+        full = torch.zeros_like(got, dtype=F64)
+        full[rows] = want.double()
+        torch.testing.assert_close(got.double(), full, rtol=3e-2, atol=3e-2)
+
+
+def test_compile_fullgraph_forward_backward(cpu_kiln):
+    import kiln
+
+    q, k, v, oq, _, mq, _, kw = _build([5, 7, 1], None, 2, dict(rab_heads=1),
+                                       dtype=torch.bfloat16)
+    rab = kw["rab"]
+
+    def f(q, k, v, rab):
+        o = kiln.hstu_attn_varlen_func(q, k, v, oq, oq, mq, mq, window_size=(-1, 0),
+                                       alpha=0.7, rab=rab, has_drab=True)
+        return (o.float() * 2).sum()
+
+    cf = torch.compile(f, fullgraph=True, backend="aot_eager")
+    args = [t.clone().requires_grad_() for t in (q, k, v, rab)]
+    args2 = [t.clone().requires_grad_() for t in (q, k, v, rab)]
+    eager = f(*args)
+    comp = cf(*args2)
+    torch.testing.assert_close(comp, eager)
+    ge = torch.autograd.grad(eager, args)
+    gc = torch.autograd.grad(comp, args2)
+    for a, b in zip(ge, gc):
+        torch.testing.assert_close(a, b)
+
+
+def test_opcheck_fake_and_autograd_registration(cpu_kiln):
+    q, k, v, oq, _, mq, _, kw = _build([3, 5], None, 2, dict(rab_heads=2),
+                                       dtype=torch.bfloat16)
+    rab = kw["rab"].requires_grad_()
+    args = (q.requires_grad_(), k.requires_grad_(), v.requires_grad_(), oq, None, mq, mq,
+            None, None, 1, -1, 0, 1.0, 0.0, rab, True, False, False)
+    torch.library.opcheck(torch.ops.kiln.hstu_fwd.default, args)
+    g = torch.rand_like(q)
+    bargs = (g, q.detach(), k.detach(), v.detach(), oq, None, mq, mq, None, None, 1, -1, 0,
+             1.0, 0.0, rab.detach(), True, False, False)
+    torch.library.opcheck(torch.ops.kiln.hstu_bwd.default, bargs)
+    qkv = torch.stack([q.detach(), k.detach(), v.detach()], 1).requires_grad_()
+    pargs = (qkv, oq, None, mq, mq, None, None, 1, -1, 0, 1.0, 0.0, None, False, False,
+             False)
+    torch.library.opcheck(torch.ops.kiln.hstu_fwd_qkvpacked.default, pargs)

@@ -1,0 +1,328 @@
+"""Argument checking, signatures and the pure-torch helpers (CPU only).
+
+Every check of kiln's torch functions runs before any CUDA call, the device
+check last, so CPU tensors reach each one: a wrong type or dtype raises
+TypeError, a wrong shape or value ValueError, an unimplemented feature
+kiln.Unsupported (NotImplementedError), each naming the argument.
+"""
+
+import inspect
+
+import pytest
+import torch
+
+import kiln
+from kiln.compat import hstu as fb
+from kiln.compat import hstu_attn_interface as nv
+
+BF = torch.bfloat16
+
+
+def _inputs(L=10, H=2, D=64, dtype=BF, B=2):
+    q = torch.zeros(L, H, D, dtype=dtype)
+    off = torch.tensor([0, 4, L][: B + 1] if B == 2 else [0] + [L] * B, dtype=torch.int32)
+    return q, q.clone(), q.clone(), off
+
+
+def call(**over):
+    q, k, v, off = _inputs()
+    kw = dict(q=q, k=k, v=v, seq_offsets_q=off, seq_offsets_k=off, max_seqlen_q=6,
+              max_seqlen_k=6)
+    kw.update(over)
+    return kiln.hstu_attn_varlen_func(**kw)
+
+
+def expect(exc, words, **over):
+    with pytest.raises(exc) as ei:
+        call(**over)
+    for w in words:
+        assert w in str(ei.value), f"{w!r} not in {str(ei.value)!r}"
+    return ei.value
+
+
+q0, k0, v0, off0 = _inputs()
+
+BAD = [
+    # (exception, words in the message, overrides)
+    (TypeError, ["q", "torch.Tensor"], dict(q=[1, 2])),
+    (ValueError, ["q", "3-D"], dict(q=q0[0])),
+    (ValueError, ["v", "3-D"], dict(v=v0[None])),
+    (TypeError, ["q", "float32"], dict(q=q0.float(), k=k0.float(), v=v0.float())),
+    (TypeError, ["k", "float16"], dict(k=k0.half())),
+    (TypeError, ["v", "float16"], dict(v=v0.half())),
+    (ValueError, ["head dim 48"], dict(q=q0[..., :48], k=k0[..., :48], v=v0[..., :48])),
+    (ValueError, ["k", "heads"], dict(k=k0[:, :1])),
+    (ValueError, ["v", "head dim"], dict(v=v0[..., :32])),
+    (ValueError, ["v", "rows"], dict(v=v0[:7])),
+    (TypeError, ["seq_offsets_q", "int32"], dict(seq_offsets_q=off0.float())),
+    (ValueError, ["seq_offsets_q", "1-D"], dict(seq_offsets_q=off0[None])),
+    (ValueError, ["seq_offsets_q", "batch + 1"],
+     dict(seq_offsets_q=off0[:0], seq_offsets_k=None)),
+    (ValueError, ["seq_offsets_k", "entries"], dict(seq_offsets_k=off0[:2])),
+    (TypeError, ["seq_offsets_k", "int32"], dict(seq_offsets_k=off0.double())),
+    (TypeError, ["max_seqlen_q", "int"], dict(max_seqlen_q=6.0)),
+    (TypeError, ["max_seqlen_k", "int"], dict(max_seqlen_k=torch.tensor(6))),
+    (ValueError, ["max_seqlen_q", ">= 0"], dict(max_seqlen_q=-1)),
+    (ValueError, ["max_seqlen_q", "max_seqlen_k"], dict(max_seqlen_q=7)),
+    (TypeError, ["window_size"], dict(window_size=3)),
+    (ValueError, ["window_size", "2 entries"], dict(window_size=(1, 2, 3))),
+    (ValueError, ["window_size", "-1"], dict(window_size=(-2, 0))),
+    (TypeError, ["window_size[0]", "int"], dict(window_size=(1.5, 0))),
+    (TypeError, ["num_contexts", "int32"],
+     dict(num_contexts=torch.zeros(2, dtype=torch.int64), window_size=(-1, 0))),
+    (ValueError, ["num_contexts", "(2,)"],
+     dict(num_contexts=torch.zeros(3, dtype=torch.int32), window_size=(-1, 0))),
+    (ValueError, ["num_contexts", "causal"], dict(num_contexts=torch.zeros(2, dtype=torch.int32))),
+    (ValueError, ["num_targets", "causal"],
+     dict(num_targets=torch.zeros(2, dtype=torch.int32), window_size=(3, 0))),
+    (ValueError, ["target_group_size", ">= 1"], dict(target_group_size=0)),
+    (TypeError, ["target_group_size", "int"], dict(target_group_size=1.5)),
+    (TypeError, ["alpha", "real"], dict(alpha="x")),
+    (ValueError, ["alpha", "finite"], dict(alpha=float("nan"))),
+    (ValueError, ["scaling_seqlen"], dict(scaling_seqlen=0)),
+    (TypeError, ["scaling_seqlen"], dict(scaling_seqlen="6")),
+    (ValueError, ["rab", "4-D"], dict(rab=torch.zeros(2, 6, 6, dtype=BF))),
+    (TypeError, ["rab", "dtype"], dict(rab=torch.zeros(2, 1, 6, 6, dtype=torch.int32))),
+    (ValueError, ["rab", "batch"], dict(rab=torch.zeros(3, 1, 6, 6, dtype=BF))),
+    (ValueError, ["rab", "heads"], dict(rab=torch.zeros(2, 3, 6, 6, dtype=BF))),
+    (ValueError, ["rab", "max_seqlen_k"], dict(rab=torch.zeros(2, 1, 5, 6, dtype=BF))),
+    (ValueError, ["has_drab", "rab"], dict(has_drab=True)),
+    (TypeError, ["has_drab", "bool"], dict(has_drab=1)),
+    (ValueError, ["is_delta_q", "num_targets"],
+     dict(is_delta_q=True, num_targets=torch.zeros(2, dtype=torch.int32),
+          window_size=(-1, 0))),
+    (TypeError, ["is_delta_q", "bool"], dict(is_delta_q="yes")),
+    (TypeError, ["seqused_q", "int32"], dict(seqused_q=torch.zeros(2))),
+    (ValueError, ["seqused_k", "(2,)"], dict(seqused_k=torch.zeros(5, dtype=torch.int32))),
+    (ValueError, ["q", "CUDA"], dict()),  # every other check passed: the device one
+]
+
+
+@pytest.mark.parametrize("exc,words,over", BAD,
+                         ids=[f"{i}-{'-'.join(b[1])}" for i, b in enumerate(BAD)])
+def test_bad_argument_names_it(exc, words, over):
+    e = expect(exc, words, **over)
+    assert str(e).startswith("kiln: ")
+
+
+UNSUPPORTED = [
+    ("func", dict(func=torch.zeros(1, 3, 300, dtype=torch.int32))),
+    ("quant_mode", dict(quant_mode=0)),
+    ("quant_mode", dict(quant_mode=2)),
+    ("descale_q", dict(descale_q=torch.ones(1))),
+    ("descale_k", dict(descale_k=torch.ones(1))),
+    ("descale_v", dict(descale_v=torch.ones(1))),
+    ("descale_do", dict(descale_do=torch.ones(1))),
+]
+
+
+@pytest.mark.parametrize("arg,over", UNSUPPORTED, ids=[u[0] + str(i) for i, u in
+                                                       enumerate(UNSUPPORTED)])
+def test_unsupported_features_raise_not_implemented(arg, over):
+    e = expect(NotImplementedError, [arg], **over)
+    assert isinstance(e, kiln.Unsupported) and e.argument == arg
+
+
+@pytest.mark.skipif(not hasattr(torch, "float8_e4m3fn"), reason="no float8 in torch")
+def test_fp8_inputs_are_unsupported_not_a_type_error():
+    q = q0.to(torch.float8_e4m3fn)
+    e = expect(NotImplementedError, ["q", "fp8"], q=q, k=q, v=q)
+    assert e.argument == "q"
+
+
+def test_quant_mode_default_and_none_are_accepted():
+    # -1 (NVIDIA's default) and None (FBGEMM allows it) go on to the device check.
+    expect(ValueError, ["CUDA"], quant_mode=-1)
+    expect(ValueError, ["CUDA"], quant_mode=None)
+
+
+def test_compat_spellings_in_messages():
+    q, k, v, off = _inputs()
+    with pytest.raises(TypeError, match="cu_seqlens_q"):
+        nv.hstu_attn_varlen_func(q, k, v, off.float(), off, 6, 6)
+    with pytest.raises(ValueError, match="cu_seqlens_k"):
+        nv.hstu_attn_varlen_func(q, k, v, off, off[:2], 6, 6)
+    with pytest.raises(NotImplementedError, match="func"):
+        nv.hstu_attn_qkvpacked_func(torch.zeros(10, 3, 2, 64, dtype=BF), off, off, 6, 6,
+                                    func=torch.zeros(1))
+    with pytest.raises(ValueError, match="qkv"):
+        nv.hstu_attn_qkvpacked_func(q, off, off, 6, 6)
+    with pytest.raises(ValueError, match=r"qkv\[:, 0\].*head dim 48"):
+        nv.hstu_attn_qkvpacked_func(torch.zeros(10, 3, 2, 48, dtype=BF), off, off, 6, 6)
+    for name in ("kv_cache", "page_offsets", "page_ids", "last_page_lens"):
+        with pytest.raises(NotImplementedError, match=name):
+            fb.hstu_attn_varlen_func(q, k, v, off, off, None, None, 6, 6, -1, None, None,
+                                     **{name: torch.zeros(1)})
+    with pytest.raises(NotImplementedError, match="quant_mode"):
+        fb.hstu_attn_varlen_func(q, k, v, off, off, None, None, 6, 6, -1, None, None,
+                                 quant_mode=1)
+
+
+# ------------------------------------------------------------- signatures
+def _sig(f):
+    return [(p.name, p.default if p.default is not inspect.Parameter.empty else "<req>",
+             p.kind.name) for p in inspect.signature(f).parameters.values()]
+
+
+def _plain(names_defaults):
+    return [(n, d, "POSITIONAL_OR_KEYWORD") for n, d in names_defaults]
+
+
+R = "<req>"
+NV_VARLEN = _plain([("q", R), ("k", R), ("v", R), ("cu_seqlens_q", R), ("cu_seqlens_k", R),
+                    ("max_seqlen_q", R), ("max_seqlen_k", R), ("num_contexts", None),
+                    ("num_targets", None), ("target_group_size", 1),
+                    ("window_size", (-1, -1)), ("alpha", 1.0), ("rab", None),
+                    ("has_drab", False), ("func", None), ("quant_mode", -1),
+                    ("scaling_seqlen", -1)])
+NV_PACKED = _plain([("qkv", R), ("cu_seqlens_q", R), ("cu_seqlens_k", R),
+                    ("max_seqlen_q", R), ("max_seqlen_k", R), ("num_contexts", None),
+                    ("num_targets", None), ("target_group_size", 1),
+                    ("window_size", (-1, -1)), ("alpha", 1.0), ("rab", None),
+                    ("has_drab", False), ("func", None), ("quant_mode", -1),
+                    ("scaling_seqlen", -1)])
+FB_VARLEN = _plain([("q", R), ("k", R), ("v", R), ("cu_seqlens_q", R), ("cu_seqlens_k", R),
+                    ("seqused_q", R), ("seqused_k", R), ("max_seqlen_q", R),
+                    ("max_seqlen_k", R), ("scaling_seqlen", R), ("num_contexts", R),
+                    ("num_targets", R), ("target_group_size", 1),
+                    ("window_size", (-1, -1)), ("alpha", 1.0), ("rab", None),
+                    ("has_drab", False), ("kv_cache", None), ("page_offsets", None),
+                    ("page_ids", None), ("last_page_lens", None), ("func", None),
+                    ("quant_mode", -1)])
+FB_PACKED = _plain([("qkv", R), ("cu_seqlens_q", R), ("cu_seqlens_k", R), ("seqused_q", R),
+                    ("seqused_k", R), ("max_seqlen_q", R), ("max_seqlen_k", R),
+                    ("scaling_seqlen", -1), ("num_contexts", None), ("num_targets", None),
+                    ("target_group_size", 1), ("window_size", (-1, -1)), ("alpha", 1.0),
+                    ("rab", None), ("has_drab", False), ("func", None)])
+# NVIDIA's original Hopper hstu_attn_varlen_func, then its later additions as keywords.
+KILN_VARLEN = _plain([("q", R), ("k", R), ("v", R), ("seq_offsets_q", R),
+                      ("seq_offsets_k", R), ("max_seqlen_q", R), ("max_seqlen_k", R),
+                      ("num_contexts", None), ("num_targets", None),
+                      ("target_group_size", 1), ("window_size", (-1, -1)), ("alpha", 1.0),
+                      ("rab", None), ("has_drab", False), ("is_delta_q", False),
+                      ("descale_q", None), ("descale_k", None), ("descale_v", None),
+                      ("descale_do", None)])
+
+
+def test_signatures_match_the_originals():
+    assert _sig(nv.hstu_attn_varlen_func) == NV_VARLEN
+    assert _sig(nv.hstu_attn_qkvpacked_func) == NV_PACKED
+    assert _sig(fb.hstu_attn_varlen_func) == FB_VARLEN
+    assert _sig(fb.hstu_attn_qkvpacked_func) == FB_PACKED
+    got = _sig(kiln.hstu_attn_varlen_func)
+    assert got[:len(KILN_VARLEN)] == KILN_VARLEN
+    extra = {n: (d, kind) for n, d, kind in got[len(KILN_VARLEN):]}
+    for name, default in (("func", None), ("quant_mode", -1), ("scaling_seqlen", -1)):
+        assert extra[name] == (default, "KEYWORD_ONLY")
+    assert _sig(kiln.hstu_attn_qkvpacked_func)[:len(NV_PACKED)] == NV_PACKED
+
+
+def test_compat_modules_export_the_seven_names():
+    seven = {"hstu_attn_varlen_func", "hstu_attn_qkvpacked_func",
+             "get_bm_and_bn_block_size_fwd", "get_bm_and_bn_block_size_bwd",
+             "quantize_for_two_directions", "quantize_for_block_scale",
+             "quantize_for_head_batch_tensor"}
+    for mod in (nv, fb):
+        for name in seven:
+            assert callable(getattr(mod, name)), (mod.__name__, name)
+    assert seven <= set(nv.__all__) and seven <= set(fb.__all__)
+    assert callable(fb.cuda_hstu_attn_varlen) and callable(fb.HstuAttnVarlenFunc.apply)
+
+
+# ---------------------------------------------------------- fp8 helpers
+def test_block_sizes():
+    rab = torch.zeros(1)
+    assert nv.get_bm_and_bn_block_size_fwd(rab, 64) == (128, 128)
+    assert nv.get_bm_and_bn_block_size_fwd(rab, 128) == (128, 64)
+    assert nv.get_bm_and_bn_block_size_fwd(rab, 256) == (128, 64)
+    assert nv.get_bm_and_bn_block_size_fwd(None, 64) == (128, 128)
+    assert nv.get_bm_and_bn_block_size_fwd(None, 128) == (128, 128)
+    assert nv.get_bm_and_bn_block_size_fwd(None, 256) == (128, 64)
+    assert nv.get_bm_and_bn_block_size_bwd() == (64, 128)
+
+
+E4 = getattr(torch, "float8_e4m3fn", None)
+needs_fp8 = pytest.mark.skipif(E4 is None, reason="no float8 in torch")
+
+
+def _x(lens, H=2, D=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = ((torch.rand(sum(lens), H, D, generator=g) * 2 - 1) * 3).to(BF)
+    off = torch.tensor([0] + list(torch.tensor(lens).cumsum(0)), dtype=torch.int32)
+    return x, off
+
+
+@needs_fp8
+def test_quantize_for_two_directions():
+    lens = [130, 5, 0, 256]
+    x, off = _x(lens)
+    xq, xd, xtq, xtd, cu = nv.quantize_for_two_directions(x, off)
+    T, H, D = x.shape
+    assert xq.dtype == E4 and xq.shape == x.shape
+    assert xd.shape == (H, T + 128) and xd.dtype == torch.float32 and xd.is_contiguous()
+    assert torch.all(xd[:, T:] == 0)
+    row = (x.abs().amax(-1).float() / 448.0).clamp_min(1e-6)
+    torch.testing.assert_close(xd[:, :T], row.t())
+    torch.testing.assert_close(xq.float(), (x / row[..., None]).to(E4).float())
+    assert cu.dtype == torch.int32 and cu.tolist() == [0, 2, 3, 3, 5]
+    assert xtd.shape == (5, H, D)
+    s, b = 0, 0
+    for n in lens:
+        for j in range(0, n, 128):
+            blk = x[s + j:s + min(n, j + 128)]
+            want = (blk.abs().amax(0) / 448.0).float().clamp_min(1e-6)
+            torch.testing.assert_close(xtd[b], want)
+            torch.testing.assert_close(xtq[s + j:s + min(n, j + 128)].float(),
+                                       (blk / want).to(E4).float())
+            b += 1
+        s += n
+
+
+@needs_fp8
+def test_quantize_for_block_scale():
+    lens = [70, 0, 64, 3]
+    x, off = _x(lens, seed=1)
+    xq, xd, cu = nv.quantize_for_block_scale(x, off, block_size=64)
+    assert cu.tolist() == [0, 2, 2, 3, 4] and cu.dtype == torch.int32
+    assert xd.shape == (2, 4) and xd.is_contiguous() and xq.dtype == E4
+    s, b = 0, 0
+    for n in lens:
+        for j in range(0, n, 64):
+            blk = x[s + j:s + min(n, j + 64)]
+            want = (blk.abs().amax(dim=(0, 2)).float() / 448.0).clamp_min(1e-6)
+            torch.testing.assert_close(xd[:, b], want)
+            torch.testing.assert_close(xq[s + j:s + min(n, j + 64)].float(),
+                                       (blk / want[None, :, None]).to(E4).float())
+            b += 1
+        s += n
+
+
+@needs_fp8
+@pytest.mark.parametrize("mode", [3, 4, 5])
+def test_quantize_for_head_batch_tensor(mode):
+    lens = [9, 1, 20]
+    x, off = _x(lens, seed=2)
+    xq, xd = nv.quantize_for_head_batch_tensor(x, off, quant_mode=mode)
+    assert xq.dtype == E4 and xq.shape == x.shape and xd.dtype == torch.float32
+    if mode == 5:
+        want = (x.abs().amax() / 448.0).float().clamp_min(1e-6).reshape(1)
+        torch.testing.assert_close(xd, want)
+        torch.testing.assert_close(xq.float(), (x / want).to(E4).float())
+        return
+    s = 0
+    for b, n in enumerate(lens):
+        seg = x[s:s + n]
+        if mode == 3:
+            want = (seg.abs().amax(dim=(0, 2)) / 448.0).float().clamp_min(1e-6)
+            torch.testing.assert_close(xd[b], want)
+            torch.testing.assert_close(xq[s:s + n].float(),
+                                       (seg / want[None, :, None]).to(E4).float())
+        else:
+            want = (seg.abs().amax() / 448.0).float().clamp_min(1e-6)
+            torch.testing.assert_close(xd[b], want)
+            torch.testing.assert_close(xq[s:s + n].float(), (seg / want).to(E4).float())
+        s += n
+    with pytest.raises(ValueError, match="quant_mode"):
+        nv.quantize_for_head_batch_tensor(x, off, quant_mode=2)
+    with pytest.raises(ValueError, match="3-D"):
+        nv.quantize_for_head_batch_tensor(x[0], off)

@@ -1,0 +1,925 @@
+/* hstu_bwd.cu -- HSTU attention backward (pointwise SiLU, no softmax).
+ *
+ * With x = q_i . k_j + rab(i, j), s = alpha * x, on valid pairs
+ * (SPEC.md section 1, kiln.h):
+ *   p   = silu(s) * inv_scaling              dv_j += p_ij do_i
+ *   dp  = do_i . v_j                          ds_ij = dp silu'(s) alpha inv_scaling
+ *   dk_j += ds_ij q_i    dq_i += ds_ij k_j    drab(b, h % rab_heads, pos i, j) += ds_ij
+ *
+ * Specialized by a prelude of #defines (KILN_ARCH, KILN_DTYPE, KILN_HEAD_DIM,
+ * KILN_BLOCK_M, KILN_BLOCK_N, KILN_WARPS, KILN_CAUSAL, KILN_LOCAL,
+ * KILN_CONTEXT, KILN_TARGET, KILN_DELTA_Q, KILN_RAB, KILN_DRAB,
+ * KILN_DETERMINISTIC) followed by an #include of this file.  sm_80+.
+ *
+ * Entries (one kiln_hstu_bwd_kparams by value each):
+ *  kiln_hstu_bwd_main     grid (num_n_blocks, G, batch), KILN_WARPS*32 threads,
+ *                         dynamic smem kiln__hstu_bwd_smem(0, ...).  G is
+ *                         num_heads, or rab_heads when KILN_DRAB and
+ *                         rab_heads < num_heads (the CTA then loops over the
+ *                         heads h == blockIdx.y mod rab_heads).
+ *  kiln_hstu_bwd_dq       grid (num_m_blocks, num_heads, batch), same block,
+ *                         smem kiln__hstu_bwd_smem(1, ...); KILN_DETERMINISTIC
+ *                         only (an empty kernel otherwise).
+ *  kiln_hstu_bwd_convert  256 threads, any grid, no smem: dq_accum -> dq and
+ *                         drab_accum -> drab for the valid sequences.
+ *
+ * Main kernel, FA2 style: a CTA owns BLOCK_N keys (K, V resident in smem) and
+ * streams the query blocks that can see them (Q, dO and the rab tile, cp.async
+ * double buffer).  Each warp owns 16 key rows.  With DS = 1 (head dims up to
+ * 128) a warp computes S^T = K Q^T and dP^T = V dO^T for its 16 keys and all
+ * BLOCK_M queries; P^T and dS^T go from the accumulator registers straight
+ * into the A operand of dV += P^T dO and dK += dS^T Q.  With DS = 2 (head dim
+ * 256) two warps share 16 keys: each computes S^T, dP^T for half of the
+ * queries, the halves meet in smem (P^T, dS^T as 16-bit) and each warp then
+ * accumulates dV, dK for half of the head dim.  dS^T also goes to smem for
+ * dQ = dS K, which all warps compute tile by tile and add to the fp32 dq_accum
+ * with red.global (v4 on sm_90).  Scale factors are kept out of the 16-bit
+ * operands: P' = silu(s), dS' = dP * 2 silu'(s), and inv_scaling,
+ * alpha * inv_scaling / 2 are applied to fp32 results.
+ *
+ * dq kernel (deterministic mode): a CTA owns BLOCK_M queries, streams K, V
+ * (and rab) tiles of BNQ keys, recomputes S, dP, dS and accumulates dQ = dS K
+ * in registers; warps are split WQ (16 query rows each) by WK (key slices),
+ * and the WK partial sums are added in a fixed order through smem.
+ *
+ * Requirements (checked by the runtime): q, k, v, dout, dq, dk, dv 16-byte
+ * aligned with row and head strides multiples of 8 elements and the last
+ * dimension contiguous; dq_accum, drab_accum 16-byte aligned; rab and drab
+ * only 2-byte aligned (16-byte alignment and row strides multiple of 8 take a
+ * faster path). */
+#include "kiln_bwd_common.cuh"
+#include "hstu_bwd_params.h"
+
+#if !defined(KILN_DTYPE) || !defined(KILN_HEAD_DIM) || !defined(KILN_BLOCK_M) || \
+    !defined(KILN_BLOCK_N) || !defined(KILN_WARPS)
+#error "hstu_bwd.cu: the specialization prelude is missing"
+#endif
+#ifndef KILN_CAUSAL
+#define KILN_CAUSAL 0
+#endif
+#ifndef KILN_LOCAL
+#define KILN_LOCAL 0
+#endif
+#ifndef KILN_CONTEXT
+#define KILN_CONTEXT 0
+#endif
+#ifndef KILN_TARGET
+#define KILN_TARGET 0
+#endif
+#ifndef KILN_DELTA_Q
+#define KILN_DELTA_Q 0
+#endif
+#ifndef KILN_RAB
+#define KILN_RAB 0
+#endif
+#ifndef KILN_DRAB
+#define KILN_DRAB 0
+#endif
+#ifndef KILN_DETERMINISTIC
+#define KILN_DETERMINISTIC 0
+#endif
+#ifndef KILN_ARCH
+#define KILN_ARCH 800
+#endif
+#if KILN_ARCH < 800
+#error "hstu_bwd.cu needs sm_80 or newer"
+#endif
+#if KILN_DRAB && !KILN_RAB
+#error "KILN_DRAB needs KILN_RAB"
+#endif
+
+namespace kiln_hstu_bwd_impl {
+using namespace kiln_bwd;
+
+constexpr int DT = KILN_DTYPE;
+constexpr int D = KILN_HEAD_DIM;
+constexpr int BM = KILN_BLOCK_M;
+constexpr int BN = KILN_BLOCK_N;
+constexpr int NW = KILN_WARPS;
+constexpr int NT = NW * 32;
+constexpr bool CAUSAL = KILN_CAUSAL != 0;
+constexpr bool LOCAL = KILN_LOCAL != 0;
+constexpr bool CONTEXT = KILN_CONTEXT != 0;
+constexpr bool TARGET = KILN_TARGET != 0;
+constexpr bool DELTA_Q = KILN_DELTA_Q != 0;
+constexpr bool RAB = KILN_RAB != 0;
+constexpr bool DRAB = KILN_DRAB != 0;
+constexpr bool DETERM = KILN_DETERMINISTIC != 0;
+
+constexpr int KST = D / 16;              /* k16 steps over the head dim */
+constexpr uint32_t PD = pitch<D>();      /* q, k, v, do tile rows (bytes) */
+/* main kernel */
+constexpr int DS = D == 256 ? 2 : 1;     /* warps sharing 16 key rows */
+constexpr int BMW = BM / DS;             /* S^T query columns per warp */
+constexpr int DW = D / DS;               /* dV, dK columns per warp */
+constexpr int DNT = DW / 8;              /* n8 tiles of dV, dK per warp */
+constexpr int CW0 = DW >= 128 ? 32 : 64; /* query columns per chunk */
+constexpr int CW = CW0 < BMW ? CW0 : BMW;
+constexpr int CNT = CW / 8;              /* n8 tiles of S^T per chunk */
+constexpr int NCHUNK = BMW / CW;
+constexpr uint32_t PS = pitch<BM>();     /* dS^T, P^T tile rows */
+constexpr uint32_t PR = pitch<BN>();     /* rab tile rows */
+constexpr int DQ_WM = BM / 16;           /* dQ phase: warps along queries */
+constexpr int DQ_WN = NW / DQ_WM;        /*           warps along the head dim */
+constexpr int DQ_COLS = D / DQ_WN;
+constexpr int DQ_NT = DQ_COLS / 8;
+constexpr int DQ_CNT0 = DW >= 128 ? 4 : 8;
+constexpr int DQ_CNT = DQ_NT < DQ_CNT0 ? DQ_NT : DQ_CNT0; /* n8 tiles per pass */
+constexpr int DQ_PASSES = DQ_NT / DQ_CNT;
+/* dq kernel */
+constexpr int WQ = BM / 16;              /* warps along queries (16 rows each) */
+constexpr int WK = NW / WQ;              /* warps along keys */
+constexpr int BNQ0 = BN < 64 ? BN : 64;
+constexpr int BNQ = 16 * WK > BNQ0 ? 16 * WK : BNQ0; /* key tile */
+constexpr int KPW = BNQ / WK;            /* keys per warp */
+constexpr int KNT = KPW / 8;
+constexpr int ONT = D / 8;
+constexpr uint32_t PRQ = pitch<BNQ>();
+
+static_assert(DT == KILN_DT_FP16 || DT == KILN_DT_BF16, "dtype");
+static_assert(D == 32 || D == 64 || D == 128 || D == 256, "head dim");
+static_assert(NW == 2 || NW == 4 || NW == 8, "warps");
+static_assert(BN == 16 * NW / DS, "BLOCK_N must be 16 * WARPS (8 * WARPS for head dim 256)");
+static_assert(BM % (16 * DS) == 0 && BM >= 16 && BM <= 16 * NW && BM <= 128, "BLOCK_M");
+static_assert(DNT % 2 == 0 && CNT % 2 == 0 && CNT <= 8 && NCHUNK * CW == BMW, "tiles");
+static_assert(DQ_WM * DQ_WN == NW && DQ_COLS >= 16 && DQ_NT % DQ_CNT == 0 && DQ_CNT % 2 == 0, "dQ tiles");
+static_assert(WQ * WK == NW && KPW % 16 == 0 && KPW * WK == BNQ && KNT <= 8, "dq kernel tiles");
+static_assert(!(CONTEXT || TARGET) || CAUSAL, "context/target need causal");
+
+/* main kernel smem: K | V | Q[2] | dO[2] | dS^T | P^T (DS = 2) | rab[2] */
+constexpr uint32_t KV_BYTES = BN * PD;
+constexpr uint32_t QT_BYTES = BM * PD;
+constexpr uint32_t DS_BYTES = BN * PS;
+constexpr uint32_t R_BYTES = BM * PR;
+constexpr uint32_t OFF_K = 0;
+constexpr uint32_t OFF_V = OFF_K + KV_BYTES;
+constexpr uint32_t OFF_Q = OFF_V + KV_BYTES;
+constexpr uint32_t OFF_DO = OFF_Q + 2 * QT_BYTES;
+constexpr uint32_t OFF_DS = OFF_DO + 2 * QT_BYTES;
+constexpr uint32_t OFF_P = OFF_DS + DS_BYTES;
+constexpr uint32_t OFF_R = OFF_P + (DS == 2 ? DS_BYTES : 0);
+constexpr uint32_t SMEM_MAIN = OFF_R + 2 * R_BYTES;
+/* dq kernel smem: Q | dO | K[2] | V[2] | rab[2]; the fp32 partial sums of dQ
+ * reuse K and V at the end */
+constexpr uint32_t KVQ_BYTES = BNQ * PD;
+constexpr uint32_t RQ_BYTES = BM * PRQ;
+constexpr uint32_t QOFF_Q = 0;
+constexpr uint32_t QOFF_DO = QT_BYTES;
+constexpr uint32_t QOFF_K = 2 * QT_BYTES;
+constexpr uint32_t QOFF_V = QOFF_K + 2 * KVQ_BYTES;
+constexpr uint32_t QOFF_R = QOFF_V + 2 * KVQ_BYTES;
+constexpr uint32_t SMEM_DQ = QOFF_R + 2 * RQ_BYTES;
+static_assert((WK - 1) * WQ * 16 * D * 4 <= 4 * KVQ_BYTES, "dq reduction space");
+
+/* The key interval(s) row position i sees: [lo1, hi1) U [lo2, hi2), exactly
+ * as the forward kernel masks. */
+KILN_DEV void row_iv(const Seq &s, int i, int &lo1, int &hi1, int &lo2, int &hi2)
+{
+    lo1 = 0;
+    hi1 = s.L;
+    lo2 = 0;
+    hi2 = 0;
+    if (CAUSAL) hi1 = kiln_min(hi1, i + 1);
+    if (LOCAL) {
+        if (s.wl >= 0) lo1 = kiln_max(lo1, i - s.wl);
+        if (s.wr >= 0) hi1 = kiln_min(hi1, i + s.wr + 1);
+    }
+    if (CONTEXT && i < s.c_ctx) hi1 = kiln_max(hi1, s.hist_end);
+    if (TARGET && i >= s.hist_end) {
+        hi1 = kiln_min(hi1, s.hist_end);
+        lo2 = s.hist_end + ((i - s.hist_end) / s.group) * s.group;
+        hi2 = i + 1;
+    }
+}
+
+KILN_DEV bool iv_has(int j, int lo1, int hi1, int lo2, int hi2)
+{
+    bool ok = j >= lo1 && j < hi1;
+    if (TARGET) ok = ok || (j >= lo2 && j < hi2);
+    return ok;
+}
+
+/* True when every pair of positions [i_min, i_max] x keys [n0, jmax] is
+ * valid, so that no element mask is needed.  Context rows only add pairs.
+ * Rows past len_q and keys past L need no mask: their q, do, k, v and rab
+ * are zero-filled, so they contribute exactly 0. */
+KILN_DEV bool tile_full(const Seq &s, int i_min, int i_max, int n0, int jmax)
+{
+    bool full = true;
+    if (CAUSAL) full = full && jmax <= i_min;
+    if (LOCAL) {
+        if (s.wl >= 0) full = full && n0 >= i_max - s.wl;
+        if (s.wr >= 0) full = full && jmax <= i_min + s.wr;
+    }
+    if (TARGET) full = full && jmax < s.hist_end;
+    return full;
+}
+
+/* The query blocks that can see key block [n0, n0 + nkeys): [0, a_hi) (the
+ * context rows) U [b_lo, b_hi), visited in increasing order.  A superset:
+ * the element mask is exact. */
+struct MRange {
+    int a_hi, b_lo, b_hi;
+    __device__ __forceinline__ bool valid(int m) const { return m < a_hi || (m >= b_lo && m < b_hi); }
+    __device__ __forceinline__ int first() const { return a_hi > 0 ? 0 : b_lo; }
+    __device__ __forceinline__ int next(int m) const
+    {
+        ++m;
+        return (m >= a_hi && m < b_lo) ? b_lo : m;
+    }
+};
+
+KILN_DEV MRange visit_range(const Seq &s, int n0, int nkeys)
+{
+    const int jmax = n0 + nkeys - 1;
+    int i_lo = 0, i_hi = s.L;
+    if (CAUSAL) i_lo = n0;
+    if (LOCAL) {
+        if (s.wr >= 0) i_lo = kiln_max(i_lo, n0 - s.wr);
+        if (s.wl >= 0) i_hi = kiln_min(i_hi, jmax + s.wl + 1);
+    }
+    if (TARGET && jmax >= s.hist_end) {
+        /* target keys: only rows of their own groups, at or after them */
+        const int tg_hi = kiln_min(s.L, s.hist_end + ((jmax - s.hist_end) / s.group + 1) * s.group);
+        if (n0 >= s.hist_end) {
+            i_hi = tg_hi;
+            i_lo = kiln_max(i_lo, n0);
+        } else {
+            i_hi = kiln_max(i_hi, tg_hi);
+        }
+    }
+    MRange r;
+    const int r_lo = kiln_max(i_lo - s.off, 0);
+    const int r_hi = kiln_min(i_hi - s.off, s.len_q);
+    r.b_lo = r_lo / BM;
+    r.b_hi = r_hi > r_lo ? (r_hi + BM - 1) / BM : r.b_lo;
+    r.a_hi = 0;
+    if (CONTEXT && n0 < s.hist_end) {
+        const int rc = kiln_min(s.c_ctx - s.off, s.len_q);
+        if (rc > 0) r.a_hi = (rc + BM - 1) / BM;
+    }
+    return r;
+}
+
+template <int NTL> KILN_DEV void zero_acc(float (&acc)[NTL][4])
+{
+#pragma unroll
+    for (int i = 0; i < NTL; ++i)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) acc[i][e] = 0.f;
+}
+
+/* acc[NTL][4] += A B^T over the head dim: A = 16 rows at a_addr, B = NTL * 8
+ * rows at b_addr (both row-major q/k/v/do tiles, lane offsets included). */
+template <int NTL>
+KILN_DEV void gemm_rows(float (&acc)[NTL][4], uint32_t a_addr, uint32_t b_addr)
+{
+#pragma unroll
+    for (int ks = 0; ks < KST; ++ks) {
+        uint32_t a[4];
+        kiln_ldmatrix_x4(a, a_addr + (uint32_t)(ks * 32));
+#pragma unroll
+        for (int np = 0; np < NTL / 2; ++np) {
+            uint32_t bb[4];
+            kiln_ldmatrix_x4(bb, b_addr + (uint32_t)(np * 16 * PD + ks * 32));
+            kiln_mma16816<DT>(acc[2 * np], a, bb[0], bb[1]);
+            kiln_mma16816<DT>(acc[2 * np + 1], a, bb[2], bb[3]);
+        }
+    }
+}
+
+/* acc[NTL][4] += A (one 16 x 16 fragment) * B, B = 16 rows x NTL * 8 columns
+ * of a row-major q/k/v/do tile at b_addr (ldmatrix.trans). */
+template <int NTL>
+KILN_DEV void mma_rows_trans(float (&acc)[NTL][4], const uint32_t a[4], uint32_t b_addr)
+{
+#pragma unroll
+    for (int dp = 0; dp < NTL / 2; ++dp) {
+        uint32_t bb[4];
+        kiln_ldmatrix_x4_trans(bb, b_addr + (uint32_t)(dp * 32));
+        kiln_mma16816<DT>(acc[2 * dp], a, bb[0], bb[1]);
+        kiln_mma16816<DT>(acc[2 * dp + 1], a, bb[2], bb[3]);
+    }
+}
+
+/* x = q.k + rab, h = alpha x / 2 (s = 2h), t = tanh(h):
+ * returns silu(s) = h (1 + t); fprime = 2 silu'(s) = (1 + t)(1 + h - h t). */
+KILN_DEV float pointwise(float x, float ha, float &fprime)
+{
+    const float h = ha * x;
+    const float t = kiln_tanh_approx(h);
+    const float a = 1.f + t;
+    fprime = a * kiln_fma(-h, t, 1.f + h);
+    return h * a;
+}
+
+} /* namespace kiln_hstu_bwd_impl */
+
+/* ===================================================================== main */
+extern "C" __global__ void __launch_bounds__(KILN_WARPS * 32, 1)
+kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
+{
+    using namespace kiln_hstu_bwd_impl;
+    extern __shared__ __align__(128) unsigned char kiln_smem[];
+    const kiln_hstu_kparams &f = p.f;
+    const int tid = threadIdx.x;
+    const int lane = tid & 31;
+    const int warp = tid >> 5;
+    const int b = blockIdx.z;
+
+    Seq s;
+    if (!load_seq<DELTA_Q, CONTEXT, TARGET, LOCAL>(f, b, s)) {
+        if (f.debug_counter != 0 && blockIdx.x == 0 && blockIdx.y == 0 && tid == 0)
+            kiln_red_add_u64(f.debug_counter, 1ull);
+        return;
+    }
+    const int L = s.L, len_q = s.len_q, off = s.off;
+    const int n0 = blockIdx.x * BN;
+    if (n0 >= L) return;
+    const int keys_here = kiln_min(BN, L - n0);
+    const MRange mr = visit_range(s, n0, keys_here);
+
+    const int g = lane >> 2;
+    const int tq = lane & 3;
+    const int kr0 = (warp / DS) * 16;  /* this warp's 16 key rows */
+    const int qc0 = (warp % DS) * BMW; /* its S^T query columns */
+    const int dc0 = (warp % DS) * DW;  /* its dV, dK columns */
+
+    const uint32_t sbase = kiln_smem_u32(kiln_smem);
+    /* per-lane ldmatrix / store offsets */
+    const int brow = (lane & 7) + ((lane >> 4) << 3);
+    const uint32_t a_lane = sbase + (uint32_t)(kr0 + (lane & 15)) * PD + (uint32_t)((lane >> 4) * 16);
+    const uint32_t b_lane = (uint32_t)brow * PD + (uint32_t)(((lane >> 3) & 1) * 16);
+    const uint32_t t_lane = (uint32_t)(lane & 15) * PD + (uint32_t)((lane >> 4) * 16) + (uint32_t)(dc0 * 2);
+    const uint32_t st_lane = sbase + (uint32_t)(kr0 + g) * PS + (uint32_t)(4 * tq);
+
+    const float ha = 0.5f * f.alpha;
+    const float sds = ha * f.inv_scaling; /* dS = dS' * sds, dS' = dP * 2 silu' */
+
+    int h_step = f.num_heads;
+    bool drab_acc = false;
+    if constexpr (DRAB) {
+        if (f.rab_heads > 0 && f.rab_heads < f.num_heads) {
+            h_step = f.rab_heads;
+            drab_acc = true;
+        }
+    }
+
+#pragma unroll 1
+    for (int h = blockIdx.y; h < f.num_heads; h += h_step) {
+        const int rh = f.rab_heads > 0 ? h % f.rab_heads : 0;
+
+        auto load_m = [&](int bf, int mm) {
+            const int mrow = mm * BM;
+            const int rows = kiln_min(BM, len_q - mrow);
+            load_rows<BM, D, NT>(sbase + OFF_Q + (uint32_t)bf * QT_BYTES,
+                                 (const uint16_t *)f.q + (s.q_beg + mrow) * f.q_row_stride +
+                                     (int64_t)h * f.q_head_stride,
+                                 f.q_row_stride, rows, tid);
+            load_rows<BM, D, NT>(sbase + OFF_DO + (uint32_t)bf * QT_BYTES,
+                                 (const uint16_t *)p.dout + (s.q_beg + mrow) * p.dout_row_stride +
+                                     (int64_t)h * p.dout_head_stride,
+                                 p.dout_row_stride, rows, tid);
+            if constexpr (RAB) {
+                const uint16_t *rg = (const uint16_t *)f.rab + (int64_t)b * f.rab_batch_stride +
+                                     (int64_t)rh * f.rab_head_stride + (int64_t)(off + mrow) * f.rab_row_stride;
+                const bool al = ((((uint64_t)rg) & 15) == 0) && ((f.rab_row_stride & 7) == 0);
+                load_rab<BM, BN, NT>(sbase + OFF_R + (uint32_t)bf * R_BYTES, rg, f.rab_row_stride, rows, n0, L, al,
+                                     tid);
+            }
+        };
+
+        load_rows<BN, D, NT>(sbase + OFF_K,
+                             (const uint16_t *)f.k + (s.k_beg + n0) * f.k_row_stride + (int64_t)h * f.k_head_stride,
+                             f.k_row_stride, keys_here, tid);
+        load_rows<BN, D, NT>(sbase + OFF_V,
+                             (const uint16_t *)f.v + (s.k_beg + n0) * f.v_row_stride + (int64_t)h * f.v_head_stride,
+                             f.v_row_stride, keys_here, tid);
+        int m = mr.first();
+        if (mr.valid(m)) load_m(0, m);
+        kiln_cp_async_commit();
+        kiln_cp_async_wait<0>();
+        __syncthreads();
+
+        float dv[DNT][4], dk[DNT][4];
+        zero_acc(dv);
+        zero_acc(dk);
+
+#pragma unroll 1
+        for (int it = 0; mr.valid(m); ++it) {
+            const int buf = it & 1;
+            const int mn = mr.next(m);
+            if (mr.valid(mn)) load_m(buf ^ 1, mn);
+            kiln_cp_async_commit();
+
+            const int m0 = m * BM;
+            const int rows_here = kiln_min(BM, len_q - m0);
+            const uint32_t sQb = sbase + OFF_Q + (uint32_t)buf * QT_BYTES;
+            const uint32_t sDOb = sbase + OFF_DO + (uint32_t)buf * QT_BYTES;
+            const bool full = tile_full(s, m0 + off, m0 + rows_here - 1 + off, n0, n0 + keys_here - 1);
+
+            /* The warp's BMW query columns in chunks of CW: S^T and dP^T of one
+             * chunk live in registers at a time. */
+#pragma unroll 1
+            for (int c = 0; c < NCHUNK; ++c) {
+                const int qc = qc0 + c * CW; /* first query column of the chunk */
+
+                /* ---- S^T = K Q^T (16 keys x CW queries) */
+                float sa[CNT][4];
+                zero_acc(sa);
+                gemm_rows<CNT>(sa, a_lane + OFF_K, sQb + b_lane + (uint32_t)qc * PD);
+
+                if constexpr (RAB) {
+                    /* rab tile [query][key]; ldmatrix.trans gives S^T fragments */
+                    const uint32_t sR = sbase + OFF_R + (uint32_t)buf * R_BYTES + (uint32_t)(qc + brow) * PR +
+                                        (uint32_t)(kr0 * 2 + ((lane >> 3) & 1) * 16);
+#pragma unroll
+                    for (int np = 0; np < CNT / 2; ++np) {
+                        uint32_t rr[4];
+                        kiln_ldmatrix_x4_trans(rr, sR + (uint32_t)(np * 16) * PR);
+#pragma unroll
+                        for (int q = 0; q < 4; ++q) {
+                            float r0, r1;
+                            kiln_unpack2<DT>(rr[q], r0, r1);
+                            sa[2 * np + (q >> 1)][2 * (q & 1)] += r0;
+                            sa[2 * np + (q >> 1)][2 * (q & 1) + 1] += r1;
+                        }
+                    }
+                }
+
+                /* ---- mask bits (bit nt*4 + e of the accumulator layout) */
+                uint32_t mbits = 0xffffffffu;
+                if (!full) {
+                    mbits = 0;
+                    const int j0 = n0 + kr0 + g;
+#pragma unroll
+                    for (int nt = 0; nt < CNT; ++nt)
+#pragma unroll
+                        for (int e = 0; e < 2; ++e) {
+                            const int i = m0 + qc + nt * 8 + 2 * tq + e + off;
+                            int lo1, hi1, lo2, hi2;
+                            row_iv(s, i, lo1, hi1, lo2, hi2);
+#pragma unroll
+                            for (int hf = 0; hf < 2; ++hf)
+                                if (iv_has(j0 + 8 * hf, lo1, hi1, lo2, hi2)) mbits |= 1u << (nt * 4 + 2 * hf + e);
+                        }
+                }
+
+                /* ---- P' = silu(s) (packed); sa <- 2 silu'(s); both 0 where masked */
+                uint32_t pk[CNT][2];
+#pragma unroll
+                for (int nt = 0; nt < CNT; ++nt)
+#pragma unroll
+                    for (int hf = 0; hf < 2; ++hf) {
+                        float pv[2];
+#pragma unroll
+                        for (int e = 0; e < 2; ++e) {
+                            const bool ok = (mbits >> (nt * 4 + 2 * hf + e)) & 1u;
+                            float fp;
+                            const float pp = pointwise(sa[nt][2 * hf + e], ha, fp);
+                            pv[e] = ok ? pp : 0.f;
+                            sa[nt][2 * hf + e] = ok ? fp : 0.f;
+                        }
+                        pk[nt][hf] = kiln_pack2<DT>(pv[0], pv[1]);
+                    }
+
+                if constexpr (DS == 1) {
+                    /* ---- dV += P'^T dO */
+#pragma unroll
+                    for (int kk = 0; kk < CNT / 2; ++kk) {
+                        const uint32_t a[4] = {pk[2 * kk][0], pk[2 * kk][1], pk[2 * kk + 1][0], pk[2 * kk + 1][1]};
+                        mma_rows_trans<DNT>(dv, a, sDOb + t_lane + (uint32_t)(qc + kk * 16) * PD);
+                    }
+                } else {
+#pragma unroll
+                    for (int nt = 0; nt < CNT; ++nt)
+#pragma unroll
+                        for (int hf = 0; hf < 2; ++hf)
+                            kiln_st_shared_u32(st_lane + OFF_P + (uint32_t)(hf * 8) * PS + (uint32_t)((qc + nt * 8) * 2),
+                                               pk[nt][hf]);
+                }
+
+                /* ---- dP^T = V dO^T; dS' = dP * 2 silu'(s) */
+                float dpa[CNT][4];
+                zero_acc(dpa);
+                gemm_rows<CNT>(dpa, a_lane + OFF_V, sDOb + b_lane + (uint32_t)qc * PD);
+#pragma unroll
+                for (int nt = 0; nt < CNT; ++nt)
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) dpa[nt][e] *= sa[nt][e];
+
+                if constexpr (DRAB) {
+                    const int j0 = n0 + kr0 + g;
+#pragma unroll
+                    for (int nt = 0; nt < CNT; ++nt)
+#pragma unroll
+                        for (int e = 0; e < 2; ++e) {
+                            const int r = m0 + qc + nt * 8 + 2 * tq + e;
+                            if (r >= len_q) continue;
+                            const int64_t i = r + off;
+#pragma unroll
+                            for (int hf = 0; hf < 2; ++hf) {
+                                const int j = j0 + 8 * hf;
+                                if (j >= L) continue;
+                                const float v = dpa[nt][2 * hf + e] * sds;
+                                if (drab_acc) {
+                                    float *a = (float *)p.drab_accum +
+                                               (((int64_t)b * f.rab_heads + rh) * f.max_seqlen_k + i) * f.max_seqlen_k + j;
+                                    *a += v;
+                                } else {
+                                    st_global_u16((uint16_t *)p.drab + (int64_t)b * p.drab_batch_stride +
+                                                      (int64_t)h * p.drab_head_stride + i * p.drab_row_stride + j,
+                                                  to_half<DT>(v));
+                                }
+                            }
+                        }
+                }
+
+                uint32_t dsk[CNT][2];
+#pragma unroll
+                for (int nt = 0; nt < CNT; ++nt)
+#pragma unroll
+                    for (int hf = 0; hf < 2; ++hf) dsk[nt][hf] = kiln_pack2<DT>(dpa[nt][2 * hf], dpa[nt][2 * hf + 1]);
+
+                if constexpr (!DETERM || DS == 2) {
+#pragma unroll
+                    for (int nt = 0; nt < CNT; ++nt)
+#pragma unroll
+                        for (int hf = 0; hf < 2; ++hf)
+                            kiln_st_shared_u32(st_lane + OFF_DS + (uint32_t)(hf * 8) * PS + (uint32_t)((qc + nt * 8) * 2),
+                                               dsk[nt][hf]);
+                }
+
+                if constexpr (DS == 1) {
+                    /* ---- dK += dS'^T Q */
+#pragma unroll
+                    for (int kk = 0; kk < CNT / 2; ++kk) {
+                        const uint32_t a[4] = {dsk[2 * kk][0], dsk[2 * kk][1], dsk[2 * kk + 1][0], dsk[2 * kk + 1][1]};
+                        mma_rows_trans<DNT>(dk, a, sQb + t_lane + (uint32_t)(qc + kk * 16) * PD);
+                    }
+                }
+            }
+
+            if constexpr (!DETERM || DS == 2) __syncthreads();
+            if constexpr (DS == 2) {
+                /* ---- dV += P'^T dO, dK += dS'^T Q over all BM queries, for
+                 * this warp's half of the head dim */
+                const uint32_t pa = sbase + (uint32_t)(kr0 + (lane & 15)) * PS + (uint32_t)((lane >> 4) * 16);
+#pragma unroll
+                for (int kk = 0; kk < BM / 16; ++kk) {
+                    uint32_t a[4];
+                    kiln_ldmatrix_x4(a, pa + OFF_P + (uint32_t)(kk * 32));
+                    mma_rows_trans<DNT>(dv, a, sDOb + t_lane + (uint32_t)(kk * 16) * PD);
+                    kiln_ldmatrix_x4(a, pa + OFF_DS + (uint32_t)(kk * 32));
+                    mma_rows_trans<DNT>(dk, a, sQb + t_lane + (uint32_t)(kk * 16) * PD);
+                }
+            }
+
+            if constexpr (!DETERM) {
+                /* ---- dQ = dS' K * sds, added to dq_accum.  Warp tile: 16
+                 * query rows x DQ_COLS columns, in passes of DQ_CNT n8 tiles. */
+                const int wm = warp % DQ_WM, wn = warp / DQ_WM;
+                const uint32_t dsa = sbase + OFF_DS + (uint32_t)brow * PS +
+                                     (uint32_t)(((lane >> 3) & 1) * 16 + wm * 32);
+                const uint32_t kta = sbase + OFF_K + (uint32_t)(lane & 15) * PD + (uint32_t)((lane >> 4) * 16);
+                float *dqa = (float *)p.dq_accum;
+                const int64_t hd = (int64_t)f.num_heads * D;
+#pragma unroll 1
+                for (int pass = 0; pass < DQ_PASSES; ++pass) {
+                    const int col0 = wn * DQ_COLS + pass * DQ_CNT * 8;
+                    float qa[DQ_CNT][4];
+                    zero_acc(qa);
+#pragma unroll
+                    for (int ks = 0; ks < BN / 16; ++ks) {
+                        uint32_t a[4];
+                        kiln_ldmatrix_x4_trans(a, dsa + (uint32_t)(ks * 16) * PS);
+                        mma_rows_trans<DQ_CNT>(qa, a, kta + (uint32_t)(ks * 16) * PD + (uint32_t)(col0 * 2));
+                    }
+#if KILN_ARCH >= 900
+                    /* lanes tq, tq^1 swap halves: even tq -> row g, columns
+                     * 2tq..2tq+3; odd tq -> row g + 8, columns 2tq-2..2tq+1 */
+                    const bool odd = tq & 1;
+                    const int row = m0 + wm * 16 + g + (odd ? 8 : 0);
+                    float *dst = dqa + (s.q_beg + row) * hd + (int64_t)h * D + col0 + 2 * tq - (odd ? 2 : 0);
+#pragma unroll
+                    for (int nt = 0; nt < DQ_CNT; ++nt) {
+                        const float x0 = odd ? qa[nt][0] : qa[nt][2];
+                        const float x1 = odd ? qa[nt][1] : qa[nt][3];
+                        const float y0 = shfl_xor_f32(x0, 1);
+                        const float y1 = shfl_xor_f32(x1, 1);
+                        if (row < len_q) {
+                            if (odd)
+                                red_add_v4_f32(dst + nt * 8, y0 * sds, y1 * sds, qa[nt][2] * sds, qa[nt][3] * sds);
+                            else
+                                red_add_v4_f32(dst + nt * 8, qa[nt][0] * sds, qa[nt][1] * sds, y0 * sds, y1 * sds);
+                        }
+                    }
+#else
+#pragma unroll
+                    for (int hf = 0; hf < 2; ++hf) {
+                        const int row = m0 + wm * 16 + g + 8 * hf;
+                        if (row >= len_q) continue;
+                        float *dst = dqa + (s.q_beg + row) * hd + (int64_t)h * D + col0 + 2 * tq;
+#pragma unroll
+                        for (int nt = 0; nt < DQ_CNT; ++nt) {
+                            red_add_f32(dst + nt * 8, qa[nt][2 * hf] * sds);
+                            red_add_f32(dst + nt * 8 + 1, qa[nt][2 * hf + 1] * sds);
+                        }
+                    }
+#endif
+                }
+            }
+
+            kiln_cp_async_wait<0>();
+            __syncthreads();
+            m = mn;
+        }
+
+        /* ---- dK = dK' * sds, dV = dV' * inv_scaling; rows < L */
+        const float inv = f.inv_scaling;
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+            const int j = n0 + kr0 + g + 8 * hf;
+            if (j >= L) continue;
+            uint16_t *dkr = (uint16_t *)p.dk + (s.k_beg + j) * p.dk_row_stride + (int64_t)h * p.dk_head_stride +
+                            dc0 + 2 * tq;
+            uint16_t *dvr = (uint16_t *)p.dv + (s.k_beg + j) * p.dv_row_stride + (int64_t)h * p.dv_head_stride +
+                            dc0 + 2 * tq;
+#pragma unroll
+            for (int nt = 0; nt < DNT; ++nt) {
+                st_global_u32(dkr + nt * 8, kiln_pack2<DT>(dk[nt][2 * hf] * sds, dk[nt][2 * hf + 1] * sds));
+                st_global_u32(dvr + nt * 8, kiln_pack2<DT>(dv[nt][2 * hf] * inv, dv[nt][2 * hf + 1] * inv));
+            }
+        }
+    }
+
+    if constexpr (DRAB) {
+        /* drab written directly: zeros on the rows that no visited query
+         * block covers (and on positions before the first query) */
+        if (!drab_acc) {
+            uint16_t *dr = (uint16_t *)p.drab + (int64_t)b * p.drab_batch_stride +
+                           (int64_t)blockIdx.y * p.drab_head_stride + n0;
+            const bool al = ((((uint64_t)dr) & 15) == 0) && ((p.drab_row_stride & 7) == 0);
+            const int nch = (keys_here + 7) / 8;
+            const uint32_t zero4[4] = {0u, 0u, 0u, 0u};
+#pragma unroll 1
+            for (int e = tid; e < L * nch; e += NT) {
+                const int i = e / nch, c = e - (e / nch) * nch;
+                const int r = i - off;
+                if (r >= 0 && mr.valid(r / BM)) continue;
+                uint16_t *ptr = dr + (int64_t)i * p.drab_row_stride + c * 8;
+                if (al && c * 8 + 8 <= keys_here) {
+                    kiln_st_global_v4(ptr, zero4);
+                } else {
+                    for (int k = 0; k < 8 && c * 8 + k < keys_here; ++k) st_global_u16(ptr + k, 0);
+                }
+            }
+        }
+    }
+}
+
+/* ===================================================================== dq */
+extern "C" __global__ void __launch_bounds__(KILN_WARPS * 32, 1)
+kiln_hstu_bwd_dq(const __grid_constant__ kiln_hstu_bwd_kparams p)
+{
+#if KILN_DETERMINISTIC
+    using namespace kiln_hstu_bwd_impl;
+    extern __shared__ __align__(128) unsigned char kiln_smem[];
+    const kiln_hstu_kparams &f = p.f;
+    const int tid = threadIdx.x;
+    const int lane = tid & 31;
+    const int warp = tid >> 5;
+    const int b = blockIdx.z;
+    const int h = blockIdx.y;
+
+    Seq s;
+    if (!load_seq<DELTA_Q, CONTEXT, TARGET, LOCAL>(f, b, s)) return;
+    const int L = s.L, len_q = s.len_q, off = s.off;
+    const int m_block = CAUSAL ? (int)(f.num_m_blocks - 1 - blockIdx.x) : (int)blockIdx.x;
+    const int m0 = m_block * BM;
+    if (m0 >= len_q) return;
+    const int rows_here = kiln_min(BM, len_q - m0);
+    const int i_min = m0 + off, i_max = m0 + rows_here - 1 + off;
+
+    /* keys this query block may see (a superset; the element mask is exact) */
+    int kv_lo = 0, kv_hi = L;
+    if (CAUSAL) kv_hi = kiln_min(kv_hi, i_max + 1);
+    if (LOCAL) {
+        if (s.wr >= 0) kv_hi = kiln_min(kv_hi, i_max + s.wr + 1);
+        if (s.wl >= 0) kv_lo = kiln_max(kv_lo, i_min - s.wl);
+    }
+    if (CONTEXT && i_min < s.c_ctx) kv_hi = kiln_max(kv_hi, s.hist_end);
+    if (TARGET && i_max >= s.hist_end) {
+        const int i0 = kiln_max(i_min, s.hist_end);
+        kv_lo = kiln_min(kv_lo, s.hist_end + ((i0 - s.hist_end) / s.group) * s.group);
+    }
+    const int n_begin = kv_lo / BNQ;
+    const int n_end = kv_hi > kv_lo ? (kv_hi + BNQ - 1) / BNQ : n_begin;
+
+    const uint32_t sbase = kiln_smem_u32(kiln_smem);
+
+    auto load_n = [&](int bf, int nn) {
+        const int k0 = nn * BNQ;
+        load_rows<BNQ, D, NT>(sbase + QOFF_K + (uint32_t)bf * KVQ_BYTES,
+                              (const uint16_t *)f.k + (s.k_beg + k0) * f.k_row_stride + (int64_t)h * f.k_head_stride,
+                              f.k_row_stride, L - k0, tid);
+        load_rows<BNQ, D, NT>(sbase + QOFF_V + (uint32_t)bf * KVQ_BYTES,
+                              (const uint16_t *)f.v + (s.k_beg + k0) * f.v_row_stride + (int64_t)h * f.v_head_stride,
+                              f.v_row_stride, L - k0, tid);
+        if constexpr (RAB) {
+            const int rh = f.rab_heads > 0 ? h % f.rab_heads : 0;
+            const uint16_t *rg = (const uint16_t *)f.rab + (int64_t)b * f.rab_batch_stride +
+                                 (int64_t)rh * f.rab_head_stride + (int64_t)i_min * f.rab_row_stride;
+            const bool al = ((((uint64_t)rg) & 15) == 0) && ((f.rab_row_stride & 7) == 0);
+            load_rab<BM, BNQ, NT>(sbase + QOFF_R + (uint32_t)bf * RQ_BYTES, rg, f.rab_row_stride, rows_here, k0, L,
+                                  al, tid);
+        }
+    };
+
+    load_rows<BM, D, NT>(sbase + QOFF_Q,
+                         (const uint16_t *)f.q + (s.q_beg + m0) * f.q_row_stride + (int64_t)h * f.q_head_stride,
+                         f.q_row_stride, rows_here, tid);
+    load_rows<BM, D, NT>(sbase + QOFF_DO,
+                         (const uint16_t *)p.dout + (s.q_beg + m0) * p.dout_row_stride +
+                             (int64_t)h * p.dout_head_stride,
+                         p.dout_row_stride, rows_here, tid);
+    if (n_begin < n_end) load_n(0, n_begin);
+    kiln_cp_async_commit();
+    kiln_cp_async_wait<0>();
+    __syncthreads();
+
+    const int g = lane >> 2;
+    const int tq = lane & 3;
+    const int wq = warp / WK, wk = warp % WK;
+    const int qr0 = wq * 16;  /* this warp's query rows */
+    const int kc0 = wk * KPW; /* its keys inside the tile */
+    const int brow = (lane & 7) + ((lane >> 4) << 3);
+    const uint32_t a_lane = sbase + (uint32_t)(qr0 + (lane & 15)) * PD + (uint32_t)((lane >> 4) * 16);
+    const uint32_t b_lane = (uint32_t)(kc0 + brow) * PD + (uint32_t)(((lane >> 3) & 1) * 16);
+    const uint32_t t_lane = (uint32_t)(kc0 + (lane & 15)) * PD + (uint32_t)((lane >> 4) * 16);
+    const uint32_t r_lane = (uint32_t)(qr0 + g) * PRQ + (uint32_t)(kc0 * 2 + 4 * tq);
+
+    const float ha = 0.5f * f.alpha;
+    const float sds = ha * f.inv_scaling;
+
+    float acc[ONT][4];
+    zero_acc(acc);
+
+#pragma unroll 1
+    for (int n = n_begin; n < n_end; ++n) {
+        const int buf = (n - n_begin) & 1;
+        const int k0 = n * BNQ;
+        if (n + 1 < n_end) load_n(buf ^ 1, n + 1);
+        kiln_cp_async_commit();
+        const uint32_t sK = sbase + QOFF_K + (uint32_t)buf * KVQ_BYTES;
+        const uint32_t sV = sbase + QOFF_V + (uint32_t)buf * KVQ_BYTES;
+
+        /* ---- S = Q K^T (16 queries x KPW keys per warp) */
+        float sa[KNT][4];
+        zero_acc(sa);
+        gemm_rows<KNT>(sa, a_lane + QOFF_Q, sK + b_lane);
+        if constexpr (RAB) {
+            const uint32_t sR = sbase + QOFF_R + (uint32_t)buf * RQ_BYTES + r_lane;
+#pragma unroll
+            for (int hf = 0; hf < 2; ++hf)
+#pragma unroll
+                for (int nt = 0; nt < KNT; ++nt) {
+                    const uint32_t v = kiln_ld_shared_u32(sR + (uint32_t)(hf * 8) * PRQ + (uint32_t)(nt * 16));
+                    float r0, r1;
+                    kiln_unpack2<DT>(v, r0, r1);
+                    sa[nt][2 * hf] += r0;
+                    sa[nt][2 * hf + 1] += r1;
+                }
+        }
+
+        uint32_t mbits = 0xffffffffu;
+        if (!tile_full(s, i_min, i_max, k0, kiln_min(k0 + BNQ, L) - 1)) {
+            mbits = 0;
+#pragma unroll
+            for (int hf = 0; hf < 2; ++hf) {
+                const int i = m0 + qr0 + g + 8 * hf + off;
+                int lo1, hi1, lo2, hi2;
+                row_iv(s, i, lo1, hi1, lo2, hi2);
+                const int jb = k0 + kc0 + 2 * tq;
+#pragma unroll
+                for (int nt = 0; nt < KNT; ++nt)
+#pragma unroll
+                    for (int e = 0; e < 2; ++e)
+                        if (iv_has(jb + nt * 8 + e, lo1, hi1, lo2, hi2)) mbits |= 1u << (nt * 4 + 2 * hf + e);
+            }
+        }
+#pragma unroll
+        for (int nt = 0; nt < KNT; ++nt)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                const bool ok = (mbits >> (nt * 4 + e)) & 1u;
+                float fp;
+                (void)pointwise(sa[nt][e], ha, fp);
+                sa[nt][e] = ok ? fp : 0.f;
+            }
+
+        /* ---- dP = dO V^T; dS' = dP * 2 silu'(s) */
+        float dpa[KNT][4];
+        zero_acc(dpa);
+        gemm_rows<KNT>(dpa, a_lane + QOFF_DO, sV + b_lane);
+
+        /* ---- dQ += dS' K */
+#pragma unroll
+        for (int kk = 0; kk < KNT / 2; ++kk) {
+            const uint32_t a[4] = {
+                kiln_pack2<DT>(dpa[2 * kk][0] * sa[2 * kk][0], dpa[2 * kk][1] * sa[2 * kk][1]),
+                kiln_pack2<DT>(dpa[2 * kk][2] * sa[2 * kk][2], dpa[2 * kk][3] * sa[2 * kk][3]),
+                kiln_pack2<DT>(dpa[2 * kk + 1][0] * sa[2 * kk + 1][0], dpa[2 * kk + 1][1] * sa[2 * kk + 1][1]),
+                kiln_pack2<DT>(dpa[2 * kk + 1][2] * sa[2 * kk + 1][2], dpa[2 * kk + 1][3] * sa[2 * kk + 1][3])};
+            mma_rows_trans<ONT>(acc, a, sK + t_lane + (uint32_t)(kk * 16) * PD);
+        }
+
+        kiln_cp_async_wait<0>();
+        __syncthreads();
+    }
+
+    /* ---- add the WK partial sums in a fixed order (smem reuses K, V) */
+    if constexpr (WK > 1) {
+        float *red = (float *)(kiln_smem + QOFF_K);
+        if (wk > 0) {
+            float *dst = red + (size_t)((wq * (WK - 1) + wk - 1) * ONT * 4) * 32 + lane;
+#pragma unroll
+            for (int nt = 0; nt < ONT; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) dst[(nt * 4 + e) * 32] = acc[nt][e];
+        }
+        __syncthreads();
+        if (wk > 0) return;
+#pragma unroll 1
+        for (int k = 1; k < WK; ++k) {
+            const float *src = red + (size_t)((wq * (WK - 1) + k - 1) * ONT * 4) * 32 + lane;
+#pragma unroll
+            for (int nt = 0; nt < ONT; ++nt)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) acc[nt][e] += src[(nt * 4 + e) * 32];
+        }
+    }
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+        const int r = m0 + qr0 + g + 8 * hf;
+        if (r >= len_q) continue;
+        uint16_t *dst = (uint16_t *)p.dq + (s.q_beg + r) * p.dq_row_stride + (int64_t)h * p.dq_head_stride + 2 * tq;
+#pragma unroll
+        for (int nt = 0; nt < ONT; ++nt)
+            st_global_u32(dst + nt * 8, kiln_pack2<DT>(acc[nt][2 * hf] * sds, acc[nt][2 * hf + 1] * sds));
+    }
+#endif
+}
+
+/* ===================================================================== convert */
+extern "C" __global__ void __launch_bounds__(256)
+kiln_hstu_bwd_convert(const __grid_constant__ kiln_hstu_bwd_kparams p)
+{
+    using namespace kiln_hstu_bwd_impl;
+    const kiln_hstu_kparams &f = p.f;
+    const int64_t gt = (int64_t)blockIdx.x * 256 + threadIdx.x;
+    const int64_t gs = (int64_t)gridDim.x * 256;
+    const int H = f.num_heads;
+#pragma unroll 1
+    for (int b = 0; b < f.batch; ++b) {
+        Seq s;
+        if (!load_seq<DELTA_Q, CONTEXT, TARGET, LOCAL>(f, b, s)) continue;
+        if (p.dq_accum != 0) {
+            /* 4 floats per item: (row, head, d / 4) */
+            const int per_row = H * (D / 4);
+            const int64_t n = (int64_t)s.len_q * per_row;
+#pragma unroll 1
+            for (int64_t e = gt; e < n; e += gs) {
+                const int64_t r = e / per_row;
+                const int rem = (int)(e - r * per_row);
+                const int hh = rem / (D / 4), d = (rem % (D / 4)) * 4;
+                const float *src = (const float *)p.dq_accum + ((s.q_beg + r) * H + hh) * (int64_t)D + d;
+                float x0, x1, x2, x3;
+                asm volatile("ld.global.v4.f32 {%0, %1, %2, %3}, [%4];\n"
+                             : "=f"(x0), "=f"(x1), "=f"(x2), "=f"(x3) : "l"(src));
+                uint16_t *dst = (uint16_t *)p.dq + (s.q_beg + r) * p.dq_row_stride + (int64_t)hh * p.dq_head_stride + d;
+                asm volatile("st.global.v2.u32 [%0], {%1, %2};\n"
+                             :: "l"(dst), "r"(kiln_pack2<DT>(x0, x1)), "r"(kiln_pack2<DT>(x2, x3)) : "memory");
+            }
+        }
+        if (p.drab_accum != 0) {
+            /* 8 elements per item: (rab head, row i, 8 keys) */
+            const int L = s.L;
+            const int nch = (L + 7) / 8;
+            const int64_t per_head = (int64_t)L * nch;
+            const int64_t n = per_head * f.rab_heads;
+            const int64_t msk = f.max_seqlen_k;
+#pragma unroll 1
+            for (int64_t e = gt; e < n; e += gs) {
+                const int64_t hr = e / per_head;
+                const int64_t rem = e - hr * per_head;
+                const int64_t i = rem / nch;
+                const int c = (int)(rem - i * nch) * 8;
+                const float *src = (const float *)p.drab_accum + (((int64_t)b * f.rab_heads + hr) * msk + i) * msk + c;
+                uint16_t *dst = (uint16_t *)p.drab + (int64_t)b * p.drab_batch_stride + hr * p.drab_head_stride +
+                                i * p.drab_row_stride + c;
+                for (int k = 0; k < 8 && c + k < L; ++k) st_global_u16(dst + k, to_half<DT>(src[k]));
+            }
+        }
+    }
+}

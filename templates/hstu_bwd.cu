@@ -119,6 +119,7 @@ constexpr int CNT = CW / 8;              /* n8 tiles of S^T per chunk */
 constexpr int NCHUNK = BMW / CW;
 constexpr uint32_t PS = pitch<BM>();     /* dS^T, P^T tile rows */
 constexpr uint32_t PR = pitch<BN>();     /* rab tile rows */
+constexpr bool DS_SMEM = !DETERM || DS == 2 || DRAB; /* dS'^T goes to smem */
 constexpr int DQ_WM = BM / 16;           /* dQ phase: warps along queries */
 constexpr int DQ_WN = NW / DQ_WM;        /*           warps along the head dim */
 constexpr int DQ_COLS = D / DQ_WN;
@@ -274,7 +275,9 @@ template <int NTL> KILN_DEV void zero_acc(float (&acc)[NTL][4])
 template <int NTL>
 KILN_DEV void gemm_rows(float (&acc)[NTL][4], uint32_t a_addr, uint32_t b_addr)
 {
-#pragma unroll
+    /* unrolled by 4 only: fully unrolled, ptxas hoists the fragment loads of
+     * every k step and runs out of registers next to the dV, dK accumulators */
+#pragma unroll 4
     for (int ks = 0; ks < KST; ++ks) {
         uint32_t a[4];
         kiln_ldmatrix_x4(a, a_addr + (uint32_t)(ks * 32));
@@ -508,40 +511,13 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
 #pragma unroll
                     for (int e = 0; e < 4; ++e) dpa[nt][e] *= sa[nt][e];
 
-                if constexpr (DRAB) {
-                    const int j0 = n0 + kr0 + g;
-#pragma unroll
-                    for (int nt = 0; nt < CNT; ++nt)
-#pragma unroll
-                        for (int e = 0; e < 2; ++e) {
-                            const int r = m0 + qc + nt * 8 + 2 * tq + e;
-                            if (r >= len_q) continue;
-                            const int64_t i = r + off;
-#pragma unroll
-                            for (int hf = 0; hf < 2; ++hf) {
-                                const int j = j0 + 8 * hf;
-                                if (j >= L) continue;
-                                const float v = dpa[nt][2 * hf + e] * sds;
-                                if (drab_acc) {
-                                    float *a = (float *)p.drab_accum +
-                                               (((int64_t)b * f.rab_heads + rh) * f.max_seqlen_k + i) * f.max_seqlen_k + j;
-                                    *a += v;
-                                } else {
-                                    st_global_u16((uint16_t *)p.drab + (int64_t)b * p.drab_batch_stride +
-                                                      (int64_t)h * p.drab_head_stride + i * p.drab_row_stride + j,
-                                                  to_half<DT>(v));
-                                }
-                            }
-                        }
-                }
-
                 uint32_t dsk[CNT][2];
 #pragma unroll
                 for (int nt = 0; nt < CNT; ++nt)
 #pragma unroll
                     for (int hf = 0; hf < 2; ++hf) dsk[nt][hf] = kiln_pack2<DT>(dpa[nt][2 * hf], dpa[nt][2 * hf + 1]);
 
-                if constexpr (!DETERM || DS == 2) {
+                if constexpr (DS_SMEM) {
 #pragma unroll
                     for (int nt = 0; nt < CNT; ++nt)
 #pragma unroll
@@ -560,7 +536,7 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
                 }
             }
 
-            if constexpr (!DETERM || DS == 2) __syncthreads();
+            if constexpr (DS_SMEM) __syncthreads();
             if constexpr (DS == 2) {
                 /* ---- dV += P'^T dO, dK += dS'^T Q over all BM queries, for
                  * this warp's half of the head dim */
@@ -630,6 +606,42 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
                 }
             }
 
+            if constexpr (DRAB) {
+                /* ---- drab tile from the dS'^T tile (16-bit) in smem: each
+                 * item is 8 keys of one query row; lanes run along queries */
+                const int nkc = (keys_here + 7) / 8;
+#pragma unroll 1
+                for (int e = tid; e < BM * (BN / 8); e += NT) {
+                    const int r = e % BM, kc = e / BM;
+                    if (m0 + r >= len_q || kc >= nkc) continue;
+                    const int64_t i = m0 + r + off;
+                    const int j0 = n0 + kc * 8;
+                    const int nv = kiln_min(8, L - j0);
+                    const uint32_t src = sbase + OFF_DS + (uint32_t)(kc * 8) * PS + (uint32_t)(r * 2);
+                    float v[8];
+#pragma unroll
+                    for (int t = 0; t < 8; ++t) v[t] = kiln_to_float<DT>(ld_shared_u16(src + (uint32_t)t * PS)) * sds;
+                    if (drab_acc) {
+                        float *a = (float *)p.drab_accum +
+                                   (((int64_t)b * f.rab_heads + rh) * f.max_seqlen_k + i) * f.max_seqlen_k + j0;
+#pragma unroll
+                        for (int t = 0; t < 8; ++t)
+                            if (t < nv) a[t] += v[t];
+                    } else {
+                        uint16_t *d = (uint16_t *)p.drab + (int64_t)b * p.drab_batch_stride +
+                                      (int64_t)h * p.drab_head_stride + i * p.drab_row_stride + j0;
+                        if (nv == 8 && (((uint64_t)d) & 15) == 0) {
+                            const uint32_t w[4] = {kiln_pack2<DT>(v[0], v[1]), kiln_pack2<DT>(v[2], v[3]),
+                                                   kiln_pack2<DT>(v[4], v[5]), kiln_pack2<DT>(v[6], v[7])};
+                            kiln_st_global_v4(d, w);
+                        } else {
+#pragma unroll
+                            for (int t = 0; t < 8; ++t)
+                                if (t < nv) st_global_u16(d + t, to_half<DT>(v[t]));
+                        }
+                    }
+                }
+            }
             kiln_cp_async_wait<0>();
             __syncthreads();
             m = mn;

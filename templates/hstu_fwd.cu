@@ -69,7 +69,9 @@ constexpr int SN = BN / 8;               /* n8 tiles of S per m16 tile */
 constexpr int ON = D / 8;                /* n8 tiles of O per m16 tile */
 constexpr int KSTEPS = D / 16;           /* k16 steps of Q K^T */
 constexpr int PSTEPS = BN / 16;          /* k16 steps of P V */
-constexpr bool Q_IN_REGS = (MT * D <= 128); /* Q A-fragments: MT * D / 4 registers */
+/* Q stays in registers (MT * D / 4 of them) when the fp32 state plus Q fits
+ * in about half the register file; otherwise it is re-read from smem. */
+constexpr bool Q_IN_REGS = MT * (D / 2 + BN / 2 + D / 4) <= 128;
 constexpr bool CAUSAL = KILN_CAUSAL != 0;
 constexpr bool LOCAL = KILN_LOCAL != 0;
 constexpr bool CONTEXT = KILN_CONTEXT != 0;

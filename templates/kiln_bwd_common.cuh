@@ -105,6 +105,13 @@ KILN_DEV float shfl_xor_f32(float v, int mask)
     return r;
 }
 
+KILN_DEV uint16_t ld_shared_u16(uint32_t addr)
+{
+    uint16_t v;
+    asm volatile("ld.shared.u16 %0, [%1];\n" : "=h"(v) : "r"(addr) : "memory");
+    return v;
+}
+
 KILN_DEV void st_global_u32(void *ptr, uint32_t v)
 {
     asm volatile("st.global.u32 [%0], %1;\n" :: "l"(ptr), "r"(v) : "memory");

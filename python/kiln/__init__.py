@@ -27,6 +27,7 @@ from ._capi import (  # noqa: F401
     hstu_fwd_key,
     hstu_fwd_params,
     hstu_bwd,
+    hstu_bwd_key,
     hstu_bwd_params,
     hstu_bwd_workspace_size,
     library,
@@ -39,6 +40,15 @@ from ._capi import (  # noqa: F401
 )
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "Engine", "KilnError", "Unsupported", "default_engine", "set_default_engine",
+    "hstu_attn_varlen_func", "hstu_attn_qkvpacked_func",
+    "hstu_fwd", "hstu_fwd_key", "hstu_fwd_params", "hstu_bwd", "hstu_bwd_key",
+    "hstu_bwd_params", "hstu_bwd_workspace_size", "library", "library_path",
+    "library_struct_sizes", "version", "KILN_ENGINE_NO_COMPILE",
+    "KILN_ENGINE_NO_DISK_CACHE", "KILN_ENGINE_DEBUG_CHECKS",
+]
 
 # Names served by kiln.hstu, which imports torch: loaded on first access.
 _LAZY = {

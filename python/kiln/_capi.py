@@ -39,6 +39,7 @@ __all__ = [
     "hstu_fwd_params",
     "hstu_bwd",
     "hstu_bwd_params",
+    "hstu_bwd_key",
     "hstu_bwd_workspace_size",
     "library",
     "library_path",
@@ -373,6 +374,8 @@ def library():
                P(c_u64), optional=True)
         _proto(lib, "kiln_hstu_bwd", c_int, VP, P(HstuBwdParams), VP,
                optional=True)
+        _proto(lib, "kiln_hstu_bwd_key", c_int, P(HstuBwdParams), CP, CP,
+               ctypes.c_size_t, optional=True)
         _lib, _lib_path = lib, path
         return lib
 
@@ -769,3 +772,17 @@ def hstu_bwd(engine, p, stream=None, device=None):
         _check(library().kiln_hstu_bwd(engine.handle, ctypes.byref(p),
                                        ctypes.c_void_p(s)),
                "kiln_hstu_bwd")
+
+
+def hstu_bwd_key(p, arch=None):
+    """The kernel key kiln_hstu_bwd would use for the HstuBwdParams p (arch
+    None: the current device's), e.g. for `kiln prewarm`."""
+    if not has_symbol("kiln_hstu_bwd_key"):
+        raise KilnError(3, "KILN_EUNSUPPORTED",
+                        f"{library_path()} has no kiln_hstu_bwd_key (rebuild it)",
+                        "kiln_hstu_bwd_key")
+    buf = ctypes.create_string_buffer(512)
+    _check(library().kiln_hstu_bwd_key(ctypes.byref(p), arch.encode() if arch else None,
+                                       buf, ctypes.sizeof(buf)),
+           "kiln_hstu_bwd_key")
+    return buf.value.decode()

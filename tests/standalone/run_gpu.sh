@@ -16,23 +16,14 @@ awk -v w="$work" '{print w"/cubins/"$1".cubin", $3,$4,$5,$6,$7,$8,$9,$10,$11,$12
   xargs -P 8 -L 1 "$work/harness" > "$out/check.txt" 2>&1
 echo "checks: $(grep -c ^PASS "$out/check.txt") pass, $(grep -vc ^PASS "$out/check.txt") other"
 grep -v ^PASS "$out/check.txt" | head -30
-sort -k4 -g "$out/check.txt" | tail -4
+sort -k5 -g "$out/check.txt" | tail -4
 # timing: one at a time
 C=$work/cubins
 bench() { "$work/harness" "$C/$1.cubin" $2 bench 2>&1 | tee -a "$out/bench.txt"; }
-bench sm_90a_bf16_d128_128x64x8_causal        "2 128 128 64 8 1 0 0 0 0 0"
-bench sm_90a_bf16_d128_64x64x4_causal         "2 128 64 64 4 1 0 0 0 0 0"
-bench sm_90a_bf16_d128_128x32x8_causal        "2 128 128 32 8 1 0 0 0 0 0"
-bench sm_90a_bf16_d128_128x32x4_causal        "2 128 128 32 4 1 0 0 0 0 0"
-bench sm_90a_bf16_d128_256x32x8_causal        "2 128 256 32 8 1 0 0 0 0 0"
-bench sm_90a_bf16_d128_128x64x8_none          "2 128 128 64 8 0 0 0 0 0 0"
-bench sm_90a_fp16_d128_128x64x8_causal        "1 128 128 64 8 1 0 0 0 0 0"
-bench sm_90a_bf16_d128_128x64x8_ctx_tgt       "2 128 128 64 8 1 0 1 1 0 0"
-bench sm_90a_bf16_d128_128x64x8_causal_rab    "2 128 128 64 8 1 0 0 0 0 1"
-bench sm_90a_bf16_d64_128x64x8_causal         "2 64 128 64 8 1 0 0 0 0 0"
-bench sm_90a_bf16_d64_128x64x4_causal         "2 64 128 64 4 1 0 0 0 0 0"
-bench sm_90a_bf16_d32_128x64x8_causal         "2 32 128 64 8 1 0 0 0 0 0"
-bench sm_90a_bf16_d256_128x32x8_causal        "2 256 128 32 8 1 0 0 0 0 0"
-bench sm_90a_bf16_d256_64x32x4_causal         "2 256 64 32 4 1 0 0 0 0 0"
-cuobjdump -sass "$C/sm_90a_bf16_d128_128x64x8_causal.cubin" > "$out/sass_d128_causal.txt"
+python3 "$here/variants.py" bench | while read -r n a rest; do bench "$n" "$rest"; done
+bench sm_90a_bf16_d128_128x32x4_none      "2 128 128 32 4 0 0 0 0 0 0"
+bench sm_90a_fp16_d128_128x32x4_causal    "1 128 128 32 4 1 0 0 0 0 0"
+bench sm_90a_bf16_d128_128x32x4_ctx_tgt   "2 128 128 32 4 1 0 1 1 0 0"
+bench sm_90a_bf16_d128_128x32x4_causal_rab "2 128 128 32 4 1 0 0 0 0 1"
+cuobjdump -sass "$C/sm_90a_bf16_d128_128x32x4_causal.cubin" > "$out/sass_d128_causal.txt"
 grep -oE '^\s+/\*[0-9a-f]+\*/\s+[A-Z][A-Z0-9_.]+' "$out/sass_d128_causal.txt" | awk '{print $2}' | sort | uniq -c | sort -rn | head -40

@@ -24,6 +24,10 @@ SMEM = {80: 166912, 86: 101376, 89: 101376, 90: 232448}
 CHOICES = {32: [(128, 64, 8)], 64: [(128, 64, 8), (64, 64, 4)],
            128: [(128, 64, 8), (64, 64, 4), (64, 32, 4)],
            256: [(128, 32, 8), (64, 16, 4)]}
+GPU_CANDIDATES = {32: [(128, 64, 4), (128, 32, 4), (64, 64, 2), (128, 64, 8)],
+                  64: [(128, 64, 4), (128, 32, 4), (64, 32, 2), (64, 64, 2)],
+                  128: [(128, 32, 4), (64, 32, 2), (64, 32, 4)],
+                  256: [(64, 32, 4), (64, 64, 4), (64, 16, 4), (32, 32, 2)]}
 ARCH_NAME = {80: "sm_80", 86: "sm_86", 89: "sm_89", 90: "sm_90a"}
 
 
@@ -78,20 +82,16 @@ def main():
                             for m in (MASKS[6], MASKS[9]):
                                 out.append(line(arch, 2, d, (bm, bn, w), m, 1))
     elif mode == "gpu":
-        seen = set()
-        for dt in (1, 2):
-            for d in (32, 64, 128, 256):
-                for m in MASKS:
-                    for rab in (0, 1):
-                        out.append(line(90, dt, d, default_tiles(90, d), m, rab))
-        # the smaller-smem defaults and a few alternatives, heavy masks only
-        extra = {64: [(64, 64, 4), (128, 64, 4)], 128: [(64, 64, 4), (64, 32, 4), (128, 32, 4), (128, 32, 8), (256, 32, 8)],
-                 256: [(128, 32, 8), (64, 16, 4), (64, 32, 4), (64, 64, 4)], 32: [(64, 64, 4), (128, 64, 4)]}
-        for d, ts in extra.items():
+        # every candidate tile of every head dim, full dtype x mask x rab sweep
+        for d, ts in GPU_CANDIDATES.items():
             for t in ts:
-                for m in (MASKS[0], MASKS[1], MASKS[6], MASKS[9], MASKS[3]):
-                    for dt in (1, 2):
-                        out.append(line(90, dt, d, t, m, 1))
+                for dt in (1, 2):
+                    for m in MASKS:
+                        for rab in (0, 1):
+                            out.append(line(90, dt, d, t, m, rab))
+    elif mode == "bench":
+        for d, ts in GPU_CANDIDATES.items():
+            for t in ts:
                 out.append(line(90, 2, d, t, MASKS[1], 0))
     for l in out:
         print(l)

@@ -1,0 +1,176 @@
+"""What kiln's torch ops hand to the C library (CPU only).
+
+kiln_hstu_fwd / kiln_hstu_bwd are replaced by recorders, so these tests look
+at the parameter structs the real ops build: pointers and strides of packed
+qkv views (no copy), copies made for layouts the kernels cannot read, offsets
+type, masks, rab and drab strides, the workspace size, the stream.
+"""
+
+import ctypes
+import types
+
+import pytest
+import torch
+
+from conftest import requires_library
+
+pytestmark = requires_library
+
+BF = torch.bfloat16
+
+
+class Recorder:
+    def __init__(self, real):
+        self.real = real
+        self.fwd, self.bwd = [], []
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def kiln_hstu_fwd(self, engine, pp, stream):
+        self.fwd.append((type(pp._obj).from_buffer_copy(pp._obj), stream.value))
+        return 0
+
+    def kiln_hstu_bwd(self, engine, pp, stream):
+        self.bwd.append((type(pp._obj).from_buffer_copy(pp._obj), stream.value))
+        return 0
+
+
+@pytest.fixture
+def rec(monkeypatch):
+    import kiln.hstu as kh
+    from kiln import _capi
+
+    r = Recorder(_capi.library())
+    ns = types.SimpleNamespace(**{n: getattr(_capi, n) for n in dir(_capi)
+                                  if not n.startswith("__")})
+    ns.library = lambda: r
+    ns.default_engine = lambda: types.SimpleNamespace(handle=ctypes.c_void_p(1))
+    monkeypatch.setattr(kh, "_capi", ns)
+    monkeypatch.setattr(kh, "_check_device", lambda name, t, dev: None)
+    monkeypatch.setattr(kh, "_stream", lambda device: 0x1234)
+
+    class NoDevice:
+        def __init__(self, device):
+            pass
+
+        def __enter__(self):
+            pass
+
+        def __exit__(self, *a):
+            pass
+
+    monkeypatch.setattr(kh, "_on_device", NoDevice)
+    if not _capi.has_symbol("kiln_hstu_bwd"):
+        pytest.skip("this libkiln has no backward yet")
+    return r
+
+
+def test_packed_qkv_views_are_passed_without_copy(rec):
+    import kiln
+
+    L, H, D = 20, 2, 64
+    qkv = torch.randn(L, 3, H, D, dtype=BF).requires_grad_()
+    off = torch.tensor([0, 5, 20], dtype=torch.int32)
+    nt = torch.tensor([1, 4], dtype=torch.int32)
+    out = kiln.hstu_attn_qkvpacked_func(qkv, off, off, 15, 15, num_targets=nt,
+                                        target_group_size=3, window_size=(-1, 0),
+                                        alpha=0.25)
+    (p, stream), = rec.fwd
+    base, es = qkv.data_ptr(), qkv.element_size()
+    assert (p.q, p.k, p.v) == (base, base + H * D * es, base + 2 * H * D * es)
+    for s in ("q", "k", "v"):
+        assert (getattr(p, s + "_row_stride"), getattr(p, s + "_head_stride")) == (3 * H * D, D)
+    assert p.out == out.data_ptr() and (p.out_row_stride, p.out_head_stride) == (H * D, D)
+    assert (p.dtype, p.head_dim, p.num_heads, p.batch) == (2, D, H, 2)
+    assert (p.total_q, p.total_k) == (L, L)
+    assert p.seq_offsets_q == off.data_ptr() and p.seq_offsets_k == 0
+    assert p.offsets_type == 0 and (p.max_seqlen_q, p.max_seqlen_k) == (15, 15)
+    assert (p.window_left, p.window_right) == (-1, 0)
+    assert p.num_targets == nt.data_ptr() and p.num_contexts == 0
+    assert p.target_group_size == 3 and p.alpha == 0.25 and p.scaling_seqlen == 0.0
+    assert p.rab == 0 and p.is_delta_q == 0 and stream == 0x1234
+
+    out.backward(torch.ones_like(out))
+    (b, _), = rec.bwd
+    assert b.fwd.q == p.q and b.fwd.k == p.k
+    dqkv = qkv.grad
+    # dq, dk, dv were written straight into one (L, 3, H, D) tensor: the
+    # pointers the recorder saw are its three slices (same storage offsets).
+    assert (b.dq_row_stride, b.dq_head_stride) == (3 * H * D, D)
+    assert b.dk - b.dq == H * D * 2 and b.dv - b.dk == H * D * 2
+    assert dqkv.shape == qkv.shape
+    assert (b.dout_row_stride, b.dout_head_stride) == (H * D, D)
+    assert b.drab == 0 and b.deterministic == 0
+    assert b.workspace_bytes >= L * H * D * 4 and b.workspace % 16 == 0
+
+
+def test_layouts_kiln_cannot_read_are_copied(rec):
+    import kiln
+
+    L, H, D = 12, 2, 32
+    off = torch.tensor([0, 12], dtype=torch.int64)
+    wide = torch.randn(L, H, D + 2, dtype=BF)
+    odd = wide[..., :D]                      # row stride 68, head stride 34
+    flat = torch.randn(L * H * D + 1, dtype=BF)
+    mis = flat[1:].view(L, H, D)             # 2 bytes off 16-byte alignment
+    tr = torch.randn(H, L, D, dtype=BF).transpose(0, 1)  # heads outermost: fine
+    kiln.hstu_attn_varlen_func(odd, mis, tr, off, off, 12, 12)
+    (p, _), = rec.fwd
+    assert p.q != odd.data_ptr() and (p.q_row_stride, p.q_head_stride) == (H * D, D)
+    assert p.k != mis.data_ptr() and p.k % 16 == 0
+    assert p.v == tr.data_ptr() and (p.v_row_stride, p.v_head_stride) == (D, L * D)
+    assert p.offsets_type == 1
+
+
+def test_delta_q_rab_and_drab(rec):
+    import kiln
+
+    H, D = 4, 64
+    q = torch.randn(6, H, D, dtype=BF)
+    k = torch.randn(15, H, D, dtype=BF)
+    oq = torch.tensor([0, 2, 6], dtype=torch.int32)
+    ok = torch.tensor([0, 7, 15], dtype=torch.int32)
+    rab = torch.randn(2, 2, 9, 9).requires_grad_()      # float32: cast to bf16
+    q.requires_grad_()
+    out = kiln.hstu_attn_varlen_func(q, k, k, oq, ok, 4, 8, window_size=(3, 1), rab=rab,
+                                     has_drab=True, is_delta_q=True, scaling_seqlen=100,
+                                     deterministic=True)
+    (p, _), = rec.fwd
+    assert p.seq_offsets_k == ok.data_ptr() and p.is_delta_q == 1
+    assert (p.window_left, p.window_right) == (3, 1) and p.scaling_seqlen == 100.0
+    assert p.rab_heads == 2 and (p.rab_batch_stride, p.rab_head_stride,
+                                 p.rab_row_stride) == (162, 81, 9)
+    out.backward(torch.ones_like(out))
+    (b, _), = rec.bwd
+    assert b.drab != 0 and (b.drab_batch_stride, b.drab_head_stride,
+                            b.drab_row_stride) == (162, 81, 9)
+    assert b.deterministic == 1
+    assert rab.grad is not None and rab.grad.dtype == torch.float32
+    assert rab.grad.shape == rab.shape
+
+
+def test_single_head_odd_head_stride_is_normalized(rec):
+    import kiln
+
+    L, D = 9, 128
+    base = torch.randn(L, 1, D, dtype=BF)
+    q = base.as_strided((L, 1, D), (D, 3, 1))  # head stride irrelevant for 1 head
+    off = torch.tensor([0, 9], dtype=torch.int32)
+    kiln.hstu_attn_varlen_func(q, q, q, off, off, 9, 9)
+    (p, _), = rec.fwd
+    assert p.q == q.data_ptr() and (p.q_row_stride, p.q_head_stride) == (D, D)
+
+
+def test_empty_inputs_launch_nothing(rec):
+    import kiln
+
+    q = torch.zeros(0, 2, 64, dtype=BF)
+    off = torch.zeros(3, dtype=torch.int32)
+    out = kiln.hstu_attn_varlen_func(q, q, q, off, off, 0, 0)
+    assert out.shape == (0, 2, 64) and rec.fwd == []
+    k = torch.zeros(0, 2, 64, dtype=BF)
+    q2 = torch.randn(4, 2, 64, dtype=BF)
+    out = kiln.hstu_attn_varlen_func(q2, k, k, torch.tensor([0, 4], dtype=torch.int32),
+                                     torch.tensor([0, 0], dtype=torch.int32), 4, 4)
+    assert torch.all(out == 0) and rec.fwd == []

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# device_run.sh -- every GPU test in one call on the GPU machine.
+#
+#   bash tests/device_run.sh OUT_DIR [--python] [--peers]
+#
+# Run from the repository root with build/ built here and carried (the test
+# binaries find libcmocka.so.0 in build/lib).  Writes one log per suite into
+# OUT_DIR and prints a summary last.
+set -u
+OUT=${1:?usage: bash tests/device_run.sh OUT_DIR [--python] [--peers]}
+shift
+mkdir -p "$OUT"
+export KILN_CACHE_DIR=${KILN_CACHE_DIR:-/tmp/kiln-device-cache}
+export PYTHONUNBUFFERED=1
+summary=""
+run() { # name timeout command...
+    local name=$1 t=$2
+    shift 2
+    local t0=$(date +%s)
+    timeout "$t" "$@" >"$OUT/$name.log" 2>&1
+    local rc=$?
+    summary="$summary
+$name: exit $rc in $(( $(date +%s) - t0 )) s; $(grep -E 'gpu: [0-9]+ cases|passed|failed' "$OUT/$name.log" | tail -1)"
+}
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+run test_hstu_gpu 300 build/tests/test_hstu_gpu
+run test_hstu_bwd_gpu 300 build/tests/test_hstu_bwd_gpu
+run test_engine 120 build/tests/test_engine
+for a in "$@"; do
+    case "$a" in
+    --python)
+        run pytest 300 env -C python python3 -m pytest tests -q -rs -p no:cacheprovider \
+            --junitxml="$OUT/pytest.xml"
+        ;;
+    --peers)
+        run peers 300 bash python/tests/run_nvidia_suites.sh "$OUT/peers" --max 32 --timeout 150
+        ;;
+    esac
+done
+echo "$summary"

@@ -154,9 +154,14 @@ constexpr uint32_t DS_BYTES = BN * PS;
 constexpr uint32_t R_BYTES = BM * PR;
 constexpr uint32_t OFF_K = 0;
 constexpr uint32_t OFF_V = OFF_K + KV_BYTES;
-constexpr uint32_t OFF_Q = OFF_V + KV_BYTES;
-constexpr uint32_t OFF_DO = OFF_Q + 2 * QT_BYTES;
-constexpr uint32_t OFF_DS = OFF_DO + 2 * QT_BYTES;
+constexpr uint32_t QD_BYTES = 2 * QT_BYTES; /* one stage: Q then dO */
+constexpr uint32_t OFF_Q = OFF_V + KV_BYTES; /* stage b: Q at OFF_Q + b * QD_BYTES */
+constexpr uint32_t OFF_DO = OFF_Q + QT_BYTES; /*          dO at OFF_DO + b * QD_BYTES */
+constexpr uint32_t OFF_DS = OFF_Q + 2 * QD_BYTES;
+/* sm_90 dQ staging (fp32 [BM][D], rows of 4 D + 32 bytes) reuses the stage
+ * being consumed: its Q and dO are dead once dK is accumulated. */
+constexpr uint32_t SP = D * 4 + 32;
+static_assert(BM * SP <= QD_BYTES, "dQ staging");
 constexpr uint32_t OFF_P = OFF_DS + DS_BYTES;
 constexpr uint32_t OFF_R = OFF_P + (DS == 2 ? DS_BYTES : 0);
 constexpr uint32_t SMEM_MAIN = OFF_R + 2 * R_BYTES;
@@ -316,6 +321,46 @@ KILN_DEV float pointwise(float x, float ha, float &fprime)
     return h * a;
 }
 
+/* Per-lane roles and shared-memory offsets of the main kernel.  Built inside
+ * the query-block loop from an opaque copy of the thread index, so that the
+ * compiler recomputes these cheap values where they are used instead of
+ * keeping a dozen of them live next to the dV, dK accumulators. */
+struct LaneMap {
+    int g, tq;         /* fragment row group, column pair */
+    int kr0, dc0, qc0; /* key rows, dV/dK columns, S^T query columns of the warp */
+    int brow;          /* ldmatrix row of the lane for B operands */
+    int half;          /* ldmatrix 8-column half of the lane for B operands */
+    uint32_t a_lane;   /* K/V rows kr0.. as A operand (plus OFF_K / OFF_V) */
+    uint32_t b_lane;   /* Q/dO rows as B operand (plus the tile base) */
+    uint32_t t_lane;   /* Q/dO rows as trans B operand, columns dc0.. */
+    uint32_t st_lane;  /* dS^T / P^T fragment stores (plus OFF_DS / OFF_P) */
+};
+
+KILN_DEV uint32_t opaque(uint32_t x)
+{
+    uint32_t y;
+    asm volatile("mov.b32 %0, %1;\n" : "=r"(y) : "r"(x));
+    return y;
+}
+
+KILN_DEV LaneMap lane_map(int tid, uint32_t sbase)
+{
+    LaneMap m;
+    const int lane = tid & 31, warp = tid >> 5;
+    m.g = lane >> 2;
+    m.tq = lane & 3;
+    m.kr0 = (warp / DS) * 16;
+    m.qc0 = (warp % DS) * BMW;
+    m.dc0 = (warp % DS) * DW;
+    m.brow = (lane & 7) + ((lane >> 4) << 3);
+    m.half = (lane >> 3) & 1;
+    m.a_lane = sbase + (uint32_t)(m.kr0 + (lane & 15)) * PD + (uint32_t)((lane >> 4) * 16);
+    m.b_lane = (uint32_t)m.brow * PD + (uint32_t)(((lane >> 3) & 1) * 16);
+    m.t_lane = (uint32_t)(lane & 15) * PD + (uint32_t)((lane >> 4) * 16) + (uint32_t)(m.dc0 * 2);
+    m.st_lane = sbase + (uint32_t)(m.kr0 + m.g) * PS + (uint32_t)(4 * m.tq);
+    return m;
+}
+
 } /* namespace kiln_hstu_bwd_impl */
 
 /* ===================================================================== main */
@@ -326,8 +371,6 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
     extern __shared__ __align__(128) unsigned char kiln_smem[];
     const kiln_hstu_kparams &f = p.f;
     const int tid = threadIdx.x;
-    const int lane = tid & 31;
-    const int warp = tid >> 5;
     const int b = blockIdx.z;
 
     Seq s;
@@ -342,20 +385,7 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
     const int keys_here = kiln_min(BN, L - n0);
     const MRange mr = visit_range(s, n0, keys_here);
 
-    const int g = lane >> 2;
-    const int tq = lane & 3;
-    const int kr0 = (warp / DS) * 16;  /* this warp's 16 key rows */
-    const int qc0 = (warp % DS) * BMW; /* its S^T query columns */
-    const int dc0 = (warp % DS) * DW;  /* its dV, dK columns */
-
     const uint32_t sbase = kiln_smem_u32(kiln_smem);
-    /* per-lane ldmatrix / store offsets */
-    const int brow = (lane & 7) + ((lane >> 4) << 3);
-    const uint32_t a_lane = sbase + (uint32_t)(kr0 + (lane & 15)) * PD + (uint32_t)((lane >> 4) * 16);
-    const uint32_t b_lane = (uint32_t)brow * PD + (uint32_t)(((lane >> 3) & 1) * 16);
-    const uint32_t t_lane = (uint32_t)(lane & 15) * PD + (uint32_t)((lane >> 4) * 16) + (uint32_t)(dc0 * 2);
-    const uint32_t st_lane = sbase + (uint32_t)(kr0 + g) * PS + (uint32_t)(4 * tq);
-
     const float ha = 0.5f * f.alpha;
     const float sds = ha * f.inv_scaling; /* dS = dS' * sds, dS' = dP * 2 silu' */
 
@@ -375,11 +405,11 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
         auto load_m = [&](int bf, int mm) {
             const int mrow = mm * BM;
             const int rows = kiln_min(BM, len_q - mrow);
-            load_rows<BM, D, NT>(sbase + OFF_Q + (uint32_t)bf * QT_BYTES,
+            load_rows<BM, D, NT>(sbase + OFF_Q + (uint32_t)bf * QD_BYTES,
                                  (const uint16_t *)f.q + (s.q_beg + mrow) * f.q_row_stride +
                                      (int64_t)h * f.q_head_stride,
                                  f.q_row_stride, rows, tid);
-            load_rows<BM, D, NT>(sbase + OFF_DO + (uint32_t)bf * QT_BYTES,
+            load_rows<BM, D, NT>(sbase + OFF_DO + (uint32_t)bf * QD_BYTES,
                                  (const uint16_t *)p.dout + (s.q_beg + mrow) * p.dout_row_stride +
                                      (int64_t)h * p.dout_head_stride,
                                  p.dout_row_stride, rows, tid);
@@ -417,8 +447,13 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
 
             const int m0 = m * BM;
             const int rows_here = kiln_min(BM, len_q - m0);
-            const uint32_t sQb = sbase + OFF_Q + (uint32_t)buf * QT_BYTES;
-            const uint32_t sDOb = sbase + OFF_DO + (uint32_t)buf * QT_BYTES;
+            const int otid = (int)opaque((uint32_t)tid);
+            const uint32_t osb = opaque(sbase);
+            const LaneMap lm = lane_map(otid, osb);
+            const int g = lm.g, tq = lm.tq, kr0 = lm.kr0, qc0 = lm.qc0, brow = lm.brow;
+            const uint32_t a_lane = lm.a_lane, b_lane = lm.b_lane, t_lane = lm.t_lane, st_lane = lm.st_lane;
+            const uint32_t sQb = osb + OFF_Q + (uint32_t)buf * QD_BYTES;
+            const uint32_t sDOb = osb + OFF_DO + (uint32_t)buf * QD_BYTES;
             const bool full = tile_full(s, m0 + off, m0 + rows_here - 1 + off, n0, n0 + keys_here - 1);
 
             /* The warp's BMW query columns in chunks of CW: S^T and dP^T of one
@@ -434,8 +469,8 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
 
                 if constexpr (RAB) {
                     /* rab tile [query][key]; ldmatrix.trans gives S^T fragments */
-                    const uint32_t sR = sbase + OFF_R + (uint32_t)buf * R_BYTES + (uint32_t)(qc + brow) * PR +
-                                        (uint32_t)(kr0 * 2 + ((lane >> 3) & 1) * 16);
+                    const uint32_t sR = osb + OFF_R + (uint32_t)buf * R_BYTES + (uint32_t)(qc + brow) * PR +
+                                        (uint32_t)(kr0 * 2 + lm.half * 16);
 #pragma unroll
                     for (int np = 0; np < CNT / 2; ++np) {
                         uint32_t rr[4];
@@ -540,8 +575,9 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
             if constexpr (DS == 2) {
                 /* ---- dV += P'^T dO, dK += dS'^T Q over all BM queries, for
                  * this warp's half of the head dim */
-                const uint32_t pa = sbase + (uint32_t)(kr0 + (lane & 15)) * PS + (uint32_t)((lane >> 4) * 16);
-#pragma unroll
+                const int lane = otid & 31;
+                const uint32_t pa = osb + (uint32_t)(kr0 + (lane & 15)) * PS + (uint32_t)((lane >> 4) * 16);
+#pragma unroll 1
                 for (int kk = 0; kk < BM / 16; ++kk) {
                     uint32_t a[4];
                     kiln_ldmatrix_x4(a, pa + OFF_P + (uint32_t)(kk * 32));
@@ -554,10 +590,11 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
             if constexpr (!DETERM) {
                 /* ---- dQ = dS' K * sds, added to dq_accum.  Warp tile: 16
                  * query rows x DQ_COLS columns, in passes of DQ_CNT n8 tiles. */
-                const int wm = warp % DQ_WM, wn = warp / DQ_WM;
-                const uint32_t dsa = sbase + OFF_DS + (uint32_t)brow * PS +
+                const int lane = otid & 31;
+                const int wm = (otid >> 5) % DQ_WM, wn = (otid >> 5) / DQ_WM;
+                const uint32_t dsa = osb + OFF_DS + (uint32_t)brow * PS +
                                      (uint32_t)(((lane >> 3) & 1) * 16 + wm * 32);
-                const uint32_t kta = sbase + OFF_K + (uint32_t)(lane & 15) * PD + (uint32_t)((lane >> 4) * 16);
+                const uint32_t kta = osb + OFF_K + (uint32_t)(lane & 15) * PD + (uint32_t)((lane >> 4) * 16);
                 float *dqa = (float *)p.dq_accum;
                 const int64_t hd = (int64_t)f.num_heads * D;
 #pragma unroll 1
@@ -565,30 +602,21 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
                     const int col0 = wn * DQ_COLS + pass * DQ_CNT * 8;
                     float qa[DQ_CNT][4];
                     zero_acc(qa);
-#pragma unroll
+#pragma unroll 2
                     for (int ks = 0; ks < BN / 16; ++ks) {
                         uint32_t a[4];
                         kiln_ldmatrix_x4_trans(a, dsa + (uint32_t)(ks * 16) * PS);
                         mma_rows_trans<DQ_CNT>(qa, a, kta + (uint32_t)(ks * 16) * PD + (uint32_t)(col0 * 2));
                     }
 #if KILN_ARCH >= 900
-                    /* lanes tq, tq^1 swap halves: even tq -> row g, columns
-                     * 2tq..2tq+3; odd tq -> row g + 8, columns 2tq-2..2tq+1 */
-                    const bool odd = tq & 1;
-                    const int row = m0 + wm * 16 + g + (odd ? 8 : 0);
-                    float *dst = dqa + (s.q_beg + row) * hd + (int64_t)h * D + col0 + 2 * tq - (odd ? 2 : 0);
+                    /* stage the scaled tile in smem (fp32, this stage's dead
+                     * Q and dO); the warp's rows go out by bulk reductions */
+                    const uint32_t stg = osb + OFF_Q + (uint32_t)buf * QD_BYTES +
+                                         (uint32_t)(wm * 16 + g) * SP + (uint32_t)((col0 + 2 * tq) * 4);
 #pragma unroll
                     for (int nt = 0; nt < DQ_CNT; ++nt) {
-                        const float x0 = odd ? qa[nt][0] : qa[nt][2];
-                        const float x1 = odd ? qa[nt][1] : qa[nt][3];
-                        const float y0 = shfl_xor_f32(x0, 1);
-                        const float y1 = shfl_xor_f32(x1, 1);
-                        if (row < len_q) {
-                            if (odd)
-                                red_add_v4_f32(dst + nt * 8, y0 * sds, y1 * sds, qa[nt][2] * sds, qa[nt][3] * sds);
-                            else
-                                red_add_v4_f32(dst + nt * 8, qa[nt][0] * sds, qa[nt][1] * sds, y0 * sds, y1 * sds);
-                        }
+                        st_shared_v2_f32(stg + (uint32_t)(nt * 32), qa[nt][0] * sds, qa[nt][1] * sds);
+                        st_shared_v2_f32(stg + 8 * SP + (uint32_t)(nt * 32), qa[nt][2] * sds, qa[nt][3] * sds);
                     }
 #else
 #pragma unroll
@@ -604,41 +632,41 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
                     }
 #endif
                 }
+#if KILN_ARCH >= 900
+                fence_proxy_async_shared();
+                __syncwarp();
+                if (lane < 16) {
+                    const int row = m0 + wm * 16 + lane;
+                    if (row < len_q)
+                        bulk_reduce_add_f32(dqa + (s.q_beg + row) * hd + (int64_t)h * D + wn * DQ_COLS,
+                                            osb + OFF_Q + (uint32_t)buf * QD_BYTES + (uint32_t)(wm * 16 + lane) * SP +
+                                                (uint32_t)(wn * DQ_COLS * 4),
+                                            DQ_COLS * 4);
+                    bulk_commit();
+                    /* the stage is refilled by the prefetch after the next barrier */
+                    bulk_wait_read0();
+                }
+#endif
             }
 
             if constexpr (DRAB) {
-                /* ---- drab tile from the dS'^T tile (16-bit) in smem: each
-                 * item is 8 keys of one query row; lanes run along queries */
-                const int nkc = (keys_here + 7) / 8;
+                /* ---- drab tile from the dS'^T tile (16-bit) in smem, one
+                 * element per item, lanes along keys (coalesced stores) */
+                const int64_t acc_row0 = ((int64_t)b * f.rab_heads + rh) * f.max_seqlen_k + m0 + off;
+                const int64_t drab_row0 = (int64_t)b * p.drab_batch_stride + (int64_t)h * p.drab_head_stride +
+                                          (int64_t)(m0 + off) * p.drab_row_stride;
 #pragma unroll 1
-                for (int e = tid; e < BM * (BN / 8); e += NT) {
-                    const int r = e % BM, kc = e / BM;
-                    if (m0 + r >= len_q || kc >= nkc) continue;
-                    const int64_t i = m0 + r + off;
-                    const int j0 = n0 + kc * 8;
-                    const int nv = kiln_min(8, L - j0);
-                    const uint32_t src = sbase + OFF_DS + (uint32_t)(kc * 8) * PS + (uint32_t)(r * 2);
-                    float v[8];
-#pragma unroll
-                    for (int t = 0; t < 8; ++t) v[t] = kiln_to_float<DT>(ld_shared_u16(src + (uint32_t)t * PS)) * sds;
+                for (int e = otid; e < BM * BN; e += NT) {
+                    const int j = e % BN, r = e / BN;
+                    if (r >= rows_here || j >= keys_here) continue;
+                    const float v =
+                        kiln_to_float<DT>(ld_shared_u16(osb + OFF_DS + (uint32_t)j * PS + (uint32_t)(r * 2))) * sds;
                     if (drab_acc) {
-                        float *a = (float *)p.drab_accum +
-                                   (((int64_t)b * f.rab_heads + rh) * f.max_seqlen_k + i) * f.max_seqlen_k + j0;
-#pragma unroll
-                        for (int t = 0; t < 8; ++t)
-                            if (t < nv) a[t] += v[t];
+                        float *a = (float *)p.drab_accum + (acc_row0 + r) * f.max_seqlen_k + n0 + j;
+                        *a += v;
                     } else {
-                        uint16_t *d = (uint16_t *)p.drab + (int64_t)b * p.drab_batch_stride +
-                                      (int64_t)h * p.drab_head_stride + i * p.drab_row_stride + j0;
-                        if (nv == 8 && (((uint64_t)d) & 15) == 0) {
-                            const uint32_t w[4] = {kiln_pack2<DT>(v[0], v[1]), kiln_pack2<DT>(v[2], v[3]),
-                                                   kiln_pack2<DT>(v[4], v[5]), kiln_pack2<DT>(v[6], v[7])};
-                            kiln_st_global_v4(d, w);
-                        } else {
-#pragma unroll
-                            for (int t = 0; t < 8; ++t)
-                                if (t < nv) st_global_u16(d + t, to_half<DT>(v[t]));
-                        }
+                        st_global_u16((uint16_t *)p.drab + drab_row0 + (int64_t)r * p.drab_row_stride + n0 + j,
+                                      to_half<DT>(v));
                     }
                 }
             }
@@ -649,6 +677,8 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
 
         /* ---- dK = dK' * sds, dV = dV' * inv_scaling; rows < L */
         const float inv = f.inv_scaling;
+        const LaneMap lm = lane_map(tid, sbase);
+        const int g = lm.g, tq = lm.tq, kr0 = lm.kr0, dc0 = lm.dc0;
 #pragma unroll
         for (int hf = 0; hf < 2; ++hf) {
             const int j = n0 + kr0 + g + 8 * hf;

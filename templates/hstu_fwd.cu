@@ -15,11 +15,19 @@
  * chunks).  S = Q K^T and O += P V run on the tensor cores; P never leaves
  * registers: the fp32 accumulator fragment of two n8 tiles is, once packed to
  * 16 bits, the A fragment of one k16 step.  inv_scaling is applied to O at
- * the end (keeps fp16 P out of the subnormal range).
+ * the end (keeps fp16 P out of the subnormal range).  silu(x) = h (1 +
+ * tanh h), h = x / 2, with tanh.approx.f32 (one MUFU op per element).
+ * Key tiles outside the m-block's visible range are skipped; per-element
+ * masks run only on tiles the mask cuts.  With CAUSAL, blockIdx.x maps to
+ * m-blocks in reverse (longest rows first).  A sequence whose offsets fail
+ * the guard (SPEC) is skipped whole; CTA (0, 0, b) counts it once in
+ * p.debug_counter when that is set.
  *
  * Shared memory (bytes), see kiln__hstu_fwd_smem() in dispatch/hstu_tiles.c:
  *   Q [BM][D] | K [2][BN][D] | V [2][BN][D] | RAB [2][BM][BN]      (x 2 bytes)
  * The Q region is reused by each warp for its own output rows at the end.
+ * The rab buffers are reserved even without KILN_RAB, so the size depends on
+ * (head_dim, block_m, block_n) only.
  *
  * Requirements on the inputs (checked by the runtime, not here): q, k, v, out
  * 16-byte aligned; their row and head strides multiples of 8 elements; the

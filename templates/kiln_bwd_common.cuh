@@ -98,6 +98,31 @@ KILN_DEV void red_add_v4_f32(float *addr, float a, float b, float c, float d)
 }
 #endif
 
+/* Bulk asynchronous reduction (TMA): global[dst .. dst + bytes) += the fp32
+ * values at shared src.  16-byte aligned, bytes a multiple of 16 (sm_90). */
+KILN_DEV void bulk_reduce_add_f32(float *dst, uint32_t src, uint32_t bytes)
+{
+    asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n"
+                 :: "l"(dst), "r"(src), "r"(bytes) : "memory");
+}
+
+KILN_DEV void bulk_commit(void) { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
+
+/* Wait until the committed bulk operations have read their sources. */
+KILN_DEV void bulk_wait_read0(void) { asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory"); }
+
+/* Order this thread's generic-proxy shared-memory writes before later
+ * async-proxy (bulk copy) reads. */
+KILN_DEV void fence_proxy_async_shared(void)
+{
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+#endif
+
+#if defined(KILN_ARCH) && KILN_ARCH >= 900
+KILN_DEV float shfl_xor_f32_unused(float v) { return v; }
+#endif
+
 KILN_DEV float shfl_xor_f32(float v, int mask)
 {
     float r;
@@ -110,6 +135,11 @@ KILN_DEV uint16_t ld_shared_u16(uint32_t addr)
     uint16_t v;
     asm volatile("ld.shared.u16 %0, [%1];\n" : "=h"(v) : "r"(addr) : "memory");
     return v;
+}
+
+KILN_DEV void st_shared_v2_f32(uint32_t addr, float a, float b)
+{
+    asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" :: "r"(addr), "f"(a), "f"(b) : "memory");
 }
 
 KILN_DEV void st_global_u32(void *ptr, uint32_t v)

@@ -113,7 +113,11 @@ constexpr int DS = D == 256 ? 2 : 1;     /* warps sharing 16 key rows */
 constexpr int BMW = BM / DS;             /* S^T query columns per warp */
 constexpr int DW = D / DS;               /* dV, dK columns per warp */
 constexpr int DNT = DW / 8;              /* n8 tiles of dV, dK per warp */
+#ifdef KILN_BWD_CW /* tuning override, standalone tests only */
+constexpr int CW0 = KILN_BWD_CW;
+#else
 constexpr int CW0 = DW >= 128 ? 32 : 64; /* query columns per chunk */
+#endif
 constexpr int CW = CW0 < BMW ? CW0 : BMW;
 constexpr int CNT = CW / 8;              /* n8 tiles of S^T per chunk */
 constexpr int NCHUNK = BMW / CW;
@@ -136,6 +140,7 @@ constexpr int KPW = BNQ / WK;            /* keys per warp */
 constexpr int KNT = KPW / 8;
 constexpr int ONT = D / 8;
 constexpr uint32_t PRQ = pitch<BNQ>();
+constexpr bool QF_REGS = D <= 128; /* dq kernel keeps Q, dO fragments in registers */
 
 static_assert(DT == KILN_DT_FP16 || DT == KILN_DT_BF16, "dtype");
 static_assert(D == 32 || D == 64 || D == 128 || D == 256, "head dim");
@@ -292,6 +297,22 @@ KILN_DEV void gemm_rows(float (&acc)[NTL][4], uint32_t a_addr, uint32_t b_addr)
             kiln_ldmatrix_x4(bb, b_addr + (uint32_t)(np * 16 * PD + ks * 32));
             kiln_mma16816<DT>(acc[2 * np], a, bb[0], bb[1]);
             kiln_mma16816<DT>(acc[2 * np + 1], a, bb[2], bb[3]);
+        }
+    }
+}
+
+/* As gemm_rows, with the A fragments of all k steps in registers. */
+template <int NTL>
+KILN_DEV void gemm_regs(float (&acc)[NTL][4], const uint32_t (&af)[KST][4], uint32_t b_addr)
+{
+#pragma unroll
+    for (int ks = 0; ks < KST; ++ks) {
+#pragma unroll
+        for (int np = 0; np < NTL / 2; ++np) {
+            uint32_t bb[4];
+            kiln_ldmatrix_x4(bb, b_addr + (uint32_t)(np * 16 * PD + ks * 32));
+            kiln_mma16816<DT>(acc[2 * np], af[ks], bb[0], bb[1]);
+            kiln_mma16816<DT>(acc[2 * np + 1], af[ks], bb[2], bb[3]);
         }
     }
 }
@@ -695,6 +716,12 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
         }
     }
 
+#if KILN_ARCH >= 900
+    if constexpr (!DETERM) {
+        if ((tid & 31) < 16) bulk_wait_all0(); /* the dq bulk reductions are done */
+    }
+#endif
+
     if constexpr (DRAB) {
         /* drab written directly: zeros on the rows that no visited query
          * block covers (and on positions before the first query) */
@@ -806,6 +833,14 @@ kiln_hstu_bwd_dq(const __grid_constant__ kiln_hstu_bwd_kparams p)
 
     float acc[ONT][4];
     zero_acc(acc);
+    uint32_t qf[QF_REGS ? KST : 1][4], of[QF_REGS ? KST : 1][4];
+    if constexpr (QF_REGS) {
+#pragma unroll
+        for (int ks = 0; ks < KST; ++ks) {
+            kiln_ldmatrix_x4(qf[ks], a_lane + QOFF_Q + (uint32_t)(ks * 32));
+            kiln_ldmatrix_x4(of[ks], a_lane + QOFF_DO + (uint32_t)(ks * 32));
+        }
+    }
 
 #pragma unroll 1
     for (int n = n_begin; n < n_end; ++n) {
@@ -819,7 +854,8 @@ kiln_hstu_bwd_dq(const __grid_constant__ kiln_hstu_bwd_kparams p)
         /* ---- S = Q K^T (16 queries x KPW keys per warp) */
         float sa[KNT][4];
         zero_acc(sa);
-        gemm_rows<KNT>(sa, a_lane + QOFF_Q, sK + b_lane);
+        if constexpr (QF_REGS) gemm_regs<KNT>(sa, qf, sK + b_lane);
+        else gemm_rows<KNT>(sa, a_lane + QOFF_Q, sK + b_lane);
         if constexpr (RAB) {
             const uint32_t sR = sbase + QOFF_R + (uint32_t)buf * RQ_BYTES + r_lane;
 #pragma unroll
@@ -863,7 +899,8 @@ kiln_hstu_bwd_dq(const __grid_constant__ kiln_hstu_bwd_kparams p)
         /* ---- dP = dO V^T; dS' = dP * 2 silu'(s) */
         float dpa[KNT][4];
         zero_acc(dpa);
-        gemm_rows<KNT>(dpa, a_lane + QOFF_DO, sV + b_lane);
+        if constexpr (QF_REGS) gemm_regs<KNT>(dpa, of, sV + b_lane);
+        else gemm_rows<KNT>(dpa, a_lane + QOFF_DO, sV + b_lane);
 
         /* ---- dQ += dS' K */
 #pragma unroll
@@ -914,53 +951,72 @@ kiln_hstu_bwd_dq(const __grid_constant__ kiln_hstu_bwd_kparams p)
 }
 
 /* ===================================================================== convert */
+/* Rows are spread over the blocks and items of a row over the threads, so
+ * that no 64-bit division is needed (it would be a call with a stack frame).
+ * A row of n items: a block handles rpi = 256 / n rows at once when n < 256. */
 extern "C" __global__ void __launch_bounds__(256)
 kiln_hstu_bwd_convert(const __grid_constant__ kiln_hstu_bwd_kparams p)
 {
     using namespace kiln_hstu_bwd_impl;
     const kiln_hstu_kparams &f = p.f;
-    const int64_t gt = (int64_t)blockIdx.x * 256 + threadIdx.x;
-    const int64_t gs = (int64_t)gridDim.x * 256;
+    const int t = threadIdx.x;
     const int H = f.num_heads;
 #pragma unroll 1
     for (int b = 0; b < f.batch; ++b) {
         Seq s;
         if (!load_seq<DELTA_Q, CONTEXT, TARGET, LOCAL>(f, b, s)) continue;
         if (p.dq_accum != 0) {
-            /* 4 floats per item: (row, head, d / 4) */
-            const int per_row = H * (D / 4);
-            const int64_t n = (int64_t)s.len_q * per_row;
+            /* row r: H * D / 4 items of 4 floats */
+            const int n = H * (D / 4);
+            const int rpi = n >= 256 ? 1 : 256 / n;
+            const int sub = n >= 256 ? 0 : t / n;
+            const int c0 = n >= 256 ? t : t - sub * n;
+            const int cstep = n >= 256 ? 256 : n;
+            if (sub < rpi) {
 #pragma unroll 1
-            for (int64_t e = gt; e < n; e += gs) {
-                const int64_t r = e / per_row;
-                const int rem = (int)(e - r * per_row);
-                const int hh = rem / (D / 4), d = (rem % (D / 4)) * 4;
-                const float *src = (const float *)p.dq_accum + ((s.q_beg + r) * H + hh) * (int64_t)D + d;
-                float x0, x1, x2, x3;
-                asm volatile("ld.global.v4.f32 {%0, %1, %2, %3}, [%4];\n"
-                             : "=f"(x0), "=f"(x1), "=f"(x2), "=f"(x3) : "l"(src));
-                uint16_t *dst = (uint16_t *)p.dq + (s.q_beg + r) * p.dq_row_stride + (int64_t)hh * p.dq_head_stride + d;
-                asm volatile("st.global.v2.u32 [%0], {%1, %2};\n"
-                             :: "l"(dst), "r"(kiln_pack2<DT>(x0, x1)), "r"(kiln_pack2<DT>(x2, x3)) : "memory");
+                for (int64_t r = (int64_t)blockIdx.x * rpi + sub; r < s.len_q; r += (int64_t)gridDim.x * rpi) {
+                    const float *src = (const float *)p.dq_accum + (s.q_beg + r) * H * (int64_t)D;
+                    uint16_t *dst = (uint16_t *)p.dq + (s.q_beg + r) * p.dq_row_stride;
+#pragma unroll 1
+                    for (int c = c0; c < n; c += cstep) {
+                        const int hh = c / (D / 4), d = (c % (D / 4)) * 4;
+                        float x0, x1, x2, x3;
+                        asm volatile("ld.global.v4.f32 {%0, %1, %2, %3}, [%4];\n"
+                                     : "=f"(x0), "=f"(x1), "=f"(x2), "=f"(x3) : "l"(src + hh * D + d));
+                        asm volatile("st.global.v2.u32 [%0], {%1, %2};\n"
+                                     :: "l"(dst + (int64_t)hh * p.dq_head_stride + d), "r"(kiln_pack2<DT>(x0, x1)),
+                                        "r"(kiln_pack2<DT>(x2, x3))
+                                     : "memory");
+                    }
+                }
             }
         }
         if (p.drab_accum != 0) {
-            /* 8 elements per item: (rab head, row i, 8 keys) */
+            /* row (hr, i): (L + 7) / 8 items of 8 keys */
             const int L = s.L;
-            const int nch = (L + 7) / 8;
-            const int64_t per_head = (int64_t)L * nch;
-            const int64_t n = per_head * f.rab_heads;
+            const int n = (L + 7) / 8;
+            if (n == 0) continue;
+            const int rpi = n >= 256 ? 1 : 256 / n;
+            const int sub = n >= 256 ? 0 : t / n;
+            const int c0 = n >= 256 ? t : t - sub * n;
+            const int cstep = n >= 256 ? 256 : n;
+            if (sub >= rpi) continue;
             const int64_t msk = f.max_seqlen_k;
 #pragma unroll 1
-            for (int64_t e = gt; e < n; e += gs) {
-                const int64_t hr = e / per_head;
-                const int64_t rem = e - hr * per_head;
-                const int64_t i = rem / nch;
-                const int c = (int)(rem - i * nch) * 8;
-                const float *src = (const float *)p.drab_accum + (((int64_t)b * f.rab_heads + hr) * msk + i) * msk + c;
-                uint16_t *dst = (uint16_t *)p.drab + (int64_t)b * p.drab_batch_stride + hr * p.drab_head_stride +
-                                i * p.drab_row_stride + c;
-                for (int k = 0; k < 8 && c + k < L; ++k) st_global_u16(dst + k, to_half<DT>(src[k]));
+            for (int hr = 0; hr < f.rab_heads; ++hr) {
+#pragma unroll 1
+                for (int i = blockIdx.x * rpi + sub; i < L; i += gridDim.x * rpi) {
+                    const float *src = (const float *)p.drab_accum + (((int64_t)b * f.rab_heads + hr) * msk + i) * msk;
+                    uint16_t *dst = (uint16_t *)p.drab + (int64_t)b * p.drab_batch_stride +
+                                    (int64_t)hr * p.drab_head_stride + (int64_t)i * p.drab_row_stride;
+#pragma unroll 1
+                    for (int c = c0; c < n; c += cstep) {
+                        const int j0 = c * 8;
+#pragma unroll
+                        for (int k = 0; k < 8; ++k)
+                            if (j0 + k < L) st_global_u16(dst + j0 + k, to_half<DT>(src[j0 + k]));
+                    }
+                }
             }
         }
     }

@@ -3,8 +3,8 @@
  *
  * The variants are split over one worker process per CPU, all writing the same
  * cache, which also exercises concurrent inserts.  The cache lives in
- * $KILN_BUILD/test-cache so a rerun with unchanged templates only verifies
- * hits; set KILN_TEST_FRESH=1 to start empty. */
+ * $KILN_BUILD/test-cache/<template digest> so a rerun with unchanged templates
+ * only verifies hits; set KILN_TEST_FRESH=1 to start empty. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -36,12 +36,26 @@ static int setup(void **state)
 {
     (void)state;
     const char *b = getenv("KILN_BUILD");
-    snprintf(cache_dir, sizeof cache_dir, "%s/test-cache", b && *b ? b : "build");
+    kiln_engine_options o;
+    kiln_engine_options_init(&o);
+    o.flags = KILN_ENGINE_NO_DISK_CACHE;
+    kiln_engine *e;
+    kiln_info info;
+    if (kiln_engine_create(&o, &e) != KILN_OK) return -1;
+    kiln_engine_info(e, &info);
+    kiln_engine_destroy(e);
+    /* One directory per template text: old rows never mix in. */
+    snprintf(cache_dir, sizeof cache_dir, "%s/test-cache/%.16s", b && *b ? b : "build",
+             info.template_digest);
     if (getenv("KILN_TEST_FRESH")) {
-        char cmd[600];
+        char cmd[700];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", cache_dir);
         if (system(cmd) != 0) return -1;
     }
+    char mk[1200];
+    snprintf(mk, sizeof mk, "mkdir -p -m 0700 '%s/..' && chmod 0700 '%s/..'", cache_dir,
+             cache_dir);
+    if (system(mk) != 0) return -1;
     nkeys = 0;
     if (kiln_key_expand("hstu_fwd/*", "sm_80", collect, NULL) != KILN_OK) return -1;
     if (kiln_key_expand("hstu_fwd/*", "sm_90a", collect, NULL) != KILN_OK) return -1;

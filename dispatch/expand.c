@@ -73,6 +73,7 @@ kiln_status kiln__key_expand(const char *pattern, const char *arch_override,
                             k.rab = o & 1;
                             k.drab = (o >> 1) & 1;
                             k.det = (o >> 2) & 1;
+                            k.impl = kiln__key_default_impl(&k);
                             kiln__key_default_tiles(&k);
                             if (kiln__key_validate(&k) != KILN_OK) continue;
                             kiln__key_format(&k, text, sizeof text);

@@ -77,6 +77,7 @@ kiln_status kiln__hstu_bwd_plan(const kiln_hstu_bwd_params *p, int arch, int arc
     key->family = KILN_FAM_HSTU_BWD;
     key->drab = p->drab != 0;
     key->det = p->deterministic != 0;
+    key->impl = -1;
     KILN_FAIL_IF(p->drab && !f->rab, KILN_EBADARG, "drab is set but fwd.rab is NULL");
     KILN_FAIL_IF(p->deterministic != 0 && p->deterministic != 1, KILN_EBADARG,
                  "deterministic %d is not 0 or 1", p->deterministic);

@@ -153,6 +153,7 @@ kiln_status kiln__hstu_plan_inputs(const kiln_hstu_fwd_params *p, int arch, int 
     key->head_dim = p->head_dim;
     key->mask = mask;
     key->rab = p->rab != 0;
+    if (key->impl < 0) key->impl = kiln__key_default_impl(key);
     kiln__key_default_tiles(key);
     KILN_TRY(kiln__key_validate(key));
 
@@ -241,8 +242,16 @@ kiln_status kiln__hstu_fwd_plan(const kiln_hstu_fwd_params *p, int arch,
                                 int arch_a, kiln_key *key, kiln_hstu_kparams *kp,
                                 kiln_launch *launch, int *empty)
 {
+    return kiln__hstu_fwd_plan_impl(p, arch, arch_a, -1, key, kp, launch, empty);
+}
+
+kiln_status kiln__hstu_fwd_plan_impl(const kiln_hstu_fwd_params *p, int arch, int arch_a,
+                                     int impl, kiln_key *key, kiln_hstu_kparams *kp,
+                                     kiln_launch *launch, int *empty)
+{
     memset(key, 0, sizeof *key);
     key->family = KILN_FAM_HSTU_FWD;
+    key->impl = impl;
     KILN_TRY(kiln__hstu_plan_inputs(p, arch, arch_a, 1, key, kp, empty));
     if (*empty) return KILN_OK;
     launch->grid[0] = (unsigned)kp->num_m_blocks;

@@ -21,9 +21,14 @@ typedef struct kiln_launch {
 kiln_status kiln__hstu_fwd_plan(const kiln_hstu_fwd_params *p, int arch,
                                 int arch_a, kiln_key *key, kiln_hstu_kparams *kp,
                                 kiln_launch *launch, int *empty);
+/* The same with the implementation forced (0 mma, 1 wgmma; -1 the default). */
+kiln_status kiln__hstu_fwd_plan_impl(const kiln_hstu_fwd_params *p, int arch, int arch_a,
+                                     int impl, kiln_key *key, kiln_hstu_kparams *kp,
+                                     kiln_launch *launch, int *empty);
 
 /* Shared by forward and backward: validate the forward inputs (and p->out if
- * check_out), fill key (the caller sets family, drab, det first) and kp. */
+ * check_out), fill key (the caller sets family, drab, det and impl (-1: the
+ * default) first) and kp. */
 kiln_status kiln__hstu_plan_inputs(const kiln_hstu_fwd_params *p, int arch, int arch_a,
                                    int check_out, kiln_key *key, kiln_hstu_kparams *kp,
                                    int *empty);

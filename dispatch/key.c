@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "dispatch/hstu_bwd_tiles.h"
+#include "dispatch/hstu_fwd_sm90_tiles.h"
 #include "dispatch/hstu_tiles.h"
 #include "runtime/error.h"
 
@@ -109,19 +110,28 @@ void kiln__key_encode(const kiln_key *k, uint8_t out[KILN_KEY_BYTES])
     p = put8(p, 'R', k->rab ? 1u : 0u);
     p = put8(p, 'r', k->drab ? 1u : 0u);
     p = put8(p, 'x', k->det ? 1u : 0u);
+    p = put8(p, 'i', (unsigned)k->impl);
     p = put16(p, 'm', (unsigned)k->block_m);
     p = put16(p, 'n', (unsigned)k->block_n);
     p = put8(p, 'w', (unsigned)k->warps);
-    /* 28 bytes: a change here is a KILN_KEY_VERSION change. */
+    /* 30 bytes: a change here is a KILN_KEY_VERSION change. */
     (void)p;
 }
 
 /* ------------------------------------------------------------- validation */
 
+int kiln__key_default_impl(const kiln_key *k)
+{
+    return KILN_SM90_FWD_DEFAULT && k->family == KILN_FAM_HSTU_FWD && k->arch == 90 &&
+           k->arch_a;
+}
+
 void kiln__key_default_tiles(kiln_key *k)
 {
     kiln_hstu_tiles t;
-    if (k->family == KILN_FAM_HSTU_BWD)
+    if (k->impl == 1)
+        kiln__hstu_fwd_sm90_default_tiles(k->dtype, k->head_dim, &t);
+    else if (k->family == KILN_FAM_HSTU_BWD)
         kiln__hstu_bwd_default_tiles(k->arch, k->dtype, k->head_dim, &t);
     else
         kiln__hstu_fwd_default_tiles(k->arch, k->dtype, k->head_dim, &t);
@@ -140,6 +150,11 @@ kiln_status kiln__key_validate(const kiln_key *k)
     KILN_FAIL_IF(k->drab && !bwd, KILN_EBADARG, "drab is an option of hstu_bwd only");
     KILN_FAIL_IF(k->det && !bwd, KILN_EBADARG, "det is an option of hstu_bwd only");
     KILN_FAIL_IF(k->drab && !k->rab, KILN_EBADARG, "drab needs rab");
+    KILN_FAIL_IF(k->impl != 0 && k->impl != 1, KILN_EBADARG, "impl %d is not 0 or 1",
+                 k->impl);
+    KILN_FAIL_IF(k->impl == 1 && (bwd || k->arch != 90 || !k->arch_a), KILN_EUNSUPPORTED,
+                 "wgmma: the Hopper kernel exists for hstu_fwd on sm_90a only (not %s %s)",
+                 kiln__family_name(k->family), a);
     KILN_FAIL_IF(k->arch < 80, KILN_EUNSUPPORTED,
                  "arch %s: kiln needs sm_80 or newer (tensor-core mma.sync)", a);
     KILN_FAIL_IF(k->arch_a && k->arch != 90 && k->arch != 100, KILN_EBADARG,
@@ -166,8 +181,10 @@ kiln_status kiln__key_validate(const kiln_key *k)
                      (m & KILN_MASK_DELTA_Q),
                  KILN_EBADARG, "mask deltaq does not combine with context or target");
     const char *why =
-        bwd ? kiln__hstu_bwd_tiles_check(k->head_dim, k->block_m, k->block_n, k->warps)
-            : kiln__hstu_fwd_tiles_check(k->head_dim, k->block_m, k->block_n, k->warps);
+        k->impl ? kiln__hstu_fwd_sm90_tiles_check(k->head_dim, k->block_m, k->block_n,
+                                                  k->warps)
+        : bwd ? kiln__hstu_bwd_tiles_check(k->head_dim, k->block_m, k->block_n, k->warps)
+              : kiln__hstu_fwd_tiles_check(k->head_dim, k->block_m, k->block_n, k->warps);
     KILN_FAIL_IF(why, KILN_EBADARG, "tiles bm%d/bn%d/w%d: %s", k->block_m,
                  k->block_n, k->warps, why);
     size_t smem = kiln__key_smem(k, 0);
@@ -190,10 +207,12 @@ int kiln__key_format(const kiln_key *k, char *buf, size_t n)
     char a[16], m[64];
     kiln__arch_format(k->arch, k->arch_a, a, sizeof a);
     if (kiln__mask_format(k->mask, m, sizeof m) < 0) return -1;
-    int len = snprintf(buf, n, "%s/%s/%s/d%d/%s%s%s%s", kiln__family_name(k->family),
+    const char *impl = k->impl == kiln__key_default_impl(k) ? ""
+                       : k->impl ? "/wgmma" : "/mma";
+    int len = snprintf(buf, n, "%s/%s/%s/d%d/%s%s%s%s%s", kiln__family_name(k->family),
                        a, kiln__dtype_name(k->dtype), k->head_dim, m,
                        k->rab ? "/rab" : "", k->drab ? "/drab" : "",
-                       k->det ? "/det" : "");
+                       k->det ? "/det" : "", impl);
     if (len < 0 || (size_t)len >= n) return -1;
     kiln_key d = *k;
     kiln__key_default_tiles(&d);
@@ -302,22 +321,25 @@ kiln_status kiln__key_parse(const char *text, const char *arch_override,
                  "key '%s': mask missing (none, or causal+target etc.)", text);
     KILN_TRY(parse_mask(text, seg[i], &k.mask));
     i++;
-    int bm = -1, bn = -1, w = -1;
+    int bm = -1, bn = -1, w = -1, impl = -1;
     for (; i < nseg; i++) {
         int v;
         if (strcmp(seg[i], "rab") == 0) k.rab = 1;
         else if (strcmp(seg[i], "norab") == 0) k.rab = 0;
         else if (strcmp(seg[i], "drab") == 0) k.drab = 1;
         else if (strcmp(seg[i], "det") == 0) k.det = 1;
+        else if (strcmp(seg[i], "mma") == 0) impl = 0;
+        else if (strcmp(seg[i], "wgmma") == 0) impl = 1;
         else if (parse_num(seg[i], "bm", &v) == 0) bm = v;
         else if (parse_num(seg[i], "bn", &v) == 0) bn = v;
         else if (parse_num(seg[i], "w", &v) == 0) w = v;
         else
             return kiln__fail(KILN_EBADARG,
                               "key '%s': option '%s' is not one of rab, drab, det, "
-                              "bm<N>, bn<N>, w<N>",
+                              "mma, wgmma, bm<N>, bn<N>, w<N>",
                               text, seg[i]);
     }
+    k.impl = impl >= 0 ? impl : kiln__key_default_impl(&k);
     kiln__key_default_tiles(&k);
     if (bm >= 0) k.block_m = bm;
     if (bn >= 0) k.block_n = bn;
@@ -356,7 +378,9 @@ int kiln__key_prelude(const kiln_key *k, char *buf, size_t n)
                             : "#define KILN_DRAB 1\n#define KILN_DETERMINISTIC 0\n")
                   : (k->det ? "#define KILN_DRAB 0\n#define KILN_DETERMINISTIC 1\n"
                             : "#define KILN_DRAB 0\n#define KILN_DETERMINISTIC 0\n"),
-        k->family == KILN_FAM_HSTU_BWD ? "hstu_bwd.cu" : "hstu_fwd.cu");
+        k->family == KILN_FAM_HSTU_BWD ? "hstu_bwd.cu"
+        : k->impl == 1                 ? "hstu_fwd_sm90.cu"
+                                       : "hstu_fwd.cu");
     return len < 0 || (size_t)len >= n ? -1 : len;
 }
 
@@ -388,5 +412,8 @@ size_t kiln__key_smem(const kiln_key *k, int which)
     if (k->family == KILN_FAM_HSTU_BWD)
         return kiln__hstu_bwd_smem(which, k->dtype, k->head_dim, k->block_m, k->block_n,
                                    k->warps);
+    if (k->impl == 1)
+        return kiln__hstu_fwd_sm90_smem(k->dtype, k->head_dim, k->block_m, k->block_n,
+                                        k->warps);
     return kiln__hstu_fwd_smem(k->dtype, k->head_dim, k->block_m, k->block_n, k->warps);
 }

@@ -31,13 +31,14 @@ typedef struct kiln_key {
     int rab;
     int drab;        /* backward: compute d(rab) */
     int det;         /* backward: deterministic (no atomics) */
+    int impl;        /* 0: portable mma.sync; 1: Hopper wgmma + TMA (sm_90a) */
     int block_m, block_n, warps;
 } kiln_key;
 
 /* Canonical encoding: a version byte, then tagged little-endian fields of
  * fixed width.  Never a struct image (padding would leak into the hash). */
 #define KILN_KEY_VERSION 1
-#define KILN_KEY_BYTES 28
+#define KILN_KEY_BYTES 30
 void kiln__key_encode(const kiln_key *k, uint8_t out[KILN_KEY_BYTES]);
 
 /* Parse the text form "hstu_fwd/sm_90a/bf16/d128/causal+target/rab" (arch may
@@ -49,8 +50,11 @@ kiln_status kiln__key_parse(const char *text, const char *arch_override,
 /* Check every field and combination (including tiles vs. the arch's shared
  * memory).  The message names the field and its value. */
 kiln_status kiln__key_validate(const kiln_key *k);
-/* Fill block_m/block_n/warps with the defaults for the key's arch/dtype/dim. */
+/* Fill block_m/block_n/warps with the defaults for the key's arch/dtype/dim
+ * and implementation. */
 void kiln__key_default_tiles(kiln_key *k);
+/* The implementation a key gets unless it names one. */
+int kiln__key_default_impl(const kiln_key *k);
 
 /* Canonical text; tiles appear only when not the default.  Returns the
  * length, or -1 if buf is too small. */

@@ -60,7 +60,9 @@ kiln_status kiln_hstu_fwd(kiln_engine *e, const kiln_hstu_fwd_params *params,
         return kiln__fail(ds, "%s", why);
     }
     /* Everything the host can see is checked here, before the GPU is. */
-    KILN_TRY(kiln__hstu_fwd_plan(params, di->arch, di->arch_a, &key, &kp, &l, &empty));
+    int impl = e->fwd_impl == 1 && !(di->arch == 90 && di->arch_a) ? -1 : e->fwd_impl;
+    KILN_TRY(kiln__hstu_fwd_plan_impl(params, di->arch, di->arch_a, impl, &key, &kp, &l,
+                                      &empty));
     if (empty) return KILN_OK;
     if (e->flags & KILN_ENGINE_DEBUG_CHECKS)
         KILN_TRY(kiln__debug_counter(e, cu, di, &kp.debug_counter));

@@ -954,7 +954,7 @@ kiln_hstu_bwd_dq(const __grid_constant__ kiln_hstu_bwd_kparams p)
 /* Rows are spread over the blocks and items of a row over the threads, so
  * that no 64-bit division is needed (it would be a call with a stack frame).
  * A row of n items: a block handles rpi = 256 / n rows at once when n < 256. */
-extern "C" __global__ void __launch_bounds__(256)
+extern "C" __global__ void __launch_bounds__(256, 1)
 kiln_hstu_bwd_convert(const __grid_constant__ kiln_hstu_bwd_kparams p)
 {
     using namespace kiln_hstu_bwd_impl;

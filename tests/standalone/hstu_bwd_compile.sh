@@ -28,6 +28,7 @@ build_one() {
 #define KILN_RAB ${13}
 #define KILN_DRAB ${14}
 #define KILN_DETERMINISTIC ${15}
+$(echo "${16}" | tr ',' '\n' | sed -n 's/^\(KILN_[A-Z0-9_]*\)=\(.*\)$/#define \1 \2/p')
 #include "hstu_bwd.cu"
 EOP
     if [ "$arch" = sm_90a ]; then ga="-gencode=arch=compute_90a,code=sm_90a"; else ga="-arch=$arch"; fi

@@ -50,11 +50,15 @@ def default_tiles(arch, d):
     return CHOICES[d][-1]
 
 
-def line(arch, dt, d, t, m, rab, drab, det):
+def line(arch, dt, d, t, m, rab, drab, det, extra=""):
+    """extra: comma-separated NAME=VALUE tuning defines (standalone only)"""
     name = "%s_%s_d%d_%dx%dx%d_%s%s%s%s" % (ARCH_NAME[arch], "bf16" if dt == 2 else "fp16", d, t[0], t[1], t[2],
                                             m[0], "_rab" if rab else "", "_drab" if drab else "",
                                             "_det" if det else "")
-    return " ".join(str(x) for x in (name, ARCH_NAME[arch], dt, d, t[0], t[1], t[2]) + m[1:] + (rab, drab, det))
+    if extra:
+        name += "_" + extra.replace("KILN_BWD_", "").replace("=", "").replace(",", "_").lower()
+    fields = (name, ARCH_NAME[arch], dt, d, t[0], t[1], t[2]) + m[1:] + (rab, drab, det)
+    return " ".join(str(x) for x in fields + ((extra,) if extra else ()))
 
 
 def main():
@@ -100,14 +104,18 @@ def main():
                     for det in (0, 1):
                         out.append(line(90, 1 + (i + det) % 2, d, t, m, 1, 1 if i < 2 else 0, det))
     elif mode == "bench":
-        for t in ((64, 128, 8), (32, 128, 8)):
-            for det in (0, 1):
-                out.append(line(90, 2, 128, t, MASKS[1], 0, 0, det))
+        for det in (0, 1):
+            out.append(line(90, 2, 128, (64, 128, 8), MASKS[1], 0, 0, det))
+        out.append(line(90, 2, 128, (64, 128, 8), MASKS[1], 0, 0, 0, "KILN_BWD_CW=64"))
+        out.append(line(90, 2, 128, (64, 128, 8), MASKS[1], 0, 0, 1, "KILN_BWD_CW=64"))
         out.append(line(90, 1, 128, (64, 128, 8), MASKS[1], 0, 0, 0))
+        out.append(line(90, 2, 128, (64, 128, 8), MASKS[0], 0, 0, 0))
+        out.append(line(90, 2, 128, (64, 128, 8), MASKS[6], 1, 0, 0))
+        out.append(line(90, 2, 128, (64, 128, 8), MASKS[6], 1, 0, 1))
         out.append(line(90, 2, 64, (64, 128, 8), MASKS[1], 0, 0, 0))
         out.append(line(90, 2, 64, (128, 128, 8), MASKS[1], 0, 0, 0))
+        out.append(line(90, 2, 32, (64, 128, 8), MASKS[1], 0, 0, 0))
         out.append(line(90, 2, 256, (32, 64, 8), MASKS[1], 0, 0, 0))
-        out.append(line(90, 2, 128, (64, 128, 8), MASKS[6], 1, 0, 0))
     for l in out:
         print(l)
 

@@ -101,24 +101,10 @@ kiln_status kiln__hstu_bwd_plan(const kiln_hstu_bwd_params *p, int arch, int arc
                               p->dk_head_stride, d, 1));
     KILN_TRY(kiln__check_view("dv", p->dv, f->total_k, p->dv_row_stride, h,
                               p->dv_head_stride, d, 1));
-    if (p->drab) {
-        KILN_FAIL_IF(p->drab % 2, KILN_EBADARG, "drab 0x%llx is not 2-byte aligned",
-                     (unsigned long long)p->drab);
-        KILN_FAIL_IF(p->drab_batch_stride < 0 || p->drab_head_stride < 0 ||
-                         p->drab_row_stride < 1,
-                     KILN_EBADARG,
-                     "drab strides (batch %lld, head %lld, row %lld) must be >= 0, >= 0, "
-                     ">= 1",
-                     (long long)p->drab_batch_stride, (long long)p->drab_head_stride,
-                     (long long)p->drab_row_stride);
-        int64_t a, b, c, s;
-        int ov = __builtin_mul_overflow((int64_t)f->batch - 1, p->drab_batch_stride, &a) |
-                 __builtin_mul_overflow((int64_t)f->rab_heads - 1, p->drab_head_stride, &b) |
-                 __builtin_mul_overflow((int64_t)f->max_seqlen_k, p->drab_row_stride, &c) |
-                 __builtin_add_overflow(a, b, &s) | __builtin_add_overflow(s, c, &s);
-        KILN_FAIL_IF(ov || s > INT64_MAX / 2, KILN_EBADARG,
-                     "drab strides overflow 64-bit offsets");
-    }
+    if (p->drab)
+        KILN_TRY(kiln__check_bias("drab", p->drab, f->batch, f->rab_heads, f->max_seqlen_k,
+                                  p->drab_batch_stride, p->drab_head_stride,
+                                  p->drab_row_stride));
     uint64_t dq_bytes, drab_bytes;
     KILN_TRY(sizes(p, &dq_bytes, &drab_bytes));
     uint64_t need = dq_bytes + drab_bytes;

@@ -72,6 +72,26 @@ kiln_status kiln__check_view(const char *name, uint64_t ptr, int64_t rows,
     return KILN_OK;
 }
 
+kiln_status kiln__check_bias(const char *name, uint64_t ptr, int batch, int heads,
+                             int len, int64_t batch_stride, int64_t head_stride,
+                             int64_t row_stride)
+{
+    KILN_FAIL_IF(ptr % 2, KILN_EBADARG, "%s 0x%llx is not 2-byte aligned", name,
+                 (unsigned long long)ptr);
+    KILN_FAIL_IF(batch_stride < 0 || head_stride < 0 || row_stride < 1, KILN_EBADARG,
+                 "%s strides (batch %lld, head %lld, row %lld) must be >= 0, >= 0, >= 1",
+                 name, (long long)batch_stride, (long long)head_stride,
+                 (long long)row_stride);
+    int64_t a, b, c, s;
+    int ov = __builtin_mul_overflow((int64_t)batch - 1, batch_stride, &a) |
+             __builtin_mul_overflow((int64_t)heads - 1, head_stride, &b) |
+             __builtin_mul_overflow((int64_t)len, row_stride, &c) |
+             __builtin_add_overflow(a, b, &s) | __builtin_add_overflow(s, c, &s);
+    KILN_FAIL_IF(ov || s > INT64_MAX / 2, KILN_EBADARG, "%s strides overflow 64-bit offsets",
+                 name);
+    return KILN_OK;
+}
+
 kiln_status kiln__hstu_plan_inputs(const kiln_hstu_fwd_params *p, int arch, int arch_a,
                                    int check_out, kiln_key *key, kiln_hstu_kparams *kp,
                                    int *empty)
@@ -178,24 +198,11 @@ kiln_status kiln__hstu_plan_inputs(const kiln_hstu_fwd_params *p, int arch, int 
                  KILN_EBADARG, "total_q %lld needs int64 offsets",
                  (long long)p->total_q);
     if (p->rab) {
-        KILN_FAIL_IF(p->rab % 2, KILN_EBADARG, "rab 0x%llx is not 2-byte aligned",
-                     (unsigned long long)p->rab);
         KILN_FAIL_IF(p->rab_heads < 1 || h % p->rab_heads, KILN_EBADARG,
                      "rab_heads %d does not divide num_heads %d", p->rab_heads, h);
-        KILN_FAIL_IF(p->rab_batch_stride < 0 || p->rab_head_stride < 0 ||
-                         p->rab_row_stride < 1,
-                     KILN_EBADARG,
-                     "rab strides (batch %lld, head %lld, row %lld) must be >= 0, "
-                     ">= 0, >= 1",
-                     (long long)p->rab_batch_stride, (long long)p->rab_head_stride,
-                     (long long)p->rab_row_stride);
-        int64_t a, b, c, s;
-        int ov = __builtin_mul_overflow((int64_t)p->batch - 1, p->rab_batch_stride, &a) |
-                 __builtin_mul_overflow((int64_t)p->rab_heads - 1, p->rab_head_stride, &b) |
-                 __builtin_mul_overflow((int64_t)p->max_seqlen_k, p->rab_row_stride, &c) |
-                 __builtin_add_overflow(a, b, &s) | __builtin_add_overflow(s, c, &s);
-        KILN_FAIL_IF(ov || s > INT64_MAX / 2, KILN_EBADARG,
-                     "rab strides overflow 64-bit offsets");
+        KILN_TRY(kiln__check_bias("rab", p->rab, p->batch, p->rab_heads, p->max_seqlen_k,
+                                  p->rab_batch_stride, p->rab_head_stride,
+                                  p->rab_row_stride));
     }
 
     memset(kp, 0, sizeof *kp);

@@ -38,4 +38,9 @@ kiln_status kiln__check_view(const char *name, uint64_t ptr, int64_t rows,
                              int64_t row_stride, int64_t heads, int64_t head_stride,
                              int dim, int is_output);
 
+/* A (batch, heads, len, len) bias view such as rab or drab. */
+kiln_status kiln__check_bias(const char *name, uint64_t ptr, int batch, int heads,
+                             int len, int64_t batch_stride, int64_t head_stride,
+                             int64_t row_stride);
+
 #endif

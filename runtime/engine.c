@@ -207,6 +207,21 @@ kiln_status kiln__current_device(kiln_engine *e, const kiln_cu_api *cu,
     return KILN_OK;
 }
 
+kiln_status kiln__acquire(kiln_engine *e, kiln_status (*check)(const void *, int *),
+                          const void *params, const kiln_cu_api **cu, CUdevice *dev,
+                          kiln_devinfo **di, int *nothing)
+{
+    *nothing = 0;
+    kiln_status ds = kiln__cu(cu);
+    if (ds == KILN_OK) ds = kiln__current_device(e, *cu, dev, di);
+    if (ds == KILN_OK) return KILN_OK;
+    char why[512];
+    snprintf(why, sizeof why, "%s", kiln_last_error());
+    KILN_TRY(check(params, nothing));
+    if (*nothing) return KILN_OK;
+    return kiln__fail(ds, "%s", why);
+}
+
 kiln_status kiln_engine_debug_report(kiln_engine *e, int64_t *bad)
 {
     KILN_FAIL_IF(!e || !bad, KILN_EBADARG, "engine or bad_sequences is NULL");

@@ -75,6 +75,13 @@ kiln_status kiln__launch(const kiln_cu_api *cu, kiln_slot *s, int entry, CUdevic
 kiln_status kiln__debug_counter(kiln_engine *e, const kiln_cu_api *cu, kiln_devinfo *di,
                                 uint64_t *out);
 
+/* The driver and the current device for a launch.  Without a usable device,
+ * check(params) (a plan for sm_80) runs first so that a bad argument is still
+ * reported as one; *nothing is set when that plan has nothing to launch. */
+kiln_status kiln__acquire(kiln_engine *e, kiln_status (*check)(const void *, int *),
+                          const void *params, const kiln_cu_api **cu, CUdevice *dev,
+                          kiln_devinfo **di, int *nothing);
+
 /* Parse arch, or read the current device's when arch is NULL. */
 kiln_status kiln__arch_or_current(const char *arch, int *a, int *aa);
 

@@ -38,6 +38,14 @@ kiln_status kiln__debug_counter(kiln_engine *e, const kiln_cu_api *cu,
     return KILN_OK;
 }
 
+static kiln_status check_sm80(const void *params, int *empty)
+{
+    kiln_key key;
+    kiln_hstu_kparams kp;
+    kiln_launch l;
+    return kiln__hstu_fwd_plan(params, 80, 0, &key, &kp, &l, empty);
+}
+
 kiln_status kiln_hstu_fwd(kiln_engine *e, const kiln_hstu_fwd_params *params,
                           void *stream)
 {
@@ -49,16 +57,8 @@ kiln_status kiln_hstu_fwd(kiln_engine *e, const kiln_hstu_fwd_params *params,
     const kiln_cu_api *cu;
     CUdevice dev;
     kiln_devinfo *di;
-    kiln_status ds = kiln__cu(&cu);
-    if (ds == KILN_OK) ds = kiln__current_device(e, cu, &dev, &di);
-    if (ds != KILN_OK) {
-        /* No usable device: still report a bad argument as such. */
-        char why[512];
-        snprintf(why, sizeof why, "%s", kiln_last_error());
-        KILN_TRY(kiln__hstu_fwd_plan(params, 80, 0, &key, &kp, &l, &empty));
-        if (empty) return KILN_OK;
-        return kiln__fail(ds, "%s", why);
-    }
+    KILN_TRY(kiln__acquire(e, check_sm80, params, &cu, &dev, &di, &empty));
+    if (empty) return KILN_OK;
     /* Everything the host can see is checked here, before the GPU is. */
     int impl = e->fwd_impl == 1 && !(di->arch == 90 && di->arch_a) ? -1 : e->fwd_impl;
     KILN_TRY(kiln__hstu_fwd_plan_impl(params, di->arch, di->arch_a, impl, &key, &kp, &l,

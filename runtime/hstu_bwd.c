@@ -20,6 +20,15 @@ kiln_status kiln_hstu_bwd_workspace_size(const kiln_hstu_bwd_params *p, uint64_t
     return kiln__hstu_bwd_workspace(p, bytes);
 }
 
+static kiln_status check_sm80(const void *params, int *empty)
+{
+    kiln_bwd_plan plan;
+    plan.empty = 0;
+    kiln_status s = kiln__hstu_bwd_plan(params, 80, 0, &plan);
+    *empty = plan.empty;
+    return s;
+}
+
 kiln_status kiln_hstu_bwd(kiln_engine *e, const kiln_hstu_bwd_params *params, void *stream)
 {
     KILN_FAIL_IF(!e, KILN_EBADARG, "engine is NULL");
@@ -27,15 +36,9 @@ kiln_status kiln_hstu_bwd(kiln_engine *e, const kiln_hstu_bwd_params *params, vo
     const kiln_cu_api *cu;
     CUdevice dev;
     kiln_devinfo *di;
-    kiln_status ds = kiln__cu(&cu);
-    if (ds == KILN_OK) ds = kiln__current_device(e, cu, &dev, &di);
-    if (ds != KILN_OK) {
-        char why[512];
-        snprintf(why, sizeof why, "%s", kiln_last_error());
-        KILN_TRY(kiln__hstu_bwd_plan(params, 80, 0, &plan));
-        if (plan.empty) return KILN_OK;
-        return kiln__fail(ds, "%s", why);
-    }
+    int nothing;
+    KILN_TRY(kiln__acquire(e, check_sm80, params, &cu, &dev, &di, &nothing));
+    if (nothing) return KILN_OK;
     KILN_TRY(kiln__hstu_bwd_plan(params, di->arch, di->arch_a, &plan));
     if (plan.empty) return KILN_OK;
     if (e->flags & KILN_ENGINE_DEBUG_CHECKS)

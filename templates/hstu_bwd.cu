@@ -833,7 +833,7 @@ kiln_hstu_bwd_dq(const __grid_constant__ kiln_hstu_bwd_kparams p)
 
     float acc[ONT][4];
     zero_acc(acc);
-    uint32_t qf[QF_REGS ? KST : 1][4], of[QF_REGS ? KST : 1][4];
+    uint32_t qf[KST][4], of[KST][4]; /* used only with QF_REGS */
     if constexpr (QF_REGS) {
 #pragma unroll
         for (int ks = 0; ks < KST; ++ks) {

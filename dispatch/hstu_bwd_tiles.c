@@ -2,8 +2,8 @@
  * kernels (templates/hstu_bwd.cu).  The numbers here must agree with the
  * kernels' shared-memory layouts (16-bit tiles, rows padded by 16 bytes):
  *
- *   main: K [BN][D] | V [BN][D] | Q [2][BM][D] | dO [2][BM][D]
- *         | dS^T [BN][BM] | P^T [BN][BM] (head dim 256 only) | rab [2][BM][BN]
+ *   main: K [BN][D] | V [BN][D] | 2 x (Q [BM][D] | dO [BM][D])
+ *         | dS^T [2][BN][BM] | P^T [BN][BM] (head dim 256 only) | rab [2][BM][BN]
  *   dq:   Q [BM][D] | dO [BM][D] | K [2][BNQ][D] | V [2][BNQ][D] | rab [2][BM][BNQ]
  *
  * where a tile of C columns has rows of 2 C + 16 bytes, and the dq kernel's
@@ -36,7 +36,7 @@ size_t kiln__hstu_bwd_smem(int which, int dtype, int head_dim, int block_m, int 
         size_t bnq = dq_key_tile(block_m, block_n, warps);
         return 2 * bm * pitch(d) + 4 * bnq * pitch(d) + 2 * bm * pitch(bnq);
     }
-    return 2 * bn * pitch(d) + 4 * bm * pitch(d) + (size_t)split(head_dim) * bn * pitch(bm) +
+    return 2 * bn * pitch(d) + 4 * bm * pitch(d) + (size_t)(2 + split(head_dim) - 1) * bn * pitch(bm) +
            2 * bm * pitch(bn);
 }
 
@@ -71,15 +71,17 @@ typedef struct bwd_tile_choice {
 } bwd_tile_choice;
 
 static const bwd_tile_choice kBwdChoices[] = {
-    {32, {64, 128, 8}},  /*  92 KB /  40 KB */
-    {64, {64, 128, 8}},  /* 124 KB /  72 KB */
-    {64, {64, 64, 4}},   /*  81 KB /  72 KB */
-    {128, {64, 128, 8}}, /* 184 KB / 130 KB */
-    {128, {32, 128, 8}}, /* 129 KB /  87 KB */
-    {128, {32, 64, 4}},  /*  82 KB /  94 KB */
-    {256, {32, 64, 8}},  /* 151 KB / 174 KB */
-    {256, {32, 32, 4}},  /* 109 KB / 104 KB */
-    {256, {32, 16, 2}},  /*  88 KB /  69 KB */
+    /* head_dim, {block_m, block_n, warps}   smem main / dq */
+    {32, {64, 128, 8}},  /* 110 KB /  48 KB */
+    {32, {64, 64, 4}},   /*  66 KB /  48 KB */
+    {64, {64, 128, 8}},  /* 142 KB /  72 KB */
+    {64, {64, 64, 4}},   /*  90 KB /  72 KB */
+    {128, {64, 128, 8}}, /* 206 KB / 120 KB */
+    {128, {32, 128, 8}}, /* 139 KB /  94 KB */
+    {128, {32, 64, 4}},  /*  87 KB /  94 KB */
+    {256, {32, 64, 8}},  /* 156 KB / 174 KB */
+    {256, {32, 32, 4}},  /* 112 KB / 104 KB */
+    {256, {32, 16, 2}},  /*  90 KB /  69 KB */
 };
 
 void kiln__hstu_bwd_default_tiles(int arch, int dtype, int head_dim, kiln_hstu_tiles *t)

@@ -1,5 +1,14 @@
-/* hstu_fwd_sm90_tiles.c -- PROVISIONAL until the Hopper kernel lands. */
+/* hstu_fwd_sm90_tiles.c -- tiles and shared memory of the Hopper HSTU forward
+ * (templates/hstu_fwd_sm90.cu).  These numbers must agree with the kernel:
+ * 128 query rows, 12 warps (one producer and two consumer warpgroups),
+ * BLOCK_N keys per tile in a ring of kiln__sm90_stages() stages. */
 #include "dispatch/hstu_fwd_sm90_tiles.h"
+
+/* K/V ring depth; the kernel's STAGES. */
+static int kiln__sm90_stages(int head_dim)
+{
+    return head_dim <= 64 ? 3 : 2;
+}
 
 void kiln__hstu_fwd_sm90_default_tiles(int dtype, int head_dim, kiln_hstu_tiles *t)
 {
@@ -12,9 +21,11 @@ void kiln__hstu_fwd_sm90_default_tiles(int dtype, int head_dim, kiln_hstu_tiles 
 const char *kiln__hstu_fwd_sm90_tiles_check(int head_dim, int block_m, int block_n,
                                             int warps)
 {
-    (void)head_dim;
+    if (head_dim != 32 && head_dim != 64 && head_dim != 128 && head_dim != 256)
+        return "head_dim must be 32, 64, 128 or 256";
     if (block_m != 128) return "block_m must be 128";
     if (block_n != 64 && block_n != 128) return "block_n must be 64 or 128";
+    if (head_dim == 256 && block_n != 64) return "block_n must be 64 with head_dim 256";
     if (warps != 12) return "warps must be 12";
     return NULL;
 }
@@ -24,6 +35,8 @@ size_t kiln__hstu_fwd_sm90_smem(int dtype, int head_dim, int block_m, int block_
 {
     (void)dtype;
     (void)warps;
-    return 2 * ((size_t)block_m * (size_t)head_dim + 4 * (size_t)block_n * (size_t)head_dim) +
-           1024;
+    size_t d = (size_t)head_dim;
+    /* alignment slack | Q | stages x (K | V) | mbarriers */
+    return 1024 + 2 * (size_t)block_m * d +
+           (size_t)kiln__sm90_stages(head_dim) * 2 * 2 * (size_t)block_n * d + 64;
 }

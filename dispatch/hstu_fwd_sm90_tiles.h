@@ -8,9 +8,10 @@
 
 #include "dispatch/hstu_tiles.h"
 
-/* 1 once the Hopper kernel is the default on sm_90a (it passed the GPU
- * tests); 0 keeps the portable mma.sync kernel as the default there. */
-#define KILN_SM90_FWD_DEFAULT 0
+/* 1: the Hopper kernel is the default on sm_90a for keys without rab (it
+ * passed the GPU tests; see kiln__key_default_impl); 0 keeps the portable
+ * mma.sync kernel everywhere. */
+#define KILN_SM90_FWD_DEFAULT 1
 
 void kiln__hstu_fwd_sm90_default_tiles(int dtype, int head_dim, kiln_hstu_tiles *t);
 const char *kiln__hstu_fwd_sm90_tiles_check(int head_dim, int block_m, int block_n,

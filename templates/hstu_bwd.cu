@@ -26,16 +26,19 @@
  * Main kernel, FA2 style: a CTA owns BLOCK_N keys (K, V resident in smem) and
  * streams the query blocks that can see them (Q, dO and the rab tile, cp.async
  * double buffer).  Each warp owns 16 key rows.  With DS = 1 (head dims up to
- * 128) a warp computes S^T = K Q^T and dP^T = V dO^T for its 16 keys and all
- * BLOCK_M queries; P^T and dS^T go from the accumulator registers straight
- * into the A operand of dV += P^T dO and dK += dS^T Q.  With DS = 2 (head dim
- * 256) two warps share 16 keys: each computes S^T, dP^T for half of the
- * queries, the halves meet in smem (P^T, dS^T as 16-bit) and each warp then
- * accumulates dV, dK for half of the head dim.  dS^T also goes to smem for
- * dQ = dS K, which all warps compute tile by tile and add to the fp32 dq_accum
- * with red.global (v4 on sm_90).  Scale factors are kept out of the 16-bit
- * operands: P' = silu(s), dS' = dP * 2 silu'(s), and inv_scaling,
- * alpha * inv_scaling / 2 are applied to fp32 results.
+ * 128) a warp computes S^T = K Q^T and dP^T = V dO^T for its 16 keys and
+ * BLOCK_M queries, in chunks of CW queries; P^T and dS^T go from the
+ * accumulator registers straight into the A operand of dV += P^T dO and
+ * dK += dS^T Q.  With DS = 2 (head dim 256) two warps share 16 keys: each
+ * computes S^T, dP^T for half of the queries, the halves meet in smem (P^T,
+ * dS^T as 16-bit) and each warp then accumulates dV, dK for half of the head
+ * dim.  dS^T also goes to smem (double buffered) for dQ = dS K and drab: both
+ * run for query block i at the start of iteration i + 1, so that one barrier
+ * per block suffices; dQ tiles are added to the fp32 dq_accum with red.global
+ * (v4 on sm_90).  Scale factors stay out of the 16-bit operands: P' = silu(s),
+ * dS' = dP * 2 silu'(s); inv_scaling and alpha * inv_scaling / 2 are applied
+ * to fp32 results.  Shared-memory tiles are row-major with 16 bytes of padding
+ * per row (conflict-free ldmatrix, immediate offsets).
  *
  * dq kernel (deterministic mode): a CTA owns BLOCK_M queries, streams K, V
  * (and rab) tiles of BNQ keys, recomputes S, dP, dS and accumulates dQ = dS K
@@ -113,10 +116,17 @@ constexpr int DS = D == 256 ? 2 : 1;     /* warps sharing 16 key rows */
 constexpr int BMW = BM / DS;             /* S^T query columns per warp */
 constexpr int DW = D / DS;               /* dV, dK columns per warp */
 constexpr int DNT = DW / 8;              /* n8 tiles of dV, dK per warp */
-#ifdef KILN_BWD_CW /* tuning override, standalone tests only */
+#ifdef KILN_BWD_KU /* tuning overrides, standalone tests only */
+constexpr int KU = KILN_BWD_KU;
+#else
+constexpr int KU = 4; /* unroll of the k loop of S^T, dP^T */
+#endif
+#ifdef KILN_BWD_CW
 constexpr int CW0 = KILN_BWD_CW;
 #else
-constexpr int CW0 = DW >= 128 ? 32 : 64; /* query columns per chunk */
+/* query columns per chunk: 64, or 32 next to 128 dV + dK accumulator
+ * registers when rab or a context / target / local mask adds live state */
+constexpr int CW0 = (DW >= 128 && (KILN_RAB || KILN_CONTEXT || KILN_TARGET || KILN_LOCAL)) ? 32 : 64;
 #endif
 constexpr int CW = CW0 < BMW ? CW0 : BMW;
 constexpr int CNT = CW / 8;              /* n8 tiles of S^T per chunk */
@@ -124,11 +134,14 @@ constexpr int NCHUNK = BMW / CW;
 constexpr uint32_t PS = pitch<BM>();     /* dS^T, P^T tile rows */
 constexpr uint32_t PR = pitch<BN>();     /* rab tile rows */
 constexpr bool DS_SMEM = !DETERM || DS == 2 || DRAB; /* dS'^T goes to smem */
-constexpr int DQ_WM = BM / 16;           /* dQ phase: warps along queries */
-constexpr int DQ_WN = NW / DQ_WM;        /*           warps along the head dim */
+constexpr bool DEFER = !DETERM || DRAB;                /* dQ / drab of a block run one iteration later */
+/* dQ phase: warp tiles of DQ_MT m16 tiles (queries) x DQ_COLS columns */
+constexpr int DQ_MT = (BM >= 32 && D * (BM / 32) >= 16 * NW) ? 2 : 1;
+constexpr int DQ_WM = BM / (16 * DQ_MT); /* warps along queries */
+constexpr int DQ_WN = NW / DQ_WM;        /* warps along the head dim */
 constexpr int DQ_COLS = D / DQ_WN;
 constexpr int DQ_NT = DQ_COLS / 8;
-constexpr int DQ_CNT0 = DW >= 128 ? 4 : 8;
+constexpr int DQ_CNT0 = 8 / DQ_MT;       /* 32 accumulator registers per pass */
 constexpr int DQ_CNT = DQ_NT < DQ_CNT0 ? DQ_NT : DQ_CNT0; /* n8 tiles per pass */
 constexpr int DQ_PASSES = DQ_NT / DQ_CNT;
 /* dq kernel */
@@ -148,7 +161,8 @@ static_assert(NW == 2 || NW == 4 || NW == 8, "warps");
 static_assert(BN == 16 * NW / DS, "BLOCK_N must be 16 * WARPS (8 * WARPS for head dim 256)");
 static_assert(BM % (16 * DS) == 0 && BM >= 16 && BM <= 16 * NW && BM <= 128, "BLOCK_M");
 static_assert(DNT % 2 == 0 && CNT % 2 == 0 && CNT <= 8 && NCHUNK * CW == BMW, "tiles");
-static_assert(DQ_WM * DQ_WN == NW && DQ_COLS >= 16 && DQ_NT % DQ_CNT == 0 && DQ_CNT % 2 == 0, "dQ tiles");
+static_assert(DQ_WM * DQ_WN == NW && DQ_WM * 16 * DQ_MT == BM && DQ_COLS >= 16 && DQ_NT % DQ_CNT == 0 &&
+                  DQ_CNT % 2 == 0, "dQ tiles");
 static_assert(WQ * WK == NW && KPW % 16 == 0 && KPW * WK == BNQ && KNT <= 8, "dq kernel tiles");
 static_assert(!(CONTEXT || TARGET) || CAUSAL, "context/target need causal");
 
@@ -162,12 +176,8 @@ constexpr uint32_t OFF_V = OFF_K + KV_BYTES;
 constexpr uint32_t QD_BYTES = 2 * QT_BYTES; /* one stage: Q then dO */
 constexpr uint32_t OFF_Q = OFF_V + KV_BYTES; /* stage b: Q at OFF_Q + b * QD_BYTES */
 constexpr uint32_t OFF_DO = OFF_Q + QT_BYTES; /*          dO at OFF_DO + b * QD_BYTES */
-constexpr uint32_t OFF_DS = OFF_Q + 2 * QD_BYTES;
-/* sm_90 dQ staging (fp32 [BM][D], rows of 4 D + 32 bytes) reuses the stage
- * being consumed: its Q and dO are dead once dK is accumulated. */
-constexpr uint32_t SP = D * 4 + 32;
-static_assert(BM * SP <= QD_BYTES, "dQ staging");
-constexpr uint32_t OFF_P = OFF_DS + DS_BYTES;
+constexpr uint32_t OFF_DS = OFF_Q + 2 * QD_BYTES; /* dS^T of block it at OFF_DS + (it & 1) * DS_BYTES */
+constexpr uint32_t OFF_P = OFF_DS + 2 * DS_BYTES;
 constexpr uint32_t OFF_R = OFF_P + (DS == 2 ? DS_BYTES : 0);
 constexpr uint32_t SMEM_MAIN = OFF_R + 2 * R_BYTES;
 /* dq kernel smem: Q | dO | K[2] | V[2] | rab[2]; the fp32 partial sums of dQ
@@ -287,7 +297,7 @@ KILN_DEV void gemm_rows(float (&acc)[NTL][4], uint32_t a_addr, uint32_t b_addr)
 {
     /* unrolled by 4 only: fully unrolled, ptxas hoists the fragment loads of
      * every k step and runs out of registers next to the dV, dK accumulators */
-#pragma unroll 4
+#pragma unroll KU
     for (int ks = 0; ks < KST; ++ks) {
         uint32_t a[4];
         kiln_ldmatrix_x4(a, a_addr + (uint32_t)(ks * 32));
@@ -384,6 +394,11 @@ KILN_DEV LaneMap lane_map(int tid, uint32_t sbase)
 
 } /* namespace kiln_hstu_bwd_impl */
 
+/* Dynamic shared memory of kiln_hstu_bwd_main and kiln_hstu_bwd_dq, for
+ * checks against kiln__hstu_bwd_smem (cuModuleGetGlobal). */
+extern "C" __device__ const uint32_t kiln_hstu_bwd_smem_bytes[2] = {kiln_hstu_bwd_impl::SMEM_MAIN,
+                                                                    kiln_hstu_bwd_impl::SMEM_DQ};
+
 /* ===================================================================== main */
 extern "C" __global__ void __launch_bounds__(KILN_WARPS * 32, 1)
 kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
@@ -459,12 +474,120 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
         zero_acc(dv);
         zero_acc(dk);
 
+        /* dQ and drab of a finished query block (m0p, rows rp), from its dS'^T
+         * tile (buffer bp); run one iteration later, so that no barrier
+         * separates them from the next block's S, dP, dV, dK. */
+        auto finish_block = [&](int m0p, int rp, int bp) {
+            const int otid = (int)opaque((uint32_t)tid);
+            const uint32_t osb = opaque(sbase);
+            const int lane = otid & 31;
+            const int g = lane >> 2, tq = lane & 3;
+            const uint32_t sDSp = osb + OFF_DS + (uint32_t)bp * DS_BYTES;
+            if constexpr (!DETERM) {
+                /* ---- dQ = dS' K * sds, added to dq_accum.  Warp tile: 16 DQ_MT
+                 * query rows x DQ_COLS columns, in passes of DQ_CNT n8 tiles. */
+                const int wm = (otid >> 5) % DQ_WM, wn = (otid >> 5) / DQ_WM;
+                const int qr0 = wm * 16 * DQ_MT; /* first query row of the warp tile */
+                const int brow = (lane & 7) + ((lane >> 4) << 3);
+                const uint32_t dsa = sDSp + (uint32_t)brow * PS + (uint32_t)(((lane >> 3) & 1) * 16 + qr0 * 2);
+                const uint32_t kta = osb + OFF_K + (uint32_t)(lane & 15) * PD + (uint32_t)((lane >> 4) * 16);
+                float *dqa = (float *)p.dq_accum;
+                const int64_t hd = (int64_t)f.num_heads * D;
 #pragma unroll 1
-        for (int it = 0; mr.valid(m); ++it) {
+                for (int pass = 0; pass < DQ_PASSES; ++pass) {
+                    const int col0 = wn * DQ_COLS + pass * DQ_CNT * 8;
+                    float qa[DQ_MT][DQ_CNT][4];
+#pragma unroll
+                    for (int mt = 0; mt < DQ_MT; ++mt) zero_acc(qa[mt]);
+#pragma unroll 2
+                    for (int ks = 0; ks < BN / 16; ++ks) {
+                        uint32_t a[DQ_MT][4];
+#pragma unroll
+                        for (int mt = 0; mt < DQ_MT; ++mt)
+                            kiln_ldmatrix_x4_trans(a[mt], dsa + (uint32_t)(ks * 16) * PS + (uint32_t)(mt * 32));
+#pragma unroll
+                        for (int dp = 0; dp < DQ_CNT / 2; ++dp) {
+                            uint32_t bb[4];
+                            kiln_ldmatrix_x4_trans(bb, kta + (uint32_t)(ks * 16) * PD + (uint32_t)(col0 * 2 + dp * 32));
+#pragma unroll
+                            for (int mt = 0; mt < DQ_MT; ++mt) {
+                                kiln_mma16816<DT>(qa[mt][2 * dp], a[mt], bb[0], bb[1]);
+                                kiln_mma16816<DT>(qa[mt][2 * dp + 1], a[mt], bb[2], bb[3]);
+                            }
+                        }
+                    }
+#pragma unroll
+                    for (int mt = 0; mt < DQ_MT; ++mt) {
+#if KILN_ARCH >= 900
+                        /* lanes tq, tq^1 swap halves: even tq -> row g, columns
+                         * 2tq..2tq+3; odd tq -> row g + 8, columns 2tq-2..2tq+1 */
+                        const bool odd = tq & 1;
+                        const int row = m0p + qr0 + mt * 16 + g + (odd ? 8 : 0);
+                        float *dst = dqa + (s.q_beg + row) * hd + (int64_t)h * D + col0 + 2 * tq - (odd ? 2 : 0);
+#pragma unroll
+                        for (int nt = 0; nt < DQ_CNT; ++nt) {
+                            const float x0 = odd ? qa[mt][nt][0] : qa[mt][nt][2];
+                            const float x1 = odd ? qa[mt][nt][1] : qa[mt][nt][3];
+                            const float y0 = shfl_xor_f32(x0, 1);
+                            const float y1 = shfl_xor_f32(x1, 1);
+                            if (row < rp + m0p) {
+                                if (odd)
+                                    red_add_v4_f32(dst + nt * 8, y0 * sds, y1 * sds, qa[mt][nt][2] * sds,
+                                                   qa[mt][nt][3] * sds);
+                                else
+                                    red_add_v4_f32(dst + nt * 8, qa[mt][nt][0] * sds, qa[mt][nt][1] * sds, y0 * sds,
+                                                   y1 * sds);
+                            }
+                        }
+#else
+#pragma unroll
+                        for (int hf = 0; hf < 2; ++hf) {
+                            const int row = m0p + qr0 + mt * 16 + g + 8 * hf;
+                            if (row >= rp + m0p) continue;
+                            float *dst = dqa + (s.q_beg + row) * hd + (int64_t)h * D + col0 + 2 * tq;
+#pragma unroll
+                            for (int nt = 0; nt < DQ_CNT; ++nt) {
+                                red_add_f32(dst + nt * 8, qa[mt][nt][2 * hf] * sds);
+                                red_add_f32(dst + nt * 8 + 1, qa[mt][nt][2 * hf + 1] * sds);
+                            }
+                        }
+#endif
+                    }
+                }
+            }
+            if constexpr (DRAB) {
+                /* ---- drab tile from the dS'^T tile (16-bit), one element per
+                 * item, lanes along keys (coalesced stores) */
+                const int64_t acc_row0 = ((int64_t)b * f.rab_heads + rh) * f.max_seqlen_k + m0p + off;
+                const int64_t drab_row0 = (int64_t)b * p.drab_batch_stride + (int64_t)h * p.drab_head_stride +
+                                          (int64_t)(m0p + off) * p.drab_row_stride;
+#pragma unroll 1
+                for (int e = otid; e < BM * BN; e += NT) {
+                    const int j = e % BN, r = e / BN;
+                    if (r >= rp || j >= keys_here) continue;
+                    const float v = kiln_to_float<DT>(ld_shared_u16(sDSp + (uint32_t)j * PS + (uint32_t)(r * 2))) * sds;
+                    if (drab_acc) {
+                        float *a = (float *)p.drab_accum + (acc_row0 + r) * f.max_seqlen_k + n0 + j;
+                        *a += v;
+                    } else {
+                        st_global_u16((uint16_t *)p.drab + drab_row0 + (int64_t)r * p.drab_row_stride + n0 + j,
+                                      to_half<DT>(v));
+                    }
+                }
+            }
+        };
+        int m0_prev = -1, rows_prev = 0; /* the block whose dQ / drab is pending */
+
+        int it = 0;
+#pragma unroll 1
+        for (; mr.valid(m); ++it) {
             const int buf = it & 1;
             const int mn = mr.next(m);
             if (mr.valid(mn)) load_m(buf ^ 1, mn);
             kiln_cp_async_commit();
+            if constexpr (DEFER) {
+                if (m0_prev >= 0) finish_block(m0_prev, rows_prev, buf ^ 1);
+            }
 
             const int m0 = m * BM;
             const int rows_here = kiln_min(BM, len_q - m0);
@@ -578,7 +701,8 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
                     for (int nt = 0; nt < CNT; ++nt)
 #pragma unroll
                         for (int hf = 0; hf < 2; ++hf)
-                            kiln_st_shared_u32(st_lane + OFF_DS + (uint32_t)(hf * 8) * PS + (uint32_t)((qc + nt * 8) * 2),
+                            kiln_st_shared_u32(st_lane + OFF_DS + (uint32_t)buf * DS_BYTES + (uint32_t)(hf * 8) * PS +
+                                                   (uint32_t)((qc + nt * 8) * 2),
                                                dsk[nt][hf]);
                 }
 
@@ -592,7 +716,7 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
                 }
             }
 
-            if constexpr (DS_SMEM) __syncthreads();
+            if constexpr (DS == 2) __syncthreads(); /* P^T, dS^T halves meet */
             if constexpr (DS == 2) {
                 /* ---- dV += P'^T dO, dK += dS'^T Q over all BM queries, for
                  * this warp's half of the head dim */
@@ -603,97 +727,22 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
                     uint32_t a[4];
                     kiln_ldmatrix_x4(a, pa + OFF_P + (uint32_t)(kk * 32));
                     mma_rows_trans<DNT>(dv, a, sDOb + t_lane + (uint32_t)(kk * 16) * PD);
-                    kiln_ldmatrix_x4(a, pa + OFF_DS + (uint32_t)(kk * 32));
+                    kiln_ldmatrix_x4(a, pa + OFF_DS + (uint32_t)buf * DS_BYTES + (uint32_t)(kk * 32));
                     mma_rows_trans<DNT>(dk, a, sQb + t_lane + (uint32_t)(kk * 16) * PD);
                 }
             }
 
-            if constexpr (!DETERM) {
-                /* ---- dQ = dS' K * sds, added to dq_accum.  Warp tile: 16
-                 * query rows x DQ_COLS columns, in passes of DQ_CNT n8 tiles. */
-                const int lane = otid & 31;
-                const int wm = (otid >> 5) % DQ_WM, wn = (otid >> 5) / DQ_WM;
-                const uint32_t dsa = osb + OFF_DS + (uint32_t)brow * PS +
-                                     (uint32_t)(((lane >> 3) & 1) * 16 + wm * 32);
-                const uint32_t kta = osb + OFF_K + (uint32_t)(lane & 15) * PD + (uint32_t)((lane >> 4) * 16);
-                float *dqa = (float *)p.dq_accum;
-                const int64_t hd = (int64_t)f.num_heads * D;
-#pragma unroll 1
-                for (int pass = 0; pass < DQ_PASSES; ++pass) {
-                    const int col0 = wn * DQ_COLS + pass * DQ_CNT * 8;
-                    float qa[DQ_CNT][4];
-                    zero_acc(qa);
-#pragma unroll 2
-                    for (int ks = 0; ks < BN / 16; ++ks) {
-                        uint32_t a[4];
-                        kiln_ldmatrix_x4_trans(a, dsa + (uint32_t)(ks * 16) * PS);
-                        mma_rows_trans<DQ_CNT>(qa, a, kta + (uint32_t)(ks * 16) * PD + (uint32_t)(col0 * 2));
-                    }
-#if KILN_ARCH >= 900
-                    /* stage the scaled tile in smem (fp32, this stage's dead
-                     * Q and dO); the warp's rows go out by bulk reductions */
-                    const uint32_t stg = osb + OFF_Q + (uint32_t)buf * QD_BYTES +
-                                         (uint32_t)(wm * 16 + g) * SP + (uint32_t)((col0 + 2 * tq) * 4);
-#pragma unroll
-                    for (int nt = 0; nt < DQ_CNT; ++nt) {
-                        st_shared_v2_f32(stg + (uint32_t)(nt * 32), qa[nt][0] * sds, qa[nt][1] * sds);
-                        st_shared_v2_f32(stg + 8 * SP + (uint32_t)(nt * 32), qa[nt][2] * sds, qa[nt][3] * sds);
-                    }
-#else
-#pragma unroll
-                    for (int hf = 0; hf < 2; ++hf) {
-                        const int row = m0 + wm * 16 + g + 8 * hf;
-                        if (row >= len_q) continue;
-                        float *dst = dqa + (s.q_beg + row) * hd + (int64_t)h * D + col0 + 2 * tq;
-#pragma unroll
-                        for (int nt = 0; nt < DQ_CNT; ++nt) {
-                            red_add_f32(dst + nt * 8, qa[nt][2 * hf] * sds);
-                            red_add_f32(dst + nt * 8 + 1, qa[nt][2 * hf + 1] * sds);
-                        }
-                    }
-#endif
-                }
-#if KILN_ARCH >= 900
-                fence_proxy_async_shared();
-                __syncwarp();
-                if (lane < 16) {
-                    const int row = m0 + wm * 16 + lane;
-                    if (row < len_q)
-                        bulk_reduce_add_f32(dqa + (s.q_beg + row) * hd + (int64_t)h * D + wn * DQ_COLS,
-                                            osb + OFF_Q + (uint32_t)buf * QD_BYTES + (uint32_t)(wm * 16 + lane) * SP +
-                                                (uint32_t)(wn * DQ_COLS * 4),
-                                            DQ_COLS * 4);
-                    bulk_commit();
-                    /* the stage is refilled by the prefetch after the next barrier */
-                    bulk_wait_read0();
-                }
-#endif
-            }
-
-            if constexpr (DRAB) {
-                /* ---- drab tile from the dS'^T tile (16-bit) in smem, one
-                 * element per item, lanes along keys (coalesced stores) */
-                const int64_t acc_row0 = ((int64_t)b * f.rab_heads + rh) * f.max_seqlen_k + m0 + off;
-                const int64_t drab_row0 = (int64_t)b * p.drab_batch_stride + (int64_t)h * p.drab_head_stride +
-                                          (int64_t)(m0 + off) * p.drab_row_stride;
-#pragma unroll 1
-                for (int e = otid; e < BM * BN; e += NT) {
-                    const int j = e % BN, r = e / BN;
-                    if (r >= rows_here || j >= keys_here) continue;
-                    const float v =
-                        kiln_to_float<DT>(ld_shared_u16(osb + OFF_DS + (uint32_t)j * PS + (uint32_t)(r * 2))) * sds;
-                    if (drab_acc) {
-                        float *a = (float *)p.drab_accum + (acc_row0 + r) * f.max_seqlen_k + n0 + j;
-                        *a += v;
-                    } else {
-                        st_global_u16((uint16_t *)p.drab + drab_row0 + (int64_t)r * p.drab_row_stride + n0 + j,
-                                      to_half<DT>(v));
-                    }
-                }
-            }
+            m0_prev = m0;
+            rows_prev = rows_here;
             kiln_cp_async_wait<0>();
             __syncthreads();
             m = mn;
+        }
+
+        if constexpr (DEFER) {
+            if (m0_prev >= 0) {
+                finish_block(m0_prev, rows_prev, (it - 1) & 1);
+            }
         }
 
         /* ---- dK = dK' * sds, dV = dV' * inv_scaling; rows < L */
@@ -714,13 +763,9 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
                 st_global_u32(dvr + nt * 8, kiln_pack2<DT>(dv[nt][2 * hf] * inv, dv[nt][2 * hf + 1] * inv));
             }
         }
+        __syncthreads(); /* K, V and the last dS^T are read until here */
     }
 
-#if KILN_ARCH >= 900
-    if constexpr (!DETERM) {
-        if ((tid & 31) < 16) bulk_wait_all0(); /* the dq bulk reductions are done */
-    }
-#endif
 
     if constexpr (DRAB) {
         /* drab written directly: zeros on the rows that no visited query

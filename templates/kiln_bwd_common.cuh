@@ -90,39 +90,26 @@ KILN_DEV void red_add_f32(float *addr, float v)
 }
 
 #if defined(KILN_ARCH) && KILN_ARCH >= 900
-/* Bulk asynchronous reduction (TMA): global[dst .. dst + bytes) += the fp32
- * values at shared src.  16-byte aligned, bytes a multiple of 16 (sm_90). */
-KILN_DEV void bulk_reduce_add_f32(float *dst, uint32_t src, uint32_t bytes)
+/* Four consecutive floats, 16-byte aligned (sm_90). */
+KILN_DEV void red_add_v4_f32(float *addr, float a, float b, float c, float d)
 {
-    asm volatile("cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [%0], [%1], %2;\n"
-                 :: "l"(dst), "r"(src), "r"(bytes) : "memory");
-}
-
-KILN_DEV void bulk_commit(void) { asm volatile("cp.async.bulk.commit_group;\n" ::: "memory"); }
-
-/* Wait until this thread's committed bulk operations have read their sources
- * (read0) or completed (all0). */
-KILN_DEV void bulk_wait_read0(void) { asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory"); }
-KILN_DEV void bulk_wait_all0(void) { asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory"); }
-
-/* Order this thread's generic-proxy shared-memory writes before later
- * async-proxy (bulk copy) reads. */
-KILN_DEV void fence_proxy_async_shared(void)
-{
-    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+    asm volatile("red.global.add.v4.f32 [%0], {%1, %2, %3, %4};\n"
+                 :: "l"(addr), "f"(a), "f"(b), "f"(c), "f"(d));
 }
 #endif
+
+KILN_DEV float shfl_xor_f32(float v, int mask)
+{
+    float r;
+    asm volatile("shfl.sync.bfly.b32 %0, %1, %2, 0x1f, 0xffffffff;\n" : "=f"(r) : "f"(v), "r"(mask));
+    return r;
+}
 
 KILN_DEV uint16_t ld_shared_u16(uint32_t addr)
 {
     uint16_t v;
     asm volatile("ld.shared.u16 %0, [%1];\n" : "=h"(v) : "r"(addr) : "memory");
     return v;
-}
-
-KILN_DEV void st_shared_v2_f32(uint32_t addr, float a, float b)
-{
-    asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" :: "r"(addr), "f"(a), "f"(b) : "memory");
 }
 
 KILN_DEV void st_global_u32(void *ptr, uint32_t v)

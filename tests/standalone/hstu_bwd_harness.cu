@@ -602,6 +602,20 @@ int main(int argc, char **argv)
     CK(cuModuleGetFunction(&M.dq_fn, M.mod, "kiln_hstu_bwd_dq"));
     CK(cuModuleGetFunction(&M.conv_fn, M.mod, "kiln_hstu_bwd_convert"));
     CK(cuDeviceGetAttribute(&M.sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev));
+    {
+        /* the kernels' own smem sizes must equal dispatch/hstu_bwd_tiles.c's */
+        CUdeviceptr g;
+        size_t gsz;
+        uint32_t kb[2];
+        CK(cuModuleGetGlobal(&g, &gsz, M.mod, "kiln_hstu_bwd_smem_bytes"));
+        CK(cuMemcpyDtoH(kb, g, sizeof kb));
+        size_t c0 = kiln__hstu_bwd_smem(0, V.dtype, V.d, V.bm, V.bn, V.warps);
+        size_t c1 = kiln__hstu_bwd_smem(1, V.dtype, V.d, V.bm, V.bn, V.warps);
+        if (kb[0] != c0 || kb[1] != c1) {
+            printf("FAIL %s smem: kernel %u/%u, kiln__hstu_bwd_smem %zu/%zu\n", name, kb[0], kb[1], c0, c1);
+            return 1;
+        }
+    }
     double tol = V.dtype == 2 ? 2e-2 : 5e-3;
     std::mt19937 rng(4321 + V.d + 7 * V.causal + 13 * V.local + 29 * V.rab + 31 * V.context + 37 * V.target +
                      41 * V.delta + 43 * V.det + 47 * V.drab);

@@ -25,6 +25,6 @@ for c in 4 6 8 10; do sort -k$c -g "$out/check.txt" | tail -1 | cut -c1-200; don
 # timing: one at a time
 while read -r l; do
   set -- $l
-  timeout 200 "$work/harness" "$work/bench/$1.cubin" ${@:3} bench 2>&1 | tee -a "$out/bench.txt"
+  timeout 200 "$work/harness" "$work/bench/$1.cubin" "${@:3:13}" bench 2>&1 | tee -a "$out/bench.txt"
 done < "$work/bench/variants.txt"
 echo "total $(( $(date +%s) - t0 )) s"

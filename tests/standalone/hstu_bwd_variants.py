@@ -22,7 +22,7 @@ MASKS = [  # causal local context target delta
     ("delta_local", 0, 1, 0, 0, 1),
 ]
 SMEM = {80: 166912, 86: 101376, 89: 101376, 90: 232448}
-CHOICES = {32: [(64, 128, 8)], 64: [(64, 128, 8), (64, 64, 4)],
+CHOICES = {32: [(64, 128, 8), (64, 64, 4)], 64: [(64, 128, 8), (64, 64, 4)],
            128: [(64, 128, 8), (32, 128, 8), (32, 64, 4)],
            256: [(32, 64, 8), (32, 32, 4), (32, 16, 2)]}
 EXTRA = {32: [(32, 64, 4), (128, 128, 8)], 64: [(128, 128, 8), (16, 64, 4)],
@@ -40,7 +40,7 @@ def smem(which, d, bm, bn, w):
         bnq = max(16 * wk, min(bn, 64))
         return 2 * bm * pitch(d) + 4 * bnq * pitch(d) + 2 * bm * pitch(bnq)
     ds = 2 if d == 256 else 1
-    return 2 * bn * pitch(d) + 4 * bm * pitch(d) + ds * bn * pitch(bm) + 2 * bm * pitch(bn)
+    return 2 * bn * pitch(d) + 4 * bm * pitch(d) + (1 + ds) * bn * pitch(bm) + 2 * bm * pitch(bn)
 
 
 def default_tiles(arch, d):
@@ -103,18 +103,17 @@ def main():
                 for i, m in enumerate((MASKS[6], MASKS[9], MASKS[3])):
                     for det in (0, 1):
                         out.append(line(90, 1 + (i + det) % 2, d, t, m, 1, 1 if i < 2 else 0, det))
+        # tuning overrides that the bench mode times
+        for extra, det in (("KILN_BWD_CW=64", 0), ("KILN_BWD_CW=64", 1), ("KILN_BWD_KU=8", 0)):
+            for m in (MASKS[1], MASKS[0], MASKS[8]):
+                out.append(line(90, 2 - det, 128, (64, 128, 8), m, 0, 0, det, extra))
+        out.append(line(90, 2, 128, (64, 128, 8), MASKS[1], 0, 0, 0, "KILN_BWD_KU=8,KILN_BWD_CW=64"))
     elif mode == "bench":
-        for det in (0, 1):
-            out.append(line(90, 2, 128, (64, 128, 8), MASKS[1], 0, 0, det))
-        out.append(line(90, 2, 128, (64, 128, 8), MASKS[1], 0, 0, 0, "KILN_BWD_CW=64"))
-        out.append(line(90, 2, 128, (64, 128, 8), MASKS[1], 0, 0, 1, "KILN_BWD_CW=64"))
-        out.append(line(90, 1, 128, (64, 128, 8), MASKS[1], 0, 0, 0))
-        out.append(line(90, 2, 128, (64, 128, 8), MASKS[0], 0, 0, 0))
+        for extra in ("", "KILN_BWD_CW=64", "KILN_BWD_KU=8"):
+            out.append(line(90, 2, 128, (64, 128, 8), MASKS[1], 0, 0, 0, extra))
+        out.append(line(90, 2, 128, (64, 128, 8), MASKS[1], 0, 0, 1))
         out.append(line(90, 2, 128, (64, 128, 8), MASKS[6], 1, 0, 0))
-        out.append(line(90, 2, 128, (64, 128, 8), MASKS[6], 1, 0, 1))
         out.append(line(90, 2, 64, (64, 128, 8), MASKS[1], 0, 0, 0))
-        out.append(line(90, 2, 64, (128, 128, 8), MASKS[1], 0, 0, 0))
-        out.append(line(90, 2, 32, (64, 128, 8), MASKS[1], 0, 0, 0))
         out.append(line(90, 2, 256, (32, 64, 8), MASKS[1], 0, 0, 0))
     for l in out:
         print(l)

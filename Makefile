@@ -30,13 +30,14 @@ TEST_UOBJ = $(TEST_UTIL:%.c=$(BUILD)/obj/%.o)
 # so the build tree runs on machines without libcmocka (the GPU machine).
 CMOCKA    = -lcmocka -Wl,-rpath,'$$ORIGIN/../lib'
 
-.PHONY: all lib cli test test-cpu test-gpu demo install uninstall clean deps help faults bench
+.PHONY: all lib cli test demo install uninstall clean deps help faults bench
 
 all: deps lib cli
 
 help:
 	@echo "make            build build/libkiln.so, build/libkiln.a and build/kiln"
 	@echo "make test       build and run every test (GPU tests skip without a GPU)"
+	@echo "make faults     the cache fault-injection suite (FAULTS_ARGS=--long for more)"
 	@echo "make demo       with a GPU: HSTU forward checked and timed; without: prewarm sm_90a keys"
 	@echo "make install PREFIX=/usr/local   header, libraries, CLI, kiln.pc"
 	@echo "make deps       install missing Debian packages (as root) or print the apt-get line"
@@ -103,6 +104,21 @@ $(BUILD)/tests/%: tests/%.c $(TEST_UOBJ) $(BUILD)/libkiln.a | $(BUILD)/lib/libcm
 
 test: all $(TEST_BIN)
 	@KILN_BUILD=$(BUILD) sh tests/run.sh $(TEST_BIN)
+
+# ---------------------------------------------------------------- faults
+# The fault-injection suite (tests/faults/): every tests/faults/f_*.c is one
+# program linked like the tests; tests/faults/run.sh runs them under a
+# watchdog.  `make faults` is quick (CI); FAULTS_ARGS=--long for larger counts.
+FAULT_SRC = $(wildcard tests/faults/f_*.c)
+FAULT_BIN = $(FAULT_SRC:tests/faults/%.c=$(BUILD)/faults/%)
+FAULT_UTIL = $(wildcard tests/faults/util_*.c)
+
+$(BUILD)/faults/%: tests/faults/%.c $(FAULT_UTIL) $(TEST_UOBJ) $(BUILD)/libkiln.a | $(BUILD)/lib/libcmocka.so.0
+	@mkdir -p $(dir $@)
+	$(CC) $(KCFLAGS) -Itests -Itests/faults -o $@ $< $(FAULT_UTIL) $(TEST_UOBJ) $(BUILD)/libkiln.a $(CMOCKA) $(LIBS)
+
+faults: all $(FAULT_BIN)
+	@KILN_BUILD=$(BUILD) sh tests/faults/run.sh $(FAULTS_ARGS) $(FAULT_BIN)
 
 # ---------------------------------------------------------------- demo, bench
 $(BUILD)/kiln-demo: bench/demo.c $(TEST_UOBJ) $(BUILD)/libkiln.a

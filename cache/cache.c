@@ -45,6 +45,7 @@
 #define XXH_STATIC_LINKING_ONLY
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -181,6 +182,20 @@ kiln_status kiln__cache_open(const char *dir, const char *ro_layers,
         if (!c->ro_spec) goto nomem;
     }
     c->w.path = c->db_path;
+    const char *cap = getenv("KILN_CACHE_MAX_BYTES");
+    if (cap && *cap) {
+        char *end;
+        errno = 0;
+        long long v = strtoll(cap, &end, 10);
+        int shift = *end == 'K' || *end == 'k' ? 10 : *end == 'M' || *end == 'm' ? 20
+                  : *end == 'G' || *end == 'g' ? 30 : 0;
+        if (shift) end++;
+        if (errno || end == cap || *end || v < 0 || v > (INT64_MAX >> shift))
+            KILN_LOGW(log, "ignoring KILN_CACHE_MAX_BYTES='%s': not a size like "
+                      "500M", cap);
+        else
+            c->max_bytes = (int64_t)v << shift;
+    }
     pthread_mutex_init(&c->mu, NULL);
     atomic_store(&c->pid, getpid());
     c->reopen = 1; /* the connections are opened by the lock below */
@@ -472,6 +487,8 @@ kiln_status kiln__cache_get(kiln_cache *c, const uint8_t hash[16],
 typedef struct put_ctx {
     const kiln_cache_put_args *a;
     uint8_t digest[16];
+    int64_t max_bytes; /* > 0: evict to this size in the same transaction */
+    int64_t evicted;
 } put_ctx;
 
 static void bind_text(sqlite3_stmt *st, int i, const char *s)
@@ -523,7 +540,13 @@ static int put_body(sqlite3 *db, void *ctx)
     sqlite3_bind_blob64(st, 25, a->cubin, a->cubin_len, SQLITE_STATIC);
     rc = sqlite3_step(st);
     sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? SQLITE_OK : rc;
+    if (rc != SQLITE_DONE) return rc;
+    /* The cap holds at every commit: the insert and the eviction it causes
+     * are one transaction (the new row is the most recent, so it stays
+     * unless it alone exceeds the cap). */
+    if (p->max_bytes > 0)
+        return kiln__cache_evict_body(db, p->max_bytes, &((put_ctx *)p)->evicted);
+    return SQLITE_OK;
 }
 
 /* A failed write: one warning per cache, then debug lines. */
@@ -550,15 +573,26 @@ kiln_status kiln__cache_put(kiln_cache *c, const kiln_cache_put_args *a)
     const char *elf = kiln__elf_check(a->cubin, a->cubin_len);
     KILN_FAIL_IF(elf, KILN_EBADARG,
                  "kiln__cache_put: refusing to store %s: %s", a->f.key, elf);
-    put_ctx p = {.a = a};
+    put_ctx p = {.a = a, .max_bytes = c->max_bytes};
     kiln__cache_digest(a->ident, a->ident_len, a->cubin, a->cubin_len,
                        p.digest);
 
     kiln__cache_lock(c);
     for (int attempt = 0; attempt < 2 && c->w.db && c->w.writable; attempt++) {
         char err[256];
+        p.evicted = 0;
         int rc = kiln__cache_write(c, put_body, &p, err, sizeof err);
-        if (rc == SQLITE_OK) break;
+        if (rc == SQLITE_OK) {
+            if (p.evicted > 0) {
+                KILN_LOGD(c->log, "cache %s: evicted %lld entr%s to stay under "
+                          "KILN_CACHE_MAX_BYTES=%lld", c->db_path,
+                          (long long)p.evicted, p.evicted == 1 ? "y" : "ies",
+                          (long long)c->max_bytes);
+                sqlite3_exec(c->w.db, "PRAGMA incremental_vacuum", NULL, NULL,
+                             NULL);
+            }
+            break;
+        }
         if (c->w_corrupt && attempt == 0) {
             kiln__cache_recover(c); /* and write into the fresh file */
             continue;

@@ -60,6 +60,7 @@ struct kiln_cache {
     char corrupt_why[256];
     int warned_write, warned_busy;
     int64_t rejected;   /* rows that failed verification in a get */
+    int64_t max_bytes;  /* $KILN_CACHE_MAX_BYTES: cap applied in each put, 0: none */
 
     cache_note *notes;
     size_t nnotes, cap_notes;
@@ -81,6 +82,10 @@ int kiln__cache_note_rc(kiln_cache *c, cache_layer *L, int rc);
 int kiln__cache_write(kiln_cache *c, int (*body)(sqlite3 *db, void *ctx),
                       void *ctx, char *err, size_t errn);
 int kiln__cache_is_busy(int rc);
+
+/* inspect.c: inside a write transaction, delete the least recently used rows
+ * until the cubins total at most max_bytes.  SQLite status; *removed set. */
+int kiln__cache_evict_body(sqlite3 *db, int64_t max_bytes, int64_t *removed);
 
 /* cache.c */
 void kiln__cache_lock(kiln_cache *c);

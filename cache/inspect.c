@@ -393,9 +393,8 @@ static int clear_body(sqlite3 *db, void *ctx)
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
-static int evict_body(sqlite3 *db, void *ctx)
+int kiln__cache_evict_body(sqlite3 *db, int64_t max_bytes, int64_t *removed)
 {
-    del_ctx *d = ctx;
     sqlite3_stmt *st = NULL;
     /* Keep the most recently used rows whose running total fits. */
     int rc = sqlite3_prepare_v2(
@@ -405,11 +404,17 @@ static int evict_body(sqlite3 *db, void *ctx)
         " created DESC, rowid DESC) AS run FROM kernels) WHERE run > ?1)",
         -1, &st, NULL);
     if (rc != SQLITE_OK) return rc;
-    sqlite3_bind_int64(st, 1, d->max_bytes);
+    sqlite3_bind_int64(st, 1, max_bytes);
     rc = sqlite3_step(st);
-    d->removed = rc == SQLITE_DONE ? sqlite3_changes64(db) : 0;
+    *removed = rc == SQLITE_DONE ? sqlite3_changes64(db) : 0;
     sqlite3_finalize(st);
     return rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+static int evict_body(sqlite3 *db, void *ctx)
+{
+    del_ctx *d = ctx;
+    return kiln__cache_evict_body(db, d->max_bytes, &d->removed);
 }
 
 static kiln_status delete_rows(kiln_cache *c, int (*body)(sqlite3 *, void *),

@@ -239,6 +239,18 @@ KILN_API kiln_status kiln_cache_clear(kiln_engine *engine, const char *pattern,
 KILN_API kiln_status kiln_cache_evict(kiln_engine *engine, int64_t max_bytes,
                                       int64_t *removed);
 
+/* Bake the cache database at src (e.g. kiln_info's cache_path) into out, a
+ * database fit for a read-only layer ($KILN_CACHE_RO): src is read through
+ * SQLite (its -wal included), copied, rows that would not be served are
+ * dropped, and the copy is checkpointed, switched to journal_mode DELETE,
+ * integrity-checked, closed, made 0444 and renamed over out.  It never
+ * finishes while a -wal remains: KILN_ECACHE if out's "-wal" exists
+ * beforehand or the copy's would be left behind (out is then untouched).
+ * *rows (may be NULL) receives the rows baked.  KILN_EBADARG for NULL or
+ * empty paths or out naming src.  Thread-safe; needs no engine. */
+KILN_API kiln_status kiln_cache_bake(const char *src, const char *out,
+                                     int64_t *rows);
+
 /* Copy one entry's cubin to a file (for cuobjdump). */
 KILN_API kiln_status kiln_cache_export(kiln_engine *engine, const char *key_text,
                                        const char *path);

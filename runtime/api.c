@@ -165,7 +165,7 @@ kiln_status kiln_engine_info(kiln_engine *e, kiln_info *out)
 {
     KILN_FAIL_IF(!e || !out, KILN_EBADARG, "engine or out is NULL");
     memset(out, 0, sizeof *out);
-    snprintf(out->nvrtc_path, sizeof out->nvrtc_path, "%s", kiln__nvrtc_path());
+    kiln__nvrtc_path(out->nvrtc_path, sizeof out->nvrtc_path);
     if (kiln__nvrtc_version(out->nvrtc_version, sizeof out->nvrtc_version) != KILN_OK)
         out->nvrtc_version[0] = '\0';
     kiln__hex(kiln__template_digest, 16, out->template_digest);

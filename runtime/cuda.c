@@ -3,16 +3,31 @@
 
 #include <dlfcn.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "runtime/error.h"
 
 static kiln_cu_api real;
 static const kiln_cu_api *override;
-static kiln_status load_status = KILN_ENODEV;
+/* As for NVRTC (nvrtc.c): a success is final, a failure is retried at most
+ * once per retry_s, so a driver that comes back (module loaded, device
+ * reset) is picked up without a restart.  After a success kiln__cu() costs
+ * one atomic load. */
+static _Atomic int loaded;
+static pthread_mutex_t load_mu = PTHREAD_MUTEX_INITIALIZER;
 static char load_error[256];
-static pthread_once_t once = PTHREAD_ONCE_INIT;
+static double last_try = -1;
+static double retry_s = 10;
+
+static double mono_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
 
 static void *sym(void *h, const char *name, int *missing)
 {
@@ -25,6 +40,7 @@ static void *sym(void *h, const char *name, int *missing)
     return p;
 }
 
+/* Under load_mu: one attempt.  On failure nothing stays open. */
 static void load(void)
 {
     void *h = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
@@ -61,15 +77,20 @@ static void load(void)
     S(GetErrorName, "cuGetErrorName");
     S(GetErrorString, "cuGetErrorString");
 #undef S
-    if (missing) return;
+    if (missing) goto fail;
     CUresult r = real.Init(0);
     if (r != 0) {
         const char *name = "?";
         real.GetErrorName(r, &name);
-        snprintf(load_error, sizeof load_error, "cuInit failed: %s (%d)", name, r);
-        return;
+        snprintf(load_error, sizeof load_error, "cuInit failed: %s (%d)",
+                 name ? name : "?", r);
+        goto fail;
     }
-    load_status = KILN_OK;
+    atomic_store_explicit(&loaded, 1, memory_order_release);
+    return;
+fail:
+    memset(&real, 0, sizeof real);
+    dlclose(h);
 }
 
 kiln_status kiln__cu(const kiln_cu_api **out)
@@ -78,10 +99,30 @@ kiln_status kiln__cu(const kiln_cu_api **out)
         *out = override;
         return KILN_OK;
     }
-    pthread_once(&once, load);
-    if (load_status != KILN_OK) return kiln__fail(load_status, "%s", load_error);
+    if (!atomic_load_explicit(&loaded, memory_order_acquire)) {
+        char why[sizeof load_error];
+        pthread_mutex_lock(&load_mu);
+        double now = mono_s();
+        if (!atomic_load_explicit(&loaded, memory_order_relaxed) &&
+            (last_try < 0 || now - last_try >= retry_s)) {
+            load();
+            last_try = now;
+        }
+        int ok = atomic_load_explicit(&loaded, memory_order_relaxed);
+        snprintf(why, sizeof why, "%s", load_error);
+        pthread_mutex_unlock(&load_mu);
+        if (!ok) return kiln__fail(KILN_ENODEV, "%s", why);
+    }
     *out = &real;
     return KILN_OK;
+}
+
+void kiln__cu_retry_after(double seconds)
+{
+    pthread_mutex_lock(&load_mu);
+    retry_s = seconds >= 0 ? seconds : 10;
+    last_try = -1;
+    pthread_mutex_unlock(&load_mu);
 }
 
 void kiln__cu_override(const kiln_cu_api *api)

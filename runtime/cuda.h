@@ -58,9 +58,13 @@ typedef struct kiln_cu_api {
 } kiln_cu_api;
 
 /* The driver table, loaded (dlopen + cuInit) once per process.  KILN_ENODEV
- * with the reason if libcuda is missing or cuInit fails; the result is
- * remembered, so a machine without a driver pays the probe once. */
+ * with the reason if libcuda is missing or cuInit fails; a failure is
+ * retried at most once per retry interval (10 s), so a machine without a
+ * driver pays the probe rarely and a driver that appears later is used. */
 kiln_status kiln__cu(const kiln_cu_api **out);
+/* Tests: set the retry interval (seconds; < 0 restores 10); the next call
+ * tries at once. */
+void kiln__cu_retry_after(double seconds);
 /* Replace the table (tests); NULL restores the real one. */
 void kiln__cu_override(const kiln_cu_api *api);
 

@@ -128,49 +128,96 @@ kiln_status kiln_engine_destroy(kiln_engine *e)
     return KILN_OK;
 }
 
-/* The NVRTC version, learned without loading NVRTC when the cache remembers
- * this exact file (path, size, mtime); else load it once and remember. */
+/* The "nvrtc:<path>:<size>:<mtime>" memo key of the NVRTC file, or "". */
+static void nvrtc_memo(char *memo, size_t n)
+{
+    char path[640];
+    struct stat st;
+    kiln__nvrtc_path(path, sizeof path);
+    memo[0] = '\0';
+    if (*path && stat(path, &st) == 0)
+        snprintf(memo, n, "nvrtc:%s:%lld:%lld.%09ld", path, (long long)st.st_size,
+                 (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+}
+
+/* Under e->mu, NVRTC loaded: publish its version and remember it. */
+static void publish_loaded(kiln_engine *e, const char *version)
+{
+    char memo[700];
+    nvrtc_memo(memo, sizeof memo);
+    snprintf(e->nvrtc_real, sizeof e->nvrtc_real, "%s", version);
+    if (*memo && e->cache) kiln__cache_meta_put(e->cache, memo, e->nvrtc_real);
+    if (e->cache) kiln__cache_meta_put(e->cache, "nvrtc:last", e->nvrtc_real);
+    atomic_store_explicit(&e->nvrtc_absent, 0, memory_order_relaxed);
+    atomic_store_explicit(&e->nvrtc, e->nvrtc_real, memory_order_release);
+}
+
+/* Under e->mu.  The NVRTC version, learned without loading NVRTC when the
+ * cache remembers this exact file (path, size, mtime); else load it once and
+ * remember. */
 static void resolve_nvrtc(kiln_engine *e)
 {
-    const char *path = kiln__nvrtc_path();
-    char memo[700] = "", *v = NULL;
-    struct stat st;
-    if (*path && stat(path, &st) == 0)
-        snprintf(memo, sizeof memo, "nvrtc:%s:%lld:%lld.%09ld", path,
-                 (long long)st.st_size, (long long)st.st_mtim.tv_sec,
-                 st.st_mtim.tv_nsec);
+    char memo[700], *v = NULL, ver[24];
+    nvrtc_memo(memo, sizeof memo);
     if (*memo && e->cache && kiln__cache_meta_get(e->cache, memo, &v) == KILN_OK) {
-        snprintf(e->nvrtc_version, sizeof e->nvrtc_version, "%s", v);
+        snprintf(e->nvrtc_real, sizeof e->nvrtc_real, "%s", v);
         kiln__free(v);
+        atomic_store_explicit(&e->nvrtc, e->nvrtc_real, memory_order_release);
         return;
     }
-    if (kiln__nvrtc_version(e->nvrtc_version, sizeof e->nvrtc_version) == KILN_OK) {
-        if (*memo && e->cache) kiln__cache_meta_put(e->cache, memo, e->nvrtc_version);
-        if (e->cache) kiln__cache_meta_put(e->cache, "nvrtc:last", e->nvrtc_version);
+    kiln__clear_error();
+    if (kiln__nvrtc_version(ver, sizeof ver) == KILN_OK) {
+        publish_loaded(e, ver);
         return;
     }
+    char why[1024];
+    snprintf(why, sizeof why, "%s", kiln_last_error());
     /* No NVRTC here: serve what a cache built elsewhere holds. */
+    v = NULL;
     if (e->cache && kiln__cache_meta_get(e->cache, "nvrtc:last", &v) == KILN_OK) {
-        snprintf(e->nvrtc_version, sizeof e->nvrtc_version, "%s", v);
+        snprintf(e->nvrtc_fallback, sizeof e->nvrtc_fallback, "%s", v);
         kiln__free(v);
     } else {
-        snprintf(e->nvrtc_version, sizeof e->nvrtc_version, "none");
+        snprintf(e->nvrtc_fallback, sizeof e->nvrtc_fallback, "none");
     }
-    KILN_LOGW(&e->log, "NVRTC not found; serving cached kernels built by NVRTC %s",
-              e->nvrtc_version);
+    atomic_store_explicit(&e->nvrtc_absent, 1, memory_order_relaxed);
+    atomic_store_explicit(&e->nvrtc, e->nvrtc_fallback, memory_order_release);
+    if (!atomic_exchange(&e->warned_nvrtc, 1))
+        KILN_LOGW(&e->log,
+                  "%s; serving cached kernels built by NVRTC %s (misses fail until "
+                  "NVRTC can be loaded)",
+                  why, e->nvrtc_fallback);
     kiln__clear_error();
 }
 
 const char *kiln__engine_nvrtc(kiln_engine *e)
 {
-    if (__atomic_load_n(&e->nvrtc_known, __ATOMIC_ACQUIRE)) return e->nvrtc_version;
+    const char *v = atomic_load_explicit(&e->nvrtc, memory_order_acquire);
+    if (v) return v;
     pthread_mutex_lock(&e->mu);
-    if (!e->nvrtc_known) {
-        resolve_nvrtc(e);
-        __atomic_store_n(&e->nvrtc_known, 1, __ATOMIC_RELEASE);
+    if (!atomic_load_explicit(&e->nvrtc, memory_order_relaxed)) resolve_nvrtc(e);
+    v = atomic_load_explicit(&e->nvrtc, memory_order_relaxed);
+    pthread_mutex_unlock(&e->mu);
+    return v;
+}
+
+int kiln__engine_nvrtc_recheck(kiln_engine *e)
+{
+    if (!atomic_load_explicit(&e->nvrtc_absent, memory_order_acquire)) return 0;
+    int changed = 0;
+    char ver[24];
+    pthread_mutex_lock(&e->mu);
+    if (atomic_load_explicit(&e->nvrtc_absent, memory_order_relaxed)) {
+        if (kiln__nvrtc_version(ver, sizeof ver) == KILN_OK) {
+            changed = strcmp(ver, e->nvrtc_fallback) != 0;
+            publish_loaded(e, ver);
+            atomic_store(&e->warned_nvrtc, 0);
+            KILN_LOGW(&e->log, "NVRTC %s is available again: compiling resumes", ver);
+        }
+        kiln__clear_error();
     }
     pthread_mutex_unlock(&e->mu);
-    return e->nvrtc_version;
+    return changed;
 }
 
 kiln_status kiln__current_device(kiln_engine *e, const kiln_cu_api *cu,
@@ -214,9 +261,16 @@ kiln_status kiln__acquire(kiln_engine *e, kiln_status (*check)(const void *, int
     *nothing = 0;
     kiln_status ds = kiln__cu(cu);
     if (ds == KILN_OK) ds = kiln__current_device(e, *cu, dev, di);
-    if (ds == KILN_OK) return KILN_OK;
+    if (ds == KILN_OK) {
+        if (atomic_load_explicit(&e->warned_cu, memory_order_relaxed))
+            atomic_store_explicit(&e->warned_cu, 0, memory_order_relaxed);
+        return KILN_OK;
+    }
     char why[512];
     snprintf(why, sizeof why, "%s", kiln_last_error());
+    if (!atomic_exchange(&e->warned_cu, 1))
+        KILN_LOGW(&e->log, "no usable CUDA driver or device: %s (launches fail with %s "
+                  "until it recovers)", why, kiln_status_name(ds));
     KILN_TRY(check(params, nothing));
     if (*nothing) return KILN_OK;
     return kiln__fail(ds, "%s", why);

@@ -51,8 +51,14 @@ struct kiln_engine {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     kiln_slot *slots;
-    int nvrtc_known;
-    char nvrtc_version[24];
+    /* The NVRTC version in identities: NULL until resolved, then one of the
+     * two buffers (each written once before it is published). */
+    _Atomic(const char *) nvrtc;
+    char nvrtc_real[24];     /* the loaded (or remembered) NVRTC's */
+    char nvrtc_fallback[24]; /* served while NVRTC is absent ("none" or last) */
+    _Atomic int nvrtc_absent; /* resolved without NVRTC: misses look again */
+    /* one warning per incident: set when warned, cleared by a recovery */
+    _Atomic int warned_nvrtc, warned_cu;
     kiln_devinfo dev[KILN_MAX_DEVICES];
     _Atomic int64_t mem_hits, disk_hits, compiles;
 };
@@ -65,6 +71,9 @@ kiln_status kiln__kernel_get(kiln_engine *e, const kiln_key *key, int load,
 
 /* The NVRTC version used in identities (memoized through the cache). */
 const char *kiln__engine_nvrtc(kiln_engine *e);
+/* Miss path only: if the engine resolved without NVRTC, try loading it again
+ * (rate-limited by nvrtc.c).  1 if the version in identities changed. */
+int kiln__engine_nvrtc_recheck(kiln_engine *e);
 
 /* Raise entry's dynamic shared memory limit on dev once, then launch it. */
 kiln_status kiln__launch(const kiln_cu_api *cu, kiln_slot *s, int entry, CUdevice dev,

@@ -139,16 +139,29 @@ void kiln__log(const kiln_logger *lg, int level, const char *fmt, ...)
 
 /* ---------------------------------------------------------------- heap */
 
-void *kiln__malloc(size_t n) { return malloc(n ? n : 1); }
+static const kiln_allocator libc_allocator = {malloc, calloc, realloc, free};
+static const kiln_allocator *heap = &libc_allocator;
+
+void kiln__set_allocator(const kiln_allocator *a)
+{
+    heap = a && a->malloc_fn && a->calloc_fn && a->realloc_fn && a->free_fn
+               ? a
+               : &libc_allocator;
+}
+
+void *kiln__malloc(size_t n) { return heap->malloc_fn(n ? n : 1); }
 
 void *kiln__calloc(size_t n, size_t size)
 {
-    return calloc(n ? n : 1, size ? size : 1);
+    return heap->calloc_fn(n ? n : 1, size ? size : 1);
 }
 
-void *kiln__realloc(void *p, size_t n) { return realloc(p, n ? n : 1); }
+void *kiln__realloc(void *p, size_t n) { return heap->realloc_fn(p, n ? n : 1); }
 
-void kiln__free(void *p) { free(p); }
+void kiln__free(void *p)
+{
+    if (p) heap->free_fn(p);
+}
 
 char *kiln__strdup(const char *s)
 {

@@ -51,4 +51,16 @@ void *kiln__realloc(void *p, size_t n);
 void kiln__free(void *p);
 char *kiln__strdup(const char *s);
 
+/* Replace the heap behind kiln__malloc & co. (tests: a failing allocator).
+ * All four or none: NULL restores the C library's.  Not thread-safe: call it
+ * while no other kiln call runs.  Costs nothing when unused (one indirect
+ * call, as before through the PLT). */
+typedef struct kiln_allocator {
+    void *(*malloc_fn)(size_t n);
+    void *(*calloc_fn)(size_t n, size_t size);
+    void *(*realloc_fn)(void *p, size_t n);
+    void (*free_fn)(void *p);
+} kiln_allocator;
+void kiln__set_allocator(const kiln_allocator *a);
+
 #endif

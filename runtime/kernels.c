@@ -69,8 +69,13 @@ static kiln_status compile_and_store(kiln_engine *e, const kiln_key *key,
     if (s != KILN_OK) {
         char msg[4096];
         snprintf(msg, sizeof msg, "%s", kiln_last_error());
+        /* One warning per incident: a broken NVRTC fails every miss. */
+        if (!atomic_exchange(&e->warned_nvrtc, 1))
+            KILN_LOGW(&e->log, "compiling %s: %s", text, msg);
         return kiln__fail(s, "compiling %s: %s", text, msg);
     }
+    if (atomic_load_explicit(&e->warned_nvrtc, memory_order_relaxed))
+        atomic_store(&e->warned_nvrtc, 0);
     atomic_fetch_add_explicit(&e->compiles, 1, memory_order_relaxed);
     KILN_LOGI(&e->log, "compiled %s in %.0f ms: %zu bytes, %d registers, %d spill bytes",
               text, c.ms, c.len, c.regs, c.spills);
@@ -193,6 +198,8 @@ kiln_status kiln__kernel_get(kiln_engine *e, const kiln_key *key, int load,
         *slot_out = s;
         return KILN_OK;
     }
+    /* A miss: an engine that started without NVRTC looks for it again. */
+    if (kiln__engine_nvrtc_recheck(e)) kiln__ident_build(key, kiln__engine_nvrtc(e), &id);
     pthread_mutex_lock(&e->mu);
     for (;;) {
         s = claim(e, &id);

@@ -3,6 +3,7 @@
 
 #include <dlfcn.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,16 +29,34 @@ static struct {
     const char *(*ErrorString)(nvrtcResult);
 } api;
 static int major_, minor_;
-static kiln_status load_status = KILN_ENOTFOUND;
+/* Loading: a success is final (NVRTC is never unloaded); a failure is
+ * remembered and retried at most once per retry_s, so a process whose NVRTC
+ * appears later (installed, mounted, KILN_NVRTC_PATH fixed) recovers without a
+ * restart, and one without NVRTC pays the probe rarely.  `loaded` is the only
+ * thing a caller reads without the lock. */
+static pthread_mutex_t load_mu = PTHREAD_MUTEX_INITIALIZER;
+static _Atomic int loaded;
 static char load_error[1024];
-static pthread_once_t load_once = PTHREAD_ONCE_INIT;
+static double last_try = -1; /* monotonic seconds of the last failed load */
+static double retry_s = 10;
+static void *handle;
 static char found_path[640];
-static pthread_once_t path_once = PTHREAD_ONCE_INIT;
+static int path_known;
 
 static const char *const sonames[] = {"libnvrtc.so.13", "libnvrtc.so.12"};
 
+static double mono_s(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* Under load_mu. */
 static void find_path(void)
 {
+    path_known = 1;
+    found_path[0] = '\0';
     const char *explicit = getenv("KILN_NVRTC_PATH");
     if (explicit && *explicit) {
         snprintf(found_path, sizeof found_path, "%s", explicit);
@@ -68,31 +87,45 @@ static void find_path(void)
     }
 }
 
-const char *kiln__nvrtc_path(void)
+void kiln__nvrtc_path(char *buf, size_t n)
 {
-    pthread_once(&path_once, find_path);
-    return found_path;
+    pthread_mutex_lock(&load_mu);
+    if (!path_known) find_path();
+    snprintf(buf, n, "%s", found_path);
+    pthread_mutex_unlock(&load_mu);
 }
 
+/* Under load_mu: one attempt.  On failure nothing stays open. */
 static void load(void)
 {
-    const char *path = kiln__nvrtc_path();
+    find_path(); /* the environment may have changed since the last attempt */
+    const char *path = found_path;
     void *h = NULL;
     if (*path) h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
-    for (size_t s = 0; !h && s < sizeof sonames / sizeof *sonames; s++)
+    /* KILN_NVRTC_PATH is a promise: never fall back to another NVRTC. */
+    const char *explicit = getenv("KILN_NVRTC_PATH");
+    int pinned = explicit && *explicit;
+    for (size_t s = 0; !h && !pinned && s < sizeof sonames / sizeof *sonames; s++)
         h = dlopen(sonames[s], RTLD_NOW | RTLD_LOCAL);
     if (!h) {
-        snprintf(load_error, sizeof load_error,
-                 "NVRTC not found: tried $KILN_NVRTC_PATH, $CUDA_HOME/lib64, "
-                 "$CUDA_PATH/lib64, /usr/local/cuda/lib64 and the loader's search "
-                 "for libnvrtc.so.13/.12 (%s)",
-                 dlerror());
+        const char *why = dlerror();
+        if (pinned)
+            snprintf(load_error, sizeof load_error,
+                     "NVRTC not found: cannot load $KILN_NVRTC_PATH=%s (%s)", path,
+                     why ? why : "?");
+        else
+            snprintf(load_error, sizeof load_error,
+                     "NVRTC not found: tried $KILN_NVRTC_PATH, $CUDA_HOME/lib64, "
+                     "$CUDA_PATH/lib64, /usr/local/cuda/lib64 and the loader's search "
+                     "for libnvrtc.so.13/.12 (%s)",
+                     why ? why : "?");
         return;
     }
 #define S(field, name)                                                         \
     if (!(*(void **)&api.field = dlsym(h, name))) {                            \
-        snprintf(load_error, sizeof load_error, "NVRTC lacks %s", name);       \
-        return;                                                                \
+        snprintf(load_error, sizeof load_error, "NVRTC at %s lacks %s",        \
+                 *path ? path : "(loader search)", name);                      \
+        goto fail;                                                             \
     }
     S(Version, "nvrtcVersion");
     S(Create, "nvrtcCreateProgram");
@@ -106,15 +139,48 @@ static void load(void)
 #undef S
     if (api.Version(&major_, &minor_) != 0) {
         snprintf(load_error, sizeof load_error, "nvrtcVersion failed");
-        return;
+        goto fail;
     }
-    load_status = KILN_OK;
+    handle = h;
+    atomic_store_explicit(&loaded, 1, memory_order_release);
+    return;
+fail:
+    memset(&api, 0, sizeof api);
+    dlclose(h);
+}
+
+static kiln_status ensure_loaded(void)
+{
+    if (atomic_load_explicit(&loaded, memory_order_acquire)) return KILN_OK;
+    char why[sizeof load_error];
+    double wait;
+    pthread_mutex_lock(&load_mu);
+    double now = mono_s();
+    if (!atomic_load_explicit(&loaded, memory_order_relaxed) &&
+        (last_try < 0 || now - last_try >= retry_s)) {
+        load();
+        last_try = now;
+    }
+    int ok = atomic_load_explicit(&loaded, memory_order_relaxed);
+    snprintf(why, sizeof why, "%s", load_error);
+    wait = last_try + retry_s - now;
+    pthread_mutex_unlock(&load_mu);
+    if (ok) return KILN_OK;
+    return kiln__fail(KILN_ENOTFOUND, "%s; next attempt in %.0f s", why,
+                      wait > 0 ? wait : 0);
+}
+
+void kiln__nvrtc_retry_after(double seconds)
+{
+    pthread_mutex_lock(&load_mu);
+    retry_s = seconds >= 0 ? seconds : 10;
+    last_try = -1;
+    pthread_mutex_unlock(&load_mu);
 }
 
 kiln_status kiln__nvrtc_version(char *buf, size_t n)
 {
-    pthread_once(&load_once, load);
-    if (load_status != KILN_OK) return kiln__fail(load_status, "%s", load_error);
+    KILN_TRY(ensure_loaded());
     snprintf(buf, n, "%d.%d", major_, minor_);
     return KILN_OK;
 }

@@ -27,5 +27,5 @@ for t in "$@" tests/test_*.sh; do
 done
 echo
 [ -n "$failed" ] && echo "failed:$failed"
-echo "test programs: $pass passed, $fail failed"
+echo "tests: $pass passed, $fail failed"
 [ $fail -eq 0 ]

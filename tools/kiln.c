@@ -17,6 +17,8 @@
 
 cli_globals g_cli;
 
+int cmd_bake(int argc, char **argv); /* tools/kiln_cache.c */
+
 /* ===================================================================== */
 /* Help                                                                   */
 /* ===================================================================== */
@@ -143,6 +145,18 @@ static const verb verbs[] = {
      "Read-only layers are never changed.\n"
      "\n"
      "  --max-bytes N   the size to shrink to\n"},
+    {"bake", cmd_bake, "write a database for a read-only layer",
+     "usage: kiln bake [--from DB] OUT\n"
+     "\n"
+     "Write OUT, a copy of the cache database fit for a read-only layer\n"
+     "($KILN_CACHE_RO): every row that verifies, checkpointed, in journal mode\n"
+     "DELETE, integrity-checked and made read-only (0444).  It refuses to\n"
+     "finish while a -wal remains, and refuses if OUT-wal already exists.\n"
+     "\n"
+     "  --from DB   bake DB instead of the writable cache (see kiln info)\n"
+     "\n"
+     "The writable cache may be capped with KILN_CACHE_MAX_BYTES=N[K|M|G]:\n"
+     "each insert then evicts the least recently used kernels beyond N.\n"},
     {"export", cmd_export, "write a kernel's cubin to a file",
      "usage: kiln export [--arch ARCH] KEY FILE\n"
      "\n"
@@ -179,7 +193,8 @@ static void print_main_help(FILE *f)
           "  -h, --help       print this help and exit\n"
           "\n"
           "Environment: KILN_CACHE_DIR, KILN_CACHE_RO (read-only layers,\n"
-          "':'-separated), KILN_LOG (error|warn|info|debug).\n"
+          "':'-separated), KILN_CACHE_MAX_BYTES (cap on the writable cache,\n"
+          "N[K|M|G], least recently used evicted), KILN_LOG (error|warn|info|debug).\n"
           "Exit status: 0 success, 1 failure, 2 usage error or bad key.\n",
           f);
 }

@@ -660,3 +660,43 @@ int cmd_evict(int argc, char **argv)
     kiln_engine_destroy(eng);
     return rc;
 }
+
+/* ===================================================================== */
+/* kiln bake                                                              */
+/* ===================================================================== */
+
+int cmd_bake(int argc, char **argv)
+{
+    cli_args a;
+    const char *out = NULL, *from = NULL;
+    cli_args_init(&a, "bake", argc, argv);
+    while (cli_next(&a)) {
+        if (cli_value(&a, "--from", NULL, &from)) ;
+        else if (a.positional && !out) out = a.arg;
+        else return cli_unknown(&a);
+    }
+    if (a.help) return EXIT_OK;
+    if (a.error) return EXIT_USAGE;
+    if (!out || !out[0]) return cli_usage("bake", "missing OUT (the database to write)");
+    char src[512];
+    if (from) {
+        snprintf(src, sizeof src, "%s", from);
+    } else {
+        kiln_engine *eng = cli_engine();
+        if (!eng) return EXIT_FAIL;
+        kiln_info info;
+        kiln_status s = kiln_engine_info(eng, &info);
+        kiln_engine_destroy(eng);
+        if (s != KILN_OK) return cli_fail(s, "cannot find the cache");
+        if (!info.cache_path[0]) {
+            fprintf(stderr, "kiln: bake: no writable cache to bake (see kiln info)\n");
+            return EXIT_FAIL;
+        }
+        snprintf(src, sizeof src, "%s", info.cache_path);
+    }
+    int64_t rows = 0;
+    kiln_status s = kiln_cache_bake(src, out, &rows);
+    if (s != KILN_OK) return cli_fail(s, "cannot bake '%s'", out);
+    printf("baked %lld entr%s into %s\n", (long long)rows, rows == 1 ? "y" : "ies", out);
+    return finish(EXIT_OK);
+}

@@ -24,5 +24,5 @@ for t in "$@"; do
 done
 echo
 [ -n "$failed" ] && echo "failed:$failed"
-echo "fault programs: $pass passed, $fail failed"
+echo "faults: $pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -171,7 +171,7 @@ KILN_API kiln_status kiln_cache_bake(const char *src, const char *out,
     d = NULL;
     if (rc != SQLITE_OK) goto done;
     if (exists(twal)) {
-        snprintf(err, sizeof err, "%s remains after closing the copy", twal);
+        snprintf(err, sizeof err, "%.400s remains after closing the copy", twal);
         goto done;
     }
     int fd = open(tmp, O_RDONLY);

@@ -578,6 +578,7 @@ kiln_status kiln__cache_put(kiln_cache *c, const kiln_cache_put_args *a)
                        p.digest);
 
     kiln__cache_lock(c);
+    if (!c->w.db && c->w_retry) kiln__cache_retry_writable(c);
     for (int attempt = 0; attempt < 2 && c->w.db && c->w.writable; attempt++) {
         char err[256];
         p.evicted = 0;

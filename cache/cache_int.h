@@ -59,6 +59,8 @@ struct kiln_cache {
     int w_corrupt;      /* the writable layer said CORRUPT/NOTADB */
     char corrupt_why[256];
     int warned_write, warned_busy;
+    int w_retry;        /* kiln.db could not be created (no space, no inode,
+                         * I/O): open_writable is tried again at each put */
     int64_t rejected;   /* rows that failed verification in a get */
     int64_t max_bytes;  /* $KILN_CACHE_MAX_BYTES: cap applied in each put, 0: none */
 
@@ -70,6 +72,9 @@ struct kiln_cache {
 
 /* layer.c */
 void kiln__cache_open_layers(kiln_cache *c);
+/* Under the lock: if kiln.db could not be created for a reason that may pass
+ * (c->w_retry), try to open the writable layer again, quietly. */
+void kiln__cache_retry_writable(kiln_cache *c);
 /* Close (close != 0) or just forget (after fork) every connection. */
 void kiln__cache_drop_layers(kiln_cache *c, int close);
 /* Move the corrupt writable database aside and start a fresh one. */

@@ -225,8 +225,10 @@ static int add_bad(bad_vec *bv, const char *key, const char *why,
     return 0;
 }
 
-/* PRAGMA integrity_check; 1 if "ok". */
-static int integrity(kiln_cache *c, cache_layer *L, char *first, size_t n)
+/* PRAGMA integrity_check; 1 if "ok", -1 if it ran out of memory (which
+ * says nothing about the file).  report: log what it found. */
+static int integrity_run(kiln_cache *c, cache_layer *L, char *first, size_t n,
+                         int report)
 {
     sqlite3_stmt *st = NULL;
     int ok = 1, rows = 0;
@@ -239,18 +241,29 @@ static int integrity(kiln_cache *c, cache_layer *L, char *first, size_t n)
         if (strcmp(msg, "ok") == 0) continue;
         ok = 0;
         if (!first[0]) snprintf(first, n, "%s", msg);
-        if (rows++ < 10)
+        if (report && rows++ < 10)
             KILN_LOGW(c->log, "cache %s: integrity_check: %s", L->path, msg);
     }
     sqlite3_finalize(st);
+    if ((rc & 0xff) == SQLITE_NOMEM) return -1;
     if (rc != SQLITE_DONE) {
         kiln__cache_note_rc(c, L, rc);
         if (!first[0]) snprintf(first, n, "%s", sqlite3_errstr(rc));
-        KILN_LOGW(c->log, "cache %s: integrity_check failed: %s", L->path,
-                  sqlite3_errstr(rc));
+        if (report)
+            KILN_LOGW(c->log, "cache %s: integrity_check failed: %s", L->path,
+                      sqlite3_errstr(rc));
         ok = 0;
     }
     return ok;
+}
+
+/* A page SQLite could not read for want of memory is reported as damage
+ * (e.g. "failed to get page N") with no error code: a failed check counts
+ * only if a second one agrees. */
+static int integrity(kiln_cache *c, cache_layer *L, char *first, size_t n)
+{
+    int ok = integrity_run(c, L, first, n, 0);
+    return ok ? ok : integrity_run(c, L, first, n, 1);
 }
 
 static int check_rows(kiln_cache *c, cache_layer *L, bad_vec *bv,
@@ -338,7 +351,12 @@ kiln_status kiln__cache_verify(kiln_cache *c, int drop,
         cache_layer *L = layer_at(c, i);
         if (!L) continue;
         char first[256];
-        if (!integrity(c, L, first, sizeof first)) {
+        int ig = integrity(c, L, first, sizeof first);
+        if (ig < 0) {
+            nomem = 1;
+            break;
+        }
+        if (!ig) {
             r.integrity_ok = 0;
             if (drop && L == &c->w && L->writable && !c->w_corrupt) {
                 /* Past repair row by row: the unlock moves it aside. */

@@ -446,6 +446,7 @@ static void open_readonly_fallback(kiln_cache *c, const char *reason)
 static void open_writable(kiln_cache *c)
 {
     char buf[512], why[512];
+    c->w_retry = 0;
     const char *bad = check_dir(c->dir, buf, sizeof buf);
     if (bad) {
         warn(c, "not using cache directory %s: %s; kernels are kept in memory",
@@ -509,21 +510,37 @@ static void open_writable(kiln_cache *c)
         case S_READONLY:
             if (access(c->db_path, F_OK) == 0)
                 open_readonly_fallback(c, why);
-            else
+            else {
+                /* no space or no inode may pass: retried at each put */
+                c->w_retry = 1;
                 warn(c, "cannot create cache %s (%s); kernels are kept in "
                         "memory",
                      c->db_path, why);
+            }
             return;
         case S_NEWER:
             warn(c, "not using cache %s: %s; kernels are kept in memory",
                  c->db_path, why);
             return;
         default: /* busy past the timeout, or stranger */
+            c->w_retry = 1;
             warn(c, "cannot open cache %s (%s); kernels are kept in memory",
                  c->db_path, why);
             return;
         }
     }
+}
+
+void kiln__cache_retry_writable(kiln_cache *c)
+{
+    if (c->w.db || !c->w_retry || !c->dir) return;
+    int quiet = c->quiet;
+    c->quiet = 1; /* the incident was reported when it began */
+    open_writable(c);
+    c->quiet = quiet;
+    if (c->w.db && c->w.writable)
+        kiln__log(c->log, KILN_LOG_INFO, "cache %s is writable again",
+                  c->db_path);
 }
 
 void kiln__cache_recover(kiln_cache *c)

@@ -51,6 +51,13 @@ kiln_status kiln__check_view(const char *name, uint64_t ptr, int64_t rows,
                  "overflows 64-bit offsets",
                  name, (long long)rows, (long long)row_stride, (long long)heads,
                  (long long)head_stride);
+    {
+        /* The last byte must not wrap the 64-bit address space. */
+        uint64_t bytes = (uint64_t)view_extent(rows, row_stride, heads, head_stride, dim) * 2;
+        KILN_FAIL_IF(ptr > UINT64_MAX - bytes, KILN_EBADARG,
+                     "%s 0x%llx + %llu bytes wraps the address space", name,
+                     (unsigned long long)ptr, (unsigned long long)bytes);
+    }
     if (is_output && rows > 1 && heads > 1) {
         /* Writes must not alias: the smaller stride spans a head_dim, the
          * larger spans the smaller dimension's whole extent. */
@@ -89,6 +96,9 @@ kiln_status kiln__check_bias(const char *name, uint64_t ptr, int batch, int head
              __builtin_add_overflow(a, b, &s) | __builtin_add_overflow(s, c, &s);
     KILN_FAIL_IF(ov || s > INT64_MAX / 2, KILN_EBADARG, "%s strides overflow 64-bit offsets",
                  name);
+    KILN_FAIL_IF(ptr > UINT64_MAX - (uint64_t)s * 2, KILN_EBADARG,
+                 "%s 0x%llx + %lld elements wraps the address space", name,
+                 (unsigned long long)ptr, (long long)s);
     return KILN_OK;
 }
 

@@ -97,8 +97,10 @@ kiln_status kiln_engine_create(const kiln_engine_options *opts, kiln_engine **ou
         const char *ro = opts->ro_layers ? opts->ro_layers : getenv("KILN_CACHE_RO");
         kiln_status s = kiln__cache_open(d, ro, &e->log, &e->cache);
         if (s != KILN_OK) {
-            kiln_engine_destroy(e);
-            return s;
+            char why[512];
+            snprintf(why, sizeof why, "%s", kiln_last_error());
+            kiln_engine_destroy(e); /* clears the last error */
+            return kiln__fail(s, "%s", why);
         }
     }
     KILN_LOGD(&e->log, "engine created: cache %s",

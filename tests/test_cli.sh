@@ -480,6 +480,26 @@ for args in "key ''" "key /" "key //////" "key hstu_fwd" "key hstu_fwd/sm_/bf16/
     esac
 done
 
+# bake: a database for a read-only layer
+help_line bake "usage: kiln bake [--from DB] OUT"
+run $KILN bake
+check_rc "bake without OUT exits 2" 2
+run $KILN bake --from "$tmp/no-such.db" "$tmp/never.db"
+check_rc "bake of a missing database exits 1" 1
+check_lacks "a failed bake writes nothing" "$(ls "$tmp")" "never.db"
+if [ -f "$KILN_CACHE_DIR/kiln.db" ]; then
+    run $KILN bake "$tmp/baked.db"
+    check_rc "bake exits 0" 0
+    check_has "bake says what it wrote" "$out" "into $tmp/baked.db"
+    check_eq "bake leaves no -wal" "$(ls "$tmp" | grep -c 'baked.db-')" "0"
+    : >"$tmp/walled.db-wal"
+    run $KILN bake "$tmp/walled.db"
+    check_rc "bake refuses while OUT-wal exists" 1
+    check_has "bake names the -wal" "$err" "walled.db-wal exists"
+else
+    skipped "bake of the default cache (no kiln.db)"
+fi
+
 [ "$skip" = 0 ] || echo "$skip skipped"
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

@@ -1,5 +1,6 @@
-/* test_compile.c -- NVRTC compiles every HSTU template variant for sm_80 and
- * sm_90a, with no spills, through the real engine and cache (no GPU needed).
+/* test_compile.c -- NVRTC compiles every HSTU template variant (forward and
+ * backward) for sm_80 and sm_90a, with no spills, through the real engine and
+ * cache (no GPU needed).
  *
  * The variants are split over one worker process per CPU, all writing the same
  * cache, which also exercises concurrent inserts.  The cache lives in
@@ -19,7 +20,7 @@
 
 #include "kiln.h"
 
-#define MAX_KEYS 1024
+#define MAX_KEYS 4096
 
 static char keys[MAX_KEYS][160];
 static int nkeys;
@@ -59,6 +60,8 @@ static int setup(void **state)
     nkeys = 0;
     if (kiln_key_expand("hstu_fwd/*", "sm_80", collect, NULL) != KILN_OK) return -1;
     if (kiln_key_expand("hstu_fwd/*", "sm_90a", collect, NULL) != KILN_OK) return -1;
+    if (kiln_key_expand("hstu_bwd/*", "sm_80", collect, NULL) != KILN_OK) return -1;
+    if (kiln_key_expand("hstu_bwd/*", "sm_90a", collect, NULL) != KILN_OK) return -1;
     return 0;
 }
 

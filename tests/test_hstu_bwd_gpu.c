@@ -76,15 +76,13 @@
 #include "kiln.h"
 #include "ref_hstu.h"
 #include "ref_hstu_bwd.h"
+#include "util_case.h"
 #include "util_gpu.h"
 
 #define TOL_BF16 3e-2
 #define TOL_FP16 6e-3
 #define SCALE_FLOOR 1e-2
-#define MAXB 8
-#define GUARD 64     /* poisoned elements after every gradient buffer */
 #define WS_GUARD 256 /* poisoned bytes after the workspace */
-#define KEYLEN 256
 
 static double tol_for(int dtype) { return dtype == KILN_DTYPE_FP16 ? TOL_FP16 : TOL_BF16; }
 
@@ -111,120 +109,16 @@ static double g_neg_weakest = INFINITY, g_worst_ratio;
         if (g_ctx_lost) fail_msg("the CUDA context faulted in an earlier test"); \
     } while (0)
 
-static void *xmalloc(size_t n) {
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        fprintf(stderr, "out of host memory (%zu bytes)\n", n);
-        abort();
-    }
-    return p;
-}
-
-static int env_int(const char *name, int def) {
-    const char *s = getenv(name);
-    return s && *s ? atoi(s) : def;
-}
-
 static int cpu_threads(void) {
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    int n = env_int("KILN_TEST_THREADS", (int)(cpus < 1 ? 1 : cpus));
+    int n = kt_env_int("KILN_TEST_THREADS", (int)(cpus < 1 ? 1 : cpus));
     return n < 1 ? 1 : n > 32 ? 32 : n;
 }
 
 /* ------------------------------------------------------------------ cases */
 
-enum family { F_NONE, F_CAUSAL, F_LOCAL, F_CONTEXT, F_TARGET, F_CTX_TGT, F_COUNT };
-static const char *const family_name[F_COUNT] = {
-    "none", "causal", "local", "causal+context", "causal+target",
-    "causal+context+target"};
-
-enum layout { L_CONTIG, L_PACKED, L_PADDED, L_HEADMAJOR, L_COUNT };
-static const char *const layout_name[L_COUNT] = {"contig", "qkvpacked", "padded",
-                                                 "headmajor"};
-
 enum tensor { T_DQ, T_DK, T_DV, T_DRAB, T_COUNT };
 static const char *const tensor_name[T_COUNT] = {"dq", "dk", "dv", "drab"};
-
-typedef struct bcase {
-    char label[48];
-    int family, dtype, D, H, B;
-    int len_q[MAXB], len_k[MAXB]; /* len_k used only with delta_q */
-    int has_ctx, has_tgt;
-    int ctx[MAXB], tgt[MAXB];
-    int group, wl, wr;
-    int rab_heads;  /* 0: no rab */
-    int rab_exact;  /* rab rows exactly max_seqlen_k apart, else padded to 8 */
-    int drab;       /* compute d(rab) (needs rab) */
-    int drab_own;   /* drab with its own (wider) strides, else rab's */
-    int det;        /* deterministic */
-    int delta_q, i64, layout, extra_rows, sep_k_offsets;
-    int msq_extra, msk_extra, msq_set;
-    int grid_values; /* inputs are multiples of 2^-10 in [-1, 1] (finite differences) */
-    float alpha, scaling;
-    uint64_t seed;
-    char key[KEYLEN];
-} bcase;
-
-static uint64_t hash_str(const char *s) {
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
-
-static bcase base_case(const char *label, int family, int dtype, int D, int H, int B,
-                       const int *lens) {
-    bcase c;
-    memset(&c, 0, sizeof c);
-    snprintf(c.label, sizeof c.label, "%s", label);
-    c.family = family;
-    c.dtype = dtype;
-    c.D = D;
-    c.H = H;
-    c.B = B;
-    for (int b = 0; b < B; b++) c.len_q[b] = c.len_k[b] = lens[b];
-    c.wl = -1;
-    c.wr = family == F_NONE ? -1 : 0;
-    c.group = 1;
-    c.has_ctx = family == F_CONTEXT || family == F_CTX_TGT;
-    c.has_tgt = family == F_TARGET || family == F_CTX_TGT;
-    c.alpha = 1.0f;
-    c.seed = hash_str(label);
-    return c;
-}
-
-static void describe(const bcase *c, char *buf, size_t n) {
-    char lens[160];
-    size_t o = 0;
-    lens[0] = 0;
-    for (int b = 0; b < c->B && o < sizeof lens; b++) {
-        if (c->delta_q)
-            o += (size_t)snprintf(lens + o, sizeof lens - o, "%s%d/%d", b ? "," : "",
-                                  c->len_q[b], c->len_k[b]);
-        else
-            o += (size_t)snprintf(lens + o, sizeof lens - o, "%s%d", b ? "," : "",
-                                  c->len_q[b]);
-    }
-    char extra[200];
-    o = 0;
-    extra[0] = 0;
-#define ADD(...) o += (size_t)snprintf(extra + o, o < sizeof extra ? sizeof extra - o : 0, __VA_ARGS__)
-    if (c->family == F_LOCAL) ADD(" w=(%d,%d)", c->wl, c->wr);
-    if (c->has_tgt) ADD(" g=%d", c->group);
-    if (c->rab_heads)
-        ADD(" rab=%d/%d%s%s", c->rab_heads, c->H, c->rab_exact ? "" : "(padded)",
-            c->drab ? (c->drab_own ? " drab(own strides)" : " drab") : "");
-    if (c->delta_q) ADD(" delta_q");
-    ADD(" %s", c->det ? "det" : "atomic");
-    ADD(" %s", c->i64 ? "i64" : "i32");
-    if (c->layout != L_CONTIG) ADD(" %s", layout_name[c->layout]);
-    if (c->extra_rows) ADD(" +%drows", c->extra_rows);
-    if (c->msq_extra || c->msq_set || c->msk_extra) ADD(" maxlen+");
-    if (c->scaling > 0) ADD(" scale=%.1f", (double)c->scaling);
-    ADD(" a=%.2f", (double)c->alpha);
-#undef ADD
-    snprintf(buf, n, "%s %s %s d%d H=%d B=%d [%s]%s", c->label, family_name[c->family],
-             c->dtype == KILN_DTYPE_FP16 ? "fp16" : "bf16", c->D, c->H, c->B, lens, extra);
-}
 
 /* ------------------------------------------------------------------ data */
 
@@ -233,12 +127,9 @@ enum { NBUF = 4 };
 typedef struct bdata {
     kiln_hstu_bwd_params p;
     kt_hstu_bwd_host h;
-    int64_t offq[MAXB + 1], offk[MAXB + 1];
-    int32_t offq32[MAXB + 1], offk32[MAXB + 1];
-    int32_t ctx[MAXB], tgt[MAXB];
-    uint16_t *bq, *bk, *bv, *brab, *bdo; /* inputs; bk = bv = bq when packed */
-    size_t nq, nk, nv, nrab, ndo;        /* elements */
-    size_t q_at, k_at, v_at;
+    kt_inputs in;   /* q, k, v, rab, offsets */
+    uint16_t *bdo;  /* dout */
+    size_t ndo;     /* elements */
     /* gradients: buffer tbuf[t] holds tensor t from element tat[t] on
      * (packed: dq, dk, dv interleaved in buffer 0) */
     uint16_t *g[NBUF]; /* host copy of the device buffer */
@@ -255,32 +146,8 @@ typedef struct bdata {
 
 enum { REF_EXACT = 1, REF_NEG = 2, REF_EMUL = 4 };
 
-static size_t span(int64_t total, int64_t rs, int64_t hs, int H, int D) {
-    if (total <= 0) return 0;
-    return (size_t)((total - 1) * rs + (int64_t)(H - 1) * hs + D);
-}
-
-static uint16_t draw(kt_rng *r, int dtype, double amp, int grid) {
-    if (grid) return kt_f32_to_half(dtype, (float)(kt_rng_int(r, -1024, 1024) / 1024.0));
-    return kt_f32_to_half(dtype, (float)kt_rng_range(r, -amp, amp));
-}
-
-static void fill_rows(kt_rng *r, int dtype, uint16_t *buf, int64_t total, int64_t rs,
-                      int64_t hs, int H, int D, double amp, int grid) {
-    for (int64_t row = 0; row < total; row++)
-        for (int h = 0; h < H; h++)
-            for (int d = 0; d < D; d++)
-                buf[row * rs + (int64_t)h * hs + d] = draw(r, dtype, amp, grid);
-}
-
-static uint16_t *alloc_poison(size_t n) {
-    uint16_t *p = xmalloc(n * sizeof *p);
-    memset(p, 0xff, n * sizeof *p);
-    return p;
-}
-
 static double *alloc_nan(size_t n) {
-    double *p = xmalloc(n * sizeof *p);
+    double *p = kt_xmalloc(n * sizeof *p);
     for (size_t i = 0; i < n; i++) p[i] = NAN;
     return p;
 }
@@ -294,8 +161,13 @@ static kt_hstu_bwd_out out_views(const bdata *d, double *const *bufs) {
     return o;
 }
 
-static void ref_into(const bdata *d, double **bufs, int mutation, int flags) {
+/* One NaN-filled double buffer per gradient buffer of d (NULL where unused). */
+static void alloc_refs(const bdata *d, double **bufs) {
     for (int i = 0; i < NBUF; i++) bufs[i] = d->gn[i] ? alloc_nan(d->gn[i]) : NULL;
+}
+
+static void ref_into(const bdata *d, double **bufs, int mutation, int flags) {
+    alloc_refs(d, bufs);
     kt_hstu_bwd_out o = out_views(d, bufs);
     kt_ref_hstu_bwd_ex(&d->p, &d->h, &o, mutation, flags);
 }
@@ -304,38 +176,22 @@ static void ref_into(const bdata *d, double **bufs, int mutation, int flags) {
  * REF_* bits).  custom_off, if not NULL, replaces both offset arrays (B+1
  * entries) after the buffers are sized from the lengths.  params_only: no
  * buffers, fake aligned device pointers (for computing keys). */
-static void build_case(const bcase *c, const int64_t *custom_off, int params_only, int refs,
+static void build_case(const kt_case *c, const int64_t *custom_off, int params_only, int refs,
                        bdata *d) {
     memset(d, 0, sizeof *d);
     kt_rng r;
     kt_rng_seed(&r, c->seed);
     const int B = c->B, H = c->H, D = c->D, dt = c->dtype;
-    int maxq = 0, maxk = 0;
-    for (int b = 0; b < B; b++) {
-        int lk = c->delta_q ? c->len_k[b] : c->len_q[b];
-        d->offq[b + 1] = d->offq[b] + c->len_q[b];
-        d->offk[b + 1] = d->offk[b] + lk;
-        if (c->len_q[b] > maxq) maxq = c->len_q[b];
-        if (lk > maxk) maxk = lk;
-    }
-    const int64_t total_q = d->offq[B] + c->extra_rows;
-    const int64_t total_k = c->delta_q ? d->offk[B] + c->extra_rows : total_q;
-    if (custom_off)
-        for (int b = 0; b <= B; b++) d->offq[b] = d->offk[b] = custom_off[b];
-    for (int b = 0; b <= B; b++) {
-        d->offq32[b] = (int32_t)d->offq[b];
-        d->offk32[b] = (int32_t)d->offk[b];
-    }
-    const int msq = c->msq_set > 0 ? c->msq_set : maxq + c->msq_extra;
-    const int msk = c->msq_set > 0 ? c->msq_set : c->delta_q ? maxk + c->msk_extra : msq;
+    kt_shape s;
+    kt_case_shape(c, custom_off, &d->in, &s);
+    const int64_t total_q = s.total_q, total_k = s.total_k;
     const int64_t tq1 = total_q > 0 ? total_q : 1, tk1 = total_k > 0 ? total_k : 1;
 
-    /* inputs (q, k, v), dout and gradients: strides per layout */
-    int64_t qrs, qhs, krs, khs, ors, ohs, grs[3], ghs[3];
+    /* dout and gradients: strides per layout (the inputs' are shared with
+     * the forward, in s) */
+    int64_t ors, ohs, grs[3], ghs[3];
     switch (c->layout) {
-    case L_PACKED:
-        qrs = krs = 3 * (int64_t)H * D;
-        qhs = khs = D;
+    case KT_L_PACKED:
         ors = (int64_t)H * D;
         ohs = D;
         for (int t = 0; t < 3; t++) {
@@ -343,9 +199,7 @@ static void build_case(const bcase *c, const int64_t *custom_off, int params_onl
             ghs[t] = D;
         }
         break;
-    case L_PADDED:
-        qhs = khs = D + 8;
-        qrs = krs = (int64_t)H * (D + 8) + 8;
+    case KT_L_PADDED:
         ohs = D + 24;
         ors = (int64_t)H * (D + 24) + 16;
         for (int t = 0; t < 3; t++) {
@@ -353,18 +207,17 @@ static void build_case(const bcase *c, const int64_t *custom_off, int params_onl
             grs[t] = (int64_t)H * (D + 16) + 8 * t; /* dq, dk, dv: different padding */
         }
         break;
-    case L_HEADMAJOR:
-        qrs = krs = ors = D;
-        qhs = ohs = tq1 * D;
-        khs = tk1 * D;
+    case KT_L_HEADMAJOR:
+        ors = D;
+        ohs = tq1 * D;
         for (int t = 0; t < 3; t++) {
             grs[t] = D;
             ghs[t] = (t == T_DQ ? tq1 : tk1) * D;
         }
         break;
     default:
-        qrs = krs = ors = (int64_t)H * D;
-        qhs = khs = ohs = D;
+        ors = (int64_t)H * D;
+        ohs = D;
         for (int t = 0; t < 3; t++) {
             grs[t] = (int64_t)H * D;
             ghs[t] = D;
@@ -375,36 +228,12 @@ static void build_case(const bcase *c, const int64_t *custom_off, int params_onl
     kiln_hstu_bwd_params *bp = &d->p;
     kiln_hstu_bwd_params_init(bp);
     kiln_hstu_fwd_params *p = &bp->fwd;
-    p->dtype = dt;
-    p->head_dim = D;
-    p->num_heads = H;
-    p->batch = B;
-    p->total_q = total_q;
-    p->total_k = total_k;
-    p->q_row_stride = qrs;
-    p->q_head_stride = qhs;
-    p->k_row_stride = p->v_row_stride = krs;
-    p->k_head_stride = p->v_head_stride = khs;
+    kt_case_fwd_params(c, &s, p);
     /* fwd.out is not read by the backward (0 below); its strides say where
      * the forward reference of the finite-difference test writes */
     p->out_row_stride = (int64_t)H * D;
     p->out_head_stride = D;
-    p->offsets_type = c->i64 ? KILN_INDEX_INT64 : KILN_INDEX_INT32;
-    p->max_seqlen_q = msq;
-    p->max_seqlen_k = msk;
-    p->window_left = c->wl;
-    p->window_right = c->wr;
-    p->target_group_size = c->group > 0 ? c->group : 1;
-    p->alpha = c->alpha;
-    p->scaling_seqlen = c->scaling;
-    p->rab_heads = c->rab_heads > 0 ? c->rab_heads : 1;
-    p->is_delta_q = c->delta_q;
-    const int msk1 = msk > 0 ? msk : 1;
-    if (c->rab_heads > 0) {
-        p->rab_row_stride = c->rab_exact ? msk1 : (msk1 + 7) / 8 * 8;
-        p->rab_head_stride = (int64_t)msk1 * p->rab_row_stride;
-        p->rab_batch_stride = c->rab_heads * p->rab_head_stride;
-    }
+    const int msk1 = s.msk > 0 ? s.msk : 1;
     bp->dout_row_stride = ors;
     bp->dout_head_stride = ohs;
     bp->dq_row_stride = grs[T_DQ];
@@ -426,16 +255,11 @@ static void build_case(const bcase *c, const int64_t *custom_off, int params_onl
         }
     }
     bp->deterministic = c->det;
-    for (int b = 0; b < B; b++) {
-        d->ctx[b] = c->ctx[b];
-        d->tgt[b] = c->tgt[b];
-    }
-    const int sep_k = c->delta_q || c->sep_k_offsets;
 
     /* where each gradient lives */
     for (int t = 0; t < T_COUNT; t++) d->tbuf[t] = -1;
-    if (c->layout == L_PACKED) {
-        d->gn[0] = (size_t)total_q * 3 * H * D + GUARD;
+    if (c->layout == KT_L_PACKED) {
+        d->gn[0] = (size_t)total_q * 3 * H * D + KT_GUARD;
         for (int t = 0; t < 3; t++) {
             d->tbuf[t] = 0;
             d->tat[t] = (size_t)t * H * D;
@@ -443,24 +267,17 @@ static void build_case(const bcase *c, const int64_t *custom_off, int params_onl
     } else {
         for (int t = 0; t < 3; t++) {
             d->tbuf[t] = t;
-            d->gn[t] = span(t == T_DQ ? total_q : total_k, grs[t], ghs[t], H, D) + GUARD;
+            d->gn[t] = kt_span(t == T_DQ ? total_q : total_k, grs[t], ghs[t], H, D) + KT_GUARD;
         }
     }
     if (has_drab) {
         d->tbuf[T_DRAB] = 3;
-        d->gn[3] = (size_t)B * (size_t)bp->drab_batch_stride + GUARD;
+        d->gn[3] = (size_t)B * (size_t)bp->drab_batch_stride + KT_GUARD;
     }
 
     if (params_only) {
         const uint64_t base = 0x7f0000000000ull; /* fake, aligned, never dereferenced */
-        p->q = base + 0x100000;
-        p->k = base + 0x200000;
-        p->v = base + 0x300000;
-        p->seq_offsets_q = base + 0x500000;
-        p->seq_offsets_k = sep_k ? base + 0x600000 : 0;
-        p->num_contexts = c->has_ctx ? base + 0x700000 : 0;
-        p->num_targets = c->has_tgt ? base + 0x800000 : 0;
-        p->rab = c->rab_heads > 0 ? base + 0x900000 : 0;
+        kt_fake_input_ptrs(c, &s, p);
         bp->dout = base + 0xa00000;
         bp->dq = base + 0xb00000;
         bp->dk = base + 0xc00000;
@@ -470,45 +287,17 @@ static void build_case(const bcase *c, const int64_t *custom_off, int params_onl
         return;
     }
 
-    /* inputs: NaN (0xFFFF) everywhere first, so that reading padding shows;
-     * then the logical elements, in the same order for every layout */
-    const double amp_qk = pow(9.0 / D, 0.25); /* q.k has variance ~1 */
-    const int grid = c->grid_values;
-    if (c->layout == L_PACKED) {
-        d->nq = d->nk = d->nv = (size_t)total_q * 3 * H * D + GUARD;
-        d->bq = d->bk = d->bv = alloc_poison(d->nq);
-        d->q_at = 0;
-        d->k_at = (size_t)H * D;
-        d->v_at = 2 * (size_t)H * D;
-    } else {
-        d->nq = span(total_q, qrs, qhs, H, D) + GUARD;
-        d->nk = d->nv = span(total_k, krs, khs, H, D) + GUARD;
-        d->bq = alloc_poison(d->nq);
-        d->bk = alloc_poison(d->nk);
-        d->bv = alloc_poison(d->nv);
-    }
-    fill_rows(&r, dt, d->bq + d->q_at, total_q, qrs, qhs, H, D, amp_qk, grid);
-    fill_rows(&r, dt, d->bk + d->k_at, total_k, krs, khs, H, D, amp_qk, grid);
-    fill_rows(&r, dt, d->bv + d->v_at, total_k, krs, khs, H, D, 1.0, grid);
-    d->ndo = span(total_q, ors, ohs, H, D) + GUARD;
-    d->bdo = alloc_poison(d->ndo);
-    fill_rows(&r, dt, d->bdo, total_q, ors, ohs, H, D, 1.0, grid);
-    if (c->rab_heads > 0) {
-        d->nrab = (size_t)B * (size_t)p->rab_batch_stride + GUARD;
-        d->brab = xmalloc(d->nrab * sizeof(uint16_t));
-        for (size_t i = 0; i < d->nrab; i++) d->brab[i] = draw(&r, dt, 1.0, grid);
-    }
+    /* the inputs, then dout and rab in this order: the RNG stream decides
+     * the data, so the order is part of the case */
+    kt_fill_qkv(c, &s, &r, &d->in);
+    d->ndo = kt_span(total_q, ors, ohs, H, D) + KT_GUARD;
+    d->bdo = kt_alloc_poison(d->ndo);
+    kt_fill_rows(&r, dt, d->bdo, total_q, ors, ohs, H, D, 1.0, c->grid_values);
+    kt_fill_rab(c, p, &r, &d->in);
     for (int i = 0; i < NBUF; i++)
-        if (d->gn[i]) d->g[i] = alloc_poison(d->gn[i]);
+        if (d->gn[i]) d->g[i] = kt_alloc_poison(d->gn[i]);
 
-    d->h.f.q = d->bq + d->q_at;
-    d->h.f.k = d->bk + d->k_at;
-    d->h.f.v = d->bv + d->v_at;
-    d->h.f.rab = d->brab;
-    d->h.f.seq_offsets_q = c->i64 ? (const void *)d->offq : (const void *)d->offq32;
-    d->h.f.seq_offsets_k = !sep_k ? NULL : c->i64 ? (const void *)d->offk : (const void *)d->offk32;
-    d->h.f.num_contexts = c->has_ctx ? d->ctx : NULL;
-    d->h.f.num_targets = c->has_tgt ? d->tgt : NULL;
+    kt_host_view(c, &s, &d->in, &d->h.f);
     d->h.dout = d->bdo;
 
     if (refs & REF_EXACT) ref_into(d, d->ref, KT_REF_EXACT, 0);
@@ -535,12 +324,7 @@ static void free_refs(double **bufs) {
 
 static void free_case(bdata *d) {
     free_device(d);
-    if (d->bk != d->bq) {
-        free(d->bk);
-        free(d->bv);
-    }
-    free(d->bq);
-    free(d->brab);
+    kt_inputs_free(&d->in);
     free(d->bdo);
     for (int i = 0; i < NBUF; i++) free(d->g[i]);
     free_refs(d->ref);
@@ -597,10 +381,10 @@ static int64_t seq_index(const bdata *d, int t, int b, const kt_hstu_seq *s, int
 /* The input tensor that tensor t is the gradient of (host copy). */
 static uint16_t *input_of(bdata *d, int t) {
     switch (t) {
-    case T_DQ: return d->bq + d->q_at;
-    case T_DK: return d->bk + d->k_at;
-    case T_DV: return d->bv + d->v_at;
-    default: return d->brab;
+    case T_DQ: return d->in.bq + d->in.q_at;
+    case T_DK: return d->in.bk + d->in.k_at;
+    case T_DV: return d->in.bv + d->in.v_at;
+    default: return d->in.brab;
     }
 }
 
@@ -632,20 +416,20 @@ static void compare_grads(const bdata *d, uint16_t *const *got, double *const *r
     const int dt = p->dtype;
     unsigned char *mark[NBUF];
     for (int i = 0; i < NBUF; i++) {
-        mark[i] = d->gn[i] ? xmalloc(d->gn[i]) : NULL;
+        mark[i] = d->gn[i] ? kt_xmalloc(d->gn[i]) : NULL;
         if (mark[i]) memset(mark[i], 0, d->gn[i]);
     }
-    kt_hstu_seq seqs[MAXB];
-    int valid[MAXB] = {0};
-    const int B = p->batch < MAXB ? p->batch : MAXB;
+    kt_hstu_seq seqs[KT_MAXB];
+    int valid[KT_MAXB] = {0};
+    const int B = p->batch < KT_MAXB ? p->batch : KT_MAXB;
     for (int b = 0; b < B; b++) valid[b] = kt_ref_hstu_seq(p, &d->h.f, b, &seqs[b]);
 
     for (int t = 0; t < T_COUNT; t++) {
         const int bi = d->tbuf[t];
         if (bi < 0) continue;
         tcmp *tc = &r->t[t];
-        double seq_max[MAXB] = {0}, seq_err[MAXB] = {0};
-        int64_t seq_worst[MAXB] = {0};
+        double seq_max[KT_MAXB] = {0}, seq_err[KT_MAXB] = {0};
+        int64_t seq_worst[KT_MAXB] = {0};
         for (int b = 0; b < B; b++) {
             if (!valid[b]) continue;
             const int64_t cnt = seq_count(d, t, &seqs[b]);
@@ -721,6 +505,17 @@ static void ratios_text(const bdata *d, const gcmp *r, char *buf, size_t n) {
                                   r->t[t].ratio);
 }
 
+/* The CPU's kernel stand-in: d->g = the reference with rounded GEMM
+ * operands (d->eref), rounded to the output type -- what a correct kernel
+ * would write, so the dry run and the negative controls can be checked
+ * without a GPU. */
+static void stand_in(bdata *d) {
+    const int dt = d->p.fwd.dtype;
+    for (int b = 0; b < NBUF; b++)
+        for (size_t k = 0; k < d->gn[b]; k++)
+            if (!isnan(d->eref[b][k])) d->g[b][k] = kt_f32_to_half(dt, (float)d->eref[b][k]);
+}
+
 /* ------------------------------------------------------------------ running */
 
 enum { R_PASS, R_FAIL, R_SKIP };
@@ -734,30 +529,30 @@ static int upload_case(bdata *d, char *msg, size_t n) {
     const int B = p->batch, i64 = p->offsets_type == KILN_INDEX_INT64;
     const size_t osz = (size_t)(B + 1) * (i64 ? 8 : 4);
     int fail = 0;
-    d->dqkv[0] = kt_gpu_alloc_copy(d->bq, d->nq * 2);
+    d->dqkv[0] = kt_gpu_alloc_copy(d->in.bq, d->in.nq * 2);
     fail |= !d->dqkv[0];
-    if (d->bk != d->bq) {
-        d->dqkv[1] = kt_gpu_alloc_copy(d->bk, d->nk * 2);
-        d->dqkv[2] = kt_gpu_alloc_copy(d->bv, d->nv * 2);
+    if (d->in.bk != d->in.bq) {
+        d->dqkv[1] = kt_gpu_alloc_copy(d->in.bk, d->in.nk * 2);
+        d->dqkv[2] = kt_gpu_alloc_copy(d->in.bv, d->in.nv * 2);
         fail |= !d->dqkv[1] || !d->dqkv[2];
     }
     d->ddo = kt_gpu_alloc_copy(d->bdo, d->ndo * 2);
     d->doffq = kt_gpu_alloc_copy(d->h.f.seq_offsets_q, osz);
     fail |= !d->ddo || !d->doffq;
     if (d->h.f.seq_offsets_k) fail |= !(d->doffk = kt_gpu_alloc_copy(d->h.f.seq_offsets_k, osz));
-    if (d->h.f.num_contexts) fail |= !(d->dctx = kt_gpu_alloc_copy(d->ctx, sizeof d->ctx));
-    if (d->h.f.num_targets) fail |= !(d->dtgt = kt_gpu_alloc_copy(d->tgt, sizeof d->tgt));
-    if (d->brab) fail |= !(d->drab_in = kt_gpu_alloc_copy(d->brab, d->nrab * 2));
+    if (d->h.f.num_contexts) fail |= !(d->dctx = kt_gpu_alloc_copy(d->in.ctx, sizeof d->in.ctx));
+    if (d->h.f.num_targets) fail |= !(d->dtgt = kt_gpu_alloc_copy(d->in.tgt, sizeof d->in.tgt));
+    if (d->in.brab) fail |= !(d->drab_in = kt_gpu_alloc_copy(d->in.brab, d->in.nrab * 2));
     for (int i = 0; i < NBUF; i++)
         if (d->gn[i]) fail |= !(d->dg[i] = kt_gpu_alloc(d->gn[i] * 2));
     if (fail) {
         snprintf(msg, n, "device setup: %s", kt_gpu_error());
         return R_FAIL;
     }
-    if (d->bk == d->bq) {
-        p->q = d->dqkv[0] + d->q_at * 2;
-        p->k = d->dqkv[0] + d->k_at * 2;
-        p->v = d->dqkv[0] + d->v_at * 2;
+    if (d->in.bk == d->in.bq) {
+        p->q = d->dqkv[0] + d->in.q_at * 2;
+        p->k = d->dqkv[0] + d->in.k_at * 2;
+        p->v = d->dqkv[0] + d->in.v_at * 2;
     } else {
         p->q = d->dqkv[0];
         p->k = d->dqkv[1];
@@ -862,7 +657,7 @@ static void run_built(kiln_engine *e, bdata *d, result *res) {
     if (d->p.deterministic) {
         uint16_t *second[NBUF] = {NULL};
         for (int i = 0; i < NBUF; i++)
-            if (d->gn[i]) second[i] = xmalloc(d->gn[i] * 2);
+            if (d->gn[i]) second[i] = kt_xmalloc(d->gn[i] * 2);
         int st = run_once(e, d, 0x5a, second, res->msg, sizeof res->msg);
         if (st == R_PASS) {
             res->det_checked = 1;
@@ -906,7 +701,7 @@ static void run_built(kiln_engine *e, bdata *d, result *res) {
 static int bwd_key(const kiln_hstu_bwd_params *bp, const char *arch, char *buf, size_t n) {
     kiln_hstu_fwd_params f = bp->fwd;
     if (!f.out) f.out = 0x7f0000400000ull; /* the forward key wants one; never read */
-    char fk[KEYLEN], text[KEYLEN];
+    char fk[KT_KEYLEN], text[KT_KEYLEN];
     kiln_status st = kiln_hstu_fwd_key(&f, arch, fk, sizeof fk);
     if (st != KILN_OK || strncmp(fk, "hstu_fwd/", 9) != 0) {
         snprintf(buf, n, "no forward key: %s", kiln_last_error());
@@ -931,51 +726,24 @@ static int bwd_key(const kiln_hstu_bwd_params *bp, const char *arch, char *buf, 
     return 0;
 }
 
-typedef struct prewarm_job {
-    kiln_engine *e;
-    char (*keys)[KEYLEN];
-    int n, next, failed;
-    pthread_mutex_t mu;
-} prewarm_job;
-
-static void *prewarm_worker(void *arg) {
-    prewarm_job *j = arg;
-    for (;;) {
-        pthread_mutex_lock(&j->mu);
-        int i = j->next++;
-        pthread_mutex_unlock(&j->mu);
-        if (i >= j->n) return NULL;
-        kiln_status st = kiln_prewarm(j->e, j->keys[i], NULL);
-        if (st != KILN_OK) {
-            pthread_mutex_lock(&j->mu);
-            j->failed++;
-            printf("  prewarm %s: %s: %.300s\n", j->keys[i], kiln_status_name(st),
-                   kiln_last_error());
-            pthread_mutex_unlock(&j->mu);
-        }
-    }
-}
-
 /* Fill every case's key (arch NULL: the device's) and return the distinct
  * ones (caller frees). */
-static char (*collect_keys(bcase *cases, int n, const char *arch, int *nkeys))[KEYLEN] {
-    char (*keys)[KEYLEN] = xmalloc((size_t)(n ? n : 1) * KEYLEN);
+static char (*collect_keys(kt_case *cases, int n, const char *arch, int *nkeys))[KT_KEYLEN] {
+    char (*keys)[KT_KEYLEN] = kt_xmalloc((size_t)(n ? n : 1) * KT_KEYLEN);
     int nk = 0;
     for (int i = 0; i < n; i++) {
         bdata d;
         build_case(&cases[i], NULL, 1, 0, &d);
-        char why[KEYLEN];
+        char why[KT_KEYLEN];
         if (bwd_key(&d.p, arch, why, sizeof why) != 0) {
             cases[i].key[0] = 0;
             char desc[400];
-            describe(&cases[i], desc, sizeof desc);
+            kt_describe(&cases[i], 1, desc, sizeof desc);
             printf("  no key for %s: %s\n", desc, why);
             continue;
         }
-        snprintf(cases[i].key, KEYLEN, "%s", why);
-        int seen = 0;
-        for (int k = 0; k < nk && !seen; k++) seen = !strcmp(keys[k], cases[i].key);
-        if (!seen) snprintf(keys[nk++], KEYLEN, "%s", cases[i].key);
+        snprintf(cases[i].key, KT_KEYLEN, "%s", why);
+        kt_key_add(keys, &nk, cases[i].key);
     }
     *nkeys = nk;
     return keys;
@@ -984,61 +752,33 @@ static char (*collect_keys(bcase *cases, int n, const char *arch, int *nkeys))[K
 /* Compile every distinct key of the sweep on all cores before the first
  * launch, so the launches hit the cache.  Failures are only reported here;
  * the launch reports them again as the case's failure. */
-static void prewarm_keys(bcase *cases, int n) {
+static void prewarm_keys(kt_case *cases, int n) {
     int nk = 0;
-    char (*keys)[KEYLEN] = collect_keys(cases, n, NULL, &nk);
-    if (env_int("KILN_TEST_NO_PREWARM", 0) || nk == 0) {
+    char (*keys)[KT_KEYLEN] = collect_keys(cases, n, NULL, &nk);
+    if (kt_env_int("KILN_TEST_NO_PREWARM", 0) || nk == 0) {
         free(keys);
         return;
     }
     int nt = cpu_threads();
     if (nt > nk) nt = nk;
-    prewarm_job j = {.e = g_engine, .keys = keys, .n = nk};
-    pthread_mutex_init(&j.mu, NULL);
     double t0 = kt_now_ms();
-    pthread_t th[32];
-    int started = 0;
-    for (int t = 0; t < nt; t++)
-        if (pthread_create(&th[started], NULL, prewarm_worker, &j) == 0) started++;
-    if (!started) prewarm_worker(&j);
-    for (int t = 0; t < started; t++) pthread_join(th[t], NULL);
-    pthread_mutex_destroy(&j.mu);
+    int used, failed = kt_prewarm_keys(g_engine, keys, nk, nt, &used);
     printf("prewarm: %d distinct hstu_bwd kernels in %.1f s on %d threads, %d failed\n", nk,
-           (kt_now_ms() - t0) / 1e3, started ? started : 1, j.failed);
+           (kt_now_ms() - t0) / 1e3, used, failed);
     fflush(stdout);
     free(keys);
 }
 
 /* ------------------------------------------------------------------ sweep */
 
-static void draw_lengths(kt_rng *r, int B, int *len) {
-    static const int pool[] = {0, 1, 17, 63, 129, 200};
-    len[0] = kt_rng_int(r, 0, 1);
-    for (int b = 1; b < B; b++)
-        len[b] = kt_rng_uniform(r) < 0.6 ? pool[kt_rng_int(r, 0, 5)] : kt_rng_int(r, 2, 256);
-    for (int b = B - 1; b > 0; b--) { /* shuffle */
-        int j = kt_rng_int(r, 0, b), t = len[b];
-        len[b] = len[j];
-        len[j] = t;
-    }
-    int sum = 0;
-    for (int b = 0; b < B; b++) sum += len[b];
-    if (sum < 2) len[B - 1] = kt_rng_int(r, 2, 256);
-}
-
 /* One random case of cell (family f, dtype, D); idx numbers the case over
  * the whole grid and cycles the features every cell must see: rab off / on
  * with rab_heads = H / on with rab_heads = 1 < H (idx % 3), drab when rab is
  * on ((idx / 3) % 2), delta_q where the mask allows it (idx % 2),
  * deterministic ((idx / 2) % 2), layouts ((idx / 4) % 4). */
-static bcase grid_case(int f, int dtype, int D, int idx, uint64_t seed) {
+static kt_case grid_case(int f, int dtype, int D, int idx, uint64_t seed) {
     kt_rng r;
-    kt_rng_seed(&r, seed ^ ((uint64_t)(idx + 1) * 0x9e3779b97f4a7c15ull));
-    int lens[MAXB] = {0};
-    int H = kt_rng_int(&r, 1, 4), B = kt_rng_int(&r, 3, 6);
-    draw_lengths(&r, B, lens);
-    bcase c = base_case("grid", f, dtype, D, H, B, lens);
-    c.seed = kt_rng_u64(&r);
+    kt_case c = kt_grid_case_begin(f, dtype, D, idx, seed, &r);
     switch (idx % 3) {
     case 1: c.rab_heads = c.H; break;
     case 2:
@@ -1050,103 +790,68 @@ static bcase grid_case(int f, int dtype, int D, int idx, uint64_t seed) {
     c.drab = c.rab_heads > 0 && (idx / 3) % 2 == 0;
     c.drab_own = c.drab && kt_rng_uniform(&r) < 0.3;
     c.rab_exact = kt_rng_uniform(&r) < 0.5;
-    int dq_ok = f == F_NONE || f == F_CAUSAL || f == F_LOCAL;
-    c.delta_q = dq_ok && idx % 2 == 1;
     c.det = (idx / 2) % 2;
-    c.layout = (idx / 4) % L_COUNT;
-    if (c.delta_q && c.layout == L_PACKED) c.layout = L_CONTIG;
-    c.i64 = kt_rng_uniform(&r) < 0.5;
-    c.alpha = (float)kt_rng_range(&r, 0.5, 2.0);
-    if (kt_rng_uniform(&r) < 0.25) c.extra_rows = kt_rng_int(&r, 1, 9);
-    if (kt_rng_uniform(&r) < 0.3) c.msq_extra = kt_rng_int(&r, 1, 40);
-    if (kt_rng_uniform(&r) < 0.5) c.scaling = (float)kt_rng_range(&r, 1, 2 * 256 + 1);
-    if (f == F_LOCAL) {
-        switch (kt_rng_int(&r, 0, 4)) {
-        case 0: c.wl = kt_rng_int(&r, 0, 64); c.wr = 0; break; /* causal + local */
-        case 1: c.wl = kt_rng_int(&r, 0, 64); c.wr = kt_rng_int(&r, 1, 64); break;
-        case 2: c.wl = -1; c.wr = kt_rng_int(&r, 1, 64); break;
-        case 3: c.wl = kt_rng_int(&r, 0, 64); c.wr = -1; break;
-        default: c.wl = kt_rng_int(&r, 0, 8); c.wr = kt_rng_int(&r, 1, 8); break;
-        }
-    }
-    if (c.has_tgt) {
-        static const int groups[] = {1, 2, 7};
-        c.group = groups[(idx / 2) % 3];
-    }
-    for (int b = 0; b < B; b++) {
-        int L = c.len_q[b];
-        if (c.delta_q) {
-            c.len_k[b] = L;
-            int pick = kt_rng_int(&r, 0, 2);
-            c.len_q[b] = pick == 0 ? L : pick == 1 ? (L < 1 ? L : 1) : kt_rng_int(&r, 0, L);
-        }
-        if (f == F_CONTEXT) c.ctx[b] = kt_rng_int(&r, 0, L);
-        if (f == F_TARGET) c.tgt[b] = kt_rng_int(&r, 0, L);
-        if (f == F_CTX_TGT) {
-            c.ctx[b] = kt_rng_int(&r, 0, L / 2);
-            c.tgt[b] = kt_rng_int(&r, 0, L - c.ctx[b]);
-        }
-    }
-    if (c.delta_q && kt_rng_uniform(&r) < 0.3) c.msk_extra = kt_rng_int(&r, 1, 40);
+    c.layout = (idx / 4) % KT_L_COUNT;
+    kt_grid_case_finish(&c, f, idx, &r);
     return c;
 }
 
-static int edge_cases(bcase *out) {
+static int edge_cases(kt_case *out) {
     int n = 0;
-    bcase c;
+    kt_case c;
     const int bf = KILN_DTYPE_BF16, fp = KILN_DTYPE_FP16;
 #define L(...) ((const int[]){__VA_ARGS__})
-    c = base_case("empty-but-one", F_CAUSAL, bf, 64, 2, 5, L(0, 0, 1, 0, 0));
+    c = kt_base_case("empty-but-one", KT_F_CAUSAL, bf, 64, 2, 5, L(0, 0, 1, 0, 0));
     c.rab_heads = 1;
     c.drab = 1;
     out[n++] = c;
-    c = base_case("single-row", F_NONE, fp, 32, 1, 1, L(1));
+    c = kt_base_case("single-row", KT_F_NONE, fp, 32, 1, 1, L(1));
     c.det = 1;
     out[n++] = c;
-    c = base_case("all-empty", F_NONE, bf, 128, 2, 3, L(0, 0, 0));
+    c = kt_base_case("all-empty", KT_F_NONE, bf, 128, 2, 3, L(0, 0, 0));
     c.extra_rows = 3;
     c.rab_heads = 2;
     c.drab = 1;
     out[n++] = c;
-    c = base_case("long-causal", F_CAUSAL, bf, 128, 2, 2, L(700, 333));
+    c = kt_base_case("long-causal", KT_F_CAUSAL, bf, 128, 2, 2, L(700, 333));
     c.rab_heads = 1;
     c.drab = 1;
     c.msq_extra = 3; /* rab rows 703 apart: not 16-byte aligned */
     c.rab_exact = 1;
     c.alpha = 0.7f;
     out[n++] = c;
-    c = base_case("long-causal-det", F_CAUSAL, fp, 64, 2, 2, L(600, 77));
+    c = kt_base_case("long-causal-det", KT_F_CAUSAL, fp, 64, 2, 2, L(600, 77));
     c.rab_heads = 2;
     c.drab = 1;
     c.det = 1;
     out[n++] = c;
-    c = base_case("long-none", F_NONE, fp, 256, 1, 2, L(300, 5));
+    c = kt_base_case("long-none", KT_F_NONE, fp, 256, 1, 2, L(300, 5));
     out[n++] = c;
-    c = base_case("tile-multiples", F_CAUSAL, fp, 64, 3, 4, L(16, 64, 128, 256));
+    c = kt_base_case("tile-multiples", KT_F_CAUSAL, fp, 64, 3, 4, L(16, 64, 128, 256));
     c.rab_heads = 3;
     c.drab = 1;
     c.det = 1;
     out[n++] = c;
-    c = base_case("clamped-ctx-tgt", F_CTX_TGT, bf, 64, 2, 4, L(10, 40, 7, 0));
+    c = kt_base_case("clamped-ctx-tgt", KT_F_CTX_TGT, bf, 64, 2, 4, L(10, 40, 7, 0));
     memcpy(c.ctx, L(15, 30, 3, 4), 4 * sizeof(int));
     memcpy(c.tgt, L(5, 20, 9, 2), 4 * sizeof(int));
     c.group = 2;
     c.rab_heads = 1;
     c.drab = 1;
     out[n++] = c;
-    c = base_case("all-targets", F_TARGET, fp, 128, 2, 3, L(50, 17, 1));
+    c = kt_base_case("all-targets", KT_F_TARGET, fp, 128, 2, 3, L(50, 17, 1));
     memcpy(c.tgt, L(50, 17, 1), 3 * sizeof(int));
     c.group = 7;
     c.det = 1;
     out[n++] = c;
-    c = base_case("delta-decode", F_CAUSAL, bf, 128, 4, 3, L(1, 1, 1));
+    c = kt_base_case("delta-decode", KT_F_CAUSAL, bf, 128, 4, 3, L(1, 1, 1));
     memcpy(c.len_k, L(1, 77, 200), 3 * sizeof(int));
     c.delta_q = 1;
     c.rab_heads = 4;
     c.drab = 1;
     c.det = 1;
     out[n++] = c;
-    c = base_case("delta-local", F_LOCAL, fp, 64, 2, 4, L(64, 17, 0, 0));
+    c = kt_base_case("delta-local", KT_F_LOCAL, fp, 64, 2, 4, L(64, 17, 0, 0));
     memcpy(c.len_k, L(64, 130, 5, 0), 4 * sizeof(int));
     c.delta_q = 1;
     c.wl = 32;
@@ -1155,48 +860,48 @@ static int edge_cases(bcase *out) {
     c.rab_exact = 1; /* rows 130 apart */
     c.drab = 1;
     out[n++] = c;
-    c = base_case("delta-none-rab", F_NONE, bf, 256, 2, 3, L(50, 31, 1));
+    c = kt_base_case("delta-none-rab", KT_F_NONE, bf, 256, 2, 3, L(50, 31, 1));
     memcpy(c.len_k, L(100, 31, 2), 3 * sizeof(int));
     c.delta_q = 1;
     c.rab_heads = 2;
     c.drab = 1;
     c.drab_own = 1;
-    c.layout = L_HEADMAJOR;
+    c.layout = KT_L_HEADMAJOR;
     out[n++] = c;
-    c = base_case("trailing-rows", F_NONE, bf, 64, 3, 3, L(17, 0, 63));
+    c = kt_base_case("trailing-rows", KT_F_NONE, bf, 64, 3, 3, L(17, 0, 63));
     c.extra_rows = 7;
     c.i64 = 1;
     c.det = 1;
     out[n++] = c;
-    c = base_case("maxlen-and-scaling", F_CAUSAL, fp, 128, 2, 3, L(20, 45, 9));
+    c = kt_base_case("maxlen-and-scaling", KT_F_CAUSAL, fp, 128, 2, 3, L(20, 45, 9));
     c.msq_extra = 100;
     c.scaling = 37.5f;
     c.rab_heads = 1;
     c.drab = 1;
     out[n++] = c;
-    c = base_case("diagonal-only", F_LOCAL, bf, 64, 2, 3, L(1, 2, 65));
+    c = kt_base_case("diagonal-only", KT_F_LOCAL, bf, 64, 2, 3, L(1, 2, 65));
     c.wl = 0;
     c.wr = 0;
     c.rab_heads = 2;
     c.drab = 1;
     out[n++] = c;
-    c = base_case("sep-k-offsets-packed", F_TARGET, bf, 128, 1, 3, L(30, 70, 12));
+    c = kt_base_case("sep-k-offsets-packed", KT_F_TARGET, bf, 128, 1, 3, L(30, 70, 12));
     memcpy(c.tgt, L(4, 70, 3), 3 * sizeof(int));
-    c.layout = L_PACKED;
+    c.layout = KT_L_PACKED;
     c.sep_k_offsets = 1;
     c.det = 1;
     out[n++] = c;
-    c = base_case("packed-rab-drab", F_CAUSAL, fp, 32, 4, 3, L(33, 0, 100));
-    c.layout = L_PACKED;
+    c = kt_base_case("packed-rab-drab", KT_F_CAUSAL, fp, 32, 4, 3, L(33, 0, 100));
+    c.layout = KT_L_PACKED;
     c.rab_heads = 1;
     c.drab = 1;
     out[n++] = c;
-    c = base_case("ctx-tgt-g7", F_CTX_TGT, fp, 256, 2, 3, L(200, 129, 63));
+    c = kt_base_case("ctx-tgt-g7", KT_F_CTX_TGT, fp, 256, 2, 3, L(200, 129, 63));
     memcpy(c.ctx, L(20, 5, 0), 3 * sizeof(int));
     memcpy(c.tgt, L(30, 14, 63), 3 * sizeof(int));
     c.group = 7;
     c.i64 = 1;
-    c.layout = L_PADDED;
+    c.layout = KT_L_PADDED;
     c.rab_heads = 1;
     c.drab = 1;
     c.det = 1;
@@ -1204,50 +909,22 @@ static int edge_cases(bcase *out) {
 #undef L
     return n;
 }
-#define MAX_EDGE 32
 
-/* The sweep: mask family x dtype x head_dim, KILN_TEST_REPS random cases
- * each, then the edge cases; KILN_TEST_FILTER applied. */
-static bcase *make_sweep(int *count, int *reps_out, uint64_t *seed_out) {
-    const int reps = env_int("KILN_TEST_REPS", 2);
-    const uint64_t seed = (uint64_t)env_int("KILN_TEST_SEED", 20261124);
-    const char *filter = getenv("KILN_TEST_FILTER");
-    static const int dtypes[] = {KILN_DTYPE_FP16, KILN_DTYPE_BF16};
-    static const int dims[] = {32, 64, 128, 256};
-    int cap = F_COUNT * 2 * 4 * (reps > 0 ? reps : 0) + MAX_EDGE, n = 0, idx = 0;
-    bcase *all = xmalloc((size_t)cap * sizeof *all);
-    for (int f = 0; f < F_COUNT; f++)
-        for (int t = 0; t < 2; t++)
-            for (int di = 0; di < 4; di++)
-                for (int rep = 0; rep < reps; rep++, idx++)
-                    all[n++] = grid_case(f, dtypes[t], dims[di], idx, seed);
-    n += edge_cases(all + n);
-    if (filter && *filter) {
-        int m = 0;
-        for (int i = 0; i < n; i++) {
-            char desc[400];
-            describe(&all[i], desc, sizeof desc);
-            if (strstr(desc, filter)) all[m++] = all[i];
-        }
-        n = m;
-    }
-    *count = n;
-    *reps_out = reps;
-    *seed_out = seed;
-    return all;
+static kt_case *make_sweep(int *count, int *reps_out, uint64_t *seed_out) {
+    return kt_make_sweep(20261124, grid_case, edge_cases, 1, count, reps_out, seed_out);
 }
 
 /* What the sweep covers, for the log. */
-static void coverage_text(const bcase *all, int n, char *buf, size_t len) {
+static void coverage_text(const kt_case *all, int n, char *buf, size_t len) {
     int det = 0, rab_h = 0, rab_1 = 0, drab = 0, dq = 0, packed = 0, i64 = 0, empty = 0;
     for (int i = 0; i < n; i++) {
-        const bcase *c = &all[i];
+        const kt_case *c = &all[i];
         det += c->det;
         rab_h += c->rab_heads > 0 && c->rab_heads == c->H;
         rab_1 += c->rab_heads == 1 && c->H > 1;
         drab += c->drab && c->rab_heads > 0;
         dq += c->delta_q;
-        packed += c->layout == L_PACKED;
+        packed += c->layout == KT_L_PACKED;
         i64 += c->i64;
         for (int b = 0; b < c->B; b++)
             if (c->len_q[b] == 0) {
@@ -1266,7 +943,7 @@ static void coverage_text(const bcase *all, int n, char *buf, size_t len) {
  * by worker threads, at most `ahead` cases in front of the consumer, which
  * takes them in order. */
 typedef struct pipeline {
-    bcase *cases;
+    kt_case *cases;
     bdata *data;
     int *ready;
     int n, next, consumed, ahead, refs;
@@ -1296,13 +973,13 @@ static void *pipeline_worker(void *arg) {
     }
 }
 
-static void pipeline_start(pipeline *pl, bcase *cases, int n, int refs) {
+static void pipeline_start(pipeline *pl, kt_case *cases, int n, int refs) {
     memset(pl, 0, sizeof *pl);
     pl->cases = cases;
     pl->n = n;
     pl->refs = refs;
-    pl->data = xmalloc((size_t)(n ? n : 1) * sizeof *pl->data);
-    pl->ready = xmalloc((size_t)(n ? n : 1) * sizeof *pl->ready);
+    pl->data = kt_xmalloc((size_t)(n ? n : 1) * sizeof *pl->data);
+    pl->ready = kt_xmalloc((size_t)(n ? n : 1) * sizeof *pl->ready);
     memset(pl->ready, 0, (size_t)(n ? n : 1) * sizeof *pl->ready);
     int nt = cpu_threads();
     pl->ahead = 2 * nt;
@@ -1351,15 +1028,13 @@ static void pipeline_finish(pipeline *pl) {
  * data actually drawn.  Runs by default only without a GPU. */
 static void test_sweep_dry_run(void **state) {
     (void)state;
-    if (!env_int("KILN_TEST_DRY_SWEEP", !g_gpu_ok)) {
-        printf("skipped: %s (KILN_TEST_DRY_SWEEP=1 runs it)\n",
-               g_gpu_ok ? "test_gpu_sweep checks the same with the kernel" : "turned off");
+    if (!kt_dry_sweep_wanted(g_gpu_ok)) {
         skip();
         return;
     }
     int n, reps;
     uint64_t seed;
-    bcase *all = make_sweep(&n, &reps, &seed);
+    kt_case *all = make_sweep(&n, &reps, &seed);
     double t0 = kt_now_ms();
     int nkeys = 0;
     free(collect_keys(all, n, "sm_90a", &nkeys));
@@ -1371,13 +1046,11 @@ static void test_sweep_dry_run(void **state) {
         bdata *d = pipeline_get(&pl, i);
         const int dt = all[i].dtype;
         const double tol = tol_for(dt);
-        for (int b = 0; b < NBUF; b++)
-            for (size_t k = 0; k < d->gn[b]; k++)
-                if (!isnan(d->eref[b][k])) d->g[b][k] = kt_f32_to_half(dt, (float)d->eref[b][k]);
+        stand_in(d);
         gcmp r, m;
         compare_grads(d, d->g, d->ref, &r);
         char desc[400];
-        describe(&all[i], desc, sizeof desc);
+        kt_describe(&all[i], 1, desc, sizeof desc);
         if (!cmp_ok(&r, dt)) {
             failed++;
             printf("FAIL stand-in %s: ratio %.2e (%s)\n", desc, r.ratio, r.where);
@@ -1405,14 +1078,14 @@ static void test_sweep_dry_run(void **state) {
     assert_int_equal(missed, 0);
 }
 
-static int other_gpu_cases(bcase *out);
+static int other_gpu_cases(kt_case *out);
 
 static void test_gpu_sweep(void **state) {
     (void)state;
     REQUIRE_GPU();
     int n, reps;
     uint64_t seed;
-    bcase *all = make_sweep(&n, &reps, &seed);
+    kt_case *all = make_sweep(&n, &reps, &seed);
     char arch[16];
     kt_gpu_arch(arch);
     char cov[400];
@@ -1421,18 +1094,18 @@ static void test_gpu_sweep(void **state) {
            kt_gpu_name(), arch, kt_gpu_sm_count(), n, (unsigned long long)seed, reps, cov);
     double t0 = kt_now_ms();
     { /* the sweep's kernels and those of the other GPU tests, on all cores */
-        bcase *warm = xmalloc((size_t)(n + MAX_EDGE) * sizeof *warm);
+        kt_case *warm = kt_xmalloc((size_t)(n + KT_MAX_EDGE) * sizeof *warm);
         memcpy(warm, all, (size_t)n * sizeof *warm);
         int nw = n + other_gpu_cases(warm + n);
         prewarm_keys(warm, nw);
-        for (int i = 0; i < n; i++) memcpy(all[i].key, warm[i].key, KEYLEN);
+        for (int i = 0; i < n; i++) memcpy(all[i].key, warm[i].key, KT_KEYLEN);
         free(warm);
     }
     pipeline pl;
     pipeline_start(&pl, all, n, REF_EXACT | REF_NEG);
     for (int i = 0; i < n; i++) {
         char desc[400];
-        describe(&all[i], desc, sizeof desc);
+        kt_describe(&all[i], 1, desc, sizeof desc);
         bdata *d = pipeline_get(&pl, i);
         result res;
         double t1 = kt_now_ms();
@@ -1487,13 +1160,8 @@ static void test_gpu_sweep(void **state) {
 /* The case the negative controls use: every mask feature at once, a rab
  * head shared by both heads (so the head sum of drab matters), alpha and
  * scaling away from 1. */
-static bcase neg_case(int dtype) {
-    bcase c = base_case("negative-control", F_CTX_TGT, dtype, 128, 2, 3,
-                        (const int[]){63, 129, 200});
-    memcpy(c.ctx, (const int[]){5, 10, 0}, 3 * sizeof(int));
-    memcpy(c.tgt, (const int[]){9, 20, 33}, 3 * sizeof(int));
-    c.group = 2;
-    c.rab_heads = 1;
+static kt_case neg_case(int dtype) {
+    kt_case c = kt_neg_case(dtype);
     c.drab = 1;
     c.alpha = 0.7f;
     c.scaling = 150.0f;
@@ -1591,12 +1259,10 @@ static void check_negative_controls(bdata *d, const char *who) {
 static void test_ref_negative_controls(void **state) {
     (void)state;
     for (int t = 0; t < 2; t++) {
-        bcase c = neg_case(t ? KILN_DTYPE_BF16 : KILN_DTYPE_FP16);
+        kt_case c = neg_case(t ? KILN_DTYPE_BF16 : KILN_DTYPE_FP16);
         bdata d;
         build_case(&c, NULL, 0, REF_EXACT | REF_EMUL, &d);
-        for (int b = 0; b < NBUF; b++)
-            for (size_t k = 0; k < d.gn[b]; k++)
-                if (!isnan(d.eref[b][k])) d.g[b][k] = kt_f32_to_half(c.dtype, (float)d.eref[b][k]);
+        stand_in(&d);
         check_negative_controls(&d, "cpu stand-in");
         free_case(&d);
     }
@@ -1607,7 +1273,7 @@ static void test_gpu_negative_controls(void **state) {
     (void)state;
     REQUIRE_GPU();
     for (int t = 0; t < 2; t++) {
-        bcase c = neg_case(t ? KILN_DTYPE_BF16 : KILN_DTYPE_FP16);
+        kt_case c = neg_case(t ? KILN_DTYPE_BF16 : KILN_DTYPE_FP16);
         bdata d;
         build_case(&c, NULL, 0, REF_EXACT, &d);
         result res;
@@ -1626,7 +1292,7 @@ static void test_gpu_negative_controls(void **state) {
 static void test_gpu_batch0(void **state) {
     (void)state;
     REQUIRE_GPU();
-    bcase c = base_case("batch0", F_CAUSAL, KILN_DTYPE_BF16, 128, 2, 1, (const int[]){8});
+    kt_case c = kt_base_case("batch0", KT_F_CAUSAL, KILN_DTYPE_BF16, 128, 2, 1, (const int[]){8});
     c.rab_heads = 1;
     c.drab = 1;
     bdata d;
@@ -1647,18 +1313,11 @@ static void test_gpu_batch0(void **state) {
     free_case(&d);
 }
 
-static bcase invalid_offsets_case(void) {
-    bcase c = base_case("invalid-offsets", F_NONE, KILN_DTYPE_BF16, 64, 2, 5,
-                        (const int[]){10, 30, 0, 10, 10});
-    c.msq_set = 16;
+static kt_case invalid_offsets_case(void) {
+    kt_case c = kt_invalid_offsets_case();
     c.rab_heads = 1;
     c.drab = 1;
     return c;
-}
-
-static bcase after_invalid_case(void) {
-    return base_case("after-invalid", F_CAUSAL, KILN_DTYPE_BF16, 64, 2, 3,
-                     (const int[]){5, 33, 16});
 }
 
 /* Offsets [0, 10, 4, 40, 50, 66] over 60 rows, max_seqlen 16: sequence 1
@@ -1679,17 +1338,16 @@ static void test_gpu_invalid_offsets(void **state) {
     if (st != KILN_OK) fail_msg("debug_report: %s: %s", kiln_status_name(st), kiln_last_error());
     assert_int_equal(bad, 0);
 
-    static const int64_t offs[] = {0, 10, 4, 40, 50, 66};
     for (int pass = 0; pass < 4; pass++) { /* debug checks / plain, atomic / det */
         kiln_engine *eng = pass % 2 == 0 ? e : g_engine;
-        bcase c = invalid_offsets_case();
+        kt_case c = invalid_offsets_case();
         c.det = pass >= 2;
         bdata d;
-        build_case(&c, offs, 0, REF_EXACT, &d);
+        build_case(&c, kt_invalid_offsets, 0, REF_EXACT, &d);
         assert_int_equal(d.p.fwd.total_q, 60);
         {
             double *tmp[NBUF];
-            for (int i = 0; i < NBUF; i++) tmp[i] = d.gn[i] ? alloc_nan(d.gn[i]) : NULL;
+            alloc_refs(&d, tmp);
             kt_hstu_bwd_out ov = out_views(&d, tmp);
             assert_int_equal(kt_ref_hstu_bwd(&d.p, &d.h, &ov), 3); /* the reference agrees */
             free_refs(tmp);
@@ -1722,7 +1380,7 @@ static void test_gpu_invalid_offsets(void **state) {
     }
 
     /* the next valid call works and reports nothing */
-    bcase ok = after_invalid_case();
+    kt_case ok = kt_after_invalid_case();
     bdata d;
     build_case(&ok, NULL, 0, REF_EXACT, &d);
     result res;
@@ -1735,7 +1393,7 @@ static void test_gpu_invalid_offsets(void **state) {
 }
 
 /* The cases of the GPU tests outside the sweep, for prewarming. */
-static int other_gpu_cases(bcase *out) {
+static int other_gpu_cases(kt_case *out) {
     int n = 0;
     out[n++] = neg_case(KILN_DTYPE_FP16);
     out[n++] = neg_case(KILN_DTYPE_BF16);
@@ -1743,23 +1401,11 @@ static int other_gpu_cases(bcase *out) {
         out[n] = invalid_offsets_case();
         out[n++].det = det;
     }
-    out[n++] = after_invalid_case();
+    out[n++] = kt_after_invalid_case();
     return n;
 }
 
 /* ------------------------------------------------------------------ bad arguments */
-
-/* Whether msg names field as a whole identifier ("dq" in "dq is
- * misaligned", not in "dq_row_stride"). */
-static int names_field(const char *msg, const char *field) {
-    size_t n = strlen(field);
-    for (const char *s = msg; (s = strstr(s, field)) != NULL; s++) {
-        int pre = s == msg || !(isalnum((unsigned char)s[-1]) || s[-1] == '_');
-        int post = !(isalnum((unsigned char)s[n]) || s[n] == '_');
-        if (pre && post) return 1;
-    }
-    return 0;
-}
 
 /* Valid backward params with fake, aligned pointers (never dereferenced):
  * bf16, d128, 4 heads, 2 sequences over 64 rows, causal, with rab and
@@ -1768,22 +1414,8 @@ static void valid_fake_params(kiln_hstu_bwd_params *bp) {
     assert_int_equal(kiln_hstu_bwd_params_init(bp), KILN_OK);
     const uint64_t base = 0x7f0000000000ull;
     kiln_hstu_fwd_params *p = &bp->fwd;
-    p->dtype = KILN_DTYPE_BF16;
-    p->head_dim = 128;
-    p->num_heads = 4;
-    p->batch = 2;
-    p->total_q = p->total_k = 64;
-    p->q = base + 0x100000;
-    p->k = base + 0x200000;
-    p->v = base + 0x300000;
+    kt_fake_fwd_params(p);
     p->out = 0; /* not read by the backward */
-    p->q_row_stride = p->k_row_stride = p->v_row_stride = p->out_row_stride = 4 * 128;
-    p->q_head_stride = p->k_head_stride = p->v_head_stride = p->out_head_stride = 128;
-    p->seq_offsets_q = base + 0x500000;
-    p->offsets_type = KILN_INDEX_INT32;
-    p->max_seqlen_q = p->max_seqlen_k = 32;
-    p->window_left = -1;
-    p->window_right = 0;
     p->rab = base + 0x900000;
     p->rab_heads = 1;
     p->rab_row_stride = 32;
@@ -1913,8 +1545,8 @@ static void test_bad_args(void **state) {
         const char *msg = kiln_last_error();
         int named = 0;
         for (int f = 0; f < 4 && bad_cases[w].fields[f]; f++)
-            named |= names_field(msg, bad_cases[w].fields[f]);
-        if (w == BAD_WS_SMALL) named &= names_field(msg, need); /* and the size it needs */
+            named |= kt_names_field(msg, bad_cases[w].fields[f]);
+        if (w == BAD_WS_SMALL) named &= kt_names_field(msg, need); /* and the size it needs */
         int ok = st == KILN_EBADARG && named;
         printf("%s %-36s -> %s \"%s\"\n", ok ? "ok  " : "FAIL", bad_cases[w].what,
                kiln_status_name(st), msg);
@@ -2026,19 +1658,19 @@ static void test_ref_finite_differences(void **state) {
         int family, wl, wr, delta_q, group, rab_heads;
         float scaling;
     } fams[] = {
-        {"none", F_NONE, -1, -1, 0, 1, 1, 0},
-        {"causal", F_CAUSAL, -1, 0, 0, 1, 2, 3.0f},
-        {"local(2,1)", F_LOCAL, 2, 1, 0, 1, 1, 0},
-        {"causal+local(2,0)", F_LOCAL, 2, 0, 0, 1, 1, 2.5f},
-        {"local(-1,2)", F_LOCAL, -1, 2, 0, 1, 2, 0},
-        {"local(1,-1)", F_LOCAL, 1, -1, 0, 1, 1, 0},
-        {"causal+context", F_CONTEXT, -1, 0, 0, 1, 1, 0},
-        {"causal+target g2", F_TARGET, -1, 0, 0, 2, 1, 4.0f},
-        {"causal+context+target g1", F_CTX_TGT, -1, 0, 0, 1, 1, 0},
-        {"causal+context+target g2", F_CTX_TGT, -1, 0, 0, 2, 2, 0},
-        {"delta_q causal", F_CAUSAL, -1, 0, 1, 1, 1, 0},
-        {"delta_q local(1,0)", F_LOCAL, 1, 0, 1, 1, 1, 0},
-        {"delta_q none", F_NONE, -1, -1, 1, 1, 2, 2.0f},
+        {"none", KT_F_NONE, -1, -1, 0, 1, 1, 0},
+        {"causal", KT_F_CAUSAL, -1, 0, 0, 1, 2, 3.0f},
+        {"local(2,1)", KT_F_LOCAL, 2, 1, 0, 1, 1, 0},
+        {"causal+local(2,0)", KT_F_LOCAL, 2, 0, 0, 1, 1, 2.5f},
+        {"local(-1,2)", KT_F_LOCAL, -1, 2, 0, 1, 2, 0},
+        {"local(1,-1)", KT_F_LOCAL, 1, -1, 0, 1, 1, 0},
+        {"causal+context", KT_F_CONTEXT, -1, 0, 0, 1, 1, 0},
+        {"causal+target g2", KT_F_TARGET, -1, 0, 0, 2, 1, 4.0f},
+        {"causal+context+target g1", KT_F_CTX_TGT, -1, 0, 0, 1, 1, 0},
+        {"causal+context+target g2", KT_F_CTX_TGT, -1, 0, 0, 2, 2, 0},
+        {"delta_q causal", KT_F_CAUSAL, -1, 0, 1, 1, 1, 0},
+        {"delta_q local(1,0)", KT_F_LOCAL, 1, 0, 1, 1, 1, 0},
+        {"delta_q none", KT_F_NONE, -1, -1, 1, 1, 2, 2.0f},
     };
     static const struct {
         int m;
@@ -2053,7 +1685,7 @@ static void test_ref_finite_differences(void **state) {
     double worst = 0, weakest = INFINITY;
     int64_t checked = 0;
     for (size_t f = 0; f < sizeof fams / sizeof fams[0]; f++) {
-        bcase c = base_case("fd", fams[f].family, KILN_DTYPE_FP16, 4, 2, 3,
+        kt_case c = kt_base_case("fd", fams[f].family, KILN_DTYPE_FP16, 4, 2, 3,
                             (const int[]){5, 0, 7});
         c.wl = fams[f].wl;
         c.wr = fams[f].wr;
@@ -2074,11 +1706,11 @@ static void test_ref_finite_differences(void **state) {
         bdata d;
         build_case(&c, NULL, 0, REF_EXACT, &d);
         const kiln_hstu_fwd_params *p = &d.p.fwd;
-        const size_t nout = span(p->total_q, p->out_row_stride, p->out_head_stride,
+        const size_t nout = kt_span(p->total_q, p->out_row_stride, p->out_head_stride,
                                  p->num_heads, p->head_dim);
-        double *out = xmalloc(nout * sizeof(double));
+        double *out = kt_xmalloc(nout * sizeof(double));
         double *num[NBUF];
-        for (int i = 0; i < NBUF; i++) num[i] = d.gn[i] ? alloc_nan(d.gn[i]) : NULL;
+        alloc_refs(&d, num);
         for (int t = 0; t < T_COUNT; t++) {
             uint16_t *in = input_of(&d, t);
             for (int b = 0; b < p->batch; b++) {
@@ -2137,16 +1769,12 @@ static void test_ref_finite_differences(void **state) {
  * dq, dk, dv and drab(1) = drab(2)[0] + drab(2)[1]. */
 static void test_ref_layouts(void **state) {
     (void)state;
-    bcase c = base_case("layouts", F_CTX_TGT, KILN_DTYPE_BF16, 32, 4, 3, (const int[]){9, 0, 21});
-    memcpy(c.ctx, (const int[]){2, 0, 3}, 3 * sizeof(int));
-    memcpy(c.tgt, (const int[]){3, 0, 5}, 3 * sizeof(int));
-    c.group = 2;
-    c.extra_rows = 2;
+    kt_case c = kt_layouts_case();
     c.rab_heads = 2;
     c.drab = 1;
     bdata base;
     build_case(&c, NULL, 0, REF_EXACT, &base);
-    for (int l = 1; l < L_COUNT; l++) {
+    for (int l = 1; l < KT_L_COUNT; l++) {
         c.layout = l;
         c.drab_own = l % 2;
         bdata d;
@@ -2159,7 +1787,7 @@ static void test_ref_layouts(void **state) {
                     double x = base.ref[base.tbuf[t]][seq_index(&base, t, b, &s, n, 1)];
                     double y = d.ref[d.tbuf[t]][seq_index(&d, t, b, &s, n, 1)];
                     if (x != y || isnan(x))
-                        fail_msg("%s: %s seq %d element %lld: %g vs %g", layout_name[l],
+                        fail_msg("%s: %s seq %d element %lld: %g vs %g", kt_layout_name[l],
                                  tensor_name[t], b, (long long)n, x, y);
                 }
             }
@@ -2177,13 +1805,13 @@ static void test_ref_layouts(void **state) {
     }
     free_case(&base);
 
-    c.layout = L_CONTIG;
+    c.layout = KT_L_CONTIG;
     c.drab_own = 0;
     bdata d;
     build_case(&c, NULL, 0, 0, &d);
     for (int b = 0; b < c.B; b++)
-        memcpy(d.brab + b * d.p.fwd.rab_batch_stride + d.p.fwd.rab_head_stride,
-               d.brab + b * d.p.fwd.rab_batch_stride, (size_t)d.p.fwd.rab_head_stride * 2);
+        memcpy(d.in.brab + b * d.p.fwd.rab_batch_stride + d.p.fwd.rab_head_stride,
+               d.in.brab + b * d.p.fwd.rab_batch_stride, (size_t)d.p.fwd.rab_head_stride * 2);
     double *r2[NBUF], *r1[NBUF];
     ref_into(&d, r2, KT_REF_EXACT, 0);
     d.p.fwd.rab_heads = 1;
@@ -2217,20 +1845,7 @@ static void test_ref_layouts(void **state) {
 
 static int setup(void **state) {
     (void)state;
-    if (kt_gpu_init(g_why, sizeof g_why) == 0) g_gpu_ok = 1;
-    kiln_engine_options o;
-    if (kiln_engine_options_init(&o) != KILN_OK) return -1;
-    o.flags = KILN_ENGINE_NO_DISK_CACHE | KILN_ENGINE_NO_COMPILE;
-    o.log_level = KILN_LOG_ERROR;
-    if (kiln_engine_create(&o, &g_nolaunch) != KILN_OK) {
-        fprintf(stderr, "kiln_engine_create: %s\n", kiln_last_error());
-        return -1;
-    }
-    if (g_gpu_ok && kiln_engine_create(NULL, &g_engine) != KILN_OK) {
-        fprintf(stderr, "kiln_engine_create: %s\n", kiln_last_error());
-        return -1;
-    }
-    return 0;
+    return kt_open_engines(&g_gpu_ok, g_why, sizeof g_why, &g_engine, &g_nolaunch);
 }
 
 static int teardown(void **state) {

@@ -39,9 +39,7 @@
  *                         reference on the CPU (default: only without a GPU)
  * The engine uses the default cache ($KILN_CACHE_DIR, else ~/.cache/kiln).
  */
-#include <ctype.h>
 #include <math.h>
-#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -55,14 +53,12 @@
 
 #include "kiln.h"
 #include "ref_hstu.h"
+#include "util_case.h"
 #include "util_gpu.h"
 
 #define TOL_BF16 2e-2
 #define TOL_FP16 4e-3
 #define SCALE_FLOOR 1e-2
-#define MAXB 8
-#define GUARD 64 /* poisoned elements after every output (must stay 0xFFFF) */
-#define KEYLEN 256
 
 static double tol_for(int dtype) { return dtype == KILN_DTYPE_FP16 ? TOL_FP16 : TOL_BF16; }
 
@@ -90,284 +86,66 @@ static double g_neg_weakest = INFINITY;
 
 /* ------------------------------------------------------------------ cases */
 
-enum family { F_NONE, F_CAUSAL, F_LOCAL, F_CONTEXT, F_TARGET, F_CTX_TGT, F_COUNT };
-static const char *const family_name[F_COUNT] = {
-    "none", "causal", "local", "causal+context", "causal+target",
-    "causal+context+target"};
-
-enum layout { L_CONTIG, L_PACKED, L_PADDED, L_HEADMAJOR, L_COUNT };
-static const char *const layout_name[L_COUNT] = {"contig", "qkvpacked", "padded",
-                                                 "headmajor"};
-
-typedef struct hcase {
-    char label[48]; /* "grid" or the edge case's name */
-    int family, dtype, D, H, B;
-    int len_q[MAXB], len_k[MAXB]; /* len_k used only with delta_q */
-    int has_ctx, has_tgt;
-    int ctx[MAXB], tgt[MAXB]; /* raw values given to the kernel */
-    int group, wl, wr;
-    int rab_heads; /* 0: no rab */
-    int rab_exact; /* rab rows exactly max_seqlen_k apart (NVIDIA's layout),
-                    * else padded to a multiple of 8 elements */
-    int delta_q, i64, layout, extra_rows, sep_k_offsets;
-    int msq_extra, msk_extra; /* max_seqlen above the longest sequence */
-    int msq_set;              /* > 0: max_seqlen_q (and _k) exactly this */
-    float alpha, scaling;     /* scaling 0: default (max_seqlen_q) */
-    uint64_t seed;
-    char key[KEYLEN];
-} hcase;
-
-static uint64_t hash_str(const char *s) {
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++) h = (h ^ (unsigned char)*s) * 1099511628211ull;
-    return h;
-}
-
-static hcase base_case(const char *label, int family, int dtype, int D, int H,
-                       int B, const int *lens) {
-    hcase c;
-    memset(&c, 0, sizeof c);
-    snprintf(c.label, sizeof c.label, "%s", label);
-    c.family = family;
-    c.dtype = dtype;
-    c.D = D;
-    c.H = H;
-    c.B = B;
-    for (int b = 0; b < B; b++) c.len_q[b] = c.len_k[b] = lens[b];
-    c.wl = -1;
-    c.wr = family == F_NONE ? -1 : 0;
-    c.group = 1;
-    c.has_ctx = family == F_CONTEXT || family == F_CTX_TGT;
-    c.has_tgt = family == F_TARGET || family == F_CTX_TGT;
-    c.alpha = 1.0f;
-    c.seed = hash_str(label);
-    return c;
-}
-
-static void describe(const hcase *c, char *buf, size_t n) {
-    char lens[160];
-    size_t o = 0;
-    lens[0] = 0;
-    for (int b = 0; b < c->B && o < sizeof lens; b++) {
-        if (c->delta_q)
-            o += (size_t)snprintf(lens + o, sizeof lens - o, "%s%d/%d", b ? "," : "",
-                                  c->len_q[b], c->len_k[b]);
-        else
-            o += (size_t)snprintf(lens + o, sizeof lens - o, "%s%d", b ? "," : "",
-                                  c->len_q[b]);
-    }
-    char extra[160];
-    o = 0;
-    extra[0] = 0;
-#define ADD(...) o += (size_t)snprintf(extra + o, o < sizeof extra ? sizeof extra - o : 0, __VA_ARGS__)
-    if (c->family == F_LOCAL) ADD(" w=(%d,%d)", c->wl, c->wr);
-    if (c->has_tgt) ADD(" g=%d", c->group);
-    if (c->rab_heads) ADD(" rab=%d/%d%s", c->rab_heads, c->H, c->rab_exact ? "" : "(padded)");
-    if (c->delta_q) ADD(" delta_q");
-    ADD(" %s", c->i64 ? "i64" : "i32");
-    if (c->layout != L_CONTIG) ADD(" %s", layout_name[c->layout]);
-    if (c->extra_rows) ADD(" +%drows", c->extra_rows);
-    if (c->msq_extra || c->msq_set) ADD(" maxlen+");
-    if (c->scaling > 0) ADD(" scale=%.1f", (double)c->scaling);
-    ADD(" a=%.2f", (double)c->alpha);
-#undef ADD
-    snprintf(buf, n, "%s %s %s d%d H=%d B=%d [%s]%s", c->label,
-             family_name[c->family], c->dtype == KILN_DTYPE_FP16 ? "fp16" : "bf16",
-             c->D, c->H, c->B, lens, extra);
-}
-
 /* ------------------------------------------------------------------ data */
 
 typedef struct cdata {
     kiln_hstu_fwd_params p;
     kt_hstu_host h;
-    int64_t offq[MAXB + 1], offk[MAXB + 1];
-    int32_t offq32[MAXB + 1], offk32[MAXB + 1];
-    int32_t ctx[MAXB], tgt[MAXB];
-    uint16_t *bq, *bk, *bv, *brab, *out; /* host buffers; bk, bv = bq if packed */
-    size_t nq, nk, nv, nrab, nout;       /* elements */
-    size_t q_at, k_at, v_at;             /* where each tensor starts in its buffer */
+    kt_inputs in;                        /* q, k, v, rab, offsets */
+    uint16_t *out;                       /* host copy of out */
+    size_t nout;                         /* elements */
     double *ref;                         /* reference, out's layout, NaN elsewhere */
     uint64_t dq, dk, dv, drab, dout, doffq, doffk, dctx, dtgt;
 } cdata;
-
-static size_t span(int64_t total, int64_t rs, int64_t hs, int H, int D) {
-    if (total <= 0) return 0;
-    return (size_t)((total - 1) * rs + (int64_t)(H - 1) * hs + D);
-}
-
-static void fill_rows(kt_rng *r, int dtype, uint16_t *buf, int64_t total, int64_t rs,
-                      int64_t hs, int H, int D, double amp) {
-    for (int64_t row = 0; row < total; row++)
-        for (int h = 0; h < H; h++)
-            for (int d = 0; d < D; d++)
-                buf[row * rs + (int64_t)h * hs + d] =
-                    kt_f32_to_half(dtype, (float)kt_rng_range(r, -amp, amp));
-}
-
-static void *xmalloc(size_t n) {
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        fprintf(stderr, "out of host memory (%zu bytes)\n", n);
-        abort();
-    }
-    return p;
-}
-
-static uint16_t *alloc_poison(size_t n) {
-    uint16_t *p = xmalloc(n * sizeof *p);
-    memset(p, 0xff, n * sizeof *p);
-    return p;
-}
 
 /* Build case c: params, host tensors and the reference.  custom_off, if not
  * NULL, replaces both offset arrays (B+1 entries) after the buffers are sized
  * from the lengths.  params_only: no buffers, fake aligned device pointers
  * (for computing keys). */
-static void build_case(const hcase *c, const int64_t *custom_off, int params_only,
+static void build_case(const kt_case *c, const int64_t *custom_off, int params_only,
                        cdata *d) {
     memset(d, 0, sizeof *d);
     kt_rng r;
     kt_rng_seed(&r, c->seed);
-    const int B = c->B, H = c->H, D = c->D, dt = c->dtype;
-    int maxq = 0, maxk = 0;
-    for (int b = 0; b < B; b++) {
-        int lk = c->delta_q ? c->len_k[b] : c->len_q[b];
-        d->offq[b + 1] = d->offq[b] + c->len_q[b];
-        d->offk[b + 1] = d->offk[b] + lk;
-        if (c->len_q[b] > maxq) maxq = c->len_q[b];
-        if (lk > maxk) maxk = lk;
-    }
-    const int64_t total_q = d->offq[B] + c->extra_rows;
-    const int64_t total_k = c->delta_q ? d->offk[B] + c->extra_rows : total_q;
-    if (custom_off)
-        for (int b = 0; b <= B; b++) d->offq[b] = d->offk[b] = custom_off[b];
-    for (int b = 0; b <= B; b++) {
-        d->offq32[b] = (int32_t)d->offq[b];
-        d->offk32[b] = (int32_t)d->offk[b];
-    }
-    const int msq = c->msq_set > 0 ? c->msq_set : maxq + c->msq_extra;
-    const int msk = c->msq_set > 0 ? c->msq_set
-                    : c->delta_q   ? maxk + c->msk_extra
-                                   : msq;
+    const int H = c->H, D = c->D;
+    kt_shape s;
+    kt_case_shape(c, custom_off, &d->in, &s);
 
-    int64_t qrs, qhs, krs, khs, ors, ohs;
+    int64_t ors, ohs;
     switch (c->layout) {
-    case L_PACKED:
-        qrs = krs = 3 * (int64_t)H * D;
-        qhs = khs = D;
-        ors = (int64_t)H * D;
-        ohs = D;
-        break;
-    case L_PADDED:
-        qhs = khs = D + 8;
-        qrs = krs = (int64_t)H * (D + 8) + 8;
+    case KT_L_PADDED:
         ohs = D + 16;
         ors = (int64_t)H * (D + 16) + 8;
         break;
-    case L_HEADMAJOR:
-        qrs = krs = ors = D;
-        qhs = ohs = (total_q > 0 ? total_q : 1) * D;
-        khs = (total_k > 0 ? total_k : 1) * D;
+    case KT_L_HEADMAJOR:
+        ors = D;
+        ohs = (s.total_q > 0 ? s.total_q : 1) * D;
         break;
-    default:
-        qrs = krs = ors = (int64_t)H * D;
-        qhs = khs = ohs = D;
+    default: /* packed: q, k, v interleaved, out on its own */
+        ors = (int64_t)H * D;
+        ohs = D;
         break;
     }
 
     kiln_hstu_fwd_params *p = &d->p;
     kiln_hstu_fwd_params_init(p);
-    p->dtype = dt;
-    p->head_dim = D;
-    p->num_heads = H;
-    p->batch = B;
-    p->total_q = total_q;
-    p->total_k = total_k;
-    p->q_row_stride = qrs;
-    p->q_head_stride = qhs;
-    p->k_row_stride = p->v_row_stride = krs;
-    p->k_head_stride = p->v_head_stride = khs;
+    kt_case_fwd_params(c, &s, p);
     p->out_row_stride = ors;
     p->out_head_stride = ohs;
-    p->offsets_type = c->i64 ? KILN_INDEX_INT64 : KILN_INDEX_INT32;
-    p->max_seqlen_q = msq;
-    p->max_seqlen_k = msk;
-    p->window_left = c->wl;
-    p->window_right = c->wr;
-    p->target_group_size = c->group > 0 ? c->group : 1;
-    p->alpha = c->alpha;
-    p->scaling_seqlen = c->scaling;
-    p->rab_heads = c->rab_heads > 0 ? c->rab_heads : 1;
-    p->is_delta_q = c->delta_q;
-    int64_t rrs = c->rab_exact ? (msk > 0 ? msk : 1)
-                               : ((msk > 0 ? msk : 1) + 7) / 8 * 8; /* 16 bytes */
-    if (c->rab_heads > 0) {
-        p->rab_row_stride = rrs;
-        p->rab_head_stride = (int64_t)(msk > 0 ? msk : 1) * rrs;
-        p->rab_batch_stride = c->rab_heads * p->rab_head_stride;
-    }
-    for (int b = 0; b < B; b++) {
-        d->ctx[b] = c->ctx[b];
-        d->tgt[b] = c->tgt[b];
-    }
-    const int sep_k = c->delta_q || c->sep_k_offsets;
 
     if (params_only) {
-        /* fake, aligned, never dereferenced */
-        uint64_t base = 0x7f0000000000ull;
-        p->q = base + 0x100000;
-        p->k = base + 0x200000;
-        p->v = base + 0x300000;
-        p->out = base + 0x400000;
-        p->seq_offsets_q = base + 0x500000;
-        p->seq_offsets_k = sep_k ? base + 0x600000 : 0;
-        p->num_contexts = c->has_ctx ? base + 0x700000 : 0;
-        p->num_targets = c->has_tgt ? base + 0x800000 : 0;
-        p->rab = c->rab_heads > 0 ? base + 0x900000 : 0;
+        kt_fake_input_ptrs(c, &s, p);
+        p->out = 0x7f0000000000ull + 0x400000;
         return;
     }
 
-    /* inputs: every element NaN (0xFFFF) first, so that reading padding
-     * shows; then the logical elements, in the same order for every layout
-     * (same seed -> same logical tensors) */
-    const double amp_qk = pow(9.0 / D, 0.25); /* q.k has variance ~1 */
-    if (c->layout == L_PACKED) {
-        d->nq = d->nk = d->nv = (size_t)total_q * 3 * H * D + GUARD;
-        d->bq = d->bk = d->bv = alloc_poison(d->nq);
-        d->q_at = 0;
-        d->k_at = (size_t)H * D;
-        d->v_at = 2 * (size_t)H * D;
-    } else {
-        d->nq = span(total_q, qrs, qhs, H, D) + GUARD;
-        d->nk = d->nv = span(total_k, krs, khs, H, D) + GUARD;
-        d->bq = alloc_poison(d->nq);
-        d->bk = alloc_poison(d->nk);
-        d->bv = alloc_poison(d->nv);
-    }
-    fill_rows(&r, dt, d->bq + d->q_at, total_q, qrs, qhs, H, D, amp_qk);
-    fill_rows(&r, dt, d->bk + d->k_at, total_k, krs, khs, H, D, amp_qk);
-    fill_rows(&r, dt, d->bv + d->v_at, total_k, krs, khs, H, D, 1.0);
-    if (c->rab_heads > 0) {
-        d->nrab = (size_t)B * (size_t)p->rab_batch_stride + GUARD;
-        d->brab = xmalloc(d->nrab * sizeof(uint16_t));
-        for (size_t i = 0; i < d->nrab; i++)
-            d->brab[i] = kt_f32_to_half(dt, (float)kt_rng_range(&r, -1, 1));
-    }
-    d->nout = span(total_q, ors, ohs, H, D) + GUARD;
-    d->out = alloc_poison(d->nout);
+    kt_fill_qkv(c, &s, &r, &d->in);
+    kt_fill_rab(c, p, &r, &d->in);
+    d->nout = kt_span(s.total_q, ors, ohs, H, D) + KT_GUARD;
+    d->out = kt_alloc_poison(d->nout);
+    kt_host_view(c, &s, &d->in, &d->h);
 
-    d->h.q = d->bq + d->q_at;
-    d->h.k = d->bk + d->k_at;
-    d->h.v = d->bv + d->v_at;
-    d->h.rab = d->brab;
-    d->h.seq_offsets_q = c->i64 ? (const void *)d->offq : (const void *)d->offq32;
-    d->h.seq_offsets_k =
-        !sep_k ? NULL : c->i64 ? (const void *)d->offk : (const void *)d->offk32;
-    d->h.num_contexts = c->has_ctx ? d->ctx : NULL;
-    d->h.num_targets = c->has_tgt ? d->tgt : NULL;
-
-    d->ref = xmalloc(d->nout * sizeof(double));
+    d->ref = kt_xmalloc(d->nout * sizeof(double));
     for (size_t i = 0; i < d->nout; i++) d->ref[i] = NAN;
     kt_ref_hstu_fwd(p, &d->h, d->ref);
 }
@@ -383,12 +161,7 @@ static void free_device(cdata *d) {
 
 static void free_case(cdata *d) {
     free_device(d);
-    if (d->bk != d->bq) {
-        free(d->bk);
-        free(d->bv);
-    }
-    free(d->bq);
-    free(d->brab);
+    kt_inputs_free(&d->in);
     free(d->out);
     free(d->ref);
     memset(d, 0, sizeof *d);
@@ -400,28 +173,28 @@ static int upload_case(cdata *d, char *msg, size_t n) {
     kiln_hstu_fwd_params *p = &d->p;
     const int B = p->batch, i64 = p->offsets_type == KILN_INDEX_INT64;
     const size_t osz = (size_t)(B + 1) * (i64 ? 8 : 4);
-    d->dq = kt_gpu_alloc_copy(d->bq, d->nq * 2);
-    if (d->bk != d->bq) {
-        d->dk = kt_gpu_alloc_copy(d->bk, d->nk * 2);
-        d->dv = kt_gpu_alloc_copy(d->bv, d->nv * 2);
+    d->dq = kt_gpu_alloc_copy(d->in.bq, d->in.nq * 2);
+    if (d->in.bk != d->in.bq) {
+        d->dk = kt_gpu_alloc_copy(d->in.bk, d->in.nk * 2);
+        d->dv = kt_gpu_alloc_copy(d->in.bv, d->in.nv * 2);
     }
     d->dout = kt_gpu_alloc(d->nout * 2);
     d->doffq = kt_gpu_alloc_copy(d->h.seq_offsets_q, osz);
     if (d->h.seq_offsets_k) d->doffk = kt_gpu_alloc_copy(d->h.seq_offsets_k, osz);
-    if (d->h.num_contexts) d->dctx = kt_gpu_alloc_copy(d->ctx, sizeof d->ctx);
-    if (d->h.num_targets) d->dtgt = kt_gpu_alloc_copy(d->tgt, sizeof d->tgt);
-    if (d->brab) d->drab = kt_gpu_alloc_copy(d->brab, d->nrab * 2);
-    if (!d->dq || (d->bk != d->bq && (!d->dk || !d->dv)) || !d->dout || !d->doffq ||
+    if (d->h.num_contexts) d->dctx = kt_gpu_alloc_copy(d->in.ctx, sizeof d->in.ctx);
+    if (d->h.num_targets) d->dtgt = kt_gpu_alloc_copy(d->in.tgt, sizeof d->in.tgt);
+    if (d->in.brab) d->drab = kt_gpu_alloc_copy(d->in.brab, d->in.nrab * 2);
+    if (!d->dq || (d->in.bk != d->in.bq && (!d->dk || !d->dv)) || !d->dout || !d->doffq ||
         (d->h.seq_offsets_k && !d->doffk) || (d->h.num_contexts && !d->dctx) ||
-        (d->h.num_targets && !d->dtgt) || (d->brab && !d->drab) ||
+        (d->h.num_targets && !d->dtgt) || (d->in.brab && !d->drab) ||
         kt_gpu_memset8(d->dout, 0xff, d->nout * 2) != 0) {
         snprintf(msg, n, "device setup: %s", kt_gpu_error());
         return -1;
     }
-    if (d->bk == d->bq) {
-        p->q = d->dq + d->q_at * 2;
-        p->k = d->dq + d->k_at * 2;
-        p->v = d->dq + d->v_at * 2;
+    if (d->in.bk == d->in.bq) {
+        p->q = d->dq + d->in.q_at * 2;
+        p->k = d->dq + d->in.k_at * 2;
+        p->v = d->dq + d->in.v_at * 2;
     } else {
         p->q = d->dq;
         p->k = d->dk;
@@ -454,10 +227,10 @@ static void compare_out(const kiln_hstu_fwd_params *p, const kt_hstu_host *h,
     unsigned char *mark = calloc(nout ? nout : 1, 1);
     if (!mark) abort();
     const int H = p->num_heads, D = p->head_dim;
-    double seq_max[MAXB] = {0}, seq_err[MAXB] = {0};
-    int valid[MAXB] = {0};
-    int64_t seq_worst[MAXB] = {0};
-    int B = p->batch < MAXB ? p->batch : MAXB;
+    double seq_max[KT_MAXB] = {0}, seq_err[KT_MAXB] = {0};
+    int valid[KT_MAXB] = {0};
+    int64_t seq_worst[KT_MAXB] = {0};
+    int B = p->batch < KT_MAXB ? p->batch : KT_MAXB;
     for (int b = 0; b < B; b++) {
         kt_hstu_seq s;
         if (!(valid[b] = kt_ref_hstu_seq(p, h, b, &s))) continue;
@@ -549,7 +322,7 @@ static int launch_and_fetch(kiln_engine *e, cdata *d, char *msg, size_t n) {
     return R_PASS;
 }
 
-static void run_case(kiln_engine *e, const hcase *c, int mutation, result *res) {
+static void run_case(kiln_engine *e, const kt_case *c, int mutation, result *res) {
     memset(res, 0, sizeof *res);
     res->neg_ratio = -1;
     if (g_ctx_lost) {
@@ -568,7 +341,7 @@ static void run_case(kiln_engine *e, const hcase *c, int mutation, result *res) 
                      (long long)res->cmp.nonfinite, (long long)res->cmp.touched, res->cmp.where);
         }
         if (mutation && res->cmp.compared > 0) {
-            double *mref = xmalloc(d.nout * sizeof(double));
+            double *mref = kt_xmalloc(d.nout * sizeof(double));
             for (size_t i = 0; i < d.nout; i++) mref[i] = NAN;
             kt_ref_hstu_fwd_ex(&d.p, &d.h, mref, mutation);
             cmp_result m;
@@ -582,37 +355,12 @@ static void run_case(kiln_engine *e, const hcase *c, int mutation, result *res) 
 
 /* ------------------------------------------------------------------ sweep */
 
-static int env_int(const char *name, int def) {
-    const char *s = getenv(name);
-    return s && *s ? atoi(s) : def;
-}
-
-static void draw_lengths(kt_rng *r, int B, int *len) {
-    static const int pool[] = {0, 1, 17, 63, 129, 200};
-    len[0] = kt_rng_int(r, 0, 1);
-    for (int b = 1; b < B; b++)
-        len[b] = kt_rng_uniform(r) < 0.6 ? pool[kt_rng_int(r, 0, 5)] : kt_rng_int(r, 2, 256);
-    for (int b = B - 1; b > 0; b--) { /* shuffle */
-        int j = kt_rng_int(r, 0, b), t = len[b];
-        len[b] = len[j];
-        len[j] = t;
-    }
-    int sum = 0;
-    for (int b = 0; b < B; b++) sum += len[b];
-    if (sum < 2) len[B - 1] = kt_rng_int(r, 2, 256);
-}
-
 /* One random case of cell (family f, dtype, D); n numbers the case and
  * cycles the features every family must see (rab modes, delta_q, layouts,
  * target groups). */
-static hcase grid_case(int f, int dtype, int D, int n, uint64_t seed) {
+static kt_case grid_case(int f, int dtype, int D, int n, uint64_t seed) {
     kt_rng r;
-    kt_rng_seed(&r, seed ^ ((uint64_t)(n + 1) * 0x9e3779b97f4a7c15ull));
-    int lens[MAXB] = {0};
-    int H = kt_rng_int(&r, 1, 4), B = kt_rng_int(&r, 3, 6);
-    draw_lengths(&r, B, lens);
-    hcase c = base_case("grid", f, dtype, D, H, B, lens);
-    c.seed = kt_rng_u64(&r);
+    kt_case c = kt_grid_case_begin(f, dtype, D, n, seed, &r);
     c.rab_exact = (n / 3) % 2;
     switch (n % 3) { /* rab: off, one head, H/2 heads */
     case 1: c.rab_heads = 1; break;
@@ -622,82 +370,47 @@ static hcase grid_case(int f, int dtype, int D, int n, uint64_t seed) {
         break;
     default: break;
     }
-    int dq_ok = f == F_NONE || f == F_CAUSAL || f == F_LOCAL;
-    c.delta_q = dq_ok && n % 2 == 1;
-    c.layout = (n / 2) % L_COUNT;
-    if (c.delta_q && c.layout == L_PACKED) c.layout = L_CONTIG;
-    c.i64 = kt_rng_uniform(&r) < 0.5;
-    c.alpha = (float)kt_rng_range(&r, 0.5, 2.0);
-    if (kt_rng_uniform(&r) < 0.25) c.extra_rows = kt_rng_int(&r, 1, 9);
-    if (kt_rng_uniform(&r) < 0.3) c.msq_extra = kt_rng_int(&r, 1, 40);
-    if (kt_rng_uniform(&r) < 0.5) c.scaling = (float)kt_rng_range(&r, 1, 2 * 256 + 1);
-    if (f == F_LOCAL) {
-        switch (kt_rng_int(&r, 0, 4)) {
-        case 0: c.wl = kt_rng_int(&r, 0, 64); c.wr = 0; break;   /* causal + local */
-        case 1: c.wl = kt_rng_int(&r, 0, 64); c.wr = kt_rng_int(&r, 1, 64); break;
-        case 2: c.wl = -1; c.wr = kt_rng_int(&r, 1, 64); break;
-        case 3: c.wl = kt_rng_int(&r, 0, 64); c.wr = -1; break;
-        default: c.wl = kt_rng_int(&r, 0, 8); c.wr = kt_rng_int(&r, 1, 8); break;
-        }
-    }
-    if (c.has_tgt) {
-        static const int groups[] = {1, 2, 7};
-        c.group = groups[(n / 2) % 3];
-    }
-    for (int b = 0; b < B; b++) {
-        int L = c.len_q[b];
-        if (c.delta_q) {
-            c.len_k[b] = L;
-            int pick = kt_rng_int(&r, 0, 2);
-            c.len_q[b] = pick == 0 ? L : pick == 1 ? (L < 1 ? L : 1) : kt_rng_int(&r, 0, L);
-        }
-        if (f == F_CONTEXT) c.ctx[b] = kt_rng_int(&r, 0, L);
-        if (f == F_TARGET) c.tgt[b] = kt_rng_int(&r, 0, L);
-        if (f == F_CTX_TGT) {
-            c.ctx[b] = kt_rng_int(&r, 0, L / 2);
-            c.tgt[b] = kt_rng_int(&r, 0, L - c.ctx[b]);
-        }
-    }
-    if (c.delta_q && kt_rng_uniform(&r) < 0.3) c.msk_extra = kt_rng_int(&r, 1, 40);
+    c.layout = (n / 2) % KT_L_COUNT;
+    kt_grid_case_finish(&c, f, n, &r);
     return c;
 }
 
-static int edge_cases(hcase *out) {
+static int edge_cases(kt_case *out) {
     int n = 0;
-    hcase c;
+    kt_case c;
     const int bf = KILN_DTYPE_BF16, fp = KILN_DTYPE_FP16;
 #define L(...) ((const int[]){__VA_ARGS__})
-    out[n++] = base_case("empty-but-one", F_CAUSAL, bf, 64, 2, 5, L(0, 0, 1, 0, 0));
-    out[n++] = base_case("single-row", F_NONE, fp, 32, 1, 1, L(1));
-    c = base_case("all-empty", F_NONE, bf, 128, 2, 3, L(0, 0, 0));
+    out[n++] = kt_base_case("empty-but-one", KT_F_CAUSAL, bf, 64, 2, 5, L(0, 0, 1, 0, 0));
+    out[n++] = kt_base_case("single-row", KT_F_NONE, fp, 32, 1, 1, L(1));
+    c = kt_base_case("all-empty", KT_F_NONE, bf, 128, 2, 3, L(0, 0, 0));
     c.extra_rows = 3;
     out[n++] = c;
-    c = base_case("long-causal", F_CAUSAL, bf, 128, 2, 2, L(1000, 333));
+    c = kt_base_case("long-causal", KT_F_CAUSAL, bf, 128, 2, 2, L(1000, 333));
     c.rab_heads = 1;
     c.msq_extra = 3; /* rab rows 1003 apart: not 16-byte aligned */
     c.rab_exact = 1;
     c.alpha = 0.7f;
     out[n++] = c;
-    out[n++] = base_case("long-none", F_NONE, fp, 256, 1, 2, L(300, 5));
-    out[n++] = base_case("tile-multiples", F_CAUSAL, fp, 64, 3, 4, L(16, 64, 128, 256));
-    c = base_case("clamped-ctx-tgt", F_CTX_TGT, bf, 64, 2, 4, L(10, 40, 7, 0));
+    out[n++] = kt_base_case("long-none", KT_F_NONE, fp, 256, 1, 2, L(300, 5));
+    out[n++] = kt_base_case("tile-multiples", KT_F_CAUSAL, fp, 64, 3, 4, L(16, 64, 128, 256));
+    c = kt_base_case("clamped-ctx-tgt", KT_F_CTX_TGT, bf, 64, 2, 4, L(10, 40, 7, 0));
     memcpy(c.ctx, L(15, 30, 3, 4), 4 * sizeof(int));
     memcpy(c.tgt, L(5, 20, 9, 2), 4 * sizeof(int));
     c.group = 2;
     out[n++] = c;
-    c = base_case("all-targets", F_TARGET, fp, 128, 2, 3, L(50, 17, 1));
+    c = kt_base_case("all-targets", KT_F_TARGET, fp, 128, 2, 3, L(50, 17, 1));
     memcpy(c.tgt, L(50, 17, 1), 3 * sizeof(int));
     c.group = 7;
     out[n++] = c;
-    c = base_case("context-all-or-none", F_CONTEXT, bf, 32, 1, 2, L(33, 64));
+    c = kt_base_case("context-all-or-none", KT_F_CONTEXT, bf, 32, 1, 2, L(33, 64));
     memcpy(c.ctx, L(33, 0), 2 * sizeof(int));
     out[n++] = c;
-    c = base_case("delta-decode", F_CAUSAL, bf, 128, 4, 3, L(1, 1, 1));
+    c = kt_base_case("delta-decode", KT_F_CAUSAL, bf, 128, 4, 3, L(1, 1, 1));
     memcpy(c.len_k, L(1, 77, 200), 3 * sizeof(int));
     c.delta_q = 1;
     c.rab_heads = 4;
     out[n++] = c;
-    c = base_case("delta-local", F_LOCAL, fp, 64, 2, 4, L(64, 17, 0, 0));
+    c = kt_base_case("delta-local", KT_F_LOCAL, fp, 64, 2, 4, L(64, 17, 0, 0));
     memcpy(c.len_k, L(64, 130, 5, 0), 4 * sizeof(int));
     c.delta_q = 1;
     c.wl = 32;
@@ -705,147 +418,85 @@ static int edge_cases(hcase *out) {
     c.rab_heads = 1;
     c.rab_exact = 1; /* rows 130 apart */
     out[n++] = c;
-    c = base_case("delta-none-rab", F_NONE, bf, 256, 2, 3, L(50, 31, 1));
+    c = kt_base_case("delta-none-rab", KT_F_NONE, bf, 256, 2, 3, L(50, 31, 1));
     memcpy(c.len_k, L(100, 31, 2), 3 * sizeof(int));
     c.delta_q = 1;
     c.rab_heads = 2;
-    c.layout = L_HEADMAJOR;
+    c.layout = KT_L_HEADMAJOR;
     out[n++] = c;
-    c = base_case("trailing-rows", F_NONE, bf, 64, 3, 3, L(17, 0, 63));
+    c = kt_base_case("trailing-rows", KT_F_NONE, bf, 64, 3, 3, L(17, 0, 63));
     c.extra_rows = 7;
     c.i64 = 1;
     out[n++] = c;
-    c = base_case("maxlen-and-scaling", F_CAUSAL, fp, 128, 2, 3, L(20, 45, 9));
+    c = kt_base_case("maxlen-and-scaling", KT_F_CAUSAL, fp, 128, 2, 3, L(20, 45, 9));
     c.msq_extra = 100;
     c.scaling = 37.5f;
     out[n++] = c;
-    c = base_case("diagonal-only", F_LOCAL, bf, 64, 2, 3, L(1, 2, 65));
+    c = kt_base_case("diagonal-only", KT_F_LOCAL, bf, 64, 2, 3, L(1, 2, 65));
     c.wl = 0;
     c.wr = 0;
     out[n++] = c;
-    c = base_case("sep-k-offsets", F_TARGET, bf, 128, 1, 3, L(30, 70, 12));
+    c = kt_base_case("sep-k-offsets", KT_F_TARGET, bf, 128, 1, 3, L(30, 70, 12));
     memcpy(c.tgt, L(4, 70, 3), 3 * sizeof(int));
-    c.layout = L_PACKED;
+    c.layout = KT_L_PACKED;
     c.sep_k_offsets = 1;
     out[n++] = c;
-    c = base_case("rab-all-heads", F_CAUSAL, bf, 64, 4, 2, L(129, 64));
+    c = kt_base_case("rab-all-heads", KT_F_CAUSAL, bf, 64, 4, 2, L(129, 64));
     c.rab_heads = 4;
     c.rab_exact = 1; /* rows 129 apart */
-    c.layout = L_HEADMAJOR;
+    c.layout = KT_L_HEADMAJOR;
     out[n++] = c;
-    c = base_case("local-right-only", F_LOCAL, fp, 32, 2, 3, L(40, 3, 90));
+    c = kt_base_case("local-right-only", KT_F_LOCAL, fp, 32, 2, 3, L(40, 3, 90));
     c.wl = -1;
     c.wr = 5;
     out[n++] = c;
-    c = base_case("local-left-only", F_LOCAL, bf, 256, 1, 2, L(70, 33));
+    c = kt_base_case("local-left-only", KT_F_LOCAL, bf, 256, 1, 2, L(70, 33));
     c.wl = 10;
     c.wr = -1;
     out[n++] = c;
-    c = base_case("ctx-tgt-g7", F_CTX_TGT, fp, 256, 2, 3, L(200, 129, 63));
+    c = kt_base_case("ctx-tgt-g7", KT_F_CTX_TGT, fp, 256, 2, 3, L(200, 129, 63));
     memcpy(c.ctx, L(20, 5, 0), 3 * sizeof(int));
     memcpy(c.tgt, L(30, 14, 63), 3 * sizeof(int));
     c.group = 7;
     c.i64 = 1;
-    c.layout = L_PADDED;
+    c.layout = KT_L_PADDED;
     c.rab_heads = 1;
     out[n++] = c;
 #undef L
     return n;
 }
 
-typedef struct prewarm_job {
-    kiln_engine *e;
-    char (*keys)[KEYLEN];
-    int n, next, failed;
-    pthread_mutex_t mu;
-} prewarm_job;
-
-static void *prewarm_worker(void *arg) {
-    prewarm_job *j = arg;
-    for (;;) {
-        pthread_mutex_lock(&j->mu);
-        int i = j->next++;
-        pthread_mutex_unlock(&j->mu);
-        if (i >= j->n) return NULL;
-        kiln_status st = kiln_prewarm(j->e, j->keys[i], NULL);
-        if (st != KILN_OK) {
-            pthread_mutex_lock(&j->mu);
-            j->failed++;
-            printf("  prewarm %s: %s: %.300s\n", j->keys[i], kiln_status_name(st),
-                   kiln_last_error());
-            pthread_mutex_unlock(&j->mu);
-        }
-    }
-}
-
 /* Compile every distinct key of the sweep on all cores first: the launches
  * then hit the cache.  Failures are only reported here; the launch reports
  * them again as the case's failure. */
-static void prewarm_keys(hcase *cases, int n) {
-    char (*keys)[KEYLEN] = xmalloc((size_t)(n ? n : 1) * KEYLEN);
+static void prewarm_keys(kt_case *cases, int n) {
+    char (*keys)[KT_KEYLEN] = kt_xmalloc((size_t)(n ? n : 1) * KT_KEYLEN);
     int nk = 0;
     for (int i = 0; i < n; i++) {
         cdata d;
         build_case(&cases[i], NULL, 1, &d);
-        if (kiln_hstu_fwd_key(&d.p, NULL, cases[i].key, KEYLEN) != KILN_OK) {
+        if (kiln_hstu_fwd_key(&d.p, NULL, cases[i].key, KT_KEYLEN) != KILN_OK) {
             cases[i].key[0] = 0;
             continue;
         }
-        int seen = 0;
-        for (int k = 0; k < nk && !seen; k++) seen = !strcmp(keys[k], cases[i].key);
-        if (!seen) snprintf(keys[nk++], KEYLEN, "%s", cases[i].key);
+        kt_key_add(keys, &nk, cases[i].key);
     }
-    if (env_int("KILN_TEST_NO_PREWARM", 0)) {
+    if (kt_env_int("KILN_TEST_NO_PREWARM", 0)) {
         free(keys);
         return;
     }
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    int nt = (int)(cpus < 1 ? 1 : cpus > 32 ? 32 : cpus);
+    int nt = (int)(cpus < 1 ? 1 : cpus > 32 ? 32 : cpus), used;
     if (nt > nk) nt = nk;
-    prewarm_job j = {.e = g_engine, .keys = keys, .n = nk};
-    pthread_mutex_init(&j.mu, NULL);
     double t0 = kt_now_ms();
-    pthread_t th[32];
-    int started = 0;
-    for (int t = 0; t < nt; t++)
-        if (pthread_create(&th[t], NULL, prewarm_worker, &j) == 0) started++;
-    if (!started) prewarm_worker(&j);
-    for (int t = 0; t < started; t++) pthread_join(th[t], NULL);
-    pthread_mutex_destroy(&j.mu);
+    int failed = kt_prewarm_keys(g_engine, keys, nk, nt, &used);
     printf("prewarm: %d distinct kernels in %.1f s on %d threads, %d failed\n", nk,
-           (kt_now_ms() - t0) / 1e3, started ? started : 1, j.failed);
+           (kt_now_ms() - t0) / 1e3, used, failed);
     free(keys);
 }
 
-/* The sweep: the product mask family x dtype x head_dim, KILN_TEST_REPS
- * random cases each, then the edge cases; KILN_TEST_FILTER applied. */
-static hcase *make_sweep(int *count, int *reps_out, uint64_t *seed_out) {
-    const int reps = env_int("KILN_TEST_REPS", 2);
-    const uint64_t seed = (uint64_t)env_int("KILN_TEST_SEED", 20261123);
-    const char *filter = getenv("KILN_TEST_FILTER");
-    static const int dtypes[] = {KILN_DTYPE_FP16, KILN_DTYPE_BF16};
-    static const int dims[] = {32, 64, 128, 256};
-    int cap = F_COUNT * 2 * 4 * (reps > 0 ? reps : 0) + 64, n = 0, idx = 0;
-    hcase *all = xmalloc((size_t)cap * sizeof *all);
-    for (int f = 0; f < F_COUNT; f++)
-        for (int t = 0; t < 2; t++)
-            for (int di = 0; di < 4; di++)
-                for (int rep = 0; rep < reps; rep++, idx++)
-                    all[n++] = grid_case(f, dtypes[t], dims[di], idx, seed);
-    n += edge_cases(all + n);
-    if (filter && *filter) { /* keep the matching ones */
-        int m = 0;
-        for (int i = 0; i < n; i++) {
-            char desc[400];
-            describe(&all[i], desc, sizeof desc);
-            if (strstr(desc, filter)) all[m++] = all[i];
-        }
-        n = m;
-    }
-    *count = n;
-    *reps_out = reps;
-    *seed_out = seed;
-    return all;
+static kt_case *make_sweep(int *count, int *reps_out, uint64_t *seed_out) {
+    return kt_make_sweep(20261123, grid_case, edge_cases, 0, count, reps_out, seed_out);
 }
 
 /* The sweep's cases on the CPU, with the reference rounded to the output
@@ -857,28 +508,23 @@ static hcase *make_sweep(int *count, int *reps_out, uint64_t *seed_out) {
  * =0 turns it off. */
 static void test_sweep_dry_run(void **state) {
     (void)state;
-    if (!env_int("KILN_TEST_DRY_SWEEP", !g_gpu_ok)) {
-        printf("skipped: %s (KILN_TEST_DRY_SWEEP=1 runs it)\n",
-               g_gpu_ok ? "test_gpu_sweep checks the same with the kernel" : "turned off");
+    if (!kt_dry_sweep_wanted(g_gpu_ok)) {
         skip();
         return;
     }
     int n, reps;
     uint64_t seed;
-    hcase *all = make_sweep(&n, &reps, &seed);
+    kt_case *all = make_sweep(&n, &reps, &seed);
     double t0 = kt_now_ms(), worst = 0, weakest = INFINITY;
     int missed = 0, nkeys = 0;
-    char (*keys)[KEYLEN] = xmalloc((size_t)n * KEYLEN);
+    char (*keys)[KT_KEYLEN] = kt_xmalloc((size_t)n * KT_KEYLEN);
     for (int i = 0; i < n; i++) {
         cdata d;
         build_case(&all[i], NULL, 1, &d);
-        if (kiln_hstu_fwd_key(&d.p, "sm_90a", all[i].key, KEYLEN) == KILN_OK) {
-            int seen = 0;
-            for (int k = 0; k < nkeys && !seen; k++) seen = !strcmp(keys[k], all[i].key);
-            if (!seen) snprintf(keys[nkeys++], KEYLEN, "%s", all[i].key);
-        } else {
+        if (kiln_hstu_fwd_key(&d.p, "sm_90a", all[i].key, KT_KEYLEN) == KILN_OK)
+            kt_key_add(keys, &nkeys, all[i].key);
+        else
             printf("no key for case %d: %s\n", i, kiln_last_error());
-        }
     }
     free(keys);
     for (int i = 0; i < n; i++) {
@@ -892,7 +538,7 @@ static void test_sweep_dry_run(void **state) {
         assert_true(cmp_ok(&r, all[i].dtype));
         worst = fmax(worst, r.ratio / tol);
         if (r.compared) {
-            double *mref = xmalloc(d.nout * sizeof(double));
+            double *mref = kt_xmalloc(d.nout * sizeof(double));
             for (size_t k = 0; k < d.nout; k++) mref[k] = NAN;
             kt_ref_hstu_fwd_ex(&d.p, &d.h, mref, KT_REF_DROP_DIAG);
             compare_out(&d.p, &d.h, d.out, mref, d.nout, &m);
@@ -901,7 +547,7 @@ static void test_sweep_dry_run(void **state) {
             missed += m.ratio <= tol;
             if (m.ratio <= 3 * tol) {
                 char desc[400];
-                describe(&all[i], desc, sizeof desc);
+                kt_describe(&all[i], 0, desc, sizeof desc);
                 printf("weak negative control %.1fx: %s\n", m.ratio / tol, desc);
             }
         }
@@ -919,7 +565,7 @@ static void test_gpu_sweep(void **state) {
     REQUIRE_GPU();
     int n, reps;
     uint64_t seed;
-    hcase *all = make_sweep(&n, &reps, &seed);
+    kt_case *all = make_sweep(&n, &reps, &seed);
     char arch[16];
     kt_gpu_arch(arch);
     printf("hstu_fwd sweep on %s (%s, %d SMs): %d cases, seed %llu, %d per cell\n",
@@ -928,7 +574,7 @@ static void test_gpu_sweep(void **state) {
 
     for (int i = 0; i < n; i++) {
         char desc[400];
-        describe(&all[i], desc, sizeof desc);
+        kt_describe(&all[i], 0, desc, sizeof desc);
         result res;
         double t0 = kt_now_ms();
         run_case(g_engine, &all[i], KT_REF_DROP_DIAG, &res);
@@ -969,17 +615,6 @@ static void test_gpu_sweep(void **state) {
 
 /* ------------------------------------------------------------------ negative controls */
 
-/* The case the negative controls use: every mask feature at once. */
-static hcase neg_case(int dtype) {
-    hcase c = base_case("negative-control", F_CTX_TGT, dtype, 128, 2, 3,
-                        (const int[]){63, 129, 200});
-    memcpy(c.ctx, (const int[]){5, 10, 0}, 3 * sizeof(int));
-    memcpy(c.tgt, (const int[]){9, 20, 33}, 3 * sizeof(int));
-    c.group = 2;
-    c.rab_heads = 1;
-    return c;
-}
-
 /* Checks that the comparison accepts out (the kernel's or the rounded
  * reference) and rejects each mutation of the reference and each kind of
  * corruption of out.  d->out holds the output under test. */
@@ -997,7 +632,7 @@ static void check_negative_controls(cdata *d, const char *who) {
         {KT_REF_DROP_DIAG, "diagonal dropped"},
         {KT_REF_DROP_LAST_KEY, "last key dropped"},
         {KT_REF_TARGET_GROUP_PLUS1, "target group g+1"}};
-    double *mref = xmalloc(d->nout * sizeof(double));
+    double *mref = kt_xmalloc(d->nout * sizeof(double));
     for (size_t k = 0; k < sizeof muts / sizeof muts[0]; k++) {
         for (size_t i = 0; i < d->nout; i++) mref[i] = NAN;
         kt_ref_hstu_fwd_ex(&d->p, &d->h, mref, muts[k].m);
@@ -1010,7 +645,7 @@ static void check_negative_controls(cdata *d, const char *who) {
     free(mref);
 
     /* one element of seq 1 (row 50, head 1, d 7) moved by 3 tolerances */
-    uint16_t *bad = xmalloc(d->nout * sizeof(uint16_t));
+    uint16_t *bad = kt_xmalloc(d->nout * sizeof(uint16_t));
     kt_hstu_seq s;
     assert_true(kt_ref_hstu_seq(&d->p, &d->h, 1, &s));
     double smax = 0;
@@ -1048,7 +683,7 @@ static void check_negative_controls(cdata *d, const char *who) {
 static void test_ref_negative_controls(void **state) {
     (void)state;
     for (int t = 0; t < 2; t++) {
-        hcase c = neg_case(t ? KILN_DTYPE_BF16 : KILN_DTYPE_FP16);
+        kt_case c = kt_neg_case(t ? KILN_DTYPE_BF16 : KILN_DTYPE_FP16);
         cdata d;
         build_case(&c, NULL, 0, &d);
         for (size_t i = 0; i < d.nout; i++)
@@ -1063,7 +698,7 @@ static void test_gpu_negative_controls(void **state) {
     (void)state;
     REQUIRE_GPU();
     for (int t = 0; t < 2; t++) {
-        hcase c = neg_case(t ? KILN_DTYPE_BF16 : KILN_DTYPE_FP16);
+        kt_case c = kt_neg_case(t ? KILN_DTYPE_BF16 : KILN_DTYPE_FP16);
         cdata d;
         char msg[600];
         build_case(&c, NULL, 0, &d);
@@ -1082,7 +717,7 @@ static void test_gpu_negative_controls(void **state) {
 static void test_gpu_batch0(void **state) {
     (void)state;
     REQUIRE_GPU();
-    hcase c = base_case("batch0", F_CAUSAL, KILN_DTYPE_BF16, 128, 2, 1, (const int[]){8});
+    kt_case c = kt_base_case("batch0", KT_F_CAUSAL, KILN_DTYPE_BF16, 128, 2, 1, (const int[]){8});
     cdata d;
     char msg[600];
     build_case(&c, NULL, 0, &d);
@@ -1113,15 +748,12 @@ static void test_gpu_invalid_offsets(void **state) {
     if (st != KILN_OK) fail_msg("debug_report: %s: %s", kiln_status_name(st), kiln_last_error());
     assert_int_equal(bad, 0);
 
-    static const int64_t offs[] = {0, 10, 4, 40, 50, 66};
     for (int pass = 0; pass < 2; pass++) { /* with and without debug checks */
         kiln_engine *eng = pass == 0 ? e : g_engine;
-        hcase c = base_case("invalid-offsets", F_NONE, KILN_DTYPE_BF16, 64, 2, 5,
-                            (const int[]){10, 30, 0, 10, 10});
-        c.msq_set = 16;
+        kt_case c = kt_invalid_offsets_case();
         cdata d;
         char msg[600];
-        build_case(&c, offs, 0, &d);
+        build_case(&c, kt_invalid_offsets, 0, &d);
         assert_int_equal(d.p.total_q, 60);
         assert_int_equal(kt_ref_hstu_fwd(&d.p, &d.h, d.ref), 3); /* the reference agrees */
         int r = launch_and_fetch(eng, &d, msg, sizeof msg);
@@ -1148,8 +780,7 @@ static void test_gpu_invalid_offsets(void **state) {
     }
 
     /* the next valid call works and reports nothing */
-    hcase ok = base_case("after-invalid", F_CAUSAL, KILN_DTYPE_BF16, 64, 2, 3,
-                         (const int[]){5, 33, 16});
+    kt_case ok = kt_after_invalid_case();
     result res;
     run_case(e, &ok, 0, &res);
     if (res.status != R_PASS) fail_msg("valid call after invalid offsets: %s", res.msg);
@@ -1160,37 +791,10 @@ static void test_gpu_invalid_offsets(void **state) {
 
 /* ------------------------------------------------------------------ bad arguments */
 
-/* Whether msg names field as a whole identifier ("q" in "q is misaligned",
- * not in "seq_offsets_q"). */
-static int names_field(const char *msg, const char *field) {
-    size_t n = strlen(field);
-    for (const char *s = msg; (s = strstr(s, field)) != NULL; s++) {
-        int pre = s == msg || !(isalnum((unsigned char)s[-1]) || s[-1] == '_');
-        int post = !(isalnum((unsigned char)s[n]) || s[n] == '_');
-        if (pre && post) return 1;
-    }
-    return 0;
-}
-
 static void valid_fake_params(kiln_hstu_fwd_params *p) {
     assert_int_equal(kiln_hstu_fwd_params_init(p), KILN_OK);
-    const uint64_t base = 0x7f0000000000ull; /* never dereferenced */
-    p->dtype = KILN_DTYPE_BF16;
-    p->head_dim = 128;
-    p->num_heads = 4;
-    p->batch = 2;
-    p->total_q = p->total_k = 64;
-    p->q = base + 0x100000;
-    p->k = base + 0x200000;
-    p->v = base + 0x300000;
-    p->out = base + 0x400000;
-    p->q_row_stride = p->k_row_stride = p->v_row_stride = p->out_row_stride = 4 * 128;
-    p->q_head_stride = p->k_head_stride = p->v_head_stride = p->out_head_stride = 128;
-    p->seq_offsets_q = base + 0x500000;
-    p->offsets_type = KILN_INDEX_INT32;
-    p->max_seqlen_q = p->max_seqlen_k = 32;
-    p->window_left = -1;
-    p->window_right = 0;
+    kt_fake_fwd_params(p);
+    p->out = 0x7f0000000000ull + 0x400000; /* never dereferenced */
 }
 
 static void test_params_init_defaults(void **state) {
@@ -1289,7 +893,7 @@ static void test_bad_args(void **state) {
         const char *msg = kiln_last_error();
         int named = 0;
         for (int f = 0; f < 4 && bad_cases[w].fields[f]; f++)
-            named |= names_field(msg, bad_cases[w].fields[f]);
+            named |= kt_names_field(msg, bad_cases[w].fields[f]);
         int ok = st == KILN_EBADARG && named;
         printf("%s %-42s -> %s \"%s\"\n", ok ? "ok  " : "FAIL", bad_cases[w].what,
                kiln_status_name(st), msg);
@@ -1499,14 +1103,10 @@ static void test_ref_masks(void **state) {
  * read as head h % rab_heads; invalid offsets are classified. */
 static void test_ref_layouts(void **state) {
     (void)state;
-    hcase c = base_case("layouts", F_CTX_TGT, KILN_DTYPE_BF16, 32, 4, 3, (const int[]){9, 0, 21});
-    memcpy(c.ctx, (const int[]){2, 0, 3}, 3 * sizeof(int));
-    memcpy(c.tgt, (const int[]){3, 0, 5}, 3 * sizeof(int));
-    c.group = 2;
-    c.extra_rows = 2;
+    kt_case c = kt_layouts_case();
     cdata base;
     build_case(&c, NULL, 0, &base);
-    for (int l = 1; l < L_COUNT; l++) {
+    for (int l = 1; l < KT_L_COUNT; l++) {
         c.layout = l;
         cdata d;
         build_case(&c, NULL, 0, &d);
@@ -1515,26 +1115,26 @@ static void test_ref_layouts(void **state) {
                 for (int dd = 0; dd < c.D; dd++) {
                     double a = base.ref[row * base.p.out_row_stride + hh * base.p.out_head_stride + dd];
                     double b = d.ref[row * d.p.out_row_stride + hh * d.p.out_head_stride + dd];
-                    if (a != b) fail_msg("%s: row %lld head %d d %d: %g vs %g", layout_name[l], (long long)row, hh, dd, a, b);
+                    if (a != b) fail_msg("%s: row %lld head %d d %d: %g vs %g", kt_layout_name[l], (long long)row, hh, dd, a, b);
                 }
         free_case(&d);
     }
     free_case(&base);
 
     /* rab heads: with head 1 a copy of head 0, rab_heads 2 == rab_heads 1 */
-    c.layout = L_CONTIG;
+    c.layout = KT_L_CONTIG;
     c.rab_heads = 2;
     cdata d;
     build_case(&c, NULL, 0, &d);
     for (int b = 0; b < c.B; b++)
-        memcpy(d.brab + b * d.p.rab_batch_stride + d.p.rab_head_stride,
-               d.brab + b * d.p.rab_batch_stride, (size_t)d.p.rab_head_stride * 2);
-    double *r2 = xmalloc(d.nout * sizeof(double)), *r1 = xmalloc(d.nout * sizeof(double));
+        memcpy(d.in.brab + b * d.p.rab_batch_stride + d.p.rab_head_stride,
+               d.in.brab + b * d.p.rab_batch_stride, (size_t)d.p.rab_head_stride * 2);
+    double *r2 = kt_xmalloc(d.nout * sizeof(double)), *r1 = kt_xmalloc(d.nout * sizeof(double));
     for (size_t i = 0; i < d.nout; i++) r1[i] = r2[i] = NAN;
     kt_ref_hstu_fwd(&d.p, &d.h, r2);
     d.p.rab_heads = 1;
     kt_ref_hstu_fwd(&d.p, &d.h, r1);
-    for (int64_t i = 0; i < (int64_t)d.nout - GUARD; i++) assert_true(r1[i] == r2[i] || (isnan(r1[i]) && isnan(r2[i])));
+    for (int64_t i = 0; i < (int64_t)d.nout - KT_GUARD; i++) assert_true(r1[i] == r2[i] || (isnan(r1[i]) && isnan(r2[i])));
     /* and rab matters */
     d.h.rab = NULL;
     kt_ref_hstu_fwd(&d.p, &d.h, r1);
@@ -1586,20 +1186,7 @@ static void test_ref_sequences(void **state) {
 
 static int setup(void **state) {
     (void)state;
-    if (kt_gpu_init(g_why, sizeof g_why) == 0) g_gpu_ok = 1;
-    kiln_engine_options o;
-    if (kiln_engine_options_init(&o) != KILN_OK) return -1;
-    o.flags = KILN_ENGINE_NO_DISK_CACHE | KILN_ENGINE_NO_COMPILE;
-    o.log_level = KILN_LOG_ERROR;
-    if (kiln_engine_create(&o, &g_nolaunch) != KILN_OK) {
-        fprintf(stderr, "kiln_engine_create: %s\n", kiln_last_error());
-        return -1;
-    }
-    if (g_gpu_ok && kiln_engine_create(NULL, &g_engine) != KILN_OK) {
-        fprintf(stderr, "kiln_engine_create: %s\n", kiln_last_error());
-        return -1;
-    }
-    return 0;
+    return kt_open_engines(&g_gpu_ok, g_why, sizeof g_why, &g_engine, &g_nolaunch);
 }
 
 static int teardown(void **state) {

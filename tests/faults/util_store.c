@@ -17,7 +17,7 @@
 int st_long;
 const char *st_case_name = "init";
 static char g_root[512];
-static char g_refdb[600];
+static char g_refdb[700];
 
 /* ---------------------------------------------------------------- logger */
 
@@ -207,7 +207,7 @@ static pid_t g_main_pid;
 static void cleanup(void)
 {
     if (getpid() != g_main_pid || getenv("KILN_FAULT_KEEP") || !g_root[0]) return;
-    char cmd[600];
+    char cmd[1200];
     snprintf(cmd, sizeof cmd, "chmod -R u+rwx '%s' 2>/dev/null; rm -rf '%s'", g_root, g_root);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_root);
 }
@@ -315,7 +315,7 @@ st_ref *st_refs(int n)
     if (g_nrefs >= n) return g_refs;
     const char *saved_case = st_case_name;
     st_case_name = "reference compiles";
-    char dir[600];
+    char dir[560];
     snprintf(dir, sizeof dir, "%s/ref", g_root);
     mkdir(dir, 0700);
     snprintf(g_refdb, sizeof g_refdb, "%s/kiln.db", dir);
@@ -432,4 +432,45 @@ int st_integrity_ok(const char *path)
     }
     sqlite3_close(db);
     return ok;
+}
+
+/* ---------------------------------------------------------------- fake cubins */
+
+static void put_le(uint8_t *p, uint64_t v, int n)
+{
+    for (int i = 0; i < n; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+void *st_fake_elf(size_t payload, unsigned seed, size_t *len)
+{
+    size_t shoff = (64 + payload + 7) & ~(size_t)7;
+    size_t n = shoff + 2 * 64;
+    uint8_t *b = calloc(1, n);
+    CHECK(b, "out of memory");
+    memcpy(b, "\177ELF", 4);
+    b[4] = 2; /* ELFCLASS64 */
+    b[5] = 1; /* little-endian */
+    b[6] = 1;
+    put_le(b + 16, 2, 2);   /* ET_EXEC */
+    put_le(b + 18, 190, 2); /* EM_CUDA */
+    put_le(b + 20, 1, 4);
+    put_le(b + 40, shoff, 8);
+    put_le(b + 52, 64, 2);
+    put_le(b + 54, 56, 2);
+    put_le(b + 58, 64, 2);
+    put_le(b + 60, 2, 2);
+    uint32_t x = seed * 2654435761u + 1;
+    for (size_t i = 0; i < payload; i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        b[64 + i] = (uint8_t)x;
+    }
+    uint8_t *sh = b + shoff + 64;
+    put_le(sh + 4, 1, 4); /* SHT_PROGBITS */
+    put_le(sh + 24, 64, 8);
+    put_le(sh + 32, payload, 8);
+    CHECK(!kiln__elf_check(b, n), "st_fake_elf: %s", kiln__elf_check(b, n));
+    *len = n;
+    return b;
 }

@@ -94,4 +94,9 @@ int st_sql_exec(const char *path, const char *sql);
 int st_integrity_ok(const char *path);
 double st_now(void);
 
+/* A fake but structurally valid cubin (passes kiln__elf_check: ELF64 LE,
+ * e_machine 190, a null section and one PROGBITS of `payload` pseudo-random
+ * bytes from seed), malloc'd; *len its size.  Never loadable by a driver. */
+void *st_fake_elf(size_t payload, unsigned seed, size_t *len);
+
 #endif

@@ -326,17 +326,39 @@ static const char *check_dir(const char *dir, char *buf, size_t n)
     return NULL;
 }
 
-/* Why the database file may not be used, or NULL (also if it is missing). */
-static const char *check_db_file(const char *path, char *buf, size_t n)
+/* Why one file of the database may not be used, or NULL (also if missing). */
+static const char *check_one_file(const char *path, const char *what,
+                                  char *buf, size_t n)
 {
     struct stat st;
     if (lstat(path, &st) != 0) return NULL;
-    if (S_ISLNK(st.st_mode)) return "it is a symbolic link";
-    if (!S_ISREG(st.st_mode)) return "it is not a regular file";
-    if (st.st_nlink > 1) {
-        snprintf(buf, n, "it has %lu hard links",
+    if (S_ISLNK(st.st_mode))
+        snprintf(buf, n, "%s is a symbolic link", what);
+    else if (!S_ISREG(st.st_mode))
+        snprintf(buf, n, "%s is not a regular file", what);
+    else if (st.st_nlink > 1)
+        snprintf(buf, n, "%s has %lu hard links", what,
                  (unsigned long)st.st_nlink);
-        return buf;
+    else if (st.st_uid != geteuid())
+        snprintf(buf, n, "%s is owned by uid %u, not by the effective uid %u",
+                 what, (unsigned)st.st_uid, (unsigned)geteuid());
+    else
+        return NULL;
+    return buf;
+}
+
+/* Why the database may not be used, or NULL (also if it is missing): the
+ * file itself and any -wal / -shm beside it (planted ones could feed SQLite
+ * pages that never went through kiln). */
+static const char *check_db_file(const char *path, char *buf, size_t n)
+{
+    static const char *const sfx[] = {"", "-wal", "-shm"};
+    static const char *const what[] = {"it", "its -wal", "its -shm"};
+    char side[4096];
+    for (int i = 0; i < 3; i++) {
+        snprintf(side, sizeof side, "%s%s", path, sfx[i]);
+        const char *bad = check_one_file(side, what[i], buf, n);
+        if (bad) return bad;
     }
     return NULL;
 }

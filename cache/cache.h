@@ -73,7 +73,10 @@ typedef struct kiln_cache_put_args {
 
 /* Open.  dir: writable cache directory (NULL: no writable layer); created 0700
  * if missing; refused (memory mode, one warning) if it is a symlink, not owned
- * by the effective uid, or group/world-writable.  ro_layers: ':'-separated
+ * by the effective uid, or group/world-writable, or if kiln.db, kiln.db-wal or
+ * kiln.db-shm is a symlink, hard-linked or owned by another user.  A kiln.db
+ * that could not be created (e.g. no space or inodes) is retried at the next
+ * put, so stores resume without a restart.  ro_layers: ':'-separated
  * directories (holding kiln.db) or .db files, may be NULL; missing ones are
  * skipped with a debug log.  Fails only for ENOMEM/EBADARG. */
 kiln_status kiln__cache_open(const char *dir, const char *ro_layers,

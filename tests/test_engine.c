@@ -22,6 +22,7 @@
 #include "kiln.h"
 #include "runtime/cuda.h"
 #include "templates/hstu_params.h"
+#include "util_fakecu.h"
 
 /* ---------------------------------------------- counting the heap (glibc) */
 
@@ -37,90 +38,30 @@ void free(void *p) { __libc_free(p); }
 
 /* ---------------------------------------------- a fake driver */
 
-static struct {
-    pthread_mutex_t mu;
-    int loads, launches, set_attr;
-    unsigned grid[3], block[3], smem;
-    kiln_hstu_kparams last;
-    int fail_loads; /* make cuLibraryLoadData fail */
-} fake = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, {0}, {0}, 0, {0}, 0};
-
-static int fake_lib_storage[64];
-
-static CUresult f_ok(void) { return 0; }
-static CUresult f_init(unsigned f) { (void)f; return 0; }
-static CUresult f_ver(int *v) { *v = 13000; return 0; }
-static CUresult f_count(int *n) { *n = 1; return 0; }
-static CUresult f_dev(CUdevice *d, int o) { *d = o; return 0; }
-static CUresult f_attr(int *v, int a, CUdevice d)
+/* The shared fake (tests/util_fakecu.c): sm_90a, keeping the last launch;
+ * every load must be an ELF and every kernel the forward one. */
+static CUresult check_load(const void *code, void *user)
 {
-    (void)d;
-    *v = a == KILN_CU_ATTR_CC_MAJOR ? 9 : a == KILN_CU_ATTR_CC_MINOR ? 0 : 132;
-    return 0;
-}
-static CUresult f_name(char *n, int l, CUdevice d) { (void)d; snprintf(n, (size_t)l, "fake"); return 0; }
-static CUresult f_mem(size_t *b, CUdevice d) { (void)d; *b = 1 << 30; return 0; }
-static CUresult f_getcur(CUcontext *c) { *c = (CUcontext)&fake; return 0; }
-static CUresult f_setcur(CUcontext c) { (void)c; return 0; }
-static CUresult f_ctxdev(CUdevice *d) { *d = 0; return 0; }
-static CUresult f_retain(CUcontext *c, CUdevice d) { (void)d; *c = (CUcontext)&fake; return 0; }
-static CUresult f_load(CUlibrary *lib, const void *code, void *a, void **b, unsigned c,
-                       void *d, void **e, unsigned f)
-{
-    (void)a; (void)b; (void)c; (void)d; (void)e; (void)f;
-    pthread_mutex_lock(&fake.mu);
-    int fail = fake.fail_loads;
-    int n = fake.loads++;
-    pthread_mutex_unlock(&fake.mu);
-    if (fail) return 218; /* CUDA_ERROR_INVALID_PTX */
+    (void)user;
     assert_memory_equal(code, "\x7f" "ELF", 4);
-    *lib = (CUlibrary)&fake_lib_storage[n % 64];
     return 0;
 }
-static CUresult f_unload(CUlibrary l) { (void)l; return 0; }
-static CUresult f_getk(CUkernel *k, CUlibrary l, const char *name)
+static void check_kernel(const char *name, void *user)
 {
+    (void)user;
     assert_string_equal(name, "kiln_hstu_fwd");
-    *k = (CUkernel)l;
-    return 0;
 }
-static CUresult f_kattr(int a, int v, CUkernel k, CUdevice d)
+static void install_fake(void)
 {
-    (void)a; (void)v; (void)k; (void)d;
-    fake.set_attr++;
-    return 0;
+    kt_fakecu_config c;
+    kt_fakecu_config_init(&c);
+    c.load_check = check_load;
+    c.kernel_check = check_kernel;
+    c.capture_launch = 1;
+    kt_fakecu_install(&c);
 }
-static CUresult f_launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
-                         unsigned by, unsigned bz, unsigned smem, CUstream s, void **params,
-                         void **extra)
-{
-    (void)f; (void)s; (void)extra;
-    pthread_mutex_lock(&fake.mu);
-    fake.launches++;
-    fake.grid[0] = gx; fake.grid[1] = gy; fake.grid[2] = gz;
-    fake.block[0] = bx; fake.block[1] = by; fake.block[2] = bz;
-    fake.smem = smem;
-    memcpy(&fake.last, params[0], sizeof fake.last);
-    pthread_mutex_unlock(&fake.mu);
-    return 0;
-}
-static CUresult f_malloc(CUdeviceptr *p, size_t n) { (void)n; *p = 0x1000; return 0; }
-static CUresult f_free(CUdeviceptr p) { (void)p; return 0; }
-static CUresult f_memset(CUdeviceptr p, unsigned char v, size_t n) { (void)p; (void)v; (void)n; return 0; }
-static CUresult f_dtoh(void *d, CUdeviceptr s, size_t n) { (void)s; memset(d, 0, n); return 0; }
-static CUresult f_errname(CUresult r, const char **s) { *s = r == 218 ? "CUDA_ERROR_INVALID_PTX" : "CUDA_ERROR_FAKE"; return 0; }
-static CUresult f_errstr(CUresult r, const char **s) { (void)r; *s = "fake"; return 0; }
-
-static const kiln_cu_api fake_api = {
-    .Init = f_init, .DriverGetVersion = f_ver, .DeviceGetCount = f_count,
-    .DeviceGet = f_dev, .DeviceGetAttribute = f_attr, .DeviceGetName = f_name,
-    .DeviceTotalMem = f_mem, .CtxGetCurrent = f_getcur, .CtxSetCurrent = f_setcur,
-    .CtxGetDevice = f_ctxdev, .CtxSynchronize = f_ok, .DevicePrimaryCtxRetain = f_retain,
-    .LibraryLoadData = f_load, .LibraryUnload = f_unload, .LibraryGetKernel = f_getk,
-    .KernelSetAttribute = f_kattr, .LaunchKernel = f_launch, .MemAlloc = f_malloc,
-    .MemFree = f_free, .MemsetD8 = f_memset, .MemcpyDtoH = f_dtoh,
-    .GetErrorName = f_errname, .GetErrorString = f_errstr,
-};
+static int fake_loads(void) { return (int)kt_fakecu_counts_get().loads; }
+static int fake_launches(void) { return (int)kt_fakecu_counts_get().launches; }
 
 /* ---------------------------------------------- fixtures */
 
@@ -132,7 +73,7 @@ static int setup(void **state)
     (void)state;
     snprintf(dir, sizeof dir, "%s/kiln-engine-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
     if (!mkdtemp(dir)) return -1;
-    kiln__cu_override(&fake_api);
+    install_fake();
     kiln_engine *e;
     if (kiln_engine_create(NULL, &e) != KILN_OK) return -1;
     kiln_info info;
@@ -200,19 +141,20 @@ static void miss_then_hit(void **state)
     NEED_NVRTC();
     kiln_engine *e = engine_at("a", 0);
     kiln_hstu_fwd_params p = params(64, 1);
-    int loads0 = fake.loads, launches0 = fake.launches;
+    int loads0 = fake_loads(), launches0 = fake_launches();
     assert_int_equal(kiln_hstu_fwd(e, &p, NULL), KILN_OK);
-    assert_int_equal(fake.loads, loads0 + 1);
-    assert_int_equal(fake.launches, launches0 + 1);
+    assert_int_equal(fake_loads(), loads0 + 1);
+    assert_int_equal(fake_launches(), launches0 + 1);
     /* geometry and parameters reach the driver as planned */
+    kt_fakecu_launch fake = kt_fakecu_last_launch();
     assert_int_equal(fake.grid[1], 2);
     assert_int_equal(fake.grid[2], 3);
     assert_true(fake.block[0] % 32 == 0 && fake.block[0] >= 128);
-    assert_int_equal(fake.last.q, p.q);
-    assert_int_equal(fake.last.out, p.out);
-    assert_int_equal(fake.last.max_seqlen_q, 200);
-    assert_true(fake.last.alpha == 0.5f);
-    assert_true(fake.last.inv_scaling == 1.0f / 200);
+    assert_int_equal(fake.kp.q, p.q);
+    assert_int_equal(fake.kp.out, p.out);
+    assert_int_equal(fake.kp.max_seqlen_q, 200);
+    assert_true(fake.kp.alpha == 0.5f);
+    assert_true(fake.kp.inv_scaling == 1.0f / 200);
 
     kiln_cache_stats st0, st1;
     assert_int_equal(kiln_cache_stats_get(e, &st0), KILN_OK);
@@ -221,8 +163,8 @@ static void miss_then_hit(void **state)
     for (int i = 0; i < 1000; i++) assert_int_equal(kiln_hstu_fwd(e, &p, NULL), KILN_OK);
     long hit_allocs = allocs - a0;
     assert_int_equal(hit_allocs, 0);
-    assert_int_equal(fake.loads, loads0 + 1);
-    assert_int_equal(fake.launches, launches0 + 1001);
+    assert_int_equal(fake_loads(), loads0 + 1);
+    assert_int_equal(fake_launches(), launches0 + 1001);
     assert_int_equal(kiln_cache_stats_get(e, &st1), KILN_OK);
     assert_int_equal(st1.compiles, 1);
     assert_int_equal(st1.disk_hits, st0.disk_hits); /* no SQLite on a hit */
@@ -234,7 +176,7 @@ static void miss_then_hit(void **state)
     assert_int_equal(kiln_cache_stats_get(e, &st1), KILN_OK);
     assert_int_equal(st1.compiles, 0);
     assert_int_equal(st1.disk_hits, 1);
-    assert_int_equal(fake.loads, loads0 + 2);
+    assert_int_equal(fake_loads(), loads0 + 2);
     kiln_engine_destroy(e);
 }
 
@@ -274,7 +216,7 @@ static void single_flight(void **state)
     struct race r[N];
     pthread_barrier_t bar;
     pthread_barrier_init(&bar, NULL, N);
-    int loads0 = fake.loads;
+    int loads0 = fake_loads();
     for (int i = 0; i < N; i++) {
         r[i].e = e;
         r[i].p = params(128, 1);
@@ -288,7 +230,7 @@ static void single_flight(void **state)
     kiln_cache_stats st;
     assert_int_equal(kiln_cache_stats_get(e, &st), KILN_OK);
     assert_int_equal(st.compiles, 1);
-    assert_int_equal(fake.loads, loads0 + 1);
+    assert_int_equal(fake_loads(), loads0 + 1);
     /* prewarm of the same key in the same engine: nothing to do */
     assert_int_equal(kiln_prewarm(e, "hstu_fwd/sm_90a/bf16/d128/causal", NULL), KILN_OK);
     assert_int_equal(kiln_cache_stats_get(e, &st), KILN_OK);
@@ -303,10 +245,10 @@ static void load_failure_is_reported_and_retried(void **state)
     NEED_NVRTC();
     kiln_engine *e = engine_at("c", 0);
     kiln_hstu_fwd_params p = params(64, 0);
-    fake.fail_loads = 1;
+    kt_fakecu_set_mode(KT_FAKECU_LOAD_FAIL);
     assert_int_equal(kiln_hstu_fwd(e, &p, NULL), KILN_ECUDA);
     assert_non_null(strstr(kiln_last_error(), "CUDA_ERROR_INVALID_PTX"));
-    fake.fail_loads = 0;
+    kt_fakecu_set_mode(KT_FAKECU_OK);
     assert_int_equal(kiln_hstu_fwd(e, &p, NULL), KILN_OK);
     kiln_engine_destroy(e);
 }
@@ -330,13 +272,13 @@ static void unusable_cache_dir_degrades_to_memory(void **state)
     assert_int_equal(st.writable, 0);
     /* prewarm without a writable cache keeps the cubin for a later launch */
     assert_int_equal(kiln_prewarm(e, "hstu_fwd/sm_90a/fp16/d32/none", NULL), KILN_OK);
-    int loads0 = fake.loads;
+    int loads0 = fake_loads();
     kiln_hstu_fwd_params q = params(32, 0);
     q.dtype = KILN_DTYPE_FP16;
     assert_int_equal(kiln_hstu_fwd(e, &q, NULL), KILN_OK);
     assert_int_equal(kiln_cache_stats_get(e, &st), KILN_OK);
     assert_int_equal(st.compiles, 2);
-    assert_int_equal(fake.loads, loads0 + 1);
+    assert_int_equal(fake_loads(), loads0 + 1);
     kiln_engine_destroy(e);
 }
 
@@ -346,12 +288,12 @@ static void empty_batch_launches_nothing(void **state)
     kiln_engine *e = engine_at("d", KILN_ENGINE_NO_COMPILE);
     kiln_hstu_fwd_params p = params(64, 1);
     p.batch = 0;
-    int l0 = fake.launches;
+    int l0 = fake_launches();
     assert_int_equal(kiln_hstu_fwd(e, &p, NULL), KILN_OK);
     p.batch = 2;
     p.max_seqlen_q = 0;
     assert_int_equal(kiln_hstu_fwd(e, &p, NULL), KILN_OK);
-    assert_int_equal(fake.launches, l0);
+    assert_int_equal(fake_launches(), l0);
     kiln_engine_destroy(e);
 }
 

@@ -18,7 +18,7 @@ CLANG=${CLANG:-clang}
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 CF="-std=c11 -D_GNU_SOURCE -DKILN_BUILDING -Iinclude -I. -I$BUILD/gen -Itests -Itests/faults -g -O1 -w"
 LIBS="-lsqlite3 -lxxhash -ldl -lpthread -lm"
-SRCS="$(ls runtime/*.c dispatch/*.c cache/*.c) $BUILD/gen/kiln_templates.c tests/faults/util_rt.c"
+SRCS="$(ls runtime/*.c dispatch/*.c cache/*.c) $BUILD/gen/kiln_templates.c tests/faults/util_rt.c tests/util_fakecu.c"
 
 # Compile each source once, in parallel (2 jobs), with coverage for libFuzzer.
 fuzzer=1

@@ -8,12 +8,14 @@
 
 #include "kiln.h"
 #include "runtime/cuda.h"
+#include "util_fakecu.h"
 
+/* The modes of the shared fake driver (tests/util_fakecu.h). */
 enum rt_driver_mode {
-    RT_DRIVER_OK = 0,     /* one sm_90a device, every call succeeds */
-    RT_DRIVER_INIT_FAIL,  /* every call: CUDA_ERROR_NOT_INITIALIZED (3) */
-    RT_DRIVER_NO_DEVICE,  /* no context, cuDeviceGet: CUDA_ERROR_NO_DEVICE (100) */
-    RT_DRIVER_LOAD_FAIL   /* cuLibraryLoadData: CUDA_ERROR_INVALID_PTX (218) */
+    RT_DRIVER_OK = KT_FAKECU_OK,               /* one sm_90a device, every call succeeds */
+    RT_DRIVER_INIT_FAIL = KT_FAKECU_INIT_FAIL, /* every call: CUDA_ERROR_NOT_INITIALIZED (3) */
+    RT_DRIVER_NO_DEVICE = KT_FAKECU_NO_DEVICE, /* no context, cuDeviceGet: CUDA_ERROR_NO_DEVICE (100) */
+    RT_DRIVER_LOAD_FAIL = KT_FAKECU_LOAD_FAIL  /* cuLibraryLoadData: CUDA_ERROR_INVALID_PTX (218) */
 };
 
 typedef struct rt_driver_counts {
@@ -22,7 +24,9 @@ typedef struct rt_driver_counts {
     long calls;     /* every call */
 } rt_driver_counts;
 
-/* The fake table; kiln__cu_override(rt_driver()) installs it. */
+/* The fake table (tests/util_fakecu.c, set to this profile: sm_90a "fake",
+ * non-ELF loads rejected); kiln__cu_override(rt_driver()) installs it.
+ * Mode and counters are those of the shared fake and persist. */
 const kiln_cu_api *rt_driver(void);
 void rt_driver_mode(int mode);
 rt_driver_counts rt_driver_counts_get(void);

@@ -12,6 +12,7 @@
 
 #include "cache/cache.h"
 #include "runtime/cuda.h"
+#include "util_fakecu.h"
 #include "util_store.h"
 
 int st_long;
@@ -61,13 +62,14 @@ int st_log_count(const char *needle)
 
 /* ---------------------------------------------------------------- driver */
 
+/* The shared fake (tests/util_fakecu.c) as an sm_80 A100 whose loads are
+ * checked against the verified references. */
 #define MAX_GOOD 64
 static pthread_mutex_t g_drv_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct { const void *p; size_t n; } g_good[MAX_GOOD];
-static int g_ngood, g_loads, g_bad;
+static int g_ngood, g_bad;
 static void *g_last;
 static size_t g_last_len;
-static int g_lib_storage[256];
 
 void st_ref_bytes(const void *cubin, size_t len)
 {
@@ -80,7 +82,7 @@ void st_ref_bytes(const void *cubin, size_t len)
     pthread_mutex_unlock(&g_drv_mu);
 }
 
-int st_loads(void) { return g_loads; }
+int st_loads(void) { return (int)kt_fakecu_counts_get().loads; }
 int st_bad_loads(void) { return g_bad; }
 const void *st_last_load(size_t *len)
 {
@@ -88,32 +90,13 @@ const void *st_last_load(size_t *len)
     return g_last;
 }
 
-static CUresult f_ok(void) { return 0; }
-static CUresult f_init(unsigned f) { (void)f; return 0; }
-static CUresult f_ver(int *v) { *v = 13000; return 0; }
-static CUresult f_count(int *n) { *n = 1; return 0; }
-static CUresult f_dev(CUdevice *d, int o) { *d = o; return 0; }
-static CUresult f_attr(int *v, int a, CUdevice d)
+/* The driver would read the ELF headers for the length; we find it by
+ * matching a verified reference.  Bytes matching none are "unverified";
+ * the load succeeds either way. */
+static CUresult check_load(const void *code, void *user)
 {
-    (void)d;
-    *v = a == KILN_CU_ATTR_CC_MAJOR ? 8 : a == KILN_CU_ATTR_CC_MINOR ? 0
-       : a == KILN_CU_ATTR_MAX_SMEM_OPTIN ? 163 * 1024 : a == KILN_CU_ATTR_MAX_THREADS_PER_BLOCK ? 1024 : 108;
-    return 0;
-}
-static CUresult f_name(char *n, int l, CUdevice d) { (void)d; snprintf(n, (size_t)l, "fake-a100"); return 0; }
-static CUresult f_mem(size_t *b, CUdevice d) { (void)d; *b = (size_t)1 << 30; return 0; }
-static CUresult f_getcur(CUcontext *c) { *c = (CUcontext)&g_loads; return 0; }
-static CUresult f_setcur(CUcontext c) { (void)c; return 0; }
-static CUresult f_ctxdev(CUdevice *d) { *d = 0; return 0; }
-static CUresult f_retain(CUcontext *c, CUdevice d) { (void)d; *c = (CUcontext)&g_loads; return 0; }
-static CUresult f_load(CUlibrary *lib, const void *code, void *a, void **b, unsigned c,
-                       void *d, void **e, unsigned f)
-{
-    (void)a; (void)b; (void)c; (void)d; (void)e; (void)f;
-    /* The driver would read the ELF headers for the length; we find it by
-     * matching a verified reference.  Bytes matching none are "unverified". */
+    (void)user;
     pthread_mutex_lock(&g_drv_mu);
-    int n = g_loads++;
     int good = -1;
     for (int i = 0; i < g_ngood && good < 0; i++)
         if (memcmp(code, g_good[i].p, g_good[i].n) == 0 &&
@@ -128,38 +111,22 @@ static CUresult f_load(CUlibrary *lib, const void *code, void *a, void **b, unsi
         g_last_len = g_good[good].n;
     }
     pthread_mutex_unlock(&g_drv_mu);
-    *lib = (CUlibrary)&g_lib_storage[n % 256];
     return 0;
 }
-static CUresult f_unload(CUlibrary l) { (void)l; return 0; }
-static CUresult f_getk(CUkernel *k, CUlibrary l, const char *name) { (void)name; *k = (CUkernel)l; return 0; }
-static CUresult f_kattr(int a, int v, CUkernel k, CUdevice d) { (void)a; (void)v; (void)k; (void)d; return 0; }
-static CUresult f_launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz, unsigned bx,
-                         unsigned by, unsigned bz, unsigned smem, CUstream s, void **params,
-                         void **extra)
-{
-    (void)f; (void)gx; (void)gy; (void)gz; (void)bx; (void)by; (void)bz;
-    (void)smem; (void)s; (void)params; (void)extra;
-    return 0;
-}
-static CUresult f_malloc(CUdeviceptr *p, size_t n) { (void)n; *p = 0x1000; return 0; }
-static CUresult f_free(CUdeviceptr p) { (void)p; return 0; }
-static CUresult f_memset(CUdeviceptr p, unsigned char v, size_t n) { (void)p; (void)v; (void)n; return 0; }
-static CUresult f_memset32(CUdeviceptr p, unsigned v, size_t n, CUstream s) { (void)p; (void)v; (void)n; (void)s; return 0; }
-static CUresult f_dtoh(void *d, CUdeviceptr s, size_t n) { (void)s; memset(d, 0, n); return 0; }
-static CUresult f_errname(CUresult r, const char **s) { (void)r; *s = "CUDA_ERROR_FAKE"; return 0; }
-static CUresult f_errstr(CUresult r, const char **s) { (void)r; *s = "fake"; return 0; }
 
-static const kiln_cu_api fake_api = {
-    .Init = f_init, .DriverGetVersion = f_ver, .DeviceGetCount = f_count,
-    .DeviceGet = f_dev, .DeviceGetAttribute = f_attr, .DeviceGetName = f_name,
-    .DeviceTotalMem = f_mem, .CtxGetCurrent = f_getcur, .CtxSetCurrent = f_setcur,
-    .CtxGetDevice = f_ctxdev, .CtxSynchronize = f_ok, .DevicePrimaryCtxRetain = f_retain,
-    .LibraryLoadData = f_load, .LibraryUnload = f_unload, .LibraryGetKernel = f_getk,
-    .KernelSetAttribute = f_kattr, .LaunchKernel = f_launch, .MemAlloc = f_malloc,
-    .MemFree = f_free, .MemsetD8 = f_memset, .MemsetD32Async = f_memset32,
-    .MemcpyDtoH = f_dtoh, .GetErrorName = f_errname, .GetErrorString = f_errstr,
-};
+static void install_driver(void)
+{
+    kt_fakecu_config c;
+    kt_fakecu_config_init(&c);
+    c.cc_major = 8;
+    c.cc_minor = 0;
+    c.attr_default = 108;
+    c.max_smem_optin = 163 * 1024;
+    c.max_threads = 1024;
+    c.name = "fake-a100";
+    c.load_check = check_load;
+    kt_fakecu_install(&c);
+}
 
 /* ---------------------------------------------------------------- cases */
 
@@ -229,7 +196,7 @@ void st_init(int argc, char **argv, const char *prog)
     signal(SIGPIPE, SIG_IGN);
     unsetenv("KILN_CACHE_RO");
     unsetenv("KILN_CACHE_MAX_BYTES");
-    kiln__cu_override(&fake_api);
+    install_driver();
     setvbuf(stdout, NULL, _IOLBF, 0);
 }
 

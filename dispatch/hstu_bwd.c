@@ -135,7 +135,7 @@ kiln_status kiln__hstu_bwd_plan(const kiln_hstu_bwd_params *p, int arch, int arc
     kp->drab_batch_stride = p->drab_batch_stride;
     kp->drab_head_stride = p->drab_head_stride;
     kp->drab_row_stride = p->drab_row_stride;
-    kp->num_n_blocks = (f->max_seqlen_k + key->block_n - 1) / key->block_n;
+    kp->num_n_blocks = (int32_t)(((int64_t)f->max_seqlen_k + key->block_n - 1) / key->block_n);
     plan->zero_dq_bytes = dq_bytes;
     plan->zero_drab_bytes = drab_bytes;
 

@@ -15,6 +15,7 @@ _Static_assert(offsetof(kiln_hstu_kparams, batch) == 184, "kparams layout");
 _Static_assert(offsetof(kiln_hstu_kparams, alpha) == 224, "kparams layout");
 
 #define GRID_YZ_MAX 65535
+#define KILN_MAX_SEQLEN (1 << 30)
 
 /* Highest element index a (rows, heads, dim) view touches, or -1 on
  * overflow of int64. */
@@ -127,10 +128,11 @@ kiln_status kiln__hstu_plan_inputs(const kiln_hstu_fwd_params *p, int arch, int 
                  (long long)p->total_q);
     KILN_FAIL_IF(p->total_k < 0, KILN_EBADARG, "total_k %lld is negative",
                  (long long)p->total_k);
-    KILN_FAIL_IF(p->max_seqlen_q < 0, KILN_EBADARG, "max_seqlen_q %d is negative",
-                 p->max_seqlen_q);
-    KILN_FAIL_IF(p->max_seqlen_k < 0, KILN_EBADARG, "max_seqlen_k %d is negative",
-                 p->max_seqlen_k);
+    /* Kernels index positions in 32-bit: keep block starts far from INT_MAX. */
+    KILN_FAIL_IF(p->max_seqlen_q < 0 || p->max_seqlen_q > KILN_MAX_SEQLEN, KILN_EBADARG,
+                 "max_seqlen_q %d is not in [0, %d]", p->max_seqlen_q, KILN_MAX_SEQLEN);
+    KILN_FAIL_IF(p->max_seqlen_k < 0 || p->max_seqlen_k > KILN_MAX_SEQLEN, KILN_EBADARG,
+                 "max_seqlen_k %d is not in [0, %d]", p->max_seqlen_k, KILN_MAX_SEQLEN);
     KILN_FAIL_IF(p->offsets_type != KILN_INDEX_INT32 &&
                      p->offsets_type != KILN_INDEX_INT64,
                  KILN_EBADARG, "offsets_type %d is not KILN_INDEX_INT32 or _INT64",
@@ -247,7 +249,8 @@ kiln_status kiln__hstu_plan_inputs(const kiln_hstu_fwd_params *p, int arch, int 
     kp->window_right = p->window_right;
     kp->target_group_size = p->num_targets ? p->target_group_size : 1;
     kp->offsets_i64 = p->offsets_type == KILN_INDEX_INT64;
-    kp->num_m_blocks = (p->max_seqlen_q + key->block_m - 1) / key->block_m;
+    /* 64-bit: max_seqlen_q may be near INT_MAX (found by the fuzzer). */
+    kp->num_m_blocks = (int32_t)(((int64_t)p->max_seqlen_q + key->block_m - 1) / key->block_m);
     kp->alpha = p->alpha;
     float scale = p->scaling_seqlen > 0 ? p->scaling_seqlen : (float)p->max_seqlen_q;
     kp->inv_scaling = scale > 0 ? 1.0f / scale : 1.0f;

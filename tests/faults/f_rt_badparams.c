@@ -54,6 +54,7 @@ CASE(out_row_stride_overflow, p->out_row_stride = INT64_MAX / 2)
 CASE(v_head_stride_2p62, p->v_head_stride = (int64_t)1 << 62)
 CASE(max_seqlen_q_negative, p->max_seqlen_q = -1)
 CASE(max_seqlen_k_negative, p->max_seqlen_k = -7)
+CASE(max_seqlen_q_near_int_max, p->max_seqlen_q = INT32_MAX - 1)
 CASE(rab_end_overflows_u64, { p->rab = UINT64_MAX - 1; p->rab_row_stride = 200; })
 CASE(window_left_negative_two, p->window_left = -2)
 CASE(window_right_negative_two, p->window_right = -9)
@@ -87,7 +88,8 @@ static const struct {
     C(out_misaligned), C(offsets_null), C(offsets_misaligned), C(offsets_type_bad),
     C(q_row_stride_negative), C(q_row_stride_zero), C(q_row_stride_odd),
     C(k_head_stride_overlap), C(out_row_stride_overflow), C(v_head_stride_2p62),
-    C(max_seqlen_q_negative), C(max_seqlen_k_negative), C(rab_end_overflows_u64),
+    C(max_seqlen_q_negative), C(max_seqlen_k_negative), C(max_seqlen_q_near_int_max),
+    C(rab_end_overflows_u64),
     C(window_left_negative_two), C(window_right_negative_two),
     C(contexts_without_causal), C(targets_without_causal), C(target_group_zero),
     C(targets_misaligned), C(alpha_nan), C(alpha_inf), C(scaling_negative),

@@ -20,9 +20,10 @@ int main(int argc, char **argv)
     if (system(cmd) != 0) return 1;
     snprintf(cmd, sizeof cmd,
              "d=$(mktemp -d) && '%s/faults/fuzz_api' -max_total_time=%d -rss_limit_mb=2048 "
+             "-artifact_prefix='%s/faults/' "
              "-print_final_stats=1 \"$d\" >\"$d.log\" 2>&1; rc=$?; tail -n 12 \"$d.log\"; "
              "rm -rf \"$d\" \"$d.log\"; exit $rc",
-             build, secs);
+             build, secs, build);
     int rc = system(cmd);
     printf("fuzz_api %d s: %s\n", secs, rc == 0 ? "clean" : "FAILED");
     return rc == 0 ? 0 : 1;

@@ -72,7 +72,11 @@ constexpr int BM = KILN_BLOCK_M;
 constexpr int BN = KILN_BLOCK_N;
 constexpr int NTHREADS = KILN_WARPS * 32;
 /* K/V ring depth: must match kiln__hstu_fwd_sm90_smem(). */
-constexpr int STAGES = D <= 64 ? 3 : 2;
+#ifdef KILN_SM90_STAGES
+constexpr int STAGES = KILN_SM90_STAGES;
+#else
+constexpr int STAGES = D <= 128 ? 3 : 2;
+#endif
 constexpr int PTHREADS = 128;            /* producer warpgroup */
 constexpr int CPR = D / 8;               /* 16-byte chunks per row */
 constexpr int SN = BN / 8;               /* n8 blocks of S */

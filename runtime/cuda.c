@@ -78,6 +78,7 @@ static void load(void)
     S(GetErrorString, "cuGetErrorString");
 #undef S
     if (missing) goto fail;
+    *(void **)&real.TensorMapEncodeTiled = dlsym(h, "cuTensorMapEncodeTiled");
     CUresult r = real.Init(0);
     if (r != 0) {
         const char *name = "?";

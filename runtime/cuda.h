@@ -55,6 +55,16 @@ typedef struct kiln_cu_api {
     CUresult (*MemcpyDtoH)(void *dst, CUdeviceptr src, size_t n);
     CUresult (*GetErrorName)(CUresult r, const char **s);
     CUresult (*GetErrorString)(CUresult r, const char **s);
+    /* Optional (NULL when the driver lacks it): kernels that need TMA
+     * descriptors then fall back to ones that don't.  Enum arguments are
+     * passed as int (CUtensorMapDataType, Interleave, Swizzle,
+     * L2promotion, FloatOOBfill). */
+    CUresult (*TensorMapEncodeTiled)(void *map, int dtype, unsigned rank, void *addr,
+                                     const unsigned long long *dims,
+                                     const unsigned long long *strides,
+                                     const unsigned *box, const unsigned *elem_strides,
+                                     int interleave, int swizzle, int l2_promotion,
+                                     int oob_fill);
 } kiln_cu_api;
 
 /* The driver table, loaded (dlopen + cuInit) once per process.  KILN_ENODEV

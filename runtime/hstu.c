@@ -5,6 +5,7 @@
 
 #include "dispatch/hstu_fwd.h"
 #include "runtime/engine.h"
+#include "runtime/hstu_tma.h"
 
 kiln_status kiln_hstu_fwd_params_init(kiln_hstu_fwd_params *p)
 {
@@ -68,6 +69,21 @@ kiln_status kiln_hstu_fwd(kiln_engine *e, const kiln_hstu_fwd_params *params,
         KILN_TRY(kiln__debug_counter(e, cu, di, &kp.debug_counter));
 
     kiln_slot *s;
+    if (key.impl == 1) {
+        /* The Hopper kernel loads through TMA descriptors of these tensors;
+         * tensors they cannot describe go to the portable kernel. */
+        kiln_hstu_tma_kparams ta;
+        if (kiln__hstu_tma_fill(cu, params, &key, &ta) == 0) {
+            ta.p = kp;
+            KILN_TRY(kiln__kernel_get(e, &key, 1, &s));
+            atomic_fetch_add_explicit(&e->mem_hits, 1, memory_order_relaxed);
+            return kiln__launch(cu, s, 0, dev, l.grid, l.block, l.smem, stream, &ta);
+        }
+        uint64_t dbg = kp.debug_counter;
+        KILN_TRY(kiln__hstu_fwd_plan_impl(params, di->arch, di->arch_a, 0, &key, &kp, &l,
+                                          &empty));
+        kp.debug_counter = dbg;
+    }
     KILN_TRY(kiln__kernel_get(e, &key, 1, &s));
     atomic_fetch_add_explicit(&e->mem_hits, 1, memory_order_relaxed);
     return kiln__launch(cu, s, 0, dev, l.grid, l.block, l.smem, stream, &kp);

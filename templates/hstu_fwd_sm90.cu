@@ -8,11 +8,13 @@
  * counter as hstu_fwd.cu (the portable kernel); only the machinery differs.
  *
  * One CTA = BLOCK_M = 128 query rows of one (batch, head); 12 warps:
- *   warpgroup 0 (producer, setmaxnreg 40): loads Q once and streams K/V tiles
- *     of BLOCK_N keys through a STAGES-deep ring with cp.async (16-byte,
- *     zero-filled past the sequence end) straight into the wgmma-canonical
- *     swizzled layout; each thread's copies complete on the stage's "full"
- *     mbarrier (cp.async.mbarrier.arrive.noinc, 128 arrivals).
+ *   warpgroup 0 (producer, setmaxnreg 40): one thread loads Q once and
+ *     streams K/V tiles of BLOCK_N keys through a STAGES-deep ring with TMA
+ *     (descriptors built by the host per call, hstu_tma_params.h), straight
+ *     into the wgmma-canonical swizzled layout; the copies complete on the
+ *     stage's "full" mbarrier (one arrival plus the transaction bytes).  The
+ *     last tile of a sequence, which runs past its end, is copied by all
+ *     128 threads with cp.async, zero-filled past the end.
  *   warpgroups 1, 2 (consumers, setmaxnreg 232): 64 query rows each.
  *     S = Q K^T: wgmma m64nBNk16, A = Q and B = K from shared memory
  *     (K-major).  P = silu(alpha (S + rab)) (masked -> 0) packed to 16 bits
@@ -39,7 +41,7 @@
  * aligned, their row and head strides multiples of 8 elements. */
 #include "kiln_common.cuh"
 #include "kiln_sm90.cuh"
-#include "hstu_params.h"
+#include "hstu_tma_params.h"
 
 #if !defined(KILN_DTYPE) || !defined(KILN_HEAD_DIM) || !defined(KILN_BLOCK_M) || \
     !defined(KILN_BLOCK_N) || !defined(KILN_WARPS)
@@ -84,6 +86,8 @@ constexpr int KSTEPS = D / 16;           /* k16 steps of Q K^T */
 constexpr int PSTEPS = BN / 16;          /* k16 steps of P V */
 constexpr bool SW128 = D >= 64;
 constexpr int ROWB = SW128 ? 128 : 64;   /* bytes per row of a column block */
+constexpr int CBE = ROWB / 2;            /* elements per row of a column block */
+constexpr int NCB = D / CBE;             /* column blocks per tile */
 constexpr bool CAUSAL = KILN_CAUSAL != 0;
 constexpr bool LOCAL = KILN_LOCAL != 0;
 constexpr bool CONTEXT = KILN_CONTEXT != 0;
@@ -292,9 +296,10 @@ KILN_DEV void step(const Ctx &c, float (&s)[BN / 2], float (&o)[D / 2], uint32_t
 } /* namespace kiln_hstu_fwd_sm90_impl */
 
 extern "C" __global__ void __launch_bounds__(KILN_WARPS * 32, 1)
-kiln_hstu_fwd(const __grid_constant__ kiln_hstu_kparams p)
+kiln_hstu_fwd(const __grid_constant__ kiln_hstu_tma_kparams a)
 {
     using namespace kiln_hstu_fwd_sm90_impl;
+    const kiln_hstu_kparams &p = a.p;
     extern __shared__ __align__(1024) unsigned char kiln_smem[];
 
     const int tid = threadIdx.x;
@@ -361,32 +366,65 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_kparams p)
     if (tid == 0) {
 #pragma unroll
         for (int s = 0; s < STAGES; ++s) {
-            kiln_mbar_init(sbase + BAR_FULL + 8 * s, PTHREADS);
+            kiln_mbar_init(sbase + BAR_FULL + 8 * s, 1);
             kiln_mbar_init(sbase + BAR_EMPTY + 8 * s, NTHREADS - PTHREADS);
         }
-        kiln_mbar_init(sbase + BAR_Q, PTHREADS);
+        kiln_mbar_init(sbase + BAR_Q, 1);
+        /* make the initialized barriers visible to the TMA unit */
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     __syncthreads();
 
     const int wg = tid >> 7;
     if (wg == 0) {
-        /* ================= producer ================= */
+        /* ================= producer =================
+         * One thread issues TMA copies: Q once, then K and V per tile.  The
+         * tile that runs past the end of the sequence is copied instead by
+         * all 128 threads with cp.async, zero-filling the rows >= L: TMA
+         * would bring the next sequence's rows there, and although P is 0
+         * in those columns, 0 * (an Inf or NaN in a V row) is not 0. */
         kiln_setmaxnreg_dec<40>();
-        const uint16_t *qg = (const uint16_t *)p.q + (q_beg + m0) * p.q_row_stride +
-                             (int64_t)h * p.q_head_stride;
+        const bool leader = tid == 0;
+        const void *tm_q = &a.tmap[KILN_TMA_Q][0];
+        const void *tm_k = &a.tmap[KILN_TMA_K][0];
+        const void *tm_v = &a.tmap[KILN_TMA_V][0];
+        if (leader) {
+            kiln_mbar_arrive_expect_tx(sbase + BAR_Q, Q_BYTES);
+#pragma unroll
+            for (int cb = 0; cb < NCB; ++cb)
+                kiln_tma_load_3d(sQ + (uint32_t)(cb * BM * ROWB), tm_q, cb * CBE, h,
+                                 (int)(q_beg + m0), sbase + BAR_Q);
+        }
         const uint16_t *kg = (const uint16_t *)p.k + k_beg * p.k_row_stride + (int64_t)h * p.k_head_stride;
         const uint16_t *vg = (const uint16_t *)p.v + k_beg * p.v_row_stride + (int64_t)h * p.v_head_stride;
-        load_tile<BM>(sQ, qg, p.q_row_stride, rows_here, tid);
-        kiln_cp_async_mbar_arrive(sbase + BAR_Q);
 #pragma unroll 1
         for (int t = 0; t < ntiles; ++t) {
             const int stage = t % STAGES;
-            if (t >= STAGES) kiln_mbar_wait(sbase + BAR_EMPTY + 8 * stage, (uint32_t)((t / STAGES - 1) & 1));
             const int n0 = (n_begin + t) * BN;
             const uint32_t sK = sbase + OFF_KV + (uint32_t)stage * 2 * KV_BYTES;
-            load_tile<BN>(sK, kg + (int64_t)n0 * p.k_row_stride, p.k_row_stride, L - n0, tid);
-            load_tile<BN>(sK + KV_BYTES, vg + (int64_t)n0 * p.v_row_stride, p.v_row_stride, L - n0, tid);
-            kiln_cp_async_mbar_arrive(sbase + BAR_FULL + 8 * stage);
+            const uint32_t full = sbase + BAR_FULL + 8 * stage;
+            /* every producer thread follows every phase: a parity wait
+             * cannot tell a phase from the one two before it */
+            if (t >= STAGES) kiln_mbar_wait(sbase + BAR_EMPTY + 8 * stage, (uint32_t)((t / STAGES - 1) & 1));
+            if (n0 + BN <= L) {
+                if (leader) {
+                    kiln_mbar_arrive_expect_tx(full, 2 * KV_BYTES);
+                    const int row = (int)(k_beg + n0);
+#pragma unroll
+                    for (int cb = 0; cb < NCB; ++cb) {
+                        kiln_tma_load_3d(sK + (uint32_t)(cb * BN * ROWB), tm_k, cb * CBE, h, row, full);
+                        kiln_tma_load_3d(sK + KV_BYTES + (uint32_t)(cb * BN * ROWB), tm_v, cb * CBE, h,
+                                         row, full);
+                    }
+                }
+            } else {
+                load_tile<BN>(sK, kg + (int64_t)n0 * p.k_row_stride, p.k_row_stride, L - n0, tid);
+                load_tile<BN>(sK + KV_BYTES, vg + (int64_t)n0 * p.v_row_stride, p.v_row_stride, L - n0, tid);
+                kiln_cp_async_wait_all();
+                kiln_fence_proxy_async();
+                kiln_named_bar_sync(3, PTHREADS);
+                if (leader) kiln_mbar_arrive(full);
+            }
         }
     } else {
         /* ================= consumers ================= */

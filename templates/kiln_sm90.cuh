@@ -42,6 +42,14 @@ KILN_DEV void kiln_cp_async_mbar_arrive(uint32_t bar)
     asm volatile("cp.async.mbarrier.arrive.noinc.shared.b64 [%0];\n" :: "r"(bar) : "memory");
 }
 
+/* Arrive and add `bytes` to the transaction count the phase waits for
+ * (bytes that TMA copies will deliver with complete_tx). */
+KILN_DEV void kiln_mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes)
+{
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n"
+                 :: "r"(bar), "r"(bytes) : "memory");
+}
+
 KILN_DEV void kiln_mbar_wait(uint32_t bar, uint32_t parity)
 {
     uint32_t done;
@@ -51,6 +59,25 @@ KILN_DEV void kiln_mbar_wait(uint32_t bar, uint32_t parity)
                      "selp.u32 %0, 1, 0, p;\n\t}\n"
                      : "=r"(done) : "r"(bar), "r"(parity) : "memory");
     } while (!done);
+}
+
+/* ------------------------------------------------------------- TMA */
+/* Copy the box at coordinates (c0, c1, c2) of the tensor described by tmap
+ * (a generic address of a __grid_constant__ CUtensorMap) to shared memory at
+ * dst; completion is counted in bytes on the mbarrier bar.  Elements outside
+ * the tensor arrive as zeros. */
+KILN_DEV void kiln_tma_load_3d(uint32_t dst, const void *tmap, int c0, int c1, int c2,
+                               uint32_t bar)
+{
+    asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+                 " [%0], [%1, {%2, %3, %4}], [%5];\n"
+                 :: "r"(dst), "l"(tmap), "r"(c0), "r"(c1), "r"(c2), "r"(bar) : "memory");
+}
+
+/* Wait for all of this thread's cp.async copies. */
+KILN_DEV void kiln_cp_async_wait_all(void)
+{
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
 }
 
 /* ------------------------------------------------------------- fences */

@@ -194,6 +194,18 @@ static CUresult d_errstr(CUresult r, const char **s)
     return 0;
 }
 
+/* A descriptor the fake kernels never read: zeros. */
+static CUresult d_tmap(void *map, int dtype, unsigned rank, void *addr,
+                       const unsigned long long *dims, const unsigned long long *strides,
+                       const unsigned *box, const unsigned *estr, int il, int sw, int l2,
+                       int oob)
+{
+    (void)dtype; (void)rank; (void)addr; (void)dims; (void)strides; (void)box;
+    (void)estr; (void)il; (void)sw; (void)l2; (void)oob;
+    memset(map, 0, 128);
+    return 0;
+}
+
 static const kiln_cu_api table = {
     .Init = d_init, .DriverGetVersion = d_ver, .DeviceGetCount = d_count,
     .DeviceGet = d_dev, .DeviceGetAttribute = d_attr, .DeviceGetName = d_name,
@@ -203,6 +215,7 @@ static const kiln_cu_api table = {
     .KernelSetAttribute = d_kattr, .LaunchKernel = d_launch, .MemAlloc = d_malloc,
     .MemFree = d_free, .MemsetD8 = d_memset, .MemsetD32Async = d_memset32,
     .MemcpyDtoH = d_dtoh, .GetErrorName = d_errname, .GetErrorString = d_errstr,
+    .TensorMapEncodeTiled = d_tmap,
 };
 
 const kiln_cu_api *kt_fakecu_api(void) { return &table; }

@@ -20,7 +20,7 @@
 #include <cstring>
 #include <random>
 #include <vector>
-#include "../../templates/hstu_params.h"
+#include "../../templates/hstu_tma_params.h"
 
 #define CK(x)                                                                   \
     do {                                                                        \
@@ -187,11 +187,30 @@ static std::vector<uint16_t> run_kernel(const Gpu &G, const Variant &V, const Pr
     k.alpha = P.alpha; k.inv_scaling = P.inv_scaling;
 
     const char *st_env = getenv("HARNESS_STAGES");  // a KILN_SM90_STAGES build
-    const int stages = st_env ? atoi(st_env) : (V.d <= 64 ? 3 : 2);
+    const int stages = st_env ? atoi(st_env) : (V.d <= 128 ? 3 : 2);
     int smem = V.warps == 12 ? 1024 + 2 * V.bm * V.d + stages * 4 * V.bn * V.d + 64
                              : 2 * (V.bm * V.d + 4 * V.bn * V.d + 2 * V.bm * V.bn);
     CK(cuFuncSetAttribute(G.fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem));
-    void *args[] = {&k};
+    // The Hopper kernel takes kiln_hstu_tma_kparams: k, then TMA descriptors
+    // of q, k, v (what runtime/hstu_tma.c builds).
+    kiln_hstu_tma_kparams ta;
+    memset(&ta, 0, sizeof ta);
+    ta.p = k;
+    if (V.warps == 12) {
+        struct { CUdeviceptr p; int64_t rs, rows; int box; } t[3] = {
+            {dq, P.q_rs, P.total_q, V.bm}, {dk, P.k_rs, P.total_k, V.bn}, {dv, P.v_rs, P.total_k, V.bn}};
+        for (int i = 0; i < 3; i++) {
+            cuuint64_t dims[3] = {(cuuint64_t)V.d, (cuuint64_t)P.H, (cuuint64_t)t[i].rows};
+            cuuint64_t str[2] = {(cuuint64_t)V.d * 2, (cuuint64_t)t[i].rs * 2};
+            cuuint32_t box[3] = {(cuuint32_t)(V.d >= 64 ? 64 : V.d), 1, (cuuint32_t)t[i].box};
+            cuuint32_t one[3] = {1, 1, 1};
+            CK(cuTensorMapEncodeTiled((CUtensorMap *)ta.tmap[i], dt == 2 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+                                      3, (void *)t[i].p, dims, str, box, one, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                      V.d >= 64 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B,
+                                      CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE));
+        }
+    }
+    void *args[] = {V.warps == 12 ? (void *)&ta : (void *)&k};
     CK(cuLaunchKernel(G.fn, k.num_m_blocks, P.H, P.B, V.warps * 32, 1, 1, smem, 0, args, 0));
     CK(cuCtxSynchronize());
     CK(cuMemcpyDtoH(&hout[0], dout, on * 2));

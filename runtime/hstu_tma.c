@@ -1,0 +1,56 @@
+/* hstu_tma.c -- TMA descriptors of q, k and v for the Hopper HSTU forward.
+ *
+ * Each tensor is described as 3-D (head_dim, heads, rows), innermost first,
+ * with the box the kernel copies: one column block (64 elements, or 32 at
+ * head dim 32) of one head over 128 query rows or BLOCK_N key rows, using
+ * the swizzle of the kernel's shared-memory tiles (128 B, or 64 B at head
+ * dim 32).  Rows past the tensor's end arrive as zeros.  The box coordinates
+ * are signed 32-bit, hence the row limit. */
+#include "runtime/hstu_tma.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+_Static_assert(offsetof(kiln_hstu_tma_kparams, tmap) == 256, "tma kparams layout");
+_Static_assert(sizeof(kiln_hstu_tma_kparams) == 640, "tma kparams layout changed");
+
+enum {
+    TM_FLOAT16 = 6, TM_BFLOAT16 = 9,        /* CUtensorMapDataType */
+    TM_SWIZZLE_64B = 2, TM_SWIZZLE_128B = 3, /* CUtensorMapSwizzle */
+    TM_L2_128B = 2                           /* CUtensorMapL2promotion */
+};
+
+static int encode(const kiln_cu_api *cu, void *map, int dtype, uint64_t ptr, int64_t rows,
+                  int64_t row_stride, int heads, int64_t head_stride, int dim,
+                  unsigned box_rows)
+{
+    if (rows <= 0 || rows > INT32_MAX) return -1;
+    /* heads side by side within a row, as the map's nesting requires */
+    if (heads > 1 && (head_stride < dim || row_stride < head_stride * heads)) return -1;
+    if (heads == 1) head_stride = dim;
+    const unsigned long long dims[3] = {(unsigned long long)dim, (unsigned long long)heads,
+                                        (unsigned long long)rows};
+    const unsigned long long strides[2] = {(unsigned long long)head_stride * 2,
+                                           (unsigned long long)row_stride * 2};
+    const unsigned box[3] = {dim >= 64 ? 64u : (unsigned)dim, 1u, box_rows};
+    const unsigned one[3] = {1u, 1u, 1u};
+    CUresult r = cu->TensorMapEncodeTiled(
+        map, dtype == KILN_DTYPE_BF16 ? TM_BFLOAT16 : TM_FLOAT16, 3, (void *)(uintptr_t)ptr,
+        dims, strides, box, one, 0, dim >= 64 ? TM_SWIZZLE_128B : TM_SWIZZLE_64B, TM_L2_128B, 0);
+    return r == 0 ? 0 : -1;
+}
+
+int kiln__hstu_tma_fill(const kiln_cu_api *cu, const kiln_hstu_fwd_params *p,
+                        const kiln_key *key, kiln_hstu_tma_kparams *a)
+{
+    if (!cu->TensorMapEncodeTiled) return -1;
+    const int d = key->head_dim, h = p->num_heads, dt = key->dtype;
+    if (encode(cu, a->tmap[KILN_TMA_Q], dt, p->q, p->total_q, p->q_row_stride, h,
+               p->q_head_stride, d, (unsigned)key->block_m) != 0)
+        return -1;
+    if (encode(cu, a->tmap[KILN_TMA_K], dt, p->k, p->total_k, p->k_row_stride, h,
+               p->k_head_stride, d, (unsigned)key->block_n) != 0)
+        return -1;
+    return encode(cu, a->tmap[KILN_TMA_V], dt, p->v, p->total_k, p->v_row_stride, h,
+                  p->v_head_stride, d, (unsigned)key->block_n);
+}

@@ -1,0 +1,19 @@
+/* hstu_tma.h -- TMA descriptors of q, k and v for the Hopper HSTU forward.
+ * Internal; allocates nothing (the descriptors live in the caller's
+ * kiln_hstu_tma_kparams, on its stack). */
+#ifndef KILN_RUNTIME_HSTU_TMA_H
+#define KILN_RUNTIME_HSTU_TMA_H
+
+#include "dispatch/key.h"
+#include "kiln.h"
+#include "runtime/cuda.h"
+#include "templates/hstu_tma_params.h"
+
+/* Fill a->tmap for the tensors of p and the tiles of key (a->p is not
+ * touched).  Returns 0, or -1 when these tensors cannot be described (no
+ * cuTensorMapEncodeTiled in the driver, more than 2^31 - 1 rows, heads that
+ * overlap or outrun a row); the caller then uses a kernel without TMA. */
+int kiln__hstu_tma_fill(const kiln_cu_api *cu, const kiln_hstu_fwd_params *p,
+                        const kiln_key *key, kiln_hstu_tma_kparams *a);
+
+#endif

@@ -1,15 +1,17 @@
 /* hstu_fwd_sm90_tiles.c -- tiles and shared memory of the Hopper HSTU forward
  * (templates/hstu_fwd_sm90.cu).  These numbers must agree with the kernel:
  * 128 query rows, 12 warps (one producer and two consumer warpgroups),
- * BLOCK_N keys per tile in a ring of kiln__sm90_stages() stages. */
+ * BLOCK_N keys per tile in K and V rings of kiln__sm90_ring_tiles() tiles. */
 #include "dispatch/hstu_fwd_sm90_tiles.h"
 
-/* K/V ring depth; the kernel's STAGES.  Three stages at head dim 128 took
- * (32, 4096, 4, 128) causal from 392 to 508 TFLOP/s on an H100: with two,
- * the consumers waited on the loads.  Head dim 256 has room for two. */
-static int kiln__sm90_stages(int head_dim)
+/* Tiles in the K and V rings together; the kernel's KSTAGES + VSTAGES.
+ * Three K and three V stages at head dim 128 took (32, 4096, 4, 128)
+ * causal from 392 to 508 TFLOP/s on an H100 (cp.async loads; 568 with TMA):
+ * with two, the consumers waited on the loads.  Head dim 256 has room for
+ * two K and three V stages (a V tile is held one step longer): 432 -> 640. */
+static int kiln__sm90_ring_tiles(int head_dim)
 {
-    return head_dim <= 128 ? 3 : 2;
+    return head_dim <= 128 ? 6 : 5;
 }
 
 void kiln__hstu_fwd_sm90_default_tiles(int dtype, int head_dim, kiln_hstu_tiles *t)
@@ -38,7 +40,7 @@ size_t kiln__hstu_fwd_sm90_smem(int dtype, int head_dim, int block_m, int block_
     (void)dtype;
     (void)warps;
     size_t d = (size_t)head_dim;
-    /* alignment slack | Q | stages x (K | V) | mbarriers */
+    /* alignment slack | Q | K ring | V ring | mbarriers */
     return 1024 + 2 * (size_t)block_m * d +
-           (size_t)kiln__sm90_stages(head_dim) * 2 * 2 * (size_t)block_n * d + 64;
+           (size_t)kiln__sm90_ring_tiles(head_dim) * 2 * (size_t)block_n * d + 128;
 }

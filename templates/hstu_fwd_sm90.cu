@@ -9,7 +9,8 @@
  *
  * One CTA = BLOCK_M = 128 query rows of one (batch, head); 12 warps:
  *   warpgroup 0 (producer, setmaxnreg 40): one thread loads Q once and
- *     streams K/V tiles of BLOCK_N keys through a STAGES-deep ring with TMA
+ *     streams K and V tiles of BLOCK_N keys through two rings (KSTAGES and
+ *     VSTAGES deep: V is held one step longer than K) with TMA
  *     (descriptors built by the host per call, hstu_tma_params.h), straight
  *     into the wgmma-canonical swizzled layout; the copies complete on the
  *     stage's "full" mbarrier (one arrival plus the transaction bytes).  The
@@ -32,7 +33,7 @@
  *
  * Shared memory layout (bytes; see kiln__hstu_fwd_sm90_smem()): up to 1024
  * bytes of alignment slack, then
- *   Q [128 x D] | STAGES x (K [BN x D] | V [BN x D]) | mbarriers (64)
+ *   Q [128 x D] | KSTAGES x K [BN x D] | VSTAGES x V [BN x D] | mbarriers (128)
  * Each tile is stored as D/64 column blocks of [rows][64] elements with the
  * 128-byte swizzle (16-byte chunk c of row r at chunk c ^ (r & 7)); with
  * D = 32, as [rows][32] with the 64-byte swizzle (c ^ ((r >> 1) & 3)).
@@ -74,10 +75,15 @@ constexpr int BM = KILN_BLOCK_M;
 constexpr int BN = KILN_BLOCK_N;
 constexpr int NTHREADS = KILN_WARPS * 32;
 /* K/V ring depth: must match kiln__hstu_fwd_sm90_smem(). */
-#ifdef KILN_SM90_STAGES
-constexpr int STAGES = KILN_SM90_STAGES;
+/* Ring depths: must match kiln__hstu_fwd_sm90_smem().  A K tile is free
+ * once S is computed, a V tile only after P V, one step later; with room for
+ * five tiles (head dim 256) V gets the third. */
+#ifdef KILN_SM90_KSTAGES
+constexpr int KSTAGES = KILN_SM90_KSTAGES;
+constexpr int VSTAGES = KILN_SM90_VSTAGES;
 #else
-constexpr int STAGES = D <= 128 ? 3 : 2;
+constexpr int KSTAGES = D <= 128 ? 3 : 2;
+constexpr int VSTAGES = 3;
 #endif
 constexpr int PTHREADS = 128;            /* producer warpgroup */
 constexpr int CPR = D / 8;               /* 16-byte chunks per row */
@@ -105,11 +111,14 @@ constexpr uint32_t Q_BYTES = BM * D * 2;
 constexpr uint32_t KV_BYTES = BN * D * 2;
 constexpr uint32_t OFF_Q = 0;
 constexpr uint32_t OFF_KV = Q_BYTES;
-constexpr uint32_t OFF_BAR = OFF_KV + STAGES * 2 * KV_BYTES;
-constexpr uint32_t BAR_FULL = OFF_BAR;              /* [STAGES] */
-constexpr uint32_t BAR_EMPTY = OFF_BAR + 8 * STAGES; /* [STAGES] */
-constexpr uint32_t BAR_Q = OFF_BAR + 16 * STAGES;
-static_assert(16 * STAGES + 8 <= 64, "barrier area");
+constexpr uint32_t OFF_V = OFF_KV + KSTAGES * KV_BYTES;
+constexpr uint32_t OFF_BAR = OFF_V + VSTAGES * KV_BYTES;
+constexpr uint32_t BAR_FULL_K = OFF_BAR;                   /* [KSTAGES] */
+constexpr uint32_t BAR_EMPTY_K = BAR_FULL_K + 8 * KSTAGES; /* [KSTAGES] */
+constexpr uint32_t BAR_FULL_V = BAR_EMPTY_K + 8 * KSTAGES; /* [VSTAGES] */
+constexpr uint32_t BAR_EMPTY_V = BAR_FULL_V + 8 * VSTAGES; /* [VSTAGES] */
+constexpr uint32_t BAR_Q = BAR_EMPTY_V + 8 * VSTAGES;
+static_assert(16 * (KSTAGES + VSTAGES) + 8 <= 128, "barrier area");
 
 /* Byte offset of 16-byte chunk c of row `row` in a tile of ROWS rows. */
 template <int ROWS> KILN_DEV uint32_t tile_off(int row, int c)
@@ -263,7 +272,12 @@ KILN_DEV void issue_pv(float (&o)[D / 2], const uint32_t (&pa)[PSTEPS][4], uint3
 
 KILN_DEV uint32_t k_addr(uint32_t sbase, int stage)
 {
-    return sbase + OFF_KV + (uint32_t)stage * 2 * KV_BYTES;
+    return sbase + OFF_KV + (uint32_t)stage * KV_BYTES;
+}
+
+KILN_DEV uint32_t v_addr(uint32_t sbase, int stage)
+{
+    return sbase + OFF_V + (uint32_t)stage * KV_BYTES;
 }
 
 /* Tile n (t = n - n_begin >= 1): S(n) and P V(n - 1) on the tensor cores,
@@ -272,21 +286,23 @@ template <bool MASK>
 KILN_DEV void step(const Ctx &c, float (&s)[BN / 2], float (&o)[D / 2], uint32_t (&pa)[PSTEPS][4],
                    int n, int t, uint32_t sbase, uint32_t q_addr)
 {
-    const int st = t % STAGES, sp = (t - 1) % STAGES;
-    kiln_mbar_wait(sbase + BAR_FULL + 8 * st, (uint32_t)((t / STAGES) & 1));
+    const int ks = t % KSTAGES, vs = (t - 1) % VSTAGES;
+    kiln_mbar_wait(sbase + BAR_FULL_K + 8 * ks, (uint32_t)((t / KSTAGES) & 1));
+    kiln_mbar_wait(sbase + BAR_FULL_V + 8 * vs, (uint32_t)(((t - 1) / VSTAGES) & 1));
     kiln_fence_proxy_async();
     kiln_reg_fence(pa);
     kiln_wgmma_fence();
-    issue_s(s, q_addr, k_addr(sbase, st));
-    issue_pv(o, pa, k_addr(sbase, sp) + KV_BYTES);
+    issue_s(s, q_addr, k_addr(sbase, ks));
+    issue_pv(o, pa, v_addr(sbase, vs));
     uint32_t pn[PSTEPS][4];
     kiln_wgmma_wait<1>();
     kiln_reg_fence(s);
+    kiln_mbar_arrive(sbase + BAR_EMPTY_K + 8 * ks);
     process<MASK>(c, s, n, pn);
     kiln_wgmma_wait<0>();
     kiln_reg_fence(o);
     kiln_reg_fence(pa);
-    kiln_mbar_arrive(sbase + BAR_EMPTY + 8 * sp);
+    kiln_mbar_arrive(sbase + BAR_EMPTY_V + 8 * vs);
 #pragma unroll
     for (int kk = 0; kk < PSTEPS; ++kk)
 #pragma unroll
@@ -365,9 +381,14 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_tma_kparams a)
 
     if (tid == 0) {
 #pragma unroll
-        for (int s = 0; s < STAGES; ++s) {
-            kiln_mbar_init(sbase + BAR_FULL + 8 * s, 1);
-            kiln_mbar_init(sbase + BAR_EMPTY + 8 * s, NTHREADS - PTHREADS);
+        for (int s = 0; s < KSTAGES; ++s) {
+            kiln_mbar_init(sbase + BAR_FULL_K + 8 * s, 1);
+            kiln_mbar_init(sbase + BAR_EMPTY_K + 8 * s, NTHREADS - PTHREADS);
+        }
+#pragma unroll
+        for (int s = 0; s < VSTAGES; ++s) {
+            kiln_mbar_init(sbase + BAR_FULL_V + 8 * s, 1);
+            kiln_mbar_init(sbase + BAR_EMPTY_V + 8 * s, NTHREADS - PTHREADS);
         }
         kiln_mbar_init(sbase + BAR_Q, 1);
         /* make the initialized barriers visible to the TMA unit */
@@ -399,31 +420,45 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_tma_kparams a)
         const uint16_t *vg = (const uint16_t *)p.v + k_beg * p.v_row_stride + (int64_t)h * p.v_head_stride;
 #pragma unroll 1
         for (int t = 0; t < ntiles; ++t) {
-            const int stage = t % STAGES;
+            const int ks = t % KSTAGES, vs = t % VSTAGES;
             const int n0 = (n_begin + t) * BN;
-            const uint32_t sK = sbase + OFF_KV + (uint32_t)stage * 2 * KV_BYTES;
-            const uint32_t full = sbase + BAR_FULL + 8 * stage;
+            const uint32_t sK = k_addr(sbase, ks), sV = v_addr(sbase, vs);
+            const uint32_t full_k = sbase + BAR_FULL_K + 8 * ks;
+            const uint32_t full_v = sbase + BAR_FULL_V + 8 * vs;
+            const int row = (int)(k_beg + n0);
+            const bool whole = n0 + BN <= L;
             /* every producer thread follows every phase: a parity wait
              * cannot tell a phase from the one two before it */
-            if (t >= STAGES) kiln_mbar_wait(sbase + BAR_EMPTY + 8 * stage, (uint32_t)((t / STAGES - 1) & 1));
-            if (n0 + BN <= L) {
+            if (t >= KSTAGES)
+                kiln_mbar_wait(sbase + BAR_EMPTY_K + 8 * ks, (uint32_t)((t / KSTAGES - 1) & 1));
+            if (whole) {
                 if (leader) {
-                    kiln_mbar_arrive_expect_tx(full, 2 * KV_BYTES);
-                    const int row = (int)(k_beg + n0);
+                    kiln_mbar_arrive_expect_tx(full_k, KV_BYTES);
 #pragma unroll
-                    for (int cb = 0; cb < NCB; ++cb) {
-                        kiln_tma_load_3d(sK + (uint32_t)(cb * BN * ROWB), tm_k, cb * CBE, h, row, full);
-                        kiln_tma_load_3d(sK + KV_BYTES + (uint32_t)(cb * BN * ROWB), tm_v, cb * CBE, h,
-                                         row, full);
-                    }
+                    for (int cb = 0; cb < NCB; ++cb)
+                        kiln_tma_load_3d(sK + (uint32_t)(cb * BN * ROWB), tm_k, cb * CBE, h, row, full_k);
                 }
             } else {
                 load_tile<BN>(sK, kg + (int64_t)n0 * p.k_row_stride, p.k_row_stride, L - n0, tid);
-                load_tile<BN>(sK + KV_BYTES, vg + (int64_t)n0 * p.v_row_stride, p.v_row_stride, L - n0, tid);
+            }
+            if (t >= VSTAGES)
+                kiln_mbar_wait(sbase + BAR_EMPTY_V + 8 * vs, (uint32_t)((t / VSTAGES - 1) & 1));
+            if (whole) {
+                if (leader) {
+                    kiln_mbar_arrive_expect_tx(full_v, KV_BYTES);
+#pragma unroll
+                    for (int cb = 0; cb < NCB; ++cb)
+                        kiln_tma_load_3d(sV + (uint32_t)(cb * BN * ROWB), tm_v, cb * CBE, h, row, full_v);
+                }
+            } else {
+                load_tile<BN>(sV, vg + (int64_t)n0 * p.v_row_stride, p.v_row_stride, L - n0, tid);
                 kiln_cp_async_wait_all();
                 kiln_fence_proxy_async();
                 kiln_named_bar_sync(3, PTHREADS);
-                if (leader) kiln_mbar_arrive(full);
+                if (leader) {
+                    kiln_mbar_arrive(full_k);
+                    kiln_mbar_arrive(full_v);
+                }
             }
         }
     } else {
@@ -497,12 +532,13 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_tma_kparams a)
         if (ntiles > 0) {
             float s[BN / 2];
             uint32_t pa[PSTEPS][4];
-            kiln_mbar_wait(sbase + BAR_FULL, 0);
+            kiln_mbar_wait(sbase + BAR_FULL_K, 0);
             kiln_fence_proxy_async();
             kiln_wgmma_fence();
             issue_s(s, q_addr, k_addr(sbase, 0));
             kiln_wgmma_wait<0>();
             kiln_reg_fence(s);
+            kiln_mbar_arrive(sbase + BAR_EMPTY_K);
             if (n_begin >= f_lo && n_begin < f_hi) process<false>(c, s, n_begin, pa);
             else process<true>(c, s, n_begin, pa);
 
@@ -515,14 +551,16 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_tma_kparams a)
             for (; n < n_end; ++n) step<true>(c, s, o, pa, n, n - n_begin, sbase, q_addr);
 
             /* last tile: P V only */
-            const int sl = (ntiles - 1) % STAGES;
+            const int sl = (ntiles - 1) % VSTAGES;
+            kiln_mbar_wait(sbase + BAR_FULL_V + 8 * sl, (uint32_t)(((ntiles - 1) / VSTAGES) & 1));
+            kiln_fence_proxy_async();
             kiln_reg_fence(pa);
             kiln_wgmma_fence();
-            issue_pv(o, pa, k_addr(sbase, sl) + KV_BYTES);
+            issue_pv(o, pa, v_addr(sbase, sl));
             kiln_wgmma_wait<0>();
             kiln_reg_fence(o);
             kiln_reg_fence(pa);
-            kiln_mbar_arrive(sbase + BAR_EMPTY + 8 * sl);
+            kiln_mbar_arrive(sbase + BAR_EMPTY_V + 8 * sl);
         }
 
         /* ---- epilogue: scale, pack, stage in this warpgroup's Q rows, store */

@@ -186,9 +186,9 @@ static std::vector<uint16_t> run_kernel(const Gpu &G, const Variant &V, const Pr
     k.num_m_blocks = (P.max_q + V.bm - 1) / V.bm;
     k.alpha = P.alpha; k.inv_scaling = P.inv_scaling;
 
-    const char *st_env = getenv("HARNESS_STAGES");  // a KILN_SM90_STAGES build
-    const int stages = st_env ? atoi(st_env) : (V.d <= 128 ? 3 : 2);
-    int smem = V.warps == 12 ? 1024 + 2 * V.bm * V.d + stages * 4 * V.bn * V.d + 64
+    const char *st_env = getenv("HARNESS_RING");  // K + V ring tiles of a KILN_SM90_KSTAGES build
+    const int ring = st_env ? atoi(st_env) : (V.d <= 128 ? 6 : 5);
+    int smem = V.warps == 12 ? 1024 + 2 * V.bm * V.d + ring * 2 * V.bn * V.d + 128
                              : 2 * (V.bm * V.d + 4 * V.bn * V.d + 2 * V.bm * V.bn);
     CK(cuFuncSetAttribute(G.fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem));
     // The Hopper kernel takes kiln_hstu_tma_kparams: k, then TMA descriptors

@@ -51,13 +51,18 @@ kiln_status kiln__key_expand(const char *pattern, const char *arch_override,
         snprintf(pat, sizeof pat, "%s", pattern);
     }
     int matched = 0;
-    static const int dtypes[] = {KILN_DTYPE_FP16, KILN_DTYPE_BF16};
+    /* {dtype, out dtype}: e4m3 once per out type */
+    static const int dtypes[][2] = {{KILN_DTYPE_FP16, 0},
+                                    {KILN_DTYPE_BF16, 0},
+                                    {KILN_DTYPE_E4M3, KILN_DTYPE_BF16},
+                                    {KILN_DTYPE_E4M3, KILN_DTYPE_FP16}};
+    const int ndt = (int)(sizeof dtypes / sizeof dtypes[0]);
     static const int dims[] = {32, 64, 128, 256};
     static const int families[] = {KILN_FAM_HSTU_FWD, KILN_FAM_HSTU_BWD};
     int narch = arch_override && *arch_override ? 1 : 4;
     for (int fi = 0; fi < 2; fi++)
         for (int ai = 0; ai < narch; ai++)
-            for (int ti = 0; ti < 2; ti++)
+            for (int ti = 0; ti < ndt; ti++)
                 for (int di = 0; di < 4; di++)
                     for (unsigned m = 0; m <= KILN_MASK_ALL; m++)
                         for (int o = 0; o < 8; o++) {
@@ -67,7 +72,8 @@ kiln_status kiln__key_expand(const char *pattern, const char *arch_override,
                             kiln__arch_parse(narch == 1 ? arch_override
                                                         : default_archs[ai],
                                              &k.arch, &k.arch_a);
-                            k.dtype = dtypes[ti];
+                            k.dtype = dtypes[ti][0];
+                            k.out_dtype = dtypes[ti][1];
                             k.head_dim = dims[di];
                             k.mask = m;
                             k.rab = o & 1;

@@ -4,6 +4,7 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "dispatch/hstu_bwd_sm90_tiles.h"
 #include "runtime/error.h"
 
 _Static_assert(sizeof(kiln_hstu_bwd_kparams) == 232 + 7 * 8 + 11 * 8 + 8,
@@ -70,6 +71,12 @@ kiln_status kiln__hstu_bwd_workspace(const kiln_hstu_bwd_params *p, uint64_t *by
 kiln_status kiln__hstu_bwd_plan(const kiln_hstu_bwd_params *p, int arch, int arch_a,
                                 kiln_bwd_plan *plan)
 {
+    return kiln__hstu_bwd_plan_impl(p, arch, arch_a, -1, plan);
+}
+
+kiln_status kiln__hstu_bwd_plan_impl(const kiln_hstu_bwd_params *p, int arch, int arch_a,
+                                     int impl, kiln_bwd_plan *plan)
+{
     KILN_TRY(check_struct(p));
     const kiln_hstu_fwd_params *f = &p->fwd;
     kiln_key *key = &plan->key;
@@ -77,7 +84,12 @@ kiln_status kiln__hstu_bwd_plan(const kiln_hstu_bwd_params *p, int arch, int arc
     key->family = KILN_FAM_HSTU_BWD;
     key->drab = p->drab != 0;
     key->det = p->deterministic != 0;
-    key->impl = -1;
+    /* A request for the Hopper kernel falls back to the default where it does
+     * not serve the call, so that one setting covers a whole workload. */
+    if (impl == 1 && kiln__hstu_bwd_sm90_serves(arch, arch_a, f->head_dim, f->rab != 0,
+                                                 key->drab, key->det))
+        impl = -1;
+    key->impl = impl;
     KILN_FAIL_IF(p->drab && !f->rab, KILN_EBADARG, "drab is set but fwd.rab is NULL");
     KILN_FAIL_IF(p->deterministic != 0 && p->deterministic != 1, KILN_EBADARG,
                  "deterministic %d is not 0 or 1", p->deterministic);

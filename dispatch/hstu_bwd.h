@@ -21,5 +21,9 @@ kiln_status kiln__hstu_bwd_workspace(const kiln_hstu_bwd_params *p, uint64_t *by
 
 kiln_status kiln__hstu_bwd_plan(const kiln_hstu_bwd_params *p, int arch, int arch_a,
                                 kiln_bwd_plan *plan);
+/* The same with the implementation asked for: -1 the default, 0 mma, 1 wgmma
+ * where the Hopper kernel serves the call (else the default). */
+kiln_status kiln__hstu_bwd_plan_impl(const kiln_hstu_bwd_params *p, int arch, int arch_a,
+                                     int impl, kiln_bwd_plan *plan);
 
 #endif

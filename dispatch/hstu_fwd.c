@@ -13,6 +13,8 @@ _Static_assert(sizeof(kiln_hstu_kparams) == 232, "kparams layout changed");
 _Static_assert(offsetof(kiln_hstu_kparams, q_row_stride) == 80, "kparams layout");
 _Static_assert(offsetof(kiln_hstu_kparams, batch) == 184, "kparams layout");
 _Static_assert(offsetof(kiln_hstu_kparams, alpha) == 224, "kparams layout");
+_Static_assert(sizeof(kiln_hstu_fp8_kparams) == 256, "fp8 kparams layout changed");
+_Static_assert(offsetof(kiln_hstu_fp8_kparams, descale_q) == 232, "fp8 kparams layout");
 
 #define GRID_YZ_MAX 65535
 #define KILN_MAX_SEQLEN (1 << 30)
@@ -22,6 +24,8 @@ _Static_assert(offsetof(kiln_hstu_kparams, alpha) == 224, "kparams layout");
 static int64_t view_extent(int64_t rows, int64_t row_stride, int64_t heads,
                            int64_t head_stride, int64_t dim)
 {
+    /* Byte offsets must fit too: checked for 2-byte elements, which covers
+     * e4m3's one byte. */
     int64_t a, b, s;
     if (rows == 0) return 0;
     if (__builtin_mul_overflow(rows - 1, row_stride, &a)) return -1;
@@ -37,15 +41,25 @@ kiln_status kiln__check_view(const char *name, uint64_t ptr, int64_t rows,
                               int64_t row_stride, int64_t heads,
                               int64_t head_stride, int dim, int is_output)
 {
+    return kiln__check_view_es(name, ptr, rows, row_stride, heads, head_stride, dim,
+                               is_output, 2);
+}
+
+kiln_status kiln__check_view_es(const char *name, uint64_t ptr, int64_t rows,
+                                int64_t row_stride, int64_t heads, int64_t head_stride,
+                                int dim, int is_output, int elem_bytes)
+{
+    /* Kernels copy 16-byte chunks of rows: strides must keep them aligned. */
+    const int mult = 16 / elem_bytes;
     KILN_FAIL_IF(ptr == 0, KILN_EBADARG, "%s is NULL", name);
     KILN_FAIL_IF(ptr % 16, KILN_EBADARG,
                  "%s 0x%llx is not 16-byte aligned", name, (unsigned long long)ptr);
-    KILN_FAIL_IF(row_stride < 1 || row_stride % 8, KILN_EBADARG,
-                 "%s_row_stride %lld must be a positive multiple of 8 elements",
-                 name, (long long)row_stride);
-    KILN_FAIL_IF(head_stride < 1 || head_stride % 8, KILN_EBADARG,
-                 "%s_head_stride %lld must be a positive multiple of 8 elements",
-                 name, (long long)head_stride);
+    KILN_FAIL_IF(row_stride < 1 || row_stride % mult, KILN_EBADARG,
+                 "%s_row_stride %lld must be a positive multiple of %d elements",
+                 name, (long long)row_stride, mult);
+    KILN_FAIL_IF(head_stride < 1 || head_stride % mult, KILN_EBADARG,
+                 "%s_head_stride %lld must be a positive multiple of %d elements",
+                 name, (long long)head_stride, mult);
     KILN_FAIL_IF(view_extent(rows, row_stride, heads, head_stride, dim) < 0,
                  KILN_EBADARG,
                  "%s: %lld rows x row_stride %lld + %lld heads x head_stride %lld "
@@ -54,7 +68,8 @@ kiln_status kiln__check_view(const char *name, uint64_t ptr, int64_t rows,
                  (long long)head_stride);
     {
         /* The last byte must not wrap the 64-bit address space. */
-        uint64_t bytes = (uint64_t)view_extent(rows, row_stride, heads, head_stride, dim) * 2;
+        uint64_t bytes = (uint64_t)view_extent(rows, row_stride, heads, head_stride, dim) *
+                         (uint64_t)elem_bytes;
         KILN_FAIL_IF(ptr > UINT64_MAX - bytes, KILN_EBADARG,
                      "%s 0x%llx + %llu bytes wraps the address space", name,
                      (unsigned long long)ptr, (unsigned long long)bytes);
@@ -112,10 +127,35 @@ kiln_status kiln__hstu_plan_inputs(const kiln_hstu_fwd_params *p, int arch, int 
                  "params.struct_size %u is not sizeof(kiln_hstu_fwd_params) %zu "
                  "(call kiln_hstu_fwd_params_init)",
                  p->struct_size, sizeof *p);
-    KILN_FAIL_IF(p->dtype != KILN_DTYPE_FP16 && p->dtype != KILN_DTYPE_BF16,
-                 p->dtype == KILN_DTYPE_E4M3 ? KILN_EUNSUPPORTED : KILN_EBADARG,
-                 "dtype %d is not KILN_DTYPE_FP16 (1) or KILN_DTYPE_BF16 (2)",
+    KILN_FAIL_IF(p->dtype != KILN_DTYPE_FP16 && p->dtype != KILN_DTYPE_BF16 &&
+                     p->dtype != KILN_DTYPE_E4M3,
+                 KILN_EBADARG,
+                 "dtype %d is not KILN_DTYPE_FP16 (1), KILN_DTYPE_BF16 (2) or "
+                 "KILN_DTYPE_E4M3 (3)",
                  p->dtype);
+    const int fp8 = p->dtype == KILN_DTYPE_E4M3;
+    if (fp8)
+        KILN_FAIL_IF(p->out_dtype != KILN_DTYPE_FP16 && p->out_dtype != KILN_DTYPE_BF16,
+                     KILN_EBADARG,
+                     "out_dtype %d: with dtype KILN_DTYPE_E4M3 it must be "
+                     "KILN_DTYPE_FP16 (1) or KILN_DTYPE_BF16 (2)",
+                     p->out_dtype);
+    else
+        KILN_FAIL_IF(p->out_dtype != 0 && p->out_dtype != p->dtype, KILN_EBADARG,
+                     "out_dtype %d: with dtype %d it must be 0 or the dtype itself",
+                     p->out_dtype, p->dtype);
+    {
+        static const char *const dn[3] = {"descale_q", "descale_k", "descale_v"};
+        const uint64_t dv[3] = {p->descale_q, p->descale_k, p->descale_v};
+        for (int i = 0; i < 3; i++) {
+            KILN_FAIL_IF(dv[i] && !fp8, KILN_EBADARG,
+                         "%s 0x%llx is set but dtype %d is not KILN_DTYPE_E4M3", dn[i],
+                         (unsigned long long)dv[i], p->dtype);
+            KILN_FAIL_IF(dv[i] % 4, KILN_EBADARG,
+                         "%s 0x%llx is not 4-byte aligned (a device float)", dn[i],
+                         (unsigned long long)dv[i]);
+        }
+    }
     KILN_FAIL_IF(p->head_dim != 32 && p->head_dim != 64 && p->head_dim != 128 &&
                      p->head_dim != 256,
                  KILN_EBADARG, "head_dim %d is not one of 32, 64, 128, 256",
@@ -182,6 +222,7 @@ kiln_status kiln__hstu_plan_inputs(const kiln_hstu_fwd_params *p, int arch, int 
     key->arch = arch;
     key->arch_a = arch_a;
     key->dtype = p->dtype;
+    key->out_dtype = fp8 ? p->out_dtype : 0;
     key->head_dim = p->head_dim;
     key->mask = mask;
     key->rab = p->rab != 0;
@@ -193,12 +234,13 @@ kiln_status kiln__hstu_plan_inputs(const kiln_hstu_fwd_params *p, int arch, int 
     *empty = p->batch == 0 || p->max_seqlen_q == 0;
     if (p->batch == 0) return KILN_OK;
 
-    KILN_TRY(kiln__check_view("q", p->q, p->total_q, p->q_row_stride, h,
-                        p->q_head_stride, d, 0));
-    KILN_TRY(kiln__check_view("k", p->k, p->total_k, p->k_row_stride, h,
-                        p->k_head_stride, d, 0));
-    KILN_TRY(kiln__check_view("v", p->v, p->total_k, p->v_row_stride, h,
-                        p->v_head_stride, d, 0));
+    const int ies = fp8 ? 1 : 2; /* input element bytes */
+    KILN_TRY(kiln__check_view_es("q", p->q, p->total_q, p->q_row_stride, h,
+                                 p->q_head_stride, d, 0, ies));
+    KILN_TRY(kiln__check_view_es("k", p->k, p->total_k, p->k_row_stride, h,
+                                 p->k_head_stride, d, 0, ies));
+    KILN_TRY(kiln__check_view_es("v", p->v, p->total_k, p->v_row_stride, h,
+                                 p->v_head_stride, d, 0, ies));
     if (check_out)
         KILN_TRY(kiln__check_view("out", p->out, p->total_q, p->out_row_stride, h,
                             p->out_head_stride, d, 1));

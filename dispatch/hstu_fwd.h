@@ -7,6 +7,7 @@
 
 #include "dispatch/key.h"
 #include "kiln.h"
+#include "templates/hstu_fp8_params.h"
 #include "templates/hstu_params.h"
 
 typedef struct kiln_launch {
@@ -37,6 +38,11 @@ kiln_status kiln__hstu_plan_inputs(const kiln_hstu_fwd_params *p, int arch, int 
 kiln_status kiln__check_view(const char *name, uint64_t ptr, int64_t rows,
                              int64_t row_stride, int64_t heads, int64_t head_stride,
                              int dim, int is_output);
+
+/* The same for elements of elem_bytes (1: e4m3, 2: fp16/bf16). */
+kiln_status kiln__check_view_es(const char *name, uint64_t ptr, int64_t rows,
+                                int64_t row_stride, int64_t heads, int64_t head_stride,
+                                int dim, int is_output, int elem_bytes);
 
 /* A (batch, heads, len, len) bias view such as rab or drab. */
 kiln_status kiln__check_bias(const char *name, uint64_t ptr, int batch, int heads,

@@ -4,6 +4,8 @@
  * BLOCK_N keys per tile in K and V rings of kiln__sm90_ring_tiles() tiles. */
 #include "dispatch/hstu_fwd_sm90_tiles.h"
 
+#include "kiln.h"
+
 /* Tiles in the K and V rings together; the kernel's KSTAGES + VSTAGES.
  * Three K and three V stages at head dim 128 took (32, 4096, 4, 128)
  * causal from 392 to 508 TFLOP/s on an H100 (cp.async loads; 568 with TMA):
@@ -37,9 +39,13 @@ const char *kiln__hstu_fwd_sm90_tiles_check(int head_dim, int block_m, int block
 size_t kiln__hstu_fwd_sm90_smem(int dtype, int head_dim, int block_m, int block_n,
                                 int warps)
 {
-    (void)dtype;
     (void)warps;
     size_t d = (size_t)head_dim;
+    if (dtype == KILN_DTYPE_E4M3)
+        /* templates/hstu_fwd_sm90_fp8.cu: alignment slack | Q | 3 stages x
+         * (K | V^T) | 2 V staging buffers of rows padded by 16 | mbarriers */
+        return 1024 + (size_t)block_m * d + 3 * 2 * (size_t)block_n * d +
+               2 * (size_t)block_n * (d + 16) + 64;
     /* alignment slack | Q | K ring | V ring | mbarriers */
     return 1024 + 2 * (size_t)block_m * d +
            (size_t)kiln__sm90_ring_tiles(head_dim) * 2 * (size_t)block_n * d + 128;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "dispatch/hstu_bwd_sm90_tiles.h"
 #include "dispatch/hstu_bwd_tiles.h"
 #include "dispatch/hstu_fwd_sm90_tiles.h"
 #include "dispatch/hstu_tiles.h"
@@ -104,7 +105,9 @@ void kiln__key_encode(const kiln_key *k, uint8_t out[KILN_KEY_BYTES])
     p = put8(p, 'F', (unsigned)k->family);
     p = put16(p, 'A', (unsigned)k->arch);
     *p++ = (uint8_t)(k->arch_a ? 1 : 0);
-    p = put8(p, 'T', (unsigned)k->dtype);
+    /* e4m3's out dtype rides in the high nibble: 16-bit keys (out_dtype 0)
+     * keep the bytes, and so the cache rows, they always had. */
+    p = put8(p, 'T', (unsigned)k->dtype | (unsigned)k->out_dtype << 4);
     p = put16(p, 'D', (unsigned)k->head_dim);
     p = put8(p, 'M', k->mask);
     p = put8(p, 'R', k->rab ? 1u : 0u);
@@ -124,6 +127,14 @@ int kiln__key_default_impl(const kiln_key *k)
 {
     /* The Hopper kernel wins on every shape measured except with rab, whose
      * tiles it still reads from global memory (bench/RESULTS.md). */
+    /* The Hopper backward wherever it serves the key (hstu_bwd_sm90_tiles.h). */
+    if (k->family == KILN_FAM_HSTU_BWD)
+        return KILN_SM90_BWD_DEFAULT && !kiln__hstu_bwd_sm90_serves(k->arch, k->arch_a,
+                                                                    k->head_dim, k->rab,
+                                                                    k->drab, k->det);
+    /* e4m3 has only the Hopper kernel (templates/hstu_fwd_sm90_fp8.cu). */
+    if (k->dtype == KILN_DTYPE_E4M3)
+        return k->family == KILN_FAM_HSTU_FWD && k->arch == 90 && k->arch_a;
     return KILN_SM90_FWD_DEFAULT && k->family == KILN_FAM_HSTU_FWD && k->arch == 90 &&
            k->arch_a && !k->rab;
 }
@@ -131,7 +142,9 @@ int kiln__key_default_impl(const kiln_key *k)
 void kiln__key_default_tiles(kiln_key *k)
 {
     kiln_hstu_tiles t;
-    if (k->impl == 1)
+    if (k->impl == 1 && k->family == KILN_FAM_HSTU_BWD)
+        kiln__hstu_bwd_sm90_default_tiles(k->dtype, k->head_dim, &t);
+    else if (k->impl == 1)
         kiln__hstu_fwd_sm90_default_tiles(k->dtype, k->head_dim, &t);
     else if (k->family == KILN_FAM_HSTU_BWD)
         kiln__hstu_bwd_default_tiles(k->arch, k->dtype, k->head_dim, &t);
@@ -154,9 +167,33 @@ kiln_status kiln__key_validate(const kiln_key *k)
     KILN_FAIL_IF(k->drab && !k->rab, KILN_EBADARG, "drab needs rab");
     KILN_FAIL_IF(k->impl != 0 && k->impl != 1, KILN_EBADARG, "impl %d is not 0 or 1",
                  k->impl);
-    KILN_FAIL_IF(k->impl == 1 && (bwd || k->arch != 90 || !k->arch_a), KILN_EUNSUPPORTED,
+    if (k->dtype == KILN_DTYPE_E4M3) {
+        KILN_FAIL_IF(k->out_dtype != KILN_DTYPE_FP16 && k->out_dtype != KILN_DTYPE_BF16,
+                     KILN_EBADARG, "dtype e4m3: out dtype %d is not fp16 (1) or bf16 (2)",
+                     k->out_dtype);
+        KILN_FAIL_IF(bwd, KILN_EUNSUPPORTED,
+                     "dtype e4m3: fp8 HSTU is forward only (no hstu_bwd)");
+        KILN_FAIL_IF(k->arch != 90 || !k->arch_a, KILN_EUNSUPPORTED,
+                     "dtype e4m3: fp8 HSTU forward needs sm_90a (wgmma), not %s", a);
+        KILN_FAIL_IF(k->impl != 1, KILN_EUNSUPPORTED,
+                     "dtype e4m3: fp8 HSTU has only the wgmma kernel (not mma)");
+        KILN_FAIL_IF(k->head_dim != 64 && k->head_dim != 128 && k->head_dim != 256,
+                     KILN_EUNSUPPORTED,
+                     "dtype e4m3: head_dim %d is not one of 64, 128, 256", k->head_dim);
+    } else {
+        KILN_FAIL_IF(k->out_dtype != 0, KILN_EBADARG,
+                     "out dtype %d: only e4m3 keys name an out dtype", k->out_dtype);
+    }
+    KILN_FAIL_IF(k->impl == 1 && !bwd && (k->arch != 90 || !k->arch_a), KILN_EUNSUPPORTED,
                  "wgmma: the Hopper kernel exists for hstu_fwd on sm_90a only (not %s %s)",
                  kiln__family_name(k->family), a);
+    if (k->impl == 1 && bwd) {
+        const char *no = kiln__hstu_bwd_sm90_serves(k->arch, k->arch_a, k->head_dim, k->rab,
+                                                    k->drab, k->det);
+        KILN_FAIL_IF(no, KILN_EUNSUPPORTED, "wgmma: %s (not %s d%d%s%s%s)", no, a,
+                     k->head_dim, k->rab ? " rab" : "", k->drab ? " drab" : "",
+                     k->det ? " det" : "");
+    }
     KILN_FAIL_IF(k->arch < 80, KILN_EUNSUPPORTED,
                  "arch %s: kiln needs sm_80 or newer (tensor-core mma.sync)", a);
     KILN_FAIL_IF(k->arch_a && k->arch != 90 && k->arch != 100, KILN_EBADARG,
@@ -164,8 +201,6 @@ kiln_status kiln__key_validate(const kiln_key *k)
     KILN_FAIL_IF(k->dtype != KILN_DTYPE_FP16 && k->dtype != KILN_DTYPE_BF16 &&
                      k->dtype != KILN_DTYPE_E4M3,
                  KILN_EBADARG, "dtype %d is not fp16, bf16 or e4m3", k->dtype);
-    KILN_FAIL_IF(k->dtype == KILN_DTYPE_E4M3, KILN_EUNSUPPORTED,
-                 "dtype e4m3: fp8 HSTU is not implemented yet (fp16, bf16)");
     KILN_FAIL_IF(k->head_dim != 32 && k->head_dim != 64 && k->head_dim != 128 &&
                      k->head_dim != 256,
                  KILN_EBADARG, "head_dim %d is not one of 32, 64, 128, 256",
@@ -183,8 +218,10 @@ kiln_status kiln__key_validate(const kiln_key *k)
                      (m & KILN_MASK_DELTA_Q),
                  KILN_EBADARG, "mask deltaq does not combine with context or target");
     const char *why =
-        k->impl ? kiln__hstu_fwd_sm90_tiles_check(k->head_dim, k->block_m, k->block_n,
-                                                  k->warps)
+        k->impl && bwd ? kiln__hstu_bwd_sm90_tiles_check(k->head_dim, k->block_m, k->block_n,
+                                                         k->warps)
+        : k->impl ? kiln__hstu_fwd_sm90_tiles_check(k->head_dim, k->block_m, k->block_n,
+                                                    k->warps)
         : bwd ? kiln__hstu_bwd_tiles_check(k->head_dim, k->block_m, k->block_n, k->warps)
               : kiln__hstu_fwd_tiles_check(k->head_dim, k->block_m, k->block_n, k->warps);
     KILN_FAIL_IF(why, KILN_EBADARG, "tiles bm%d/bn%d/w%d: %s", k->block_m,
@@ -211,8 +248,11 @@ int kiln__key_format(const kiln_key *k, char *buf, size_t n)
     if (kiln__mask_format(k->mask, m, sizeof m) < 0) return -1;
     const char *impl = k->impl == kiln__key_default_impl(k) ? ""
                        : k->impl ? "/wgmma" : "/mma";
+    char dt[24];
+    snprintf(dt, sizeof dt, "%s%s%s", kiln__dtype_name(k->dtype), k->out_dtype ? "-" : "",
+             k->out_dtype ? kiln__dtype_name(k->out_dtype) : "");
     int len = snprintf(buf, n, "%s/%s/%s/d%d/%s%s%s%s%s", kiln__family_name(k->family),
-                       a, kiln__dtype_name(k->dtype), k->head_dim, m,
+                       a, dt, k->head_dim, m,
                        k->rab ? "/rab" : "", k->drab ? "/drab" : "",
                        k->det ? "/det" : "", impl);
     if (len < 0 || (size_t)len >= n) return -1;
@@ -307,9 +347,18 @@ kiln_status kiln__key_parse(const char *text, const char *arch_override,
     KILN_FAIL_IF(i >= nseg, KILN_EBADARG, "key '%s': dtype missing", text);
     if (strcmp(seg[i], "fp16") == 0) k.dtype = KILN_DTYPE_FP16;
     else if (strcmp(seg[i], "bf16") == 0) k.dtype = KILN_DTYPE_BF16;
-    else if (strcmp(seg[i], "e4m3") == 0 || strcmp(seg[i], "fp8") == 0)
+    else if (strncmp(seg[i], "e4m3", 4) == 0 || strncmp(seg[i], "fp8", 3) == 0) {
+        /* e4m3[-bf16|-fp16]: the out dtype, bf16 unless named */
+        const char *o = seg[i] + (seg[i][1] == '4' ? 4 : 3);
         k.dtype = KILN_DTYPE_E4M3;
-    else
+        if (*o == '\0' || strcmp(o, "-bf16") == 0) k.out_dtype = KILN_DTYPE_BF16;
+        else if (strcmp(o, "-fp16") == 0) k.out_dtype = KILN_DTYPE_FP16;
+        else
+            return kiln__fail(KILN_EBADARG,
+                              "key '%s': dtype '%s' is not one of e4m3, e4m3-bf16, "
+                              "e4m3-fp16 (out dtype after the dash)",
+                              text, seg[i]);
+    } else
         return kiln__fail(KILN_EBADARG,
                           "key '%s': dtype '%s' is not one of fp16, bf16, e4m3",
                           text, seg[i]);
@@ -369,7 +418,7 @@ int kiln__key_prelude(const kiln_key *k, char *buf, size_t n)
         "#define KILN_BLOCK_M %d\n#define KILN_BLOCK_N %d\n#define KILN_WARPS %d\n"
         "#define KILN_CAUSAL %d\n#define KILN_LOCAL %d\n#define KILN_CONTEXT %d\n"
         "#define KILN_TARGET %d\n#define KILN_DELTA_Q %d\n#define KILN_RAB %d\n"
-        "%s"
+        "%s%s"
         "#include \"%s\"\n",
         text, k->arch * 10, k->dtype, k->head_dim, k->block_m, k->block_n, k->warps,
         !!(k->mask & KILN_MASK_CAUSAL), !!(k->mask & KILN_MASK_LOCAL),
@@ -380,7 +429,11 @@ int kiln__key_prelude(const kiln_key *k, char *buf, size_t n)
                             : "#define KILN_DRAB 1\n#define KILN_DETERMINISTIC 0\n")
                   : (k->det ? "#define KILN_DRAB 0\n#define KILN_DETERMINISTIC 1\n"
                             : "#define KILN_DRAB 0\n#define KILN_DETERMINISTIC 0\n"),
-        k->family == KILN_FAM_HSTU_BWD ? "hstu_bwd.cu"
+        k->out_dtype == KILN_DTYPE_FP16   ? "#define KILN_OUT_DTYPE 1\n"
+        : k->out_dtype == KILN_DTYPE_BF16 ? "#define KILN_OUT_DTYPE 2\n"
+                                          : "",
+        k->family == KILN_FAM_HSTU_BWD ? (k->impl == 1 ? "hstu_bwd_sm90.cu" : "hstu_bwd.cu")
+        : k->dtype == KILN_DTYPE_E4M3  ? "hstu_fwd_sm90_fp8.cu"
         : k->impl == 1                 ? "hstu_fwd_sm90.cu"
                                        : "hstu_fwd.cu");
     return len < 0 || (size_t)len >= n ? -1 : len;
@@ -411,6 +464,9 @@ int kiln__key_entries(const kiln_key *k, const char *names[KILN_MAX_ENTRIES])
 
 size_t kiln__key_smem(const kiln_key *k, int which)
 {
+    if (k->family == KILN_FAM_HSTU_BWD && k->impl == 1)
+        return kiln__hstu_bwd_sm90_smem(which, k->dtype, k->head_dim, k->block_m,
+                                        k->block_n, k->warps);
     if (k->family == KILN_FAM_HSTU_BWD)
         return kiln__hstu_bwd_smem(which, k->dtype, k->head_dim, k->block_m, k->block_n,
                                    k->warps);

@@ -26,6 +26,7 @@ typedef struct kiln_key {
     int arch;        /* compute capability * 10: 80, 86, 89, 90, 100 ... */
     int arch_a;      /* 1: arch-specific features ("sm_90a") */
     int dtype;       /* kiln_dtype */
+    int out_dtype;   /* e4m3: FP16 or BF16 (out and rab); 0 for 16-bit dtypes */
     int head_dim;
     unsigned mask;   /* kiln_mask_bits */
     int rab;

@@ -304,7 +304,7 @@ enum kiln_index_type { KILN_INDEX_INT32 = 0, KILN_INDEX_INT64 = 1 };
  */
 typedef struct kiln_hstu_fwd_params {
     uint32_t struct_size; /* sizeof(kiln_hstu_fwd_params); set by _init */
-    int dtype;            /* kiln_dtype: FP16 or BF16 */
+    int dtype;            /* kiln_dtype: FP16, BF16, or E4M3 (see out_dtype) */
     int head_dim;         /* 32, 64, 128 or 256 */
     int num_heads;        /* H (>= 1) */
     int batch;            /* B (>= 0) */
@@ -328,10 +328,23 @@ typedef struct kiln_hstu_fwd_params {
     int rab_heads;            /* divides num_heads */
     int64_t rab_batch_stride, rab_head_stride, rab_row_stride;
     int is_delta_q;           /* queries are the last len_q positions */
+    /* fp8.  out_dtype: 0 (same as dtype) or dtype for FP16/BF16; with
+     * dtype KILN_DTYPE_E4M3 it must be KILN_DTYPE_FP16 or _BF16 (the type
+     * of out and of rab).  descale_q/k/v: device pointers to one float
+     * each, the per-tensor factors that turn e4m3 values into real ones
+     * (q = descale_q * q8, ...; NVIDIA's quant_mode 5); 0 means 1.0.  They
+     * must be 0 unless dtype is E4M3.  e4m3 runs on sm_90a only (wgmma;
+     * KILN_EUNSUPPORTED elsewhere), head_dim 64, 128 or 256, and needs the
+     * row and head strides of q, k and v to be multiples of 16 elements.
+     * P = silu(s) is rounded to e4m3 for the second product (SPEC.md: about
+     * 1% of typical and at most a few % of the largest output). */
+    int out_dtype;
+    uint64_t descale_q, descale_k, descale_v;
 } kiln_hstu_fwd_params;
 
 /* Fill *p with defaults: struct_size, bf16, window (-1,-1), alpha 1,
- * target_group_size 1, rab_heads 1; everything else 0. */
+ * target_group_size 1, rab_heads 1; everything else 0 (out_dtype 0: as
+ * dtype; descales 0: 1.0). */
 KILN_API kiln_status kiln_hstu_fwd_params_init(kiln_hstu_fwd_params *p);
 
 /* Launch HSTU forward on stream.  Validates every host-visible field first

@@ -83,9 +83,11 @@ kiln_status kiln_engine_create(const kiln_engine_options *opts, kiln_engine **ou
     e->log.fn = opts->log_fn;
     e->log.user = opts->log_user;
     e->flags = opts->flags;
-    /* For comparing kernels on one machine: KILN_FWD_IMPL=mma|wgmma. */
+    /* For comparing kernels on one machine: KILN_FWD_IMPL, KILN_BWD_IMPL=mma|wgmma. */
     const char *impl = getenv("KILN_FWD_IMPL");
     e->fwd_impl = impl && !strcmp(impl, "mma") ? 0 : impl && !strcmp(impl, "wgmma") ? 1 : -1;
+    impl = getenv("KILN_BWD_IMPL");
+    e->bwd_impl = impl && !strcmp(impl, "mma") ? 0 : impl && !strcmp(impl, "wgmma") ? 1 : -1;
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);
     if (!(e->flags & KILN_ENGINE_NO_DISK_CACHE)) {

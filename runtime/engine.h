@@ -47,6 +47,7 @@ struct kiln_engine {
     kiln_logger log;
     uint32_t flags;
     int fwd_impl; /* $KILN_FWD_IMPL: -1 default, 0 mma, 1 wgmma (where valid) */
+    int bwd_impl; /* $KILN_BWD_IMPL: likewise for the backward */
     kiln_cache *cache; /* NULL with KILN_ENGINE_NO_DISK_CACHE */
     pthread_mutex_t mu;
     pthread_cond_t cv;

@@ -44,7 +44,10 @@ static kiln_status check_sm80(const void *params, int *empty)
     kiln_key key;
     kiln_hstu_kparams kp;
     kiln_launch l;
-    return kiln__hstu_fwd_plan(params, 80, 0, &key, &kp, &l, empty);
+    /* e4m3 exists on sm_90a only: check its arguments there */
+    const kiln_hstu_fwd_params *p = params;
+    int e4m3 = p && p->struct_size == sizeof *p && p->dtype == KILN_DTYPE_E4M3;
+    return kiln__hstu_fwd_plan(params, e4m3 ? 90 : 80, e4m3, &key, &kp, &l, empty);
 }
 
 kiln_status kiln_hstu_fwd(kiln_engine *e, const kiln_hstu_fwd_params *params,
@@ -62,6 +65,7 @@ kiln_status kiln_hstu_fwd(kiln_engine *e, const kiln_hstu_fwd_params *params,
     if (empty) return KILN_OK;
     /* Everything the host can see is checked here, before the GPU is. */
     int impl = e->fwd_impl == 1 && !(di->arch == 90 && di->arch_a) ? -1 : e->fwd_impl;
+    if (params && params->dtype == KILN_DTYPE_E4M3) impl = -1; /* one kernel: $KILN_FWD_IMPL moot */
     KILN_TRY(kiln__hstu_fwd_plan_impl(params, di->arch, di->arch_a, impl, &key, &kp, &l,
                                       &empty));
     if (empty) return KILN_OK;
@@ -69,7 +73,7 @@ kiln_status kiln_hstu_fwd(kiln_engine *e, const kiln_hstu_fwd_params *params,
         KILN_TRY(kiln__debug_counter(e, cu, di, &kp.debug_counter));
 
     kiln_slot *s;
-    if (key.impl == 1) {
+    if (key.impl == 1 && key.dtype != KILN_DTYPE_E4M3) {
         /* The Hopper kernel loads through TMA descriptors of these tensors;
          * tensors they cannot describe go to the portable kernel. */
         kiln_hstu_tma_kparams ta;
@@ -86,6 +90,14 @@ kiln_status kiln_hstu_fwd(kiln_engine *e, const kiln_hstu_fwd_params *params,
     }
     KILN_TRY(kiln__kernel_get(e, &key, 1, &s));
     atomic_fetch_add_explicit(&e->mem_hits, 1, memory_order_relaxed);
+    if (key.dtype == KILN_DTYPE_E4M3) {
+        kiln_hstu_fp8_kparams f8;
+        f8.base = kp;
+        f8.descale_q = params->descale_q;
+        f8.descale_k = params->descale_k;
+        f8.descale_v = params->descale_v;
+        return kiln__launch(cu, s, 0, dev, l.grid, l.block, l.smem, stream, &f8);
+    }
     return kiln__launch(cu, s, 0, dev, l.grid, l.block, l.smem, stream, &kp);
 }
 

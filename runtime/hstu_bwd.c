@@ -39,7 +39,7 @@ kiln_status kiln_hstu_bwd(kiln_engine *e, const kiln_hstu_bwd_params *params, vo
     int nothing;
     KILN_TRY(kiln__acquire(e, check_sm80, params, &cu, &dev, &di, &nothing));
     if (nothing) return KILN_OK;
-    KILN_TRY(kiln__hstu_bwd_plan(params, di->arch, di->arch_a, &plan));
+    KILN_TRY(kiln__hstu_bwd_plan_impl(params, di->arch, di->arch_a, e->bwd_impl, &plan));
     if (plan.empty) return KILN_OK;
     if (e->flags & KILN_ENGINE_DEBUG_CHECKS)
         KILN_TRY(kiln__debug_counter(e, cu, di, &plan.kp.f.debug_counter));

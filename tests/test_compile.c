@@ -1,6 +1,6 @@
 /* test_compile.c -- NVRTC compiles every HSTU template variant (forward and
- * backward) for sm_80 and sm_90a, with no spills, through the real engine and
- * cache (no GPU needed).
+ * backward, the Hopper wgmma kernels included) for sm_80 and sm_90a, with no
+ * spills, through the real engine and cache (no GPU needed).
  *
  * The variants are split over one worker process per CPU, all writing the same
  * cache, which also exercises concurrent inserts.  The cache lives in
@@ -33,6 +33,30 @@ static int collect(const char *key, void *user)
     return 0;
 }
 
+/* The Hopper backward (hstu_bwd_sm90.cu) for every sm_90a backward key it
+ * serves (head dim 64 / 128, no rab, drab or det), default or not: named
+ * with "/wgmma" and canonicalized, so each is listed under its stored key. */
+static int nwgmma, wgmma_bad;
+
+static int collect_wgmma(const char *key, void *user)
+{
+    (void)user;
+    if ((!strstr(key, "/d64/") && !strstr(key, "/d128/")) || strstr(key, "/rab") ||
+        strstr(key, "/det"))
+        return 0;
+    char named[200], canon[160];
+    snprintf(named, sizeof named, "%s/wgmma", key);
+    if (kiln_key_canonical(named, NULL, canon, sizeof canon) != KILN_OK) {
+        fprintf(stderr, "FAIL %s: %s\n", named, kiln_last_error());
+        wgmma_bad++;
+        return 0;
+    }
+    nwgmma++;
+    for (int i = 0; i < nkeys; i++)
+        if (strcmp(keys[i], canon) == 0) return 0;
+    return collect(canon, user);
+}
+
 static int setup(void **state)
 {
     (void)state;
@@ -62,6 +86,8 @@ static int setup(void **state)
     if (kiln_key_expand("hstu_fwd/*", "sm_90a", collect, NULL) != KILN_OK) return -1;
     if (kiln_key_expand("hstu_bwd/*", "sm_80", collect, NULL) != KILN_OK) return -1;
     if (kiln_key_expand("hstu_bwd/*", "sm_90a", collect, NULL) != KILN_OK) return -1;
+    if (kiln_key_expand("hstu_bwd/*", "sm_90a", collect_wgmma, NULL) != KILN_OK) return -1;
+    if (nwgmma == 0 || wgmma_bad) return -1; /* the rule above is stale */
     return 0;
 }
 

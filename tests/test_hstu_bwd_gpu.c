@@ -56,6 +56,12 @@
  *   KILN_TEST_NO_GPU      1: behave as if there were no GPU
  *   KILN_TEST_DRY_SWEEP   1/0: run / skip the sweep against the rounded
  *                         reference on the CPU (default: only without a GPU)
+ *   KILN_BWD_IMPL=wgmma   the engine runs the Hopper kernel (hstu_bwd_sm90.cu)
+ *                         wherever it serves a call; the sweep then drops
+ *                         rab, drab and the deterministic mode from its cases
+ *                         (the Hopper kernel has none of them) so that every
+ *                         head dim 64 / 128 case on sm_90a runs on it, and
+ *                         fails if none does
  * The engine uses the default cache ($KILN_CACHE_DIR, else ~/.cache/kiln).
  */
 #include <ctype.h>
@@ -96,6 +102,8 @@ static int g_ctx_lost;
 static int g_cases, g_passed, g_failed, g_skipped;
 static int g_det_cases, g_det_identical;
 static int g_neg_checked, g_neg_missed;
+static int g_wgmma;      /* KILN_BWD_IMPL=wgmma */
+static int g_wgmma_runs; /* sweep cases the Hopper kernel served */
 static double g_neg_weakest = INFINITY, g_worst_ratio;
 
 #define REQUIRE_GPU()                                                          \
@@ -694,6 +702,15 @@ static void run_built(kiln_engine *e, bdata *d, result *res) {
 
 /* ------------------------------------------------------------------ keys */
 
+/* Whether the Hopper backward serves bp, whose forward key is fk (the rule
+ * of kiln__hstu_bwd_sm90_serves, restated so that a change there shows up
+ * here as a case that no longer runs on it). */
+static int wgmma_serves(const kiln_hstu_bwd_params *bp, const char *fk) {
+    const int d = bp->fwd.head_dim;
+    return strstr(fk, "/sm_90a/") && (d == 64 || d == 128) && !bp->fwd.rab && !bp->drab &&
+           !bp->deterministic;
+}
+
 /* The key kiln_hstu_bwd compiles for bp on arch (NULL: the device): the
  * forward's key (same mask and rab rules) with the family hstu_bwd, the
  * forward's tile fields dropped (the backward has its own defaults) and
@@ -715,7 +732,9 @@ static int bwd_key(const kiln_hstu_bwd_params *bp, const char *arch, char *buf, 
         if (!tile && o < sizeof text) o += (size_t)snprintf(text + o, sizeof text - o, "/%s", seg);
     }
     if (bp->drab && o < sizeof text) o += (size_t)snprintf(text + o, sizeof text - o, "/drab");
-    if (bp->deterministic && o < sizeof text) snprintf(text + o, sizeof text - o, "/det");
+    if (bp->deterministic && o < sizeof text) o += (size_t)snprintf(text + o, sizeof text - o, "/det");
+    if (g_wgmma && wgmma_serves(bp, fk) && o < sizeof text)
+        snprintf(text + o, sizeof text - o, "/wgmma");
     st = kiln_key_canonical(text, NULL, buf, n);
     if (st != KILN_OK) {
         char why[300];
@@ -911,7 +930,14 @@ static int edge_cases(kt_case *out) {
 }
 
 static kt_case *make_sweep(int *count, int *reps_out, uint64_t *seed_out) {
-    return kt_make_sweep(20261124, grid_case, edge_cases, 1, count, reps_out, seed_out);
+    kt_case *all = kt_make_sweep(20261124, grid_case, edge_cases, 1, count, reps_out, seed_out);
+    if (g_wgmma) /* after drawing: the data of every case stays the same */
+        for (int i = 0; i < *count; i++) {
+            all[i].rab_heads = 0;
+            all[i].drab = all[i].drab_own = 0;
+            all[i].det = 0;
+        }
+    return all;
 }
 
 /* What the sweep covers, for the log. */
@@ -1107,6 +1133,9 @@ static void test_gpu_sweep(void **state) {
         char desc[400];
         kt_describe(&all[i], 1, desc, sizeof desc);
         bdata *d = pipeline_get(&pl, i);
+        char at[32];
+        snprintf(at, sizeof at, "/%s/", arch);
+        const int on_wgmma = g_wgmma && wgmma_serves(&d->p, at);
         result res;
         double t1 = kt_now_ms();
         run_built(g_engine, d, &res);
@@ -1116,6 +1145,7 @@ static void test_gpu_sweep(void **state) {
         pipeline_done(&pl, i);
         const double tol = tol_for(all[i].dtype);
         g_cases++;
+        g_wgmma_runs += on_wgmma && res.status != R_SKIP;
         const char *tag = "PASS";
         if (res.status == R_PASS)
             g_passed++;
@@ -1138,11 +1168,13 @@ static void test_gpu_sweep(void **state) {
             if (res.neg_ratio / tol < g_neg_weakest) g_neg_weakest = res.neg_ratio / tol;
             snprintf(neg, sizeof neg, " neg %.1fx", res.neg_ratio / tol);
         }
-        printf("%s [%3d] %s  err %.2e/%.0e (%s)%s%s (%.0f ms)%s%s\n", tag, i, desc,
+        printf("%s [%3d] %s%s  err %.2e/%.0e (%s)%s%s (%.0f ms)%s%s\n", tag, i, desc,
+               on_wgmma ? " [wgmma]" : "",
                res.cmp.ratio, tol, rt, neg,
                res.det_checked ? (res.det_diff ? " det DIFFERS" : " det identical") : "", ms,
                res.status == R_PASS ? "" : "\n       ", res.status == R_PASS ? "" : res.msg);
         if (res.status != R_PASS && all[i].key[0]) printf("       key %s\n", all[i].key);
+
         fflush(stdout);
     }
     pipeline_finish(&pl);
@@ -1152,6 +1184,11 @@ static void test_gpu_sweep(void **state) {
            (kt_now_ms() - t0) / 1e3, g_det_identical, g_det_cases, g_neg_checked - g_neg_missed,
            g_neg_checked, g_neg_checked ? g_neg_weakest : 0.0, g_worst_ratio);
     free(all);
+    if (g_wgmma) {
+        printf("KILN_BWD_IMPL=wgmma: %d of %d sweep cases ran on the Hopper kernel "
+               "(hstu_bwd_sm90.cu)\n", g_wgmma_runs, n);
+        if (strcmp(arch, "sm_90a") == 0) assert_true(g_wgmma_runs > 0);
+    }
     assert_int_equal(g_failed, 0);
 }
 
@@ -1845,6 +1882,8 @@ static void test_ref_layouts(void **state) {
 
 static int setup(void **state) {
     (void)state;
+    const char *impl = getenv("KILN_BWD_IMPL");
+    g_wgmma = impl && strcmp(impl, "wgmma") == 0;
     return kt_open_engines(&g_gpu_ok, g_why, sizeof g_why, &g_engine, &g_nolaunch);
 }
 

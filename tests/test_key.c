@@ -76,6 +76,13 @@ static void every_field_changes_encoding(void **state)
     }
 }
 
+static int count_key_fp8(const char *key, void *user)
+{
+    (void)key;
+    (*(int *)user)++;
+    return 0;
+}
+
 static int roundtrip_one(const char *text, void *user)
 {
     int *count = user;
@@ -97,7 +104,8 @@ static void text_roundtrips_for_every_key(void **state)
     /* 4 archs x 2 dtypes x 4 dims x 11 valid masks x 2 rab, less the tiles
      * that do not fit an arch's shared memory. */
     assert_true(count > 300);
-    assert_true(count <= 4 * 2 * 4 * 11 * (2 + 6));
+    /* plus e4m3 on sm_90a: 2 out dtypes x 3 dims x 11 masks x 2 rab */
+    assert_true(count <= 4 * 2 * 4 * 11 * (2 + 6) + 2 * 3 * 11 * 2);
 }
 
 static void canonical_form_normalizes(void **state)
@@ -119,6 +127,50 @@ static void canonical_form_normalizes(void **state)
     assert_string_equal(buf, "hstu_fwd/sm_90a/fp16/d32/none");
     /* too small a buffer is an error, not a truncation */
     assert_int_equal(kiln_key_canonical("hstu_fwd/sm_80/fp16/d32/none", NULL, buf, 8),
+                     KILN_EBADARG);
+}
+
+/* fp8 keys carry the out dtype; 16-bit keys keep their old bytes. */
+static void fp8_keys_name_the_out_dtype(void **state)
+{
+    (void)state;
+    char buf[160];
+    assert_int_equal(kiln_key_canonical("hstu_fwd/sm_90a/fp8/d128/causal", NULL, buf,
+                                        sizeof buf),
+                     KILN_OK);
+    assert_string_equal(buf, "hstu_fwd/sm_90a/e4m3-bf16/d128/causal");
+    assert_int_equal(kiln_key_canonical("hstu_fwd/e4m3-fp16/d64/none/rab", "sm_90a", buf,
+                                        sizeof buf),
+                     KILN_OK);
+    /* e4m3 has only the wgmma kernel, rab or not: no "/wgmma" suffix */
+    assert_string_equal(buf, "hstu_fwd/sm_90a/e4m3-fp16/d64/none/rab");
+    kiln_key a, b, c;
+    assert_int_equal(kiln__key_parse("hstu_fwd/sm_90a/e4m3-bf16/d128/causal", NULL, &a),
+                     KILN_OK);
+    assert_int_equal(kiln__key_parse("hstu_fwd/sm_90a/e4m3-fp16/d128/causal", NULL, &b),
+                     KILN_OK);
+    assert_int_equal(kiln__key_parse("hstu_fwd/sm_90a/bf16/d128/causal", NULL, &c),
+                     KILN_OK);
+    uint8_t ea[KILN_KEY_BYTES], eb[KILN_KEY_BYTES], ec[KILN_KEY_BYTES];
+    kiln__key_encode(&a, ea);
+    kiln__key_encode(&b, eb);
+    kiln__key_encode(&c, ec);
+    assert_memory_not_equal(ea, eb, KILN_KEY_BYTES);
+    assert_int_equal(ec[7], 'T');
+    assert_int_equal(ec[8], KILN_DTYPE_BF16); /* unchanged by the out dtype nibble */
+    assert_int_equal(ea[8], KILN_DTYPE_E4M3 | KILN_DTYPE_BF16 << 4);
+    /* a 16-bit key cannot name an out dtype */
+    c.out_dtype = KILN_DTYPE_FP16;
+    assert_int_equal(kiln__key_validate(&c), KILN_EBADARG);
+    assert_non_null(strstr(kiln_last_error(), "out dtype"));
+    /* expanding covers both out dtypes on sm_90a only */
+    int n = 0;
+    assert_int_equal(kiln_key_expand("hstu_fwd/sm_90a/e4m3-*/d128/causal", NULL, count_key_fp8,
+                                     &n),
+                     KILN_OK);
+    assert_int_equal(n, 2);
+    n = 0;
+    assert_int_equal(kiln_key_expand("hstu_fwd/e4m3*", "sm_80", count_key_fp8, &n),
                      KILN_EBADARG);
 }
 
@@ -147,7 +199,11 @@ static void bad_keys_name_the_field(void **state)
          "target"},
         {"hstu_fwd/sm_90a/bf16/d128/causal+context+deltaq", NULL, KILN_EBADARG,
          "deltaq", "context"},
-        {"hstu_fwd/sm_90a/e4m3/d128/causal", NULL, KILN_EUNSUPPORTED, "e4m3", "fp8"},
+        {"hstu_fwd/sm_80/e4m3/d128/causal", NULL, KILN_EUNSUPPORTED, "e4m3", "sm_90a"},
+        {"hstu_fwd/sm_90a/e4m3/d32/causal", NULL, KILN_EUNSUPPORTED, "e4m3", "head_dim 32"},
+        {"hstu_bwd/sm_90a/e4m3/d128/causal", NULL, KILN_EUNSUPPORTED, "e4m3", "forward only"},
+        {"hstu_fwd/sm_90a/e4m3-e4m3/d128/causal", NULL, KILN_EBADARG, "dtype", "e4m3-e4m3"},
+        {"hstu_fwd/sm_90a/e4m3/d128/causal/mma", NULL, KILN_EUNSUPPORTED, "e4m3", "wgmma"},
         {"hstu_fwd/sm_75/bf16/d128/causal", NULL, KILN_EUNSUPPORTED, "sm_75", "sm_80"},
         {"hstu_fwd/sm_80a/bf16/d128/causal", NULL, KILN_EBADARG, "sm_80a", "arch"},
         {"hstu_fwd/sm_90a/bf16/d128/causal", "sm90", KILN_EBADARG, "arch", "sm90"},
@@ -413,6 +469,7 @@ int main(void)
         cmocka_unit_test(encoding_is_fixed_and_tagged),
         cmocka_unit_test(every_field_changes_encoding),
         cmocka_unit_test(text_roundtrips_for_every_key),
+        cmocka_unit_test(fp8_keys_name_the_out_dtype),
         cmocka_unit_test(canonical_form_normalizes),
         cmocka_unit_test(bad_keys_name_the_field),
         cmocka_unit_test(parser_survives_random_text),

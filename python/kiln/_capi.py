@@ -143,6 +143,10 @@ class HstuFwdParams(ctypes.Structure):
         ("rab_head_stride", c_i64),
         ("rab_row_stride", c_i64),
         ("is_delta_q", c_int),
+        ("out_dtype", c_int),  # e4m3: KILN_DTYPE_FP16 / _BF16; else 0
+        ("descale_q", c_u64),  # e4m3: device float* (0: 1.0)
+        ("descale_k", c_u64),
+        ("descale_v", c_u64),
     ]
 
 
@@ -204,34 +208,35 @@ class CacheStats(ctypes.Structure):
 #   window_left 164, window_right 168, [pad 4], num_contexts 176,
 #   num_targets 184, target_group_size 192, alpha 196, scaling_seqlen 200,
 #   [pad 4], rab 208, rab_heads 216, [pad 4], rab_batch_stride 224,
-#   rab_head_stride 232, rab_row_stride 240, is_delta_q 248, [pad 4]
-#   -> 256 bytes.
-# kiln_hstu_bwd_params: struct_size 0, [pad 4], fwd 8 (256 bytes), dout 264,
-#   dout_row_stride 272, dout_head_stride 280, dq 288, dk 296, dv 304,
-#   dq_row_stride 312, dq_head_stride 320, dk_row_stride 328,
-#   dk_head_stride 336, dv_row_stride 344, dv_head_stride 352, drab 360,
-#   drab_batch_stride 368, drab_head_stride 376, drab_row_stride 384,
-#   deterministic 392, [pad 4], workspace 400, workspace_bytes 408
-#   -> 416 bytes.
+#   rab_head_stride 232, rab_row_stride 240, is_delta_q 248, out_dtype 252,
+#   descale_q 256, descale_k 264, descale_v 272 -> 280 bytes.
+# kiln_hstu_bwd_params: struct_size 0, [pad 4], fwd 8 (280 bytes), dout 288,
+#   dout_row_stride 296, dout_head_stride 304, dq 312, dk 320, dv 328,
+#   dq_row_stride 336, dq_head_stride 344, dk_row_stride 352,
+#   dk_head_stride 360, dv_row_stride 368, dv_head_stride 376, drab 384,
+#   drab_batch_stride 392, drab_head_stride 400, drab_row_stride 408,
+#   deterministic 416, [pad 4], workspace 424, workspace_bytes 432
+#   -> 440 bytes.
 # kiln_cache_stats: path 0, writable 8, [pad 4], entries 16, bytes 24,
 #   file_bytes 32, hits 40, ro_layers 48, [pad 4], mem_hits 56, disk_hits 64,
 #   compiles 72, rejected 80 -> 88 bytes.
 _EXPECTED_LAYOUT = {
     EngineOptions: (48, {"cache_dir": 8, "log_level": 24, "flags": 28,
                          "log_fn": 32, "log_user": 40}),
-    HstuFwdParams: (256, {"total_q": 24, "q": 40, "out": 64,
+    HstuFwdParams: (280, {"total_q": 24, "q": 40, "out": 64,
                           "q_row_stride": 72, "out_head_stride": 128,
                           "seq_offsets_q": 136, "offsets_type": 152,
                           "window_right": 168, "num_contexts": 176,
                           "num_targets": 184, "target_group_size": 192,
                           "alpha": 196, "scaling_seqlen": 200, "rab": 208,
                           "rab_heads": 216, "rab_batch_stride": 224,
-                          "rab_row_stride": 240, "is_delta_q": 248}),
-    HstuBwdParams: (416, {"fwd": 8, "dout": 264, "dout_head_stride": 280,
-                          "dq": 288, "dv": 304, "dq_row_stride": 312,
-                          "dv_head_stride": 352, "drab": 360,
-                          "drab_row_stride": 384, "deterministic": 392,
-                          "workspace": 400, "workspace_bytes": 408}),
+                          "rab_row_stride": 240, "is_delta_q": 248,
+                          "out_dtype": 252, "descale_q": 256, "descale_v": 272}),
+    HstuBwdParams: (440, {"fwd": 8, "dout": 288, "dout_head_stride": 304,
+                          "dq": 312, "dv": 328, "dq_row_stride": 336,
+                          "dv_head_stride": 376, "drab": 384,
+                          "drab_row_stride": 408, "deterministic": 416,
+                          "workspace": 424, "workspace_bytes": 432}),
     CacheStats: (88, {"writable": 8, "entries": 16, "ro_layers": 48,
                       "mem_hits": 56, "rejected": 80}),
 }

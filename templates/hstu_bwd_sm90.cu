@@ -1,0 +1,553 @@
+/* hstu_bwd_sm90.cu -- HSTU attention backward for Hopper (sm_90a): wgmma,
+ * warp specialization, mbarrier pipeline.
+ *
+ * Same formulas as hstu_bwd.cu (SPEC.md section 1, no softmax statistics):
+ * with x = q_i . k_j, s = alpha x, on valid pairs
+ *   dv_j += silu(s) inv_scaling do_i       dp = do_i . v_j
+ *   ds    = dp silu'(s) alpha inv_scaling  dk_j += ds q_i    dq_i += ds k_j
+ * and the same prelude, grid, entries (main, dq, convert), workspace contract
+ * (dq_accum fp32, zeroed before main, turned into dq by convert), masks,
+ * offsets guard and debug counter.  No rab, drab or deterministic mode: those
+ * keys stay on hstu_bwd.cu (the dispatcher refuses them here).
+ *
+ * One CTA = BLOCK_N = 128 keys of one (batch, head); 12 warps:
+ *   warpgroup 0 (producer, setmaxnreg 24): copies K and V once, then streams
+ *     the query tiles that can see the keys (Q and dO, BLOCK_M = 64 rows)
+ *     through a STAGES-deep ring with cp.async into the 128B-swizzled
+ *     layout; rows past the sequence are zero-filled, so they contribute
+ *     exact zeros.  Each copy completes on the stage's "full" mbarrier.
+ *   warpgroups 1, 2 (consumers, setmaxnreg 240): 64 keys each.  Per tile:
+ *     S^T = K Q^T and dP^T = V dO^T (wgmma, both operands from shared
+ *     memory, K-major); P'^T = silu(s) and 2 silu'(s), masked, packed to 16
+ *     bits in registers;
+ *     dV += P'^T dO with P'^T as the register A operand and dO read MN-major;
+ *     dS'^T = dP^T 2 silu'(s) goes to registers (dK += dS'^T Q, same form)
+ *     and to shared memory.  After a named barrier of both consumers the
+ *     whole dS'^T tile (64 queries x 128 keys) is there and each warpgroup
+ *     computes dQ = dS' K for half of the head dim (A = dS'^T read M-major,
+ *     B = K read N-major) and releases the stage ("empty" mbarrier, 256
+ *     arrivals).  The dQ is added to dq_accum (red.global.add.v4) at the
+ *     start of the next tile, after its proxy fence: a proxy fence waits for
+ *     the thread's outstanding reductions.
+ * Scale factors stay out of the 16-bit operands (silu(s), dS' = dP 2 silu');
+ * inv_scaling and alpha inv_scaling / 2 are applied to the fp32 results.
+ * Element masks run only on tiles the mask does not leave whole, and are
+ * computed before the tile's first wgmma so that no branch sits between a
+ * wgmma and its wait (ptxas would serialize the wgmmas).  dS'^T is double
+ * buffered: a warpgroup rewrites a buffer two tiles later, after the barrier
+ * of the tile in between, which the other warpgroup reaches only after its
+ * dQ wgmma that read the buffer has completed.
+ *
+ * Shared memory (bytes; kiln__hstu_bwd_sm90_smem()): up to 1024 bytes of
+ * alignment slack, then
+ *   K [128 x D] | V [128 x D] | STAGES x (Q [64 x D] | dO [64 x D])
+ *   | 2 x dS'^T [128 keys x 64 queries] | mbarriers (64)
+ * each tile as D/64 column blocks of [rows][64] with the 128-byte swizzle.
+ *
+ * Requirements (checked by the runtime): q, k, v, dout, dq, dk, dv 16-byte
+ * aligned with row and head strides multiples of 8 elements; dq_accum 16-byte
+ * aligned. */
+#include "kiln_bwd_common.cuh"
+#include "kiln_sm90_bwd.cuh"
+#include "hstu_bwd_params.h"
+
+#if !defined(KILN_DTYPE) || !defined(KILN_HEAD_DIM) || !defined(KILN_BLOCK_M) || \
+    !defined(KILN_BLOCK_N) || !defined(KILN_WARPS)
+#error "hstu_bwd_sm90.cu: the specialization prelude is missing"
+#endif
+#ifndef KILN_CAUSAL
+#define KILN_CAUSAL 0
+#endif
+#ifndef KILN_LOCAL
+#define KILN_LOCAL 0
+#endif
+#ifndef KILN_CONTEXT
+#define KILN_CONTEXT 0
+#endif
+#ifndef KILN_TARGET
+#define KILN_TARGET 0
+#endif
+#ifndef KILN_DELTA_Q
+#define KILN_DELTA_Q 0
+#endif
+#if (defined(KILN_RAB) && KILN_RAB) || (defined(KILN_DRAB) && KILN_DRAB) || \
+    (defined(KILN_DETERMINISTIC) && KILN_DETERMINISTIC)
+#error "hstu_bwd_sm90.cu: rab, drab and deterministic keys use hstu_bwd.cu"
+#endif
+
+namespace kiln_hstu_bwd_sm90_impl {
+using namespace kiln_bwd;
+using namespace kiln_sm90_bwd;
+
+constexpr int DT = KILN_DTYPE;
+constexpr int D = KILN_HEAD_DIM;
+constexpr int BM = KILN_BLOCK_M;
+constexpr int BN = KILN_BLOCK_N;
+constexpr int NTHREADS = KILN_WARPS * 32;
+/* Q/dO ring depth: must match kiln__hstu_bwd_sm90_smem(). */
+constexpr int STAGES = D <= 64 ? 3 : 2;
+constexpr int PTHREADS = 128;   /* producer warpgroup */
+constexpr int CTHREADS = 256;   /* both consumer warpgroups */
+constexpr int KSTEPS = D / 16;  /* k16 steps of S^T, dP^T (over the head dim) */
+constexpr int MSTEPS = BM / 16; /* k16 steps of dV, dK (over the queries) */
+constexpr int NSTEPS = BN / 16; /* k16 steps of dQ (over the keys) */
+constexpr int DQN = D / 2;      /* dQ columns per consumer warpgroup */
+constexpr bool CAUSAL = KILN_CAUSAL != 0;
+constexpr bool LOCAL = KILN_LOCAL != 0;
+constexpr bool CONTEXT = KILN_CONTEXT != 0;
+constexpr bool TARGET = KILN_TARGET != 0;
+constexpr bool DELTA_Q = KILN_DELTA_Q != 0;
+
+static_assert(DT == KILN_DT_FP16 || DT == KILN_DT_BF16, "dtype");
+static_assert(D == 64 || D == 128, "head dim 64 or 128");
+static_assert(BM == 64 && BN == 128 && NTHREADS == 384, "64 x 128 tiles, 3 warpgroups");
+static_assert(!(CONTEXT || TARGET) || CAUSAL, "context/target need causal");
+
+constexpr uint32_t KV_BYTES = BN * D * 2;
+constexpr uint32_t QT_BYTES = BM * D * 2;
+constexpr uint32_t DS_BYTES = BN * BM * 2;
+constexpr uint32_t OFF_K = 0;
+constexpr uint32_t OFF_V = KV_BYTES;
+constexpr uint32_t OFF_Q = 2 * KV_BYTES; /* stage st: Q at OFF_Q + 2 st QT_BYTES, dO after it */
+constexpr uint32_t OFF_DS = OFF_Q + STAGES * 2 * QT_BYTES;
+constexpr uint32_t OFF_BAR = OFF_DS + 2 * DS_BYTES;
+constexpr uint32_t BAR_FULL = OFF_BAR;               /* [STAGES] */
+constexpr uint32_t BAR_EMPTY = OFF_BAR + 8 * STAGES; /* [STAGES] */
+constexpr uint32_t BAR_KV = OFF_BAR + 16 * STAGES;
+static_assert(16 * STAGES + 8 <= 64, "barrier area");
+static_assert(KV_BYTES % 1024 == 0 && QT_BYTES % 1024 == 0 && DS_BYTES % 1024 == 0, "swizzle alignment");
+
+/* The key interval(s) position i sees: [lo1, hi1) U [lo2, hi2) (SPEC.md). */
+KILN_DEV void row_iv(const Seq &s, int i, int &lo1, int &hi1, int &lo2, int &hi2)
+{
+    lo1 = 0;
+    hi1 = s.L;
+    lo2 = 0;
+    hi2 = 0;
+    if (CAUSAL) hi1 = kiln_min(hi1, i + 1);
+    if (LOCAL) {
+        if (s.wl >= 0) lo1 = kiln_max(lo1, i - s.wl);
+        if (s.wr >= 0) hi1 = kiln_min(hi1, i + s.wr + 1);
+    }
+    if (CONTEXT && i < s.c_ctx) hi1 = kiln_max(hi1, s.hist_end);
+    if (TARGET && i >= s.hist_end) {
+        hi1 = kiln_min(hi1, s.hist_end);
+        lo2 = s.hist_end + ((i - s.hist_end) / s.group) * s.group;
+        hi2 = i + 1;
+    }
+}
+
+KILN_DEV bool iv_has(int j, int lo1, int hi1, int lo2, int hi2)
+{
+    bool ok = j >= lo1 && j < hi1;
+    if (TARGET) ok = ok || (j >= lo2 && j < hi2);
+    return ok;
+}
+
+/* Every pair of positions [i_min, i_max] x keys [j0, j1] valid: no element
+ * mask needed.  Context rows only add pairs; rows and keys past the sequence
+ * are zero-filled and contribute nothing either way. */
+KILN_DEV bool tile_full(const Seq &s, int i_min, int i_max, int j0, int j1)
+{
+    bool full = true;
+    if (CAUSAL) full = full && j1 <= i_min;
+    if (LOCAL) {
+        if (s.wl >= 0) full = full && j0 >= i_max - s.wl;
+        if (s.wr >= 0) full = full && j1 <= i_min + s.wr;
+    }
+    if (TARGET) full = full && j1 < s.hist_end;
+    return full;
+}
+
+/* The query tiles that can see keys [n0, n0 + nkeys): [0, a_hi) (context
+ * rows) U [b_lo, b_hi), in increasing order.  A superset; the element mask
+ * is exact.  Producer and consumers walk the same sequence. */
+struct MRange {
+    int a_hi, b_lo, b_hi;
+    __device__ __forceinline__ bool valid(int m) const { return m < a_hi || (m >= b_lo && m < b_hi); }
+    __device__ __forceinline__ int first() const { return a_hi > 0 ? 0 : b_lo; }
+    __device__ __forceinline__ int next(int m) const
+    {
+        ++m;
+        return (m >= a_hi && m < b_lo) ? b_lo : m;
+    }
+};
+
+KILN_DEV MRange visit_range(const Seq &s, int n0, int nkeys)
+{
+    const int jmax = n0 + nkeys - 1;
+    int i_lo = 0, i_hi = s.L;
+    if (CAUSAL) i_lo = n0;
+    if (LOCAL) {
+        if (s.wr >= 0) i_lo = kiln_max(i_lo, n0 - s.wr);
+        if (s.wl >= 0) i_hi = kiln_min(i_hi, jmax + s.wl + 1);
+    }
+    if (TARGET && jmax >= s.hist_end) {
+        /* target keys are seen only by rows of their own group, at or after them */
+        const int tg_hi = kiln_min(s.L, s.hist_end + ((jmax - s.hist_end) / s.group + 1) * s.group);
+        if (n0 >= s.hist_end) {
+            i_hi = tg_hi;
+            i_lo = kiln_max(i_lo, n0);
+        } else {
+            i_hi = kiln_max(i_hi, tg_hi);
+        }
+    }
+    MRange r;
+    const int r_lo = kiln_max(i_lo - s.off, 0);
+    const int r_hi = kiln_min(i_hi - s.off, s.len_q);
+    r.b_lo = r_lo / BM;
+    r.b_hi = r_hi > r_lo ? (r_hi + BM - 1) / BM : r.b_lo;
+    r.a_hi = 0;
+    if (CONTEXT && n0 < s.hist_end) {
+        const int rc = kiln_min(s.c_ctx - s.off, s.len_q);
+        if (rc > 0) r.a_hi = (rc + BM - 1) / BM;
+    }
+    return r;
+}
+
+/* h = alpha x / 2, t = tanh(h): returns silu(s) = h (1 + t) and sets
+ * fprime = 2 silu'(s) = (1 + t)(1 + h - h t). */
+KILN_DEV float pointwise(float x, float ha, float &fprime)
+{
+    const float h = ha * x;
+    const float t = kiln_tanh_approx(h);
+    const float a = 1.f + t;
+    fprime = a * kiln_fma(-h, t, 1.f + h);
+    return h * a;
+}
+
+/* S^T and dP^T of this warpgroup's 64 keys (rows r0.. of K and V) against
+ * the query tile at sq / so: two commit groups, S^T first.  Bases opaque so
+ * that the compiler does not keep KSTEPS pairs of 64-bit descriptors live. */
+KILN_DEV void issue_s_dp(float (&sa)[BM / 2], float (&dp)[BM / 2], uint32_t k_rows, uint32_t v_rows,
+                         uint32_t sq, uint32_t so)
+{
+    const uint32_t ka = kiln_opaque_u32(k_rows), qa = kiln_opaque_u32(sq);
+#pragma unroll
+    for (int ks = 0; ks < KSTEPS; ++ks)
+        kiln_wgmma_ss<BM, DT>(sa, desc_k(ka + kstep<BN>(ks)), desc_k(qa + kstep<BM>(ks)), ks > 0);
+    kiln_wgmma_commit();
+    const uint32_t va = kiln_opaque_u32(v_rows), oa = kiln_opaque_u32(so);
+#pragma unroll
+    for (int ks = 0; ks < KSTEPS; ++ks)
+        kiln_wgmma_ss<BM, DT>(dp, desc_k(va + kstep<BN>(ks)), desc_k(oa + kstep<BM>(ks)), ks > 0);
+    kiln_wgmma_commit();
+}
+
+/* acc (64 keys x D) += A (registers, 64 keys x BM queries) * the [BM][D]
+ * tile at t (MN-major: the queries run down its rows). */
+KILN_DEV void issue_kv_grad(float (&acc)[D / 2], const uint32_t (&a)[MSTEPS][4], uint32_t t)
+{
+    const uint32_t ta = kiln_opaque_u32(t);
+#pragma unroll
+    for (int kk = 0; kk < MSTEPS; ++kk) kiln_wgmma_rs<D, DT>(acc, a[kk], desc_mn<BM>(ta + (uint32_t)(kk * 16 * 128)), 1);
+    kiln_wgmma_commit();
+}
+
+/* dq (64 queries x DQN) = dS'^T tile at ds (read M-major) times the key
+ * rows of K from column kcol (read N-major), over all BN keys. */
+KILN_DEV void issue_dq(float (&dq)[DQN / 2], uint32_t ds, uint32_t kcol)
+{
+    const uint32_t da = kiln_opaque_u32(ds), ka = kiln_opaque_u32(kcol);
+#pragma unroll
+    for (int ks = 0; ks < NSTEPS; ++ks)
+        kiln_wgmma_sstt<DQN, DT>(dq, desc_mn<BN>(da + (uint32_t)(ks * 16 * 128)),
+                                 desc_mn<BN>(ka + (uint32_t)(ks * 16 * 128)), ks > 0);
+    kiln_wgmma_commit();
+}
+
+/* dq_accum rows m0.. (rows of them valid) += dq * sds, from this thread's
+ * fragments of a warpgroup's dQ (64 queries x DQN columns from dcol).  Lanes
+ * tq, tq ^ 1 swap halves so that each adds 4 consecutive floats: even tq row
+ * g, columns 2 tq..2 tq+3; odd tq row g + 8, columns 2 tq-2..2 tq+1. */
+KILN_DEV void add_dq(float *dqa, int m0, int hd, const float (&dq)[DQN / 2], int rows, float sds, int w4,
+                     int g, int tq)
+{
+    const bool odd = tq & 1;
+    const int row = w4 * 16 + g + (odd ? 8 : 0);
+    float *dst = dqa + (int64_t)(m0 + row) * hd + 2 * tq - (odd ? 2 : 0);
+#pragma unroll
+    for (int nt = 0; nt < DQN / 8; ++nt) {
+        const float x0 = odd ? dq[4 * nt + 0] : dq[4 * nt + 2];
+        const float x1 = odd ? dq[4 * nt + 1] : dq[4 * nt + 3];
+        const float y0 = shfl_xor_f32(x0, 1);
+        const float y1 = shfl_xor_f32(x1, 1);
+        const float a0 = odd ? y0 : dq[4 * nt + 0], a1 = odd ? y1 : dq[4 * nt + 1];
+        const float a2 = odd ? dq[4 * nt + 2] : y0, a3 = odd ? dq[4 * nt + 3] : y1;
+        if (row < rows) red_add_v4_f32(dst + nt * 8, a0 * sds, a1 * sds, a2 * sds, a3 * sds);
+    }
+}
+
+} /* namespace kiln_hstu_bwd_sm90_impl */
+
+/* ===================================================================== main */
+extern "C" __global__ void __launch_bounds__(KILN_WARPS * 32, 1)
+kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
+{
+    using namespace kiln_hstu_bwd_sm90_impl;
+    extern __shared__ __align__(1024) unsigned char kiln_smem[];
+    const kiln_hstu_kparams &f = p.f;
+    const int tid = threadIdx.x;
+    const int b = blockIdx.z;
+    const int h = blockIdx.y;
+
+    Seq s;
+    if (!load_seq<DELTA_Q, CONTEXT, TARGET, LOCAL>(f, b, s)) {
+        if (f.debug_counter != 0 && blockIdx.x == 0 && blockIdx.y == 0 && tid == 0)
+            kiln_red_add_u64(f.debug_counter, 1ull);
+        return;
+    }
+    const int L = s.L, len_q = s.len_q, off = s.off;
+    const int n0 = blockIdx.x * BN;
+    if (n0 >= L) return;
+    const int keys_here = kiln_min(BN, L - n0);
+    const MRange mr = visit_range(s, n0, keys_here);
+
+    const uint32_t sbase = (kiln_smem_u32(kiln_smem) + 1023u) & ~1023u;
+    if (tid == 0) {
+#pragma unroll
+        for (int st = 0; st < STAGES; ++st) {
+            kiln_mbar_init(sbase + BAR_FULL + 8 * st, PTHREADS);
+            kiln_mbar_init(sbase + BAR_EMPTY + 8 * st, CTHREADS);
+        }
+        kiln_mbar_init(sbase + BAR_KV, PTHREADS);
+    }
+    __syncthreads();
+
+    const int wg = tid >> 7;
+    if (wg == 0) {
+        /* ================= producer ================= */
+        kiln_setmaxnreg_dec<24>();
+        const uint16_t *kg = (const uint16_t *)f.k + (s.k_beg + n0) * f.k_row_stride + (int64_t)h * f.k_head_stride;
+        const uint16_t *vg = (const uint16_t *)f.v + (s.k_beg + n0) * f.v_row_stride + (int64_t)h * f.v_head_stride;
+        load_tile<BN, D, PTHREADS>(sbase + OFF_K, kg, f.k_row_stride, keys_here, tid);
+        load_tile<BN, D, PTHREADS>(sbase + OFF_V, vg, f.v_row_stride, keys_here, tid);
+        kiln_cp_async_mbar_arrive(sbase + BAR_KV);
+        const uint16_t *qg = (const uint16_t *)f.q + s.q_beg * f.q_row_stride + (int64_t)h * f.q_head_stride;
+        const uint16_t *og = (const uint16_t *)p.dout + s.q_beg * p.dout_row_stride + (int64_t)h * p.dout_head_stride;
+        int it = 0;
+#pragma unroll 1
+        for (int m = mr.first(); mr.valid(m); m = mr.next(m), ++it) {
+            const int st = it % STAGES;
+            if (it >= STAGES) kiln_mbar_wait(sbase + BAR_EMPTY + 8 * st, (uint32_t)((it / STAGES - 1) & 1));
+            const int mrow = m * BM;
+            const uint32_t sq = sbase + OFF_Q + (uint32_t)st * 2 * QT_BYTES;
+            load_tile<BM, D, PTHREADS>(sq, qg + (int64_t)mrow * f.q_row_stride, f.q_row_stride, len_q - mrow, tid);
+            load_tile<BM, D, PTHREADS>(sq + QT_BYTES, og + (int64_t)mrow * p.dout_row_stride, p.dout_row_stride,
+                                       len_q - mrow, tid);
+            kiln_cp_async_mbar_arrive(sbase + BAR_FULL + 8 * st);
+        }
+    } else {
+        /* ================= consumers ================= */
+        kiln_setmaxnreg_inc<240>();
+        const int cw = wg - 1; /* which 64 keys of the block */
+        const int t128 = tid & 127;
+        const int lane = tid & 31;
+        const int w4 = t128 >> 5;  /* warp in the warpgroup: rows 16 w4.. */
+        const int g = lane >> 2;   /* fragment row group */
+        const int tq = lane & 3;   /* fragment column pair */
+        const float ha = 0.5f * f.alpha;
+        const float sds = ha * f.inv_scaling; /* dS = dS' * sds */
+        const int jw0 = n0 + cw * 64;                 /* this warpgroup's first key */
+        const int jw1 = kiln_min(jw0 + 63, L - 1);    /* its last real key (< jw0: none) */
+        const uint32_t k_rows = sbase + OFF_K + (uint32_t)(cw * 64 * 128);
+        const uint32_t v_rows = sbase + OFF_V + (uint32_t)(cw * 64 * 128);
+        /* dQ columns cw * DQN.. of K: a column block (D = 128) or its half */
+        const uint32_t k_cols = sbase + OFF_K + (uint32_t)((cw * DQN / 64) * (BN * 128) + (cw * DQN % 64) * 2);
+
+        float dv[D / 2], dk[D / 2];
+#pragma unroll
+        for (int e = 0; e < D / 2; ++e) {
+            dv[e] = 0.f;
+            dk[e] = 0.f;
+        }
+
+        kiln_mbar_wait(sbase + BAR_KV, 0);
+        kiln_fence_proxy_async();
+
+        /* query row 0 of the sequence in dq_accum, from column h D + cw DQN;
+         * rows of hd floats (H D < 2^31: H <= 65535) */
+        const int hd = f.num_heads * D;
+        float *dqa = (float *)p.dq_accum + s.q_beg * hd + (int64_t)h * D + cw * DQN;
+        /* The dQ of a tile is added at the start of the next one, after its
+         * proxy fence: a proxy fence waits for this thread's outstanding
+         * reductions, and the one before the dS^T barrier then comes a whole
+         * S, dP, dV phase later. */
+        float dq[DQN / 2];
+        int prev_m0 = -1;
+        int prev_rows = 0;
+        int it = 0;
+#pragma unroll 1
+        for (int m = mr.first(); mr.valid(m); m = mr.next(m), ++it) {
+            const int st = it % STAGES;
+            const uint32_t sq = sbase + OFF_Q + (uint32_t)st * 2 * QT_BYTES;
+            const uint32_t so = sq + QT_BYTES;
+            const uint32_t sdsb = sbase + OFF_DS + (uint32_t)(it & 1) * DS_BYTES;
+            const int m0 = m * BM;
+            const int rows_here = kiln_min(BM, len_q - m0);
+
+            /* ---- mask bits (bit 4 nt + 2 hf + e of the accumulator layout:
+             * key row 16 w4 + g + 8 hf, query column 8 nt + 2 tq + e) */
+            uint32_t mbits = 0xffffffffu;
+            if (!(jw1 < jw0 || tile_full(s, m0 + off, m0 + rows_here - 1 + off, jw0, jw1))) {
+                mbits = 0;
+                const int j0 = jw0 + w4 * 16 + g;
+#pragma unroll
+                for (int nt = 0; nt < BM / 8; ++nt)
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        const int i = m0 + nt * 8 + 2 * tq + e + off;
+                        int lo1, hi1, lo2, hi2;
+                        row_iv(s, i, lo1, hi1, lo2, hi2);
+#pragma unroll
+                        for (int hf = 0; hf < 2; ++hf)
+                            if (iv_has(j0 + 8 * hf, lo1, hi1, lo2, hi2)) mbits |= 1u << (nt * 4 + 2 * hf + e);
+                    }
+            }
+
+            kiln_mbar_wait(sbase + BAR_FULL + 8 * st, (uint32_t)((it / STAGES) & 1));
+            kiln_fence_proxy_async();
+            if (prev_m0 >= 0) add_dq(dqa, prev_m0, hd, dq, prev_rows, sds, w4, g, tq);
+
+            /* ---- S^T = K Q^T, dP^T = V dO^T */
+            float sa[BM / 2], dp[BM / 2];
+            kiln_wgmma_fence();
+            issue_s_dp(sa, dp, k_rows, v_rows, sq, so);
+            kiln_wgmma_wait<1>();
+            kiln_reg_fence(sa);
+
+            /* ---- P'^T = silu(s) packed as A fragments, and 2 silu'(s) packed
+             * alike (16 registers, not 32, next to dV', dK' and dP^T: it is
+             * rounded to 16 bits like the dS' it scales); 0 where masked */
+            uint32_t pa[MSTEPS][4], fk[MSTEPS][4];
+#pragma unroll
+            for (int kk = 0; kk < MSTEPS; ++kk)
+#pragma unroll
+                for (int q = 0; q < 4; ++q) {
+                    /* fragment q: n8 tile 2 kk + (q >> 1), row half q & 1 */
+                    const int base = 4 * (2 * kk + (q >> 1)) + 2 * (q & 1);
+                    float pv[2], fv[2];
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        const bool ok = (mbits >> (base + e)) & 1u;
+                        float fp;
+                        const float pp = pointwise(sa[base + e], ha, fp);
+                        pv[e] = ok ? pp : 0.f;
+                        fv[e] = ok ? fp : 0.f;
+                    }
+                    pa[kk][q] = kiln_pack2<DT>(pv[0], pv[1]);
+                    fk[kk][q] = kiln_pack2<DT>(fv[0], fv[1]);
+                }
+
+            /* ---- dV += P'^T dO */
+            kiln_wgmma_fence();
+            issue_kv_grad(dv, pa, so);
+            kiln_wgmma_wait<1>(); /* dP^T */
+            kiln_reg_fence(dp);
+
+            /* ---- dS'^T = dP^T 2 silu'(s): A fragments and the smem tile */
+            uint32_t da[MSTEPS][4];
+#pragma unroll
+            for (int kk = 0; kk < MSTEPS; ++kk)
+#pragma unroll
+                for (int q = 0; q < 4; ++q) {
+                    const int base = 4 * (2 * kk + (q >> 1)) + 2 * (q & 1);
+                    float f0, f1;
+                    kiln_unpack2<DT>(fk[kk][q], f0, f1);
+                    da[kk][q] = kiln_pack2<DT>(dp[base] * f0, dp[base + 1] * f1);
+                    /* key row cw 64 + 16 w4 + g + 8 (q & 1) (its low 3 bits are g),
+                     * query chunk 2 kk + (q >> 1) */
+                    const int row = cw * 64 + w4 * 16 + g + 8 * (q & 1);
+                    const int ch = 2 * kk + (q >> 1);
+                    kiln_st_shared_u32(sdsb + (uint32_t)(row * 128 + ((ch ^ g) << 4) + 4 * tq), da[kk][q]);
+                }
+
+            /* ---- dK += dS'^T Q */
+            kiln_wgmma_fence();
+            issue_kv_grad(dk, da, sq);
+
+            /* ---- dQ = dS' K once both halves of dS'^T are in place */
+            kiln_fence_proxy_async();
+            kiln_named_bar_sync(1, CTHREADS);
+            kiln_wgmma_fence();
+            issue_dq(dq, sdsb, k_cols);
+            kiln_wgmma_wait<0>();
+            kiln_reg_fence(dq);
+            kiln_reg_fence(dv);
+            kiln_reg_fence(dk);
+            kiln_reg_fence(pa);
+            kiln_reg_fence(da);
+            kiln_mbar_arrive(sbase + BAR_EMPTY + 8 * st);
+
+            prev_m0 = m0;
+            prev_rows = rows_here;
+        }
+        if (prev_m0 >= 0) add_dq(dqa, prev_m0, hd, dq, prev_rows, sds, w4, g, tq);
+
+        /* ---- dK = dK' * sds, dV = dV' * inv_scaling; keys < L */
+        const float inv = f.inv_scaling;
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+            const int j = jw0 + w4 * 16 + g + 8 * hf;
+            if (j >= L) continue;
+            uint16_t *dkr = (uint16_t *)p.dk + (s.k_beg + j) * p.dk_row_stride + (int64_t)h * p.dk_head_stride + 2 * tq;
+            uint16_t *dvr = (uint16_t *)p.dv + (s.k_beg + j) * p.dv_row_stride + (int64_t)h * p.dv_head_stride + 2 * tq;
+#pragma unroll
+            for (int nt = 0; nt < D / 8; ++nt) {
+                st_global_u32(dkr + nt * 8, kiln_pack2<DT>(dk[4 * nt + 2 * hf] * sds, dk[4 * nt + 2 * hf + 1] * sds));
+                st_global_u32(dvr + nt * 8, kiln_pack2<DT>(dv[4 * nt + 2 * hf] * inv, dv[4 * nt + 2 * hf + 1] * inv));
+            }
+        }
+    }
+}
+
+/* ===================================================================== dq */
+/* The deterministic dQ pass of hstu_bwd.cu; never launched for this
+ * template (no deterministic keys), present so that every backward module
+ * has the same entries. */
+extern "C" __global__ void kiln_hstu_bwd_dq(const __grid_constant__ kiln_hstu_bwd_kparams p)
+{
+    (void)p;
+}
+
+/* ===================================================================== convert */
+/* dq_accum -> dq on the rows of valid sequences.  A row holds H * D / 4
+ * items of 4 floats; blocks take rows, threads take items, so that no 64-bit
+ * division is needed (it would be a call with a stack frame).  With fewer
+ * than 256 items a block takes 256 / items rows at once. */
+extern "C" __global__ void __launch_bounds__(256, 1)
+kiln_hstu_bwd_convert(const __grid_constant__ kiln_hstu_bwd_kparams p)
+{
+    using namespace kiln_hstu_bwd_sm90_impl;
+    const kiln_hstu_kparams &f = p.f;
+    if (p.dq_accum == 0) return;
+    const int t = threadIdx.x;
+    const int H = f.num_heads;
+    const int n = H * (D / 4);
+    const int rpb = n >= 256 ? 1 : 256 / n;
+    const int sub = n >= 256 ? 0 : t / n;
+    const int c0 = n >= 256 ? t : t - sub * n;
+    const int cstep = n >= 256 ? 256 : n;
+    if (sub >= rpb) return;
+#pragma unroll 1
+    for (int b = 0; b < f.batch; ++b) {
+        Seq s;
+        if (!load_seq<DELTA_Q, CONTEXT, TARGET, LOCAL>(f, b, s)) continue;
+#pragma unroll 1
+        for (int r = (int)blockIdx.x * rpb + sub; r < s.len_q; r += (int)gridDim.x * rpb) {
+            const float *src = (const float *)p.dq_accum + (s.q_beg + r) * H * (int64_t)D;
+            uint16_t *dst = (uint16_t *)p.dq + (s.q_beg + r) * p.dq_row_stride;
+#pragma unroll 1
+            for (int c = c0; c < n; c += cstep) {
+                const int hh = c / (D / 4), d = (c % (D / 4)) * 4;
+                float x0, x1, x2, x3;
+                asm volatile("ld.global.v4.f32 {%0, %1, %2, %3}, [%4];\n"
+                             : "=f"(x0), "=f"(x1), "=f"(x2), "=f"(x3) : "l"(src + hh * D + d));
+                asm volatile("st.global.v2.u32 [%0], {%1, %2};\n"
+                             :: "l"(dst + (int64_t)hh * p.dq_head_stride + d), "r"(kiln_pack2<DT>(x0, x1)),
+                                "r"(kiln_pack2<DT>(x2, x3))
+                             : "memory");
+            }
+        }
+    }
+}

@@ -1,0 +1,15 @@
+/* hstu_fp8_params.h -- the parameter struct of the fp8 (e4m3) HSTU forward:
+ * the common one plus the per-tensor descale factors.  Seen by the C runtime
+ * and NVRTC like hstu_params.h; the C side pins its layout. */
+#ifndef KILN_HSTU_FP8_PARAMS_H
+#define KILN_HSTU_FP8_PARAMS_H
+
+#include "hstu_params.h"
+
+typedef struct kiln_hstu_fp8_kparams {
+    kiln_hstu_kparams base;
+    /* device float[1] each, or 0 for 1.0: real q = descale_q * q8, etc. */
+    uint64_t descale_q, descale_k, descale_v;
+} kiln_hstu_fp8_kparams;
+
+#endif

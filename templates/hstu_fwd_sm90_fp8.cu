@@ -1,0 +1,609 @@
+/* hstu_fwd_sm90_fp8.cu -- HSTU attention forward for Hopper (sm_90a) with
+ * e4m3 q, k, v and per-tensor descale factors; fp16 or bf16 out.
+ *
+ * out_r = sum over valid j of silu(alpha * (dq dk q8_r . k8_j + rab[i, j]))
+ *         * inv_scaling * dv v8_j                    (SPEC.md section 1)
+ *
+ * Same grid, params, masks, tile skipping, offsets guard and debug counter
+ * as hstu_fwd_sm90.cu; the differences are all about 8-bit operands:
+ *
+ *   S = Q K^T: wgmma m64nBNk32 .e4m3, both operands K-major from shared
+ *     memory (rows of D bytes, the 128-byte swizzle; 64-byte for D = 64).
+ *   P = silu(s) is quantized to e4m3 in registers with no scale: e4m3
+ *     covers [2^-9, 448], silu(s) > 448 saturates to 448 and |silu(s)| below
+ *     2^-10 rounds to 0.  Rounding is to nearest, at most 2^-4 relative
+ *     (e4m3 has 3 mantissa bits); over a sum of many keys the errors
+ *     average, so out is typically within ~1% of the exact value and within
+ *     ~5% of the largest output in the worst element (tests/
+ *     test_hstu_fp8_gpu.c states and checks the bound).
+ *   O += P V: e4m3 wgmma needs V K-major too, i.e. V^T with keys contiguous.
+ *     The producer warpgroup transposes each V tile: cp.async into a padded
+ *     staging buffer, then 4 x 4 byte transposes (prmt) into the
+ *     wgmma-canonical swizzled V^T tile.  The S accumulator's register
+ *     layout does not match the 8-bit A fragment's, so instead of moving P
+ *     between threads the keys of every 16-block of V^T are stored in the
+ *     order kiln_p8_perm() gives (kiln_sm90_fp8.cuh explains the layouts).
+ *   dq dk scale S before the SiLU, dv and inv_scaling scale O at the end.
+ *
+ * One CTA = 128 query rows of one (batch, head); 12 warps:
+ *   warpgroup 0 (producer): Q once; per key tile K with cp.async straight
+ *     into its stage (completing on the stage's "full" mbarrier through
+ *     cp.async.mbarrier.arrive.noinc, 128 arrivals) and V through the
+ *     staging buffer (two of them: V of tile t+1 is in flight while tile t
+ *     is transposed), then one ordinary arrival per thread on "full" after
+ *     the transposed tile is written and fenced for the async proxy (128
+ *     more: "full" expects 256).
+ *   warpgroups 1, 2 (consumers): 64 query rows each, the S / P V software
+ *     pipeline of hstu_fwd_sm90.cu.  The epilogue stores O from registers
+ *     (4-byte stores, guarded by row < len_q): it is a small part of the
+ *     time, and it leaves the shared memory of the pipeline alone.
+ *
+ * Shared memory (bytes; see kiln__hstu_fwd_sm90_smem()): up to 1024 of
+ * alignment slack, then
+ *   Q [128 x D] | STAGES x (K [BN x D] | V^T [D x BN]) | 2 x staging
+ *   [BN x (D + 16)] | mbarriers (64)
+ * Q and K: D/128 column blocks of [rows][128 bytes], 128-byte swizzle (16-
+ * byte chunk c of row r at chunk c ^ (r & 7)); D = 64: [rows][64], 64-byte
+ * swizzle (c ^ ((r >> 1) & 3)).  V^T: [D][BN] with the 128-byte swizzle
+ * (BN = 128) or the 64-byte one (BN = 64).  Staging: key rows D + 16 bytes
+ * apart, chunk c at c ^ ((key >> 4) & 1): the padding and the xor make the
+ * transposer's 16-byte reads conflict-free (4 wavefronts per warp).
+ *
+ * Requirements on the inputs (checked by the runtime): q, k, v, out 16-byte
+ * aligned; q, k, v row and head strides multiples of 16 elements, out's of
+ * 8. */
+#include "kiln_common.cuh"
+#include "kiln_sm90.cuh"
+#include "kiln_sm90_fp8.cuh"
+#include "hstu_params.h"
+#include "hstu_fp8_params.h"
+
+#if !defined(KILN_DTYPE) || !defined(KILN_HEAD_DIM) || !defined(KILN_BLOCK_M) || \
+    !defined(KILN_BLOCK_N) || !defined(KILN_WARPS) || !defined(KILN_OUT_DTYPE)
+#error "hstu_fwd_sm90_fp8.cu: the specialization prelude is missing"
+#endif
+#ifndef KILN_CAUSAL
+#define KILN_CAUSAL 0
+#endif
+#ifndef KILN_LOCAL
+#define KILN_LOCAL 0
+#endif
+#ifndef KILN_CONTEXT
+#define KILN_CONTEXT 0
+#endif
+#ifndef KILN_TARGET
+#define KILN_TARGET 0
+#endif
+#ifndef KILN_DELTA_Q
+#define KILN_DELTA_Q 0
+#endif
+#ifndef KILN_RAB
+#define KILN_RAB 0
+#endif
+
+namespace kiln_hstu_fwd_sm90_fp8_impl {
+
+constexpr int OT = KILN_OUT_DTYPE;       /* out and rab: fp16 or bf16 */
+constexpr int D = KILN_HEAD_DIM;
+constexpr int BM = KILN_BLOCK_M;
+constexpr int BN = KILN_BLOCK_N;
+constexpr int NTHREADS = KILN_WARPS * 32;
+/* K/V ring depth: must match kiln__hstu_fwd_sm90_smem(). */
+constexpr int STAGES = 3;
+constexpr int PTHREADS = 128;            /* producer warpgroup */
+/* setmaxnreg moves registers inside the CTA's launch allocation (384 x 168,
+ * from __launch_bounds__(384, 1)): asking the consumers for more than the
+ * producer gives back blocks them forever. */
+constexpr int PREGS = D == 64 ? 56 : 40;  /* d64's V transpose needs more */
+constexpr int CREGS = D == 64 ? 224 : 232;
+constexpr int CPR = D / 16;              /* 16-byte chunks per row */
+constexpr int SN = BN / 8;               /* n8 blocks of S */
+constexpr int KSTEPS = D / 32;           /* k32 steps of Q K^T */
+constexpr int PSTEPS = BN / 32;          /* k32 steps of P V */
+constexpr bool SW128 = D >= 128;         /* Q, K rows */
+constexpr bool VSW128 = BN == 128;       /* V^T rows */
+constexpr int VROWB = D + 16;            /* staging row pitch */
+constexpr bool CAUSAL = KILN_CAUSAL != 0;
+constexpr bool LOCAL = KILN_LOCAL != 0;
+constexpr bool CONTEXT = KILN_CONTEXT != 0;
+constexpr bool TARGET = KILN_TARGET != 0;
+constexpr bool DELTA_Q = KILN_DELTA_Q != 0;
+constexpr bool RAB = KILN_RAB != 0;
+
+static_assert(KILN_DTYPE == KILN_DT_E4M3, "dtype");
+static_assert(OT == KILN_DT_FP16 || OT == KILN_DT_BF16, "out dtype");
+static_assert(D == 64 || D == 128 || D == 256, "head dim");
+static_assert(BM == 128 && NTHREADS == 384, "128 rows, 3 warpgroups");
+static_assert(BN == 64 || BN == 128, "BLOCK_N");
+static_assert(!(CONTEXT || TARGET) || CAUSAL, "context/target need causal");
+static_assert(PTHREADS * PREGS + (NTHREADS - PTHREADS) * CREGS <= NTHREADS * 168,
+              "setmaxnreg beyond the launch allocation deadlocks");
+
+constexpr uint32_t Q_BYTES = BM * D;
+constexpr uint32_t KV_BYTES = BN * D;    /* K, and V^T */
+constexpr uint32_t VS_BYTES = BN * VROWB;
+constexpr uint32_t OFF_Q = 0;
+constexpr uint32_t OFF_KV = Q_BYTES;
+constexpr uint32_t OFF_VS = OFF_KV + STAGES * 2 * KV_BYTES;
+constexpr uint32_t OFF_BAR = OFF_VS + 2 * VS_BYTES;
+constexpr uint32_t BAR_FULL = OFF_BAR;              /* [STAGES] */
+constexpr uint32_t BAR_EMPTY = OFF_BAR + 8 * STAGES; /* [STAGES] */
+constexpr uint32_t BAR_Q = OFF_BAR + 16 * STAGES;
+constexpr uint32_t OUT_SCALE = BAR_Q + 8;            /* float: descale_v / scaling */
+constexpr int PBAR = 1;                  /* named barrier of the producer */
+static_assert(16 * STAGES + 12 <= 64, "barrier area");
+static_assert(Q_BYTES % 1024 == 0 && KV_BYTES % 1024 == 0, "swizzle alignment");
+
+/* Byte offset of 16-byte chunk c of row `row` in a Q or K tile of ROWS rows. */
+template <int ROWS> KILN_DEV uint32_t tile_off(int row, int c)
+{
+    if constexpr (SW128)
+        return (uint32_t)((c >> 3) * (ROWS * 128) + row * 128 + (((c & 7) ^ (row & 7)) << 4));
+    else
+        return (uint32_t)(row * 64 + ((c ^ ((row >> 1) & 3)) << 4));
+}
+
+/* Staging: chunk c of key row `key`. */
+KILN_DEV uint32_t stage_off(int key, int c)
+{
+    return (uint32_t)(key * VROWB + ((c ^ ((key >> 4) & 1)) << 4));
+}
+
+/* V^T: the 16 positions of key block blk in row d. */
+KILN_DEV uint32_t vt_off(int d, int blk)
+{
+    if constexpr (VSW128)
+        return (uint32_t)(d * 128 + ((blk ^ (d & 7)) << 4));
+    else
+        return (uint32_t)(d * 64 + ((blk ^ ((d >> 1) & 3)) << 4));
+}
+
+/* Producer: copy ROWS rows of D bytes (row r at gbase + r * stride) to
+ * offsets off(r, c) from sdst; rows >= nvalid are zero-filled (so padding
+ * keys meet finite V and K values). */
+template <int ROWS, bool STAGING>
+KILN_DEV void load_rows(uint32_t sdst, const uint8_t *gbase, int64_t stride, int nvalid, int ptid)
+{
+    constexpr int RSTEP = PTHREADS / CPR;
+    static_assert(ROWS % RSTEP == 0, "rows per pass");
+    const int ch = ptid % CPR;
+    int row = ptid / CPR;
+    const uint8_t *src = gbase + (int64_t)row * stride + ch * 16;
+    const int64_t step = (int64_t)RSTEP * stride;
+#pragma unroll 4
+    for (int it = 0; it < ROWS / RSTEP; ++it) {
+        const bool ok = row < nvalid;
+        const uint32_t dst = STAGING ? stage_off(row, ch) : tile_off<ROWS>(row, ch);
+        kiln_cp_async16(sdst + dst, ok ? (const void *)src : (const void *)gbase, ok ? 16 : 0);
+        row += RSTEP;
+        src += step;
+    }
+}
+
+/* Producer: V tile in staging (keys in order) -> V^T tile (keys of each
+ * 16-block in kiln_p8_perm order).  A unit is 4 keys {2t, 2t+1, 2t+8, 2t+9}
+ * of block blk times 16 d values: four 16-byte reads, four 4 x 4 byte
+ * transposes, sixteen 4-byte writes (positions 4t..4t+3 of the block in 16
+ * rows of V^T).  Lanes run over (t, blk) first, so a warp's writes to one
+ * V^T row fill all 32 banks (BN = 128; two ways with BN = 64), and the
+ * staging layout spreads its reads over all 8 chunk slots. */
+KILN_DEV void transpose_v(uint32_t vs, uint32_t vt, int ptid)
+{
+    constexpr int NB = BN / 16;
+    constexpr int UNITS = NB * 4 * CPR;
+    static_assert(UNITS % PTHREADS == 0, "units per thread");
+#pragma unroll 1
+    for (int u = ptid; u < UNITS; u += PTHREADS) {
+        const int t = u & 3;
+        const int blk = (u >> 2) & (NB - 1);
+        const int dc = NB == 8 ? u >> 5 : u >> 4;
+        uint32_t w[4][4];
+#pragma unroll
+        for (int kk = 0; kk < 4; ++kk) {
+            const int key = 16 * blk + 2 * t + (kk & 1) + 8 * (kk >> 1);
+            kiln_ld_shared_v4(vs + stage_off(key, dc), w[kk]);
+        }
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const uint32_t in[4] = {w[0][j], w[1][j], w[2][j], w[3][j]};
+            uint32_t out[4];
+            kiln_transpose4x4_b8(in, out);
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+                kiln_st_shared_u32(vt + vt_off(16 * dc + 4 * j + i, blk) + 4 * t, out[i]);
+        }
+    }
+}
+
+/* wgmma descriptors. */
+KILN_DEV uint64_t desc_qk(uint32_t addr)
+{
+    return kiln_gmma_desc(addr, 16, SW128 ? 1024 : 512, SW128 ? 1 : 2);
+}
+
+KILN_DEV uint64_t desc_vt(uint32_t addr)
+{
+    return kiln_gmma_desc(addr, 16, VSW128 ? 1024 : 512, VSW128 ? 1 : 2);
+}
+
+/* Address of the k32 step ks of a Q or K tile of ROWS rows, from row r0. */
+template <int ROWS> KILN_DEV uint32_t kstep_addr(uint32_t base, int r0, int ks)
+{
+    if constexpr (SW128)
+        return base + (uint32_t)((ks >> 2) * (ROWS * 128) + r0 * 128 + (ks & 3) * 32);
+    else
+        return base + (uint32_t)(r0 * 64 + ks * 32);
+}
+
+/* What a consumer thread needs to turn S into P. */
+struct Ctx {
+    const uint16_t *rrow[2];  /* rab rows of this thread (RAB) */
+    float half_alpha;         /* alpha / 2 (RAB), else alpha dq dk / 2 */
+    float qk_scale;           /* dq dk (RAB) */
+    int L, i0;                /* i0: position of this thread's row (hf = 0) */
+    int tq;
+    int c_ctx, hist_end, wl, wr;
+    int tgt_lo[2];            /* TARGET: first key of the row's target group */
+};
+
+/* S of tile n -> P (e4m3 A fragments in kiln_p8_perm key order); MASK:
+ * apply the element mask. */
+template <bool MASK>
+KILN_DEV void process(const Ctx &c, float (&s)[BN / 2], int n, uint32_t (&pa)[PSTEPS][4])
+{
+    const int n0 = n * BN;
+    const int L = c.L;
+    if constexpr (RAB) {
+        /* plain (reorderable) 16-bit loads, column clamped to L - 1: in
+         * bounds whatever the alignment; columns >= L are masked */
+#pragma unroll
+        for (int nt = 0; nt < SN; ++nt)
+#pragma unroll
+            for (int hf = 0; hf < 2; ++hf)
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const int j = kiln_min(n0 + nt * 8 + 2 * c.tq + e, L - 1);
+                    float &x = s[4 * nt + 2 * hf + e];
+                    x = x * c.qk_scale + kiln_to_float<OT>(c.rrow[hf][j]);
+                }
+    }
+#pragma unroll
+    for (int e = 0; e < BN / 2; ++e) s[e] = kiln_silu_half(c.half_alpha * s[e]);
+
+    if constexpr (MASK) {
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+            const int i = c.i0 + 8 * hf;
+            const int hist_end = c.hist_end;
+            int lo1 = 0, hi1 = L, lo2 = 0, hi2 = 0;
+            if (CAUSAL) hi1 = kiln_min(hi1, i + 1);
+            if (LOCAL) {
+                if (c.wl >= 0) lo1 = kiln_max(lo1, i - c.wl);
+                if (c.wr >= 0) hi1 = kiln_min(hi1, i + c.wr + 1);
+            }
+            if (CONTEXT && i < c.c_ctx) hi1 = kiln_max(hi1, hist_end);
+            if (TARGET && i >= hist_end) {
+                hi1 = kiln_min(hi1, hist_end);
+                lo2 = c.tgt_lo[hf];
+                hi2 = i + 1;
+            }
+            lo1 -= n0 + 2 * c.tq; hi1 -= n0 + 2 * c.tq;
+            lo2 -= n0 + 2 * c.tq; hi2 -= n0 + 2 * c.tq;
+#pragma unroll
+            for (int nt = 0; nt < SN; ++nt)
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const int jj = nt * 8 + e;
+                    bool ok = jj >= lo1 && jj < hi1;
+                    if (TARGET) ok = ok || (jj >= lo2 && jj < hi2);
+                    s[4 * nt + 2 * hf + e] = ok ? s[4 * nt + 2 * hf + e] : 0.f;
+                }
+        }
+    }
+    /* k32 step kk covers n8 blocks 4kk..4kk+3; the A fragment's register r
+     * (row g + 8 (r & 1), positions 16 (r >> 1) + 4q .. + 3) takes keys
+     * 2q, 2q+1, 2q+8, 2q+9 of its 16-block: s[16kk + 8 (r >> 1) + 2 (r & 1)
+     * + {0, 1, 4, 5}]. */
+#pragma unroll
+    for (int kk = 0; kk < PSTEPS; ++kk)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            const int b = 16 * kk + 8 * (r >> 1) + 2 * (r & 1);
+            pa[kk][r] = kiln_pack4_e4m3(s[b], s[b + 1], s[b + 4], s[b + 5]);
+        }
+}
+
+/* S = Q K^T for this warpgroup's 64 rows (q_addr: its first Q row) and the
+ * K tile at k_addr.  Bases are opaque to the optimizer (hoisted descriptors
+ * would pin registers across the key loop). */
+KILN_DEV void issue_s(float (&s)[BN / 2], uint32_t q_addr, uint32_t k_addr)
+{
+    const uint32_t qa = kiln_opaque_u32(q_addr);
+    const uint32_t ka = kiln_opaque_u32(k_addr);
+#pragma unroll
+    for (int ks = 0; ks < KSTEPS; ++ks)
+        kiln_wgmma8_ss<BN>(s, desc_qk(qa + kstep_addr<BM>(0, 0, ks)),
+                           desc_qk(ka + kstep_addr<BN>(0, 0, ks)), ks > 0);
+    kiln_wgmma_commit();
+}
+
+/* O += P V with the V^T tile at vt_addr. */
+KILN_DEV void issue_pv(float (&o)[D / 2], const uint32_t (&pa)[PSTEPS][4], uint32_t vt_addr)
+{
+    const uint32_t va = kiln_opaque_u32(vt_addr);
+#pragma unroll
+    for (int kk = 0; kk < PSTEPS; ++kk)
+        kiln_wgmma8_rs<D>(o, pa[kk], desc_vt(va + (uint32_t)(kk * 32)), 1);
+    kiln_wgmma_commit();
+}
+
+KILN_DEV uint32_t k_addr(uint32_t sbase, int stage)
+{
+    return sbase + OFF_KV + (uint32_t)stage * 2 * KV_BYTES;
+}
+
+/* Tile n (t = n - n_begin >= 1): S(n) and P V(n - 1) on the tensor cores,
+ * then SiLU of tile n while P V(n - 1) runs; frees the stage of n - 1. */
+template <bool MASK>
+KILN_DEV void step(const Ctx &c, float (&s)[BN / 2], float (&o)[D / 2], uint32_t (&pa)[PSTEPS][4],
+                   int n, int t, uint32_t sbase, uint32_t q_addr)
+{
+    const int st = t % STAGES, sp = (t - 1) % STAGES;
+    kiln_mbar_wait(sbase + BAR_FULL + 8 * st, (uint32_t)((t / STAGES) & 1));
+    kiln_fence_proxy_async();
+    kiln_reg_fence(pa);
+    kiln_wgmma_fence();
+    issue_s(s, q_addr, k_addr(sbase, st));
+    issue_pv(o, pa, k_addr(sbase, sp) + KV_BYTES);
+    uint32_t pn[PSTEPS][4];
+    kiln_wgmma_wait<1>();
+    kiln_reg_fence(s);
+    process<MASK>(c, s, n, pn);
+    kiln_wgmma_wait<0>();
+    kiln_reg_fence(o);
+    kiln_reg_fence(pa);
+    kiln_mbar_arrive(sbase + BAR_EMPTY + 8 * sp);
+#pragma unroll
+    for (int kk = 0; kk < PSTEPS; ++kk)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) pa[kk][e] = pn[kk][e];
+}
+
+} /* namespace kiln_hstu_fwd_sm90_fp8_impl */
+
+extern "C" __global__ void __launch_bounds__(KILN_WARPS * 32, 1)
+kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_kparams fp)
+{
+    using namespace kiln_hstu_fwd_sm90_fp8_impl;
+    extern __shared__ __align__(1024) unsigned char kiln_smem[];
+    const kiln_hstu_kparams &p = fp.base;
+
+    const int tid = threadIdx.x;
+    const int b = blockIdx.z;
+    const int h = blockIdx.y;
+    const int m_block = CAUSAL ? (int)(p.num_m_blocks - 1 - blockIdx.x) : (int)blockIdx.x;
+
+    /* ---- sequence bounds and the offsets guard (as hstu_fwd.cu) */
+    const uint64_t offk_ptr = p.seq_offsets_k ? p.seq_offsets_k : p.seq_offsets_q;
+    const int64_t q_beg = kiln_ld_offset(p.seq_offsets_q, p.offsets_i64, b);
+    const int64_t q_end = kiln_ld_offset(p.seq_offsets_q, p.offsets_i64, b + 1);
+    const int64_t k_beg = kiln_ld_offset(offk_ptr, p.offsets_i64, b);
+    const int64_t k_end = kiln_ld_offset(offk_ptr, p.offsets_i64, b + 1);
+    bool bad = q_beg < 0 || k_beg < 0 || q_end < q_beg || k_end < k_beg ||
+               q_end > p.total_q || k_end > p.total_k ||
+               q_end - q_beg > (int64_t)p.max_seqlen_q ||
+               k_end - k_beg > (int64_t)p.max_seqlen_k;
+    if (!bad) {
+        if (DELTA_Q) bad = q_end - q_beg > k_end - k_beg;
+        else bad = q_end - q_beg != k_end - k_beg;
+    }
+    if (bad) {
+        if (p.debug_counter != 0 && blockIdx.x == 0 && blockIdx.y == 0 && tid == 0)
+            kiln_red_add_u64(p.debug_counter, 1ull);
+        return;
+    }
+    const int len_q = (int)(q_end - q_beg);
+    const int L = (int)(k_end - k_beg);
+    const int m0 = m_block * BM;
+    if (m0 >= len_q) return;
+    const int off = DELTA_Q ? L - len_q : 0; /* position of query row r: r + off */
+
+    int c_ctx = 0, hist_end = L;
+    if (CONTEXT && p.num_contexts != 0) {
+        c_ctx = ((const int32_t *)p.num_contexts)[b];
+        c_ctx = kiln_min(kiln_max(c_ctx, 0), L);
+    }
+    if (TARGET && p.num_targets != 0) {
+        int t = ((const int32_t *)p.num_targets)[b];
+        t = kiln_min(kiln_max(t, 0), L - c_ctx);
+        hist_end = L - t;
+    }
+    const int wl = LOCAL ? p.window_left : -1;
+    const int wr = LOCAL ? p.window_right : -1;
+
+    /* ---- visible key range of this m-block */
+    const int rows_here = kiln_min(BM, len_q - m0);
+    const int i_min = m0 + off;
+    const int i_max = m0 + rows_here - 1 + off;
+    int kv_lo = 0, kv_hi = L;
+    if (CAUSAL) kv_hi = kiln_min(kv_hi, i_max + 1);
+    if (LOCAL) {
+        if (wr >= 0) kv_hi = kiln_min(kv_hi, i_max + wr + 1);
+        if (wl >= 0) kv_lo = kiln_max(kv_lo, i_min - wl);
+    }
+    if (CONTEXT && i_min < c_ctx) kv_hi = kiln_max(kv_hi, hist_end);
+    const int n_begin = kv_lo / BN;
+    const int n_end = kv_hi > kv_lo ? (kv_hi + BN - 1) / BN : n_begin;
+    const int ntiles = n_end - n_begin;
+
+    const uint32_t sbase = (kiln_smem_u32(kiln_smem) + 1023u) & ~1023u;
+    const uint32_t sQ = sbase + OFF_Q;
+
+    if (tid == 0) {
+#pragma unroll
+        for (int s = 0; s < STAGES; ++s) {
+            /* full: 128 cp.async arrivals (K) + 128 after the V transpose */
+            kiln_mbar_init(sbase + BAR_FULL + 8 * s, 2 * PTHREADS);
+            kiln_mbar_init(sbase + BAR_EMPTY + 8 * s, NTHREADS - PTHREADS);
+        }
+        kiln_mbar_init(sbase + BAR_Q, PTHREADS);
+        const float dsv = fp.descale_v ? kiln_ld_global_f32(fp.descale_v) : 1.f;
+        kiln_st_shared_f32(sbase + OUT_SCALE, dsv * p.inv_scaling);
+    }
+    __syncthreads();
+
+    const int wg = tid >> 7;
+    if (wg == 0) {
+        /* ================= producer ================= */
+        kiln_setmaxnreg_dec<PREGS>();
+        const uint8_t *qg = (const uint8_t *)p.q + (q_beg + m0) * p.q_row_stride +
+                            (int64_t)h * p.q_head_stride;
+        const uint8_t *kg = (const uint8_t *)p.k + k_beg * p.k_row_stride + (int64_t)h * p.k_head_stride;
+        const uint8_t *vg = (const uint8_t *)p.v + k_beg * p.v_row_stride + (int64_t)h * p.v_head_stride;
+        const uint32_t sVS = sbase + OFF_VS;
+        load_rows<BM, false>(sQ, qg, p.q_row_stride, rows_here, tid);
+        kiln_cp_async_mbar_arrive(sbase + BAR_Q);
+        if (ntiles > 0) {
+            const int n0 = n_begin * BN;
+            load_rows<BN, true>(sVS, vg + (int64_t)n0 * p.v_row_stride, p.v_row_stride, L - n0, tid);
+            kiln_cp_async_commit();
+        }
+#pragma unroll 1
+        for (int t = 0; t < ntiles; ++t) {
+            const int stage = t % STAGES;
+            if (t >= STAGES) kiln_mbar_wait(sbase + BAR_EMPTY + 8 * stage, (uint32_t)((t / STAGES - 1) & 1));
+            const int n0 = (n_begin + t) * BN;
+            const uint32_t sK = k_addr(sbase, stage);
+            load_rows<BN, false>(sK, kg + (int64_t)n0 * p.k_row_stride, p.k_row_stride, L - n0, tid);
+            kiln_cp_async_mbar_arrive(sbase + BAR_FULL + 8 * stage);
+            /* V(t) has landed for every producer thread, and every thread is
+             * done reading the staging buffer that V(t + 1) goes to */
+            kiln_cp_async_wait<0>();
+            kiln_named_bar_sync(PBAR, PTHREADS);
+            if (t + 1 < ntiles) {
+                load_rows<BN, true>(sVS + (uint32_t)((t + 1) & 1) * VS_BYTES,
+                                    vg + (int64_t)(n0 + BN) * p.v_row_stride, p.v_row_stride,
+                                    L - n0 - BN, tid);
+                kiln_cp_async_commit();
+            }
+            transpose_v(sVS + (uint32_t)(t & 1) * VS_BYTES, sK + KV_BYTES, tid);
+            kiln_fence_proxy_async();
+            kiln_mbar_arrive(sbase + BAR_FULL + 8 * stage);
+        }
+    } else {
+        /* ================= consumers ================= */
+        kiln_setmaxnreg_inc<CREGS>();
+        const int cw = wg - 1;              /* 64-row half of the m-block */
+        const int t128 = tid & 127;
+        const int lane = tid & 31;
+        const int g = lane >> 2;            /* fragment row group */
+        const int tq = lane & 3;            /* fragment column pair */
+        const int row0 = cw * 64 + (t128 >> 5) * 16 + g;  /* local row (+8 for hf = 1) */
+
+        const float dsq = fp.descale_q ? kiln_ld_global_f32(fp.descale_q) : 1.f;
+        const float dsk = fp.descale_k ? kiln_ld_global_f32(fp.descale_k) : 1.f;
+
+        /* rows of this warpgroup, for the per-tile "full" test */
+        const int wg_r1 = kiln_min(cw * 64 + 63, rows_here - 1);
+        const int wi_min = m0 + cw * 64 + off;
+        const int wi_max = m0 + wg_r1 + off;
+
+        const int group = TARGET ? kiln_max(p.target_group_size, 1) : 1;
+
+        /* Tiles the mask leaves whole for every row of this warpgroup (as
+         * hstu_fwd_sm90.cu): element masks run only outside [f_lo, f_hi). */
+        int f_lo = n_begin, f_hi = L / BN;
+        if (CAUSAL) f_hi = kiln_min(f_hi, (wi_min + 1) / BN);
+        if (LOCAL) {
+            if (wl >= 0 && wi_max - wl > 0) f_lo = kiln_max(f_lo, (wi_max - wl + BN - 1) / BN);
+            if (wr >= 0) f_hi = kiln_min(f_hi, (wi_min + wr + 1) / BN);
+        }
+        if (TARGET) f_hi = kiln_min(f_hi, hist_end / BN);
+        f_hi = kiln_min(f_hi, n_end);
+        f_lo = kiln_min(f_lo, n_end);
+        if (f_hi < f_lo) f_hi = f_lo;
+
+        Ctx c;
+        c.qk_scale = dsq * dsk;
+        c.half_alpha = RAB ? 0.5f * p.alpha : 0.5f * p.alpha * c.qk_scale;
+        c.L = L;
+        c.i0 = m0 + row0 + off;
+        c.tq = tq;
+        c.c_ctx = c_ctx;
+        c.hist_end = hist_end;
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+            const int i = c.i0 + 8 * hf;
+            c.tgt_lo[hf] = TARGET && i >= hist_end ? hist_end + ((i - hist_end) / group) * group : 0;
+        }
+        c.wl = wl;
+        c.wr = wr;
+        c.rrow[0] = c.rrow[1] = nullptr;
+        if constexpr (RAB) {
+            const int rh = p.rab_heads > 0 ? h % p.rab_heads : 0;
+            const uint16_t *rg = (const uint16_t *)p.rab + (int64_t)b * p.rab_batch_stride +
+                                 (int64_t)rh * p.rab_head_stride + (int64_t)i_min * p.rab_row_stride;
+#pragma unroll
+            for (int hf = 0; hf < 2; ++hf)
+                c.rrow[hf] = rg + (row0 + 8 * hf < rows_here ? (int64_t)(row0 + 8 * hf) * p.rab_row_stride : 0);
+        }
+        const uint32_t q_addr = kstep_addr<BM>(sQ, cw * 64, 0);
+
+        float o[D / 2];
+#pragma unroll
+        for (int e = 0; e < D / 2; ++e) o[e] = 0.f;
+
+        kiln_mbar_wait(sbase + BAR_Q, 0);
+        kiln_fence_proxy_async();
+
+        if (ntiles > 0) {
+            float s[BN / 2];
+            uint32_t pa[PSTEPS][4];
+            kiln_mbar_wait(sbase + BAR_FULL, 0);
+            kiln_fence_proxy_async();
+            kiln_wgmma_fence();
+            issue_s(s, q_addr, k_addr(sbase, 0));
+            kiln_wgmma_wait<0>();
+            kiln_reg_fence(s);
+            if (n_begin >= f_lo && n_begin < f_hi) process<false>(c, s, n_begin, pa);
+            else process<true>(c, s, n_begin, pa);
+
+            int n = n_begin + 1;
+#pragma unroll 1
+            for (; n < f_lo; ++n) step<true>(c, s, o, pa, n, n - n_begin, sbase, q_addr);
+#pragma unroll 1
+            for (; n < f_hi; ++n) step<false>(c, s, o, pa, n, n - n_begin, sbase, q_addr);
+#pragma unroll 1
+            for (; n < n_end; ++n) step<true>(c, s, o, pa, n, n - n_begin, sbase, q_addr);
+
+            /* last tile: P V only */
+            const int sl = (ntiles - 1) % STAGES;
+            kiln_reg_fence(pa);
+            kiln_wgmma_fence();
+            issue_pv(o, pa, k_addr(sbase, sl) + KV_BYTES);
+            kiln_wgmma_wait<0>();
+            kiln_reg_fence(o);
+            kiln_reg_fence(pa);
+            kiln_mbar_arrive(sbase + BAR_EMPTY + 8 * sl);
+        }
+
+        /* ---- epilogue: scale, pack, store row pairs straight from registers.
+         * The scale and the row offset are read again here rather than kept
+         * in registers across the key loop (ptxas hoists a global load of
+         * descale_v to the top and then spills it). */
+        const float osc = kiln_ld_shared_f32(sbase + OUT_SCALE);
+        const int64_t q_row0 = kiln_ld_offset(p.seq_offsets_q, p.offsets_i64, b) + m0;
+        uint16_t *og = (uint16_t *)p.out + q_row0 * p.out_row_stride + (int64_t)h * p.out_head_stride;
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+            const int row = row0 + 8 * hf;
+            if (row < rows_here) {
+                uint16_t *orow = og + (int64_t)row * p.out_row_stride + 2 * tq;
+#pragma unroll
+                for (int dn = 0; dn < D / 8; ++dn)
+                    kiln_st_global_u32(orow + dn * 8, kiln_pack2<OT>(o[4 * dn + 2 * hf] * osc,
+                                                                     o[4 * dn + 2 * hf + 1] * osc));
+            }
+        }
+    }
+}

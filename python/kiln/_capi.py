@@ -572,6 +572,25 @@ def _check_index(name, t, device, dtypes):
         raise ValueError(f"kiln: {name} must be a contiguous 1-D tensor")
 
 
+def _check_descale(name, t, device):
+    """descale_q/k/v: None (0 in the struct: 1.0) or a one-element float32
+    CUDA tensor on q's device."""
+    import torch
+
+    if t is None:
+        return
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"kiln: {name} must be None or a torch.Tensor, got "
+                        f"{type(t).__name__}")
+    if t.dtype != torch.float32:
+        raise TypeError(f"kiln: {name} has dtype {t.dtype}; it must be torch.float32")
+    if t.numel() != 1:
+        raise ValueError(f"kiln: {name} must have one element (shape (1,)), got shape "
+                         f"{tuple(t.shape)}")
+    if not t.is_cuda or t.device != device:
+        raise ValueError(f"kiln: {name} is on {t.device}, expected {device}")
+
+
 def _fwd_params_init():
     p = HstuFwdParams()
     _check(library().kiln_hstu_fwd_params_init(ctypes.byref(p)),
@@ -588,7 +607,8 @@ def hstu_fwd_params(q, k, v, out, seq_offsets, max_seqlen, *, alpha=1.0,
                     scaling_seqlen=0.0, causal=False, window=(-1, -1),
                     num_contexts=None, num_targets=None, target_group_size=1,
                     seq_offsets_k=None, max_seqlen_k=None, rab=None,
-                    is_delta_q=False):
+                    is_delta_q=False, descale_q=None, descale_k=None,
+                    descale_v=None):
     """Fill a kiln_hstu_fwd_params from torch tensors (no GPU work).
 
     q (total_q, H, D), k and v (total_k, H, D), out (total_q, H, D): last dim
@@ -596,6 +616,11 @@ def hstu_fwd_params(q, k, v, out, seq_offsets, max_seqlen, *, alpha=1.0,
     B+1 entries.  causal=True is window (-1, 0); otherwise window=(left, right).
     num_contexts / num_targets: int32[B] or None.  rab: (B, rab_heads,
     max_seqlen_k, max_seqlen_k) or None.
+
+    fp8 (sm_90a, forward only): q, k, v torch.float8_e4m3fn; out float16 or
+    bfloat16 (its dtype sets params.out_dtype; rab in the same dtype);
+    descale_q/k/v: None (1.0) or one-element float32 CUDA tensors on q's
+    device (q = descale_q * q_fp8, ...).  With 16-bit q they must be None.
     """
     import torch
 
@@ -611,6 +636,22 @@ def hstu_fwd_params(q, k, v, out, seq_offsets, max_seqlen, *, alpha=1.0,
     if seq_offsets_k is not None:
         _check_index("seq_offsets_k", seq_offsets_k, dev, (seq_offsets.dtype,))
     p.dtype = _torch_dtype_code(q)
+    descales = (("descale_q", descale_q), ("descale_k", descale_k),
+                ("descale_v", descale_v))
+    if p.dtype == KILN_DTYPE_E4M3:
+        if out.dtype not in (torch.float16, torch.bfloat16):
+            raise TypeError(f"kiln: out has dtype {out.dtype}; with float8_e4m3fn q, k, v "
+                            "it must be torch.float16 or torch.bfloat16")
+        p.out_dtype = KILN_DTYPE_FP16 if out.dtype == torch.float16 else KILN_DTYPE_BF16
+        for name, t in descales:
+            _check_descale(name, t, dev)
+        p.descale_q, p.descale_k, p.descale_v = (
+            t.data_ptr() if t is not None else 0 for _, t in descales)
+    else:
+        for name, t in descales:
+            if t is not None:
+                raise ValueError(f"kiln: {name} applies to float8_e4m3fn q, k, v only; q "
+                                 f"has dtype {q.dtype}")
     p.head_dim = int(q.shape[2])
     p.num_heads = int(q.shape[1])
     p.batch = int(seq_offsets.numel()) - 1
@@ -668,10 +709,11 @@ def hstu_fwd(engine, q, k, v, out, seq_offsets, max_seqlen, *, alpha=1.0,
              scaling_seqlen=0.0, causal=False, window=(-1, -1),
              num_contexts=None, num_targets=None, target_group_size=1,
              seq_offsets_k=None, max_seqlen_k=None, rab=None, is_delta_q=False,
-             stream=None):
+             descale_q=None, descale_k=None, descale_v=None, stream=None):
     """HSTU forward into out (asynchronous, on `stream`, default the current
-    torch stream of q's device).  Raises KilnError on failure, with the status
-    name and kiln_last_error()."""
+    torch stream of q's device).  Arguments as hstu_fwd_params (fp8: e4m3
+    q, k, v with descale_*, out float16 or bfloat16).  Raises KilnError on
+    failure, with the status name and kiln_last_error()."""
     import torch
 
     p = hstu_fwd_params(q, k, v, out, seq_offsets, max_seqlen, alpha=alpha,
@@ -680,7 +722,8 @@ def hstu_fwd(engine, q, k, v, out, seq_offsets, max_seqlen, *, alpha=1.0,
                         num_targets=num_targets,
                         target_group_size=target_group_size,
                         seq_offsets_k=seq_offsets_k, max_seqlen_k=max_seqlen_k,
-                        rab=rab, is_delta_q=is_delta_q)
+                        rab=rab, is_delta_q=is_delta_q, descale_q=descale_q,
+                        descale_k=descale_k, descale_v=descale_v)
     # kiln launches in the context current on this thread: make q's device
     # (its primary context, which torch uses) current for the call.
     with torch.cuda.device(q.device):
@@ -692,7 +735,8 @@ def hstu_fwd(engine, q, k, v, out, seq_offsets, max_seqlen, *, alpha=1.0,
 
 
 def hstu_fwd_key(q, k, v, out, seq_offsets, max_seqlen, arch=None, **kw):
-    """The kernel key kiln_hstu_fwd would use for these arguments."""
+    """The kernel key kiln_hstu_fwd would use for these arguments (keywords
+    as hstu_fwd_params, descale_q/k/v included)."""
     import torch
 
     p = hstu_fwd_params(q, k, v, out, seq_offsets, max_seqlen, **kw)

@@ -22,17 +22,24 @@ The ops allocate their outputs and, in backward, one workspace tensor (the size
 that kiln_hstu_bwd_workspace_size() gives), launch on the current CUDA stream,
 and never read a device tensor on the host.  Inputs whose layout the kernels
 cannot take (a last dimension that is not contiguous, row or head strides that
-are not multiples of 8 elements, a data pointer not 16-byte aligned) are
+are not multiples of 16 bytes, a data pointer not 16-byte aligned) are
 copied first; NVIDIA's packed-qkv views need no copy.
+
+fp8 (sm_90a only, forward only): hstu_attn_varlen_func takes float8_e4m3fn
+q, k, v with per-tensor descale_q/k/v (a bf16 or fp16 out), and quant_mode=5
+quantizes 16-bit q, k, v per tensor itself (straight-through 16-bit
+backward).  Neither is a custom op: they call the C library directly and
+torch.compile graph-breaks around them (torch.compiler.disable).
 
 Arguments are checked here, before any CUDA call: a wrong type or dtype raises
 TypeError, a wrong shape, value or device ValueError, each naming the
-argument; a valid argument that kiln does not implement yet (fp8 quant_mode
-and descale_*, arbitrary `func` masks, paged KV caches) raises
-kiln.Unsupported, a NotImplementedError.  A failure inside the C library
-raises kiln.KilnError with the status name and kiln_last_error().
+argument; a valid argument that kiln does not implement yet (quant_mode other
+than -1 and 5, descale_do and fp8 backward, arbitrary `func` masks, paged KV
+caches) raises kiln.Unsupported, a NotImplementedError.  A failure inside the
+C library raises kiln.KilnError with the status name and kiln_last_error().
 """
 
+import functools
 import math
 import numbers
 import operator
@@ -57,6 +64,11 @@ _FP8 = tuple(getattr(torch, n) for n in
              ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
              if hasattr(torch, n))
 _OFFSET_DTYPES = (torch.int32, torch.int64)
+_E4M3 = getattr(torch, "float8_e4m3fn", None)
+_FP8_HEAD_DIMS = (64, 128, 256)  # the sm_90a e4m3 kernel's
+_FP8_MAX = 448.0  # largest finite float8_e4m3fn
+# kiln_dtype of every input dtype the C library takes.
+_CODES = {**_DTYPES, **({_E4M3: _capi.KILN_DTYPE_E4M3} if _E4M3 is not None else {})}
 
 
 class Unsupported(NotImplementedError):
@@ -123,7 +135,9 @@ def _check_tensor(name, t):
         raise TypeError(f"kiln: {name} must be a torch.Tensor, got {type(t).__name__}")
 
 
-def _check_qkv(q, k, v, names=("q", "k", "v")):
+def _check_qkv(q, k, v, names=("q", "k", "v"), allow_fp8=False):
+    """Checks q, k, v; returns True for float8_e4m3fn inputs (allowed only
+    with allow_fp8: kiln.hstu_attn_varlen_func's forward-only path)."""
     nq, nk, nv = names
     for n, t in zip(names, (q, k, v)):
         _check_tensor(n, t)
@@ -131,20 +145,26 @@ def _check_qkv(q, k, v, names=("q", "k", "v")):
         if t.dim() != 3:
             raise ValueError(f"kiln: {n} must be 3-D (total, heads, head_dim), got shape "
                              f"{tuple(t.shape)}")
-    if q.dtype in _FP8:
-        raise Unsupported(nq, f"{q.dtype} inputs (fp8) are not implemented in kiln yet; "
-                              "pass float16 or bfloat16")
-    if q.dtype not in _DTYPES:
-        raise TypeError(f"kiln: {nq} has dtype {q.dtype}; expected torch.float16 or "
-                        "torch.bfloat16")
+    fp8 = q.dtype in _FP8
+    if fp8 and q.dtype != _E4M3:
+        raise Unsupported(nq, f"{q.dtype} inputs are not implemented in kiln; its fp8 "
+                              "path takes torch.float8_e4m3fn (or float16 / bfloat16)")
+    if fp8 and not allow_fp8:
+        raise Unsupported(nq, f"{q.dtype} inputs (fp8) are implemented only by "
+                              "kiln.hstu_attn_varlen_func (forward only); pass float16 "
+                              "or bfloat16 here")
+    if q.dtype not in _DTYPES and not fp8:
+        raise TypeError(f"kiln: {nq} has dtype {q.dtype}; expected torch.float16, "
+                        "torch.bfloat16" + (" or torch.float8_e4m3fn" if allow_fp8 else ""))
     for n, t in ((nk, k), (nv, v)):
         if t.dtype != q.dtype:
             raise TypeError(f"kiln: {n} has dtype {t.dtype} but {nq} has {q.dtype}; "
                             "q, k and v must have one dtype")
     H, D = q.shape[1], q.shape[2]
-    if D not in _HEAD_DIMS:
+    dims = _FP8_HEAD_DIMS if fp8 else _HEAD_DIMS
+    if D not in dims:
         raise ValueError(f"kiln: {nq} has head dim {D}; supported head dims are "
-                         f"{', '.join(map(str, _HEAD_DIMS))}")
+                         f"{', '.join(map(str, dims))}" + (f" for {q.dtype}" if fp8 else ""))
     if k.shape[1] != H:
         raise ValueError(f"kiln: {nk} has {k.shape[1]} heads but {nq} has {H}; "
                          "kiln's HSTU needs as many key heads as query heads")
@@ -157,6 +177,48 @@ def _check_qkv(q, k, v, names=("q", "k", "v")):
                          "kiln needs v's head dim equal to q's")
     if v.shape[0] != k.shape[0]:
         raise ValueError(f"kiln: {nv} has {v.shape[0]} rows but {nk} has {k.shape[0]}")
+    return fp8
+
+
+def _check_descale(name, t):
+    """descale_q/k/v: None (1.0) or a one-element float32 tensor (its device
+    is checked with the others, last)."""
+    if t is None:
+        return
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"kiln: {name} must be None or a torch.Tensor, got "
+                        f"{type(t).__name__}")
+    if t.dtype != torch.float32:
+        raise TypeError(f"kiln: {name} has dtype {t.dtype}; it must be torch.float32")
+    if t.numel() != 1:
+        raise ValueError(f"kiln: {name} must have one element (shape (1,)), got shape "
+                         f"{tuple(t.shape)}")
+
+
+def _check_out_dtype(out_dtype):
+    if out_dtype is None:
+        return torch.bfloat16
+    if out_dtype not in _DTYPES:
+        raise TypeError(f"kiln: out_dtype must be torch.bfloat16 or torch.float16, got "
+                        f"{out_dtype!r}")
+    return out_dtype
+
+
+def _check_quant_mode(quant_mode):
+    """True for quant_mode=5 (per-tensor fp8), False for -1 or None; anything
+    else raises kiln.Unsupported."""
+    if quant_mode is None:
+        return False
+    if _is_int(quant_mode) and not isinstance(quant_mode, bool):
+        qm = int(quant_mode)
+        if qm == -1:
+            return False
+        if qm == 5:
+            return True
+    raise Unsupported("quant_mode", f"quant_mode={quant_mode!r} is not implemented in kiln; "
+                                    "supported: -1 (no quantization) and 5 (one fp8 e4m3 "
+                                    "scale per tensor for q, k, v: fp8 forward, 16-bit "
+                                    "backward)")
 
 
 def _check_offsets(name, t):
@@ -212,11 +274,12 @@ def _unsupported_extras(func=None, quant_mode=-1, descales=(), others=()):
                                   "implemented in kiln yet; pass func=None")
     if quant_mode is not None and not (_is_int(quant_mode) and int(quant_mode) == -1):
         raise Unsupported("quant_mode", f"fp8 quantization (quant_mode={quant_mode!r}) is "
-                                        "not implemented in kiln yet; pass quant_mode=-1")
+                                        "not implemented here; pass quant_mode=-1 "
+                                        "(kiln.hstu_attn_varlen_func takes quant_mode=5)")
     for name, val in descales:
         if val is not None:
-            raise Unsupported(name, "fp8 descale factors are not implemented in kiln yet; "
-                                    f"pass {name}=None")
+            raise Unsupported(name, "fp8 backward (descale_do) is not implemented in kiln: "
+                                    f"its fp8 path is forward only; pass {name}=None")
     for name, val in others:
         if val is not None:
             raise Unsupported(name, "paged KV caches are not implemented in kiln yet; "
@@ -250,12 +313,14 @@ def _new_fwd_params():
 
 def _usable3(t):
     """(t or a copy, row_stride, head_stride) that kiln can read: last dim
-    contiguous, strides multiples of 8 elements, 16-byte aligned."""
+    contiguous, strides multiples of 16 bytes (8 elements, 16 for fp8),
+    16-byte aligned."""
     L, H, D = t.shape
     s0, s1, s2 = t.stride()
     rs = s0 if L > 1 else H * D
     hs = s1 if H > 1 else D
-    if ((D <= 1 or s2 == 1) and rs >= 1 and rs % 8 == 0 and hs >= 1 and hs % 8 == 0
+    m = 16 // t.element_size()
+    if ((D <= 1 or s2 == 1) and rs >= 1 and rs % m == 0 and hs >= 1 and hs % m == 0
             and (t.numel() == 0 or t.data_ptr() % 16 == 0)):
         return t, rs, hs
     c = torch.empty((L, H, D), dtype=t.dtype, device=t.device)
@@ -276,7 +341,7 @@ def _fill_fwd(q3, k3, v3, so_q, so_k, max_seqlen_q, max_seqlen_k, num_contexts,
               scaling_seqlen, rab, is_delta_q):
     (q, qrs, qhs), (k, krs, khs), (v, vrs, vhs) = q3, k3, v3
     p = _new_fwd_params()
-    p.dtype = _DTYPES[q.dtype]
+    p.dtype = _CODES[q.dtype]
     p.head_dim = q.shape[2]
     p.num_heads = q.shape[1]
     p.batch = so_q.shape[0] - 1
@@ -340,6 +405,27 @@ def _common_inputs(so_q, so_k, num_contexts, num_targets, rab):
 def _fwd_impl(q, k, v, out, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_k,
               num_contexts, num_targets, target_group_size, window_left, window_right,
               alpha, scaling_seqlen, rab, is_delta_q):
+    return _launch_fwd(q, k, v, out, None, seq_offsets_q, seq_offsets_k, max_seqlen_q,
+                       max_seqlen_k, num_contexts, num_targets, target_group_size,
+                       window_left, window_right, alpha, scaling_seqlen, rab, is_delta_q)
+
+
+def _fwd_fp8_impl(q, k, v, out, descale_q, descale_k, descale_v, seq_offsets_q,
+                  seq_offsets_k, max_seqlen_q, max_seqlen_k, num_contexts, num_targets,
+                  target_group_size, window_left, window_right, alpha, scaling_seqlen,
+                  rab, is_delta_q):
+    """The e4m3 forward: q, k, v float8_e4m3fn, out float16 or bfloat16 (rab,
+    if any, in out's dtype); descale_*: one-element float32 device tensors or
+    None (1.0)."""
+    return _launch_fwd(q, k, v, out, (descale_q, descale_k, descale_v), seq_offsets_q,
+                       seq_offsets_k, max_seqlen_q, max_seqlen_k, num_contexts,
+                       num_targets, target_group_size, window_left, window_right, alpha,
+                       scaling_seqlen, rab, is_delta_q)
+
+
+def _launch_fwd(q, k, v, out, descales, seq_offsets_q, seq_offsets_k, max_seqlen_q,
+                max_seqlen_k, num_contexts, num_targets, target_group_size, window_left,
+                window_right, alpha, scaling_seqlen, rab, is_delta_q):
     if q.shape[0] == 0 or seq_offsets_q.shape[0] <= 1:
         return out
     if k.shape[0] == 0:
@@ -353,6 +439,10 @@ def _fwd_impl(q, k, v, out, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seql
     p.out = out.data_ptr()
     p.out_row_stride = out.stride(0) if out.shape[0] > 1 else out.shape[1] * out.shape[2]
     p.out_head_stride = out.stride(1) if out.shape[1] > 1 else out.shape[2]
+    if descales is not None:
+        p.out_dtype = _DTYPES[out.dtype]
+        p.descale_q, p.descale_k, p.descale_v = (
+            t.data_ptr() if t is not None else 0 for t in descales)
     lib = _capi.library()
     with _on_device(q.device):
         st = lib.kiln_hstu_fwd(_capi.default_engine().handle, _capi.ctypes.byref(p),
@@ -572,6 +662,79 @@ torch.library.register_autograd("kiln::hstu_fwd_qkvpacked", _backward_fwd_packed
                                 setup_context=_setup_fwd_packed)
 
 
+# ------------------------------------------------------------------- fp8
+# Not custom ops: these call the C library directly, so torch.compile
+# graph-breaks around them (torch.compiler.disable) instead of tracing them.
+
+
+def _quantize_per_tensor(x, fmax=_FP8_MAX, fp8_type=None):
+    """NVIDIA's quant_mode 5: (x / scale as fp8, scale) with scale =
+    amax |x| / fmax (the division in x's dtype, as NVIDIA's), stored float32
+    and clamped to >= 1e-6; scale is a (1,) tensor on x's device (no host
+    sync).  An empty x gets scale 1."""
+    fp8_type = _E4M3 if fp8_type is None else fp8_type
+    with torch.no_grad():
+        if x.numel() == 0:
+            d = torch.ones(1, dtype=torch.float32, device=x.device)
+        else:
+            d = (x.abs().amax().reshape(1) / fmax).to(torch.float32).clamp_min(1e-6)
+        return (x / d).to(fp8_type), d
+
+
+@torch.compiler.disable
+def _call_fp8(descales, out_dtype, q, k, v, so_q, so_k, mq, mk, nc, nt, tgs, wl, wr, alpha,
+              scal, rab, has_drab, dlt, det):
+    """float8_e4m3fn q, k, v -> out (out_dtype); forward only.  The
+    arguments after v as the custom ops take them."""
+    out = torch.empty((q.shape[0], q.shape[1], q.shape[2]), dtype=out_dtype,
+                      device=q.device)
+    dq, dk, dv = descales
+    return _fwd_fp8_impl(q, k, v, out, dq, dk, dv, so_q, so_k, mq, mk, nc, nt, tgs, wl, wr,
+                         alpha, scal, rab, dlt)
+
+
+class _PerTensorFp8(torch.autograd.Function):
+    """quant_mode=5: the forward quantizes q, k, v per tensor to e4m3 and runs
+    the fp8 kernel (out in q's dtype); the backward is kiln's 16-bit backward
+    of the unquantized q, k, v (straight-through: the quantization counts as
+    the identity)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, rab, so_q, so_k, nc, nt, scalars):
+        mq, mk, tgs, wl, wr, alpha, scal, has_drab, dlt, det = scalars
+        done = {}
+        q8k8v8 = []
+        for t in (q, k, v):
+            if id(t) not in done:  # k is v (or q): quantize once
+                done[id(t)] = _quantize_per_tensor(t)
+            q8k8v8.append(done[id(t)])
+        (q8, dq), (k8, dk), (v8, dv) = q8k8v8
+        out = torch.empty((q.shape[0], q.shape[1], q.shape[2]), dtype=q.dtype,
+                          device=q.device)
+        _fwd_fp8_impl(q8, k8, v8, out, dq, dk, dv, so_q, so_k, mq, mk, nc, nt, tgs, wl, wr,
+                      alpha, scal, rab, dlt)
+        ctx.save_for_backward(q, k, v, rab, so_q, so_k, nc, nt)
+        ctx.kiln_scalars = scalars
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        q, k, v, rab, so_q, so_k, nc, nt = ctx.saved_tensors
+        mq, mk, tgs, wl, wr, alpha, scal, has_drab, dlt, det = ctx.kiln_scalars
+        dq, dk, dv, drab = torch.ops.kiln.hstu_bwd(grad, q, k, v, so_q, so_k, mq, mk, nc,
+                                                   nt, tgs, wl, wr, alpha, scal, rab,
+                                                   has_drab, dlt, det)
+        return dq, dk, dv, (drab if has_drab else None), None, None, None, None, None
+
+
+@torch.compiler.disable
+def _call_per_tensor_fp8(q, k, v, so_q, so_k, mq, mk, nc, nt, tgs, wl, wr, alpha, scal,
+                         rab, has_drab, dlt, det):
+    return _PerTensorFp8.apply(q, k, v, rab, so_q, so_k, nc, nt,
+                               (mq, mk, tgs, wl, wr, alpha, scal, has_drab, dlt, det))
+
+
 # --------------------------------------------------------- seqused (FBGEMM)
 
 
@@ -601,6 +764,8 @@ def _compaction(cu, used, total):
 
 
 def _gather_rows(x, idx, mask):
+    if x.dtype in _FP8:  # bytes: 0 is +0.0, and where/index_select take uint8
+        return _gather_rows(x.view(torch.uint8), idx, mask).view(x.dtype)
     return torch.where(mask[:, None, None], x.index_select(0, idx), 0)
 
 
@@ -611,7 +776,8 @@ def hstu_varlen(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_
                 num_contexts=None, num_targets=None, target_group_size=1,
                 window_size=(-1, -1), alpha=1.0, rab=None, has_drab=False,
                 is_delta_q=False, scaling_seqlen=-1, seqused_q=None, seqused_k=None,
-                deterministic=False, qkv=None, names=None):
+                deterministic=False, qkv=None, names=None, fp8_inputs=False,
+                descales=(None, None, None), out_dtype=None, per_tensor_fp8=False):
     """The one implementation behind every public signature (kiln's, NVIDIA's,
     FBGEMM's).  Keyword arguments as in hstu_attn_varlen_func; is_delta_q may
     also be "auto": queries are the last rows of each sequence whenever
@@ -619,7 +785,10 @@ def hstu_varlen(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_
     semantics; equal lengths make it a no-op) and there are no contexts or
     targets.  qkv: the packed tensor q, k, v are views of (its backward then
     writes one dqkv).  names: how the caller spells q, k, v, seq_offsets_q,
-    seq_offsets_k in error messages."""
+    seq_offsets_k in error messages.
+    fp8_inputs: accept float8_e4m3fn q, k, v (forward only) with descales
+    (descale_q, descale_k, descale_v) and out_dtype (None: bfloat16).
+    per_tensor_fp8: quant_mode=5 for 16-bit q, k, v."""
     n = {"q": "q", "k": "k", "v": "v", "so_q": "seq_offsets_q", "so_k": "seq_offsets_k",
          **(names or {})}
     if qkv is not None:
@@ -628,7 +797,23 @@ def hstu_varlen(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_
             raise ValueError(f"kiln: qkv must be 4-D (total, 3, heads, head_dim), got shape "
                              f"{tuple(qkv.shape)}")
         q, k, v = _split_packed(qkv)
-    _check_qkv(q, k, v, (n["q"], n["k"], n["v"]))
+    fp8 = _check_qkv(q, k, v, (n["q"], n["k"], n["v"]), allow_fp8=fp8_inputs)
+    if fp8 and per_tensor_fp8:
+        raise ValueError(f"kiln: quant_mode=5 quantizes float16 or bfloat16 inputs; "
+                         f"{n['q']} is already {q.dtype} (pass quant_mode=-1 and "
+                         "descale_q/k/v)")
+    for name, t in zip(("descale_q", "descale_k", "descale_v"), descales):
+        _check_descale(name, t)
+        if t is not None and not fp8:
+            raise ValueError(f"kiln: {name} applies to float8_e4m3fn q, k, v only; "
+                             f"{n['q']} has dtype {q.dtype}"
+                             + ("; quant_mode=5 computes its own scales"
+                                if per_tensor_fp8 else ""))
+    if fp8:
+        out_dtype = _check_out_dtype(out_dtype)
+    elif out_dtype is not None and out_dtype != q.dtype:
+        raise TypeError(f"kiln: out_dtype {out_dtype!r} differs from {n['q']}'s dtype "
+                        f"{q.dtype}; only float8_e4m3fn inputs choose their output dtype")
     _check_offsets(n["so_q"], seq_offsets_q)
     if seq_offsets_k is not None:
         _check_offsets(n["so_k"], seq_offsets_k)
@@ -683,6 +868,14 @@ def hstu_varlen(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_
                              f"max_seqlen_k x max_seqlen_k = ({max_seqlen_k}, {max_seqlen_k})")
     elif has_drab:
         raise ValueError("kiln: has_drab=True needs a rab tensor")
+    if fp8 and has_drab:
+        raise Unsupported("has_drab", f"{q.dtype} inputs have no backward in kiln (fp8 is "
+                                      "forward only); pass has_drab=False")
+    if fp8 and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
+        raise Unsupported(n["q"], f"{q.dtype} inputs have no backward in kiln (fp8 is "
+                                  "forward only): detach q, k and v or run under "
+                                  "torch.no_grad(); quant_mode=5 with 16-bit inputs has "
+                                  "a backward")
     if is_delta_q == "auto":
         is_delta_q = (seq_offsets_k is not None and seq_offsets_k is not seq_offsets_q
                       and num_contexts is None and num_targets is None)
@@ -709,7 +902,8 @@ def hstu_varlen(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_
     for name, t in ((n["k"], k), (n["v"], v), (n["so_q"], seq_offsets_q),
                     (n["so_k"], seq_offsets_k), ("num_contexts", num_contexts),
                     ("num_targets", num_targets), ("rab", rab), ("seqused_q", seqused_q),
-                    ("seqused_k", seqused_k)):
+                    ("seqused_k", seqused_k), ("descale_q", descales[0]),
+                    ("descale_k", descales[1]), ("descale_v", descales[2])):
         _check_device(name, t, dev)
 
     # Inputs the op takes as they come; conversions here stay differentiable.
@@ -718,37 +912,50 @@ def hstu_varlen(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_
         seq_offsets_k = seq_offsets_k.to(torch.int64)
     so_k = None if (seq_offsets_k is None or seq_offsets_k is seq_offsets_q) else seq_offsets_k
     if rab is not None:
-        if rab.dtype != q.dtype:
-            rab = rab.to(q.dtype)
+        rab_dtype = out_dtype if fp8 else q.dtype
+        if rab.dtype != rab_dtype:
+            rab = rab.to(rab_dtype)
         if rab.shape[3] > 1 and rab.stride(3) != 1:
             rab = rab.contiguous()
 
+    if fp8:
+        fwd = functools.partial(_call_fp8, tuple(descales), out_dtype)
+    elif per_tensor_fp8:
+        fwd = _call_per_tensor_fp8
+    else:
+        fwd = torch.ops.kiln.hstu_fwd
     if seqused_q is not None or seqused_k is not None:
         return _with_seqused(q, k, v, seq_offsets_q, seq_offsets_k, seqused_q, seqused_k,
                              max_seqlen_q, max_seqlen_k, num_contexts, num_targets,
                              target_group_size, window_left, window_right, alpha, scaling,
-                             rab, has_drab, is_delta_q, deterministic)
+                             rab, has_drab, is_delta_q, deterministic, fwd=fwd)
     rest = (seq_offsets_q, so_k, max_seqlen_q, max_seqlen_k, num_contexts, num_targets,
             target_group_size, window_left, window_right, alpha, scaling, rab, has_drab,
             is_delta_q, deterministic)
     if qkv is not None:
+        if per_tensor_fp8:
+            raise Unsupported("quant_mode", "quant_mode=5 on a packed qkv is not "
+                                            "implemented in kiln; pass q, k, v")
         return torch.ops.kiln.hstu_fwd_qkvpacked(qkv, *rest)
-    return torch.ops.kiln.hstu_fwd(q, k, v, *rest)
+    return fwd(q, k, v, *rest)
 
 
 def _with_seqused(q, k, v, cu_q, cu_k, used_q, used_k, max_seqlen_q, max_seqlen_k,
                   num_contexts, num_targets, target_group_size, window_left,
                   window_right, alpha, scaling, rab, has_drab, is_delta_q,
-                  deterministic):
+                  deterministic, fwd=None):
     """FBGEMM's seqused: only the first seqused[b] rows of each segment take
     part; the other rows' outputs and gradients are zero.  Done by gathering
     the used rows into a packed batch (differentiable torch ops around the
-    kiln op, no host sync)."""
+    kiln op, no host sync).  fwd: the forward to call (arguments as
+    kiln::hstu_fwd's; default that op)."""
+    if fwd is None:
+        fwd = torch.ops.kiln.hstu_fwd
     if cu_q.shape[0] <= 1:
         rest = (cu_q, None if cu_k is cu_q else cu_k, max_seqlen_q, max_seqlen_k,
                 num_contexts, num_targets, target_group_size, window_left, window_right,
                 alpha, scaling, rab, has_drab, is_delta_q, deterministic)
-        return torch.ops.kiln.hstu_fwd(q, k, v, *rest)
+        return fwd(q, k, v, *rest)
     if cu_k is None:
         cu_k = cu_q
     if used_q is None:
@@ -769,10 +976,9 @@ def _with_seqused(q, k, v, cu_q, cu_k, used_q, used_k, max_seqlen_q, max_seqlen_
     so_k = None if new_k is new_q else new_k
     if so_k is None:
         is_delta_q = False
-    out_c = torch.ops.kiln.hstu_fwd(qc, kc, vc, new_q, so_k, max_seqlen_q, max_seqlen_k,
-                                    num_contexts, num_targets, target_group_size,
-                                    window_left, window_right, alpha, scaling, rab,
-                                    has_drab, is_delta_q, deterministic)
+    out_c = fwd(qc, kc, vc, new_q, so_k, max_seqlen_q, max_seqlen_k, num_contexts,
+                num_targets, target_group_size, window_left, window_right, alpha, scaling,
+                rab, has_drab, is_delta_q, deterministic)
     return _gather_rows(out_c, inv_q, pval_q)
 
 
@@ -785,14 +991,14 @@ def hstu_attn_varlen_func(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q,
                           has_drab=False, is_delta_q=False, descale_q=None, descale_k=None,
                           descale_v=None, descale_do=None, *, func=None, quant_mode=-1,
                           scaling_seqlen=-1, seqused_q=None, seqused_k=None,
-                          deterministic=False):
+                          deterministic=False, out_dtype=None):
     """HSTU attention over a jagged batch, with the signature of NVIDIA's
     Hopper `hstu_attn_varlen_func` (recsys-examples corelib/hstu) plus its
     later additions as keywords.
 
     q: (total_q, H, D); k, v: (total_k, H, D); float16 or bfloat16; D one of
     32, 64, 128, 256; any strides (views of a packed (total, 3, H, D) qkv are
-    taken as they are).
+    taken as they are).  Or all three torch.float8_e4m3fn (see fp8 below).
     seq_offsets_q, seq_offsets_k: (B + 1,) int32 or int64 CUDA tensors;
     seq_offsets_k may be None or the same tensor (then keys share the
     queries' rows).
@@ -804,23 +1010,44 @@ def hstu_attn_varlen_func(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q,
     rab: (B, H_rab, >= max_seqlen_k, >= max_seqlen_k), H_rab dividing H; cast
     to q's dtype.  has_drab: also return its gradient.
     is_delta_q: queries are the last len_q positions of each sequence.
-    descale_q, descale_k, descale_v, descale_do, func, quant_mode != -1:
-    raise kiln.Unsupported (fp8 and arbitrary masks are not implemented).
     scaling_seqlen: the divisor after silu; -1 means max_seqlen_q.
     seqused_q, seqused_k: (B,) FBGEMM-style used lengths (rows past them are
     zero in the output).  deterministic: bit-reproducible backward.
 
-    Returns out (total_q, H, D), q's dtype, a new contiguous tensor.
+    fp8 (the sm_90a e4m3 kernel, D 64, 128 or 256; KilnError
+    KILN_EUNSUPPORTED on other GPUs):
+    - q, k, v all torch.float8_e4m3fn: forward only.  descale_q, descale_k,
+      descale_v: None (1.0) or one-element float32 CUDA tensors on q's
+      device, the per-tensor factors with q = descale_q * q_fp8 and so on.
+      out_dtype: torch.bfloat16 (None, the default) or torch.float16; rab is
+      cast to it.  If autograd would track q, k or v (grad enabled and one
+      requires grad) this raises kiln.Unsupported naming q, and has_drab=True
+      kiln.Unsupported naming has_drab: there is no fp8 backward.
+    - quant_mode=5 with float16 / bfloat16 q, k, v: each is quantized to e4m3
+      with one scale per tensor (amax / 448, >= 1e-6, as NVIDIA's
+      quantize_for_head_batch_tensor mode 5) and the fp8 kernel runs; out is
+      in q's dtype.  The backward is kiln's 16-bit backward of the
+      unquantized q, k, v (straight-through: quantization counts as the
+      identity), drab included.  Not on a packed qkv.
+    Neither is a torch.library custom op: they call the C library directly,
+    so torch.compile does not trace them (a graph break,
+    torch.compiler.disable).  Other quant_mode values (0 to 4), descale_do
+    (fp8 backward) and func raise kiln.Unsupported; descale_* with 16-bit
+    inputs and out_dtype other than q's dtype raise ValueError / TypeError.
+
+    Returns out (total_q, H, D), a new contiguous tensor in q's dtype
+    (out_dtype for float8_e4m3fn inputs).
     """
-    _unsupported_extras(func, quant_mode,
-                        (("descale_q", descale_q), ("descale_k", descale_k),
-                         ("descale_v", descale_v), ("descale_do", descale_do)))
+    _unsupported_extras(func, None, (("descale_do", descale_do),))
+    per_tensor = _check_quant_mode(quant_mode)
     return hstu_varlen(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_k,
                        num_contexts=num_contexts, num_targets=num_targets,
                        target_group_size=target_group_size, window_size=window_size,
                        alpha=alpha, rab=rab, has_drab=has_drab, is_delta_q=is_delta_q,
                        scaling_seqlen=scaling_seqlen, seqused_q=seqused_q,
-                       seqused_k=seqused_k, deterministic=deterministic)
+                       seqused_k=seqused_k, deterministic=deterministic, fp8_inputs=True,
+                       descales=(descale_q, descale_k, descale_v), out_dtype=out_dtype,
+                       per_tensor_fp8=per_tensor)
 
 
 def hstu_attn_qkvpacked_func(qkv, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,

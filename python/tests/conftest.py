@@ -57,10 +57,12 @@ def _ref_kwargs(seq_offsets_k, max_seqlen_q, max_seqlen_k, num_contexts, num_tar
 
 @pytest.fixture
 def cpu_kiln(monkeypatch):
-    """kiln.hstu with its two C calls replaced by the float64 reference, and
+    """kiln.hstu with its C calls replaced by the float64 reference, and
     CPU tensors allowed: exercises every piece of Python plumbing (argument
-    mapping, custom ops, autograd, packed qkv, seqused, torch.compile) on a
-    machine without a GPU."""
+    mapping, custom ops, autograd, packed qkv, seqused, torch.compile, the fp8
+    paths) on a machine without a GPU.  The fp8 forward computes the
+    reference of the dequantized inputs (fp8 value times its descale) and
+    records its calls in kh._fp8_calls (a list of dicts)."""
     import kiln.hstu as kh
 
     def fwd_impl(q, k, v, out, so_q, so_k, mq, mk, nc, nt, tgs, wl, wr, alpha, scal, rab,
@@ -85,7 +87,28 @@ def cpu_kiln(monkeypatch):
         if drab is not None:
             drab.copy_(g[3])
 
+    calls = []
+
+    def fwd_fp8_impl(q, k, v, out, dq, dk, dv, so_q, so_k, mq, mk, nc, nt, tgs, wl, wr,
+                     alpha, scal, rab, dlt):
+        e4 = torch.float8_e4m3fn
+        assert q.dtype == k.dtype == v.dtype == e4, (q.dtype, k.dtype, v.dtype)
+        assert out.dtype in (torch.float16, torch.bfloat16)
+        assert rab is None or rab.dtype == out.dtype, "rab must come in out's dtype"
+        for d in (dq, dk, dv):
+            assert d is None or (d.dtype == torch.float32 and d.numel() == 1)
+        calls.append(dict(q=q, k=k, v=v, descales=(dq, dk, dv), out_dtype=out.dtype,
+                          rab=rab))
+
+        def deq(t, d):
+            return t.double() * (d.double() if d is not None else 1.0)
+
+        return fwd_impl(deq(q, dq), deq(k, dk), deq(v, dv), out, so_q, so_k, mq, mk, nc,
+                        nt, tgs, wl, wr, alpha, scal, rab, dlt)
+
     monkeypatch.setattr(kh, "_fwd_impl", fwd_impl)
+    monkeypatch.setattr(kh, "_fwd_fp8_impl", fwd_fp8_impl)
+    monkeypatch.setattr(kh, "_fp8_calls", calls, raising=False)
     monkeypatch.setattr(kh, "_bwd_impl", bwd_impl)
     monkeypatch.setattr(kh, "_check_device", lambda name, t, dev: None)
     return kh

@@ -174,3 +174,125 @@ def test_empty_inputs_launch_nothing(rec):
     out = kiln.hstu_attn_varlen_func(q2, k, k, torch.tensor([0, 4], dtype=torch.int32),
                                      torch.tensor([0, 0], dtype=torch.int32), 4, 4)
     assert torch.all(out == 0) and rec.fwd == []
+
+
+# ------------------------------------------------------------------- fp8
+E4 = getattr(torch, "float8_e4m3fn", None)
+needs_fp8 = pytest.mark.skipif(E4 is None, reason="no float8 in torch")
+
+
+@needs_fp8
+def test_fp8_params_dtype_out_dtype_descales_and_16_element_strides(rec):
+    import kiln
+
+    L, H, D = 20, 2, 64
+    off = torch.tensor([0, 5, 20], dtype=torch.int32)
+    q8 = torch.randn(L, H, D).to(E4)
+    k8 = torch.randn(L, H, D).to(E4)
+    # head stride 72 elements: a multiple of 8 (fine for 16-bit), not of 16
+    v8 = torch.randn(L, H, D + 8).to(E4)[..., :D]
+    dq, dv = torch.tensor([0.5]), torch.tensor([3.0])
+    rab = torch.randn(2, 1, 15, 15)  # float32: cast to the out dtype
+    out = kiln.hstu_attn_varlen_func(q8, k8, v8, off, off, 15, 15, window_size=(-1, 0),
+                                     rab=rab, descale_q=dq, descale_v=dv,
+                                     out_dtype=torch.float16)
+    (p, stream), = rec.fwd
+    assert out.dtype == torch.float16 and p.out == out.data_ptr()
+    assert (p.dtype, p.out_dtype) == (3, 1) and (p.head_dim, p.num_heads) == (D, H)
+    assert (p.descale_q, p.descale_k, p.descale_v) == (dq.data_ptr(), 0, dv.data_ptr())
+    assert p.q == q8.data_ptr() and (p.q_row_stride, p.q_head_stride) == (H * D, D)
+    assert p.k == k8.data_ptr()
+    assert p.v != v8.data_ptr() and (p.v_row_stride, p.v_head_stride) == (H * D, D)
+    assert p.rab not in (0, rab.data_ptr()) and p.rab % 2 == 0
+    assert (p.window_left, p.window_right) == (-1, 0) and stream == 0x1234
+    assert rec.bwd == []
+    kiln.hstu_attn_varlen_func(q8, k8, k8, off, off, 15, 15)
+    assert (rec.fwd[-1][0].out_dtype, rec.fwd[-1][0].descale_k) == (2, 0)  # bf16 default
+
+
+@needs_fp8
+def test_quant_mode_5_params_forward_fp8_backward_16_bit(rec):
+    import kiln
+
+    L, H, D = 12, 2, 128
+    off = torch.tensor([0, 12], dtype=torch.int64)
+    q, k, v = (torch.randn(L, H, D, dtype=BF).requires_grad_() for _ in range(3))
+    out = kiln.hstu_attn_varlen_func(q, k, v, off, off, 12, 12, quant_mode=5)
+    (p, _), = rec.fwd
+    assert out.dtype == BF and p.out == out.data_ptr()
+    assert (p.dtype, p.out_dtype) == (3, 2)
+    ds = (p.descale_q, p.descale_k, p.descale_v)
+    assert all(ds) and len(set(ds)) == 3 and all(d % 4 == 0 for d in ds)
+    assert p.q not in (q.data_ptr(), 0) and p.offsets_type == 1
+    out.backward(torch.ones_like(out))
+    (b, _), = rec.bwd
+    assert (b.fwd.dtype, b.fwd.out_dtype) == (2, 0)
+    assert (b.fwd.descale_q, b.fwd.descale_k, b.fwd.descale_v) == (0, 0, 0)
+    assert (b.fwd.q, b.fwd.k, b.fwd.v) == (q.data_ptr(), k.data_ptr(), v.data_ptr())
+    assert q.grad is not None and q.grad.dtype == BF
+
+
+# ------------------------------------------------------------- _capi fp8
+def test_capi_descale_checks_name_the_argument():
+    from kiln import _capi
+
+    dev = torch.device("cuda", 0)
+    _capi._check_descale("descale_q", None, dev)
+    with pytest.raises(TypeError, match="descale_q.*torch.Tensor"):
+        _capi._check_descale("descale_q", 1.0, dev)
+    with pytest.raises(TypeError, match="descale_k.*float32"):
+        _capi._check_descale("descale_k", torch.ones(1, dtype=torch.float64), dev)
+    with pytest.raises(ValueError, match=r"descale_v.*one element.*\(2,\)"):
+        _capi._check_descale("descale_v", torch.ones(2), dev)
+    with pytest.raises(ValueError, match="descale_q.*cpu.*cuda:0"):
+        _capi._check_descale("descale_q", torch.ones(1), dev)
+
+
+@pytest.fixture
+def capi_cpu(monkeypatch):
+    """kiln._capi.hstu_fwd_params with its CUDA-device view checks off."""
+    from kiln import _capi
+
+    monkeypatch.setattr(_capi, "_check_view", lambda *a: None)
+    monkeypatch.setattr(_capi, "_check_index", lambda *a: None)
+    return _capi
+
+
+@needs_fp8
+def test_capi_fwd_params_fp8(capi_cpu, monkeypatch):
+    _capi = capi_cpu
+    L, H, D = 8, 2, 64
+    q8 = torch.zeros(L, H, D).to(E4)
+    off = torch.tensor([0, 8], dtype=torch.int32)
+    for odt, code in ((torch.float16, 1), (BF, 2)):
+        out = torch.empty(L, H, D, dtype=odt)
+        p = _capi.hstu_fwd_params(q8, q8, q8, out, off, 8)
+        assert (p.dtype, p.out_dtype) == (3, code)
+        assert (p.descale_q, p.descale_k, p.descale_v) == (0, 0, 0)
+    with pytest.raises(TypeError, match="out.*float32"):
+        _capi.hstu_fwd_params(q8, q8, q8, torch.empty(L, H, D), off, 8)
+    d = torch.ones(1)
+    with pytest.raises(ValueError, match="descale_k.*cpu"):  # q on the CPU here
+        _capi.hstu_fwd_params(q8, q8, q8, torch.empty(L, H, D, dtype=BF), off, 8,
+                              descale_k=d)
+    with pytest.raises(TypeError, match="descale_v.*float32"):
+        _capi.hstu_fwd_params(q8, q8, q8, torch.empty(L, H, D, dtype=BF), off, 8,
+                              descale_v=d.half())
+    with pytest.raises(ValueError, match="descale_q.*one element"):
+        _capi.hstu_fwd_params(q8, q8, q8, torch.empty(L, H, D, dtype=BF), off, 8,
+                              descale_q=torch.ones(3))
+    monkeypatch.setattr(_capi, "_check_descale", lambda *a: None)
+    dq, dv = torch.ones(1), torch.ones(1)
+    p = _capi.hstu_fwd_params(q8, q8, q8, torch.empty(L, H, D, dtype=BF), off, 8,
+                              descale_q=dq, descale_v=dv)
+    assert (p.descale_q, p.descale_k, p.descale_v) == (dq.data_ptr(), 0, dv.data_ptr())
+
+
+def test_capi_fwd_params_16_bit_rejects_descales(capi_cpu):
+    _capi = capi_cpu
+    q = torch.zeros(8, 2, 64, dtype=BF)
+    off = torch.tensor([0, 8], dtype=torch.int32)
+    p = _capi.hstu_fwd_params(q, q, q, q.clone(), off, 8)
+    assert (p.dtype, p.out_dtype, p.descale_q) == (2, 0, 0)
+    with pytest.raises(ValueError, match="descale_q.*float8_e4m3fn"):
+        _capi.hstu_fwd_params(q, q, q, q.clone(), off, 8, descale_q=torch.ones(1))

@@ -226,3 +226,187 @@ def test_opcheck_fake_and_autograd_registration(cpu_kiln):
     pargs = (qkv, oq, None, mq, mq, None, None, 1, -1, 0, 1.0, 0.0, None, False, False,
              False)
     torch.library.opcheck(torch.ops.kiln.hstu_fwd_qkvpacked.default, pargs)
+
+
+# ------------------------------------------------------------------- fp8
+E4 = getattr(torch, "float8_e4m3fn", None)
+needs_fp8 = pytest.mark.skipif(E4 is None, reason="no float8 in torch")
+
+
+def _deq(t8, d):
+    return t8.double() * (d.double() if d is not None else 1.0)
+
+
+def _u8(t):
+    return t.view(torch.uint8)
+
+
+@needs_fp8
+@pytest.mark.parametrize("out_dtype", [None, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name,lq,lk,H,kw", CASES, ids=[c[0] for c in CASES])
+def test_fp8_inputs_route_descales_and_out_dtype(cpu_kiln, name, lq, lk, H, kw, out_dtype):
+    import kiln
+
+    q, k, v, oq, ok, mq, mk, kw = _build(lq, lk, H, kw, D=64, dtype=torch.bfloat16)
+    q8, k8, v8 = (t.to(E4) for t in (q, k, v))
+    # distinct factors: a descale routed to the wrong tensor changes the result
+    dq, dk, dv = (torch.tensor([s], dtype=torch.float32) for s in (0.5, 0.25, 2.0))
+    if kw.get("rab") is not None:
+        kw["rab"] = kw["rab"].float()  # cast to the out dtype inside
+    out = kiln.hstu_attn_varlen_func(q8, k8, v8, oq, ok, mq, mk, descale_q=dq,
+                                     descale_k=dk, descale_v=dv, out_dtype=out_dtype, **kw)
+    want_dtype = out_dtype or torch.bfloat16
+    assert out.dtype == want_dtype and out.shape == q.shape and not out.requires_grad
+    call, = cpu_kiln._fp8_calls
+    assert call["descales"][0] is dq and call["descales"][1] is dk and call["descales"][2] is dv
+    assert call["out_dtype"] == want_dtype
+    rkw = dict(kw)
+    if rkw.get("rab") is not None:
+        rkw["rab"] = rkw["rab"].to(want_dtype)
+    ref = hstu_reference(_deq(q8, dq), _deq(k8, dk), _deq(v8, dv), oq, ok, mq, mk, **rkw)
+    torch.testing.assert_close(out, ref.to(want_dtype), rtol=0, atol=0)
+
+
+@needs_fp8
+def test_fp8_descale_none_is_one_and_no_grad_is_allowed(cpu_kiln):
+    import kiln
+
+    q, k, v, oq, _, mq, _, _ = _build([4, 9], None, 2, {}, D=128, dtype=torch.float16)
+    q8 = q.to(E4).requires_grad_()
+    with torch.no_grad():
+        out = kiln.hstu_attn_varlen_func(q8, q8, q8, oq, oq, mq, mq, window_size=(-1, 0))
+    call, = cpu_kiln._fp8_calls
+    assert call["descales"] == (None, None, None) and out.dtype == torch.bfloat16
+    ref = hstu_reference(q8.double(), q8.double(), q8.double(), oq, oq, mq, mq,
+                         window_size=(-1, 0))
+    torch.testing.assert_close(out, ref.to(torch.bfloat16), rtol=0, atol=0)
+    with pytest.raises(kiln.Unsupported, match="backward") as ei:
+        kiln.hstu_attn_varlen_func(q8, q8, q8, oq, oq, mq, mq)
+    assert ei.value.argument == "q"
+
+
+@needs_fp8
+@pytest.mark.parametrize("name,lq,lk,H,kw", CASES, ids=[c[0] for c in CASES])
+def test_quant_mode_5_quantizes_per_tensor_and_backward_is_16_bit(cpu_kiln, name, lq, lk,
+                                                                   H, kw):
+    import kiln
+    from kiln.compat import hstu_attn_interface as nv
+
+    q, k, v, oq, ok, mq, mk, kw = _build(lq, lk, H, kw, D=64, dtype=torch.bfloat16)
+    has_rab = kw.get("rab") is not None
+    leaves = [q.requires_grad_(), k.requires_grad_(), v.requires_grad_()]
+    if has_rab:
+        kw["rab"] = kw["rab"].float().requires_grad_()
+        leaves.append(kw["rab"])
+    out = kiln.hstu_attn_varlen_func(q, k, v, oq, ok, mq, mk, has_drab=has_rab,
+                                     quant_mode=5, **kw)
+    assert out.dtype == q.dtype and out.shape == q.shape and out.requires_grad
+    call, = cpu_kiln._fp8_calls
+    assert call["out_dtype"] == q.dtype
+    # NVIDIA's quantize_for_head_batch_tensor(quant_mode=5), bit for bit
+    for t8, d, x, off in zip((call["q"], call["k"], call["v"]), call["descales"],
+                             (q, k, v), (oq, ok, ok)):
+        x8, xd = nv.quantize_for_head_batch_tensor(x.detach(), off, quant_mode=5)
+        assert torch.equal(_u8(t8), _u8(x8)) and torch.equal(d, xd)
+        assert torch.equal(d, (x.detach().abs().amax() / 448.0).float().clamp_min(1e-6)
+                           .reshape(1))
+    rkw = {n: (t.detach().to(q.dtype) if n == "rab" else t) for n, t in kw.items()}
+    ref = hstu_reference(*(_deq(call[n], d) for n, d in zip("qkv", call["descales"])),
+                         oq, ok, mq, mk, **rkw)
+    torch.testing.assert_close(out, ref.to(q.dtype), rtol=0, atol=0)
+    # straight-through: the gradients are those of the 16-bit path
+    g = torch.rand_like(out)
+    got = torch.autograd.grad(out, leaves, g)
+    out16 = kiln.hstu_attn_varlen_func(q, k, v, oq, ok, mq, mk, has_drab=has_rab, **kw)
+    want = torch.autograd.grad(out16, leaves, g)
+    for a, b, leaf in zip(got, want, leaves):
+        assert a.dtype == leaf.dtype and a.shape == leaf.shape
+        assert torch.equal(a, b)
+
+
+@needs_fp8
+def test_quant_mode_5_has_drab_false_and_shared_tensors(cpu_kiln):
+    import kiln
+
+    q, _, _, oq, _, mq, _, kw = _build([5, 6], None, 2, dict(rab_heads=1), D=64,
+                                       dtype=torch.float16)
+    rab = kw["rab"].requires_grad_()
+    q.requires_grad_()
+    out = kiln.hstu_attn_varlen_func(q, q, q, oq, oq, mq, mq, rab=rab, quant_mode=5)
+    call, = cpu_kiln._fp8_calls
+    assert call["q"] is call["k"] is call["v"]  # one tensor: quantized once
+    assert call["rab"].dtype == torch.float16
+    out.sum().backward()
+    assert rab.grad is None and q.grad is not None and q.grad.dtype == torch.float16
+
+
+@needs_fp8
+def test_fp8_and_quant_mode_5_with_seqused(cpu_kiln):
+    import kiln
+
+    seg, used = [6, 4, 9], [3, 4, 0]
+    q, k, v, cu, _ = make_batch(seg, 2, 64, dtype=torch.bfloat16, device="cpu", seed=5)
+    u = torch.tensor(used, dtype=torch.int32)
+    rows, s = [], 0
+    for n, m in zip(seg, used):
+        rows += list(range(s, s + m))
+        s += n
+    pad = [r for r in range(q.shape[0]) if r not in set(rows)]
+    cu_c = torch.tensor([0, 3, 7, 7], dtype=torch.int32)
+    d = torch.tensor([0.75], dtype=torch.float32)
+    q8, k8, v8 = (t.to(E4) for t in (q, k, v))
+    out = kiln.hstu_attn_varlen_func(q8, k8, v8, cu, cu, 9, 9, seqused_q=u, seqused_k=u,
+                                     descale_k=d, window_size=(-1, 0))
+    sub = [_u8(t)[rows].view(E4) for t in (q8, k8, v8)]
+    want = kiln.hstu_attn_varlen_func(*sub, cu_c, cu_c, 9, 9, descale_k=d,
+                                      window_size=(-1, 0))
+    assert torch.equal(out[rows], want) and torch.all(out[pad] == 0)
+
+    leaves = [t.requires_grad_() for t in (q, k, v)]
+    out = kiln.hstu_attn_varlen_func(q, k, v, cu, cu, 9, 9, seqused_q=u, seqused_k=u,
+                                     window_size=(-1, 0), quant_mode=5)
+    qc, kc, vc = (t.detach()[rows].clone().requires_grad_() for t in (q, k, v))
+    want = kiln.hstu_attn_varlen_func(qc, kc, vc, cu_c, cu_c, 9, 9, window_size=(-1, 0),
+                                      quant_mode=5)
+    assert torch.equal(out[rows], want) and torch.all(out[pad] == 0)
+    g = torch.rand_like(out)
+    got = torch.autograd.grad(out, leaves, g)
+    out16 = kiln.hstu_attn_varlen_func(q, k, v, cu, cu, 9, 9, seqused_q=u, seqused_k=u,
+                                       window_size=(-1, 0))
+    for a, b in zip(got, torch.autograd.grad(out16, leaves, g)):
+        assert torch.equal(a, b)
+
+
+@needs_fp8
+def test_nvidia_compat_quant_mode_5_is_kilns(cpu_kiln):
+    import kiln
+    from kiln.compat import hstu_attn_interface as nv
+
+    q, k, v, oq, ok, mq, mk = make_batch([3, 8], 2, 64, lengths_k=[5, 8],
+                                         dtype=torch.bfloat16, device="cpu", seed=3) + (8, 8)
+    a = nv.hstu_attn_varlen_func(q, k, v, oq, ok, mq, mk, window_size=(-1, 0),
+                                 quant_mode=5)
+    b = kiln.hstu_attn_varlen_func(q, k, v, oq, ok, mq, mk, window_size=(-1, 0),
+                                   is_delta_q=True, quant_mode=5)
+    assert torch.equal(a, b)
+
+
+@needs_fp8
+def test_quant_mode_5_under_torch_compile_graph_breaks(cpu_kiln):
+    import kiln
+
+    q, k, v, oq, _, mq, _, _ = _build([5, 7], None, 2, {}, D=64, dtype=torch.bfloat16)
+
+    def f(q, k, v):
+        o = kiln.hstu_attn_varlen_func(q, k, v, oq, oq, mq, mq, window_size=(-1, 0),
+                                       quant_mode=5)
+        return (o.float() * 2).sum()
+
+    torch._dynamo.reset()
+    cf = torch.compile(f, backend="aot_eager")
+    a = [t.clone().requires_grad_() for t in (q, k, v)]
+    b = [t.clone().requires_grad_() for t in (q, k, v)]
+    e, c = f(*a), cf(*b)
+    torch.testing.assert_close(c, e)
+    for x, y in zip(torch.autograd.grad(e, a), torch.autograd.grad(c, b)):
+        torch.testing.assert_close(x, y)

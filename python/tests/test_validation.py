@@ -108,10 +108,11 @@ def test_bad_argument_names_it(exc, words, over):
 UNSUPPORTED = [
     ("func", dict(func=torch.zeros(1, 3, 300, dtype=torch.int32))),
     ("quant_mode", dict(quant_mode=0)),
+    ("quant_mode", dict(quant_mode=1)),
     ("quant_mode", dict(quant_mode=2)),
-    ("descale_q", dict(descale_q=torch.ones(1))),
-    ("descale_k", dict(descale_k=torch.ones(1))),
-    ("descale_v", dict(descale_v=torch.ones(1))),
+    ("quant_mode", dict(quant_mode=3)),
+    ("quant_mode", dict(quant_mode=4)),
+    ("quant_mode", dict(quant_mode="5")),
     ("descale_do", dict(descale_do=torch.ones(1))),
 ]
 
@@ -123,17 +124,168 @@ def test_unsupported_features_raise_not_implemented(arg, over):
     assert isinstance(e, kiln.Unsupported) and e.argument == arg
 
 
-@pytest.mark.skipif(not hasattr(torch, "float8_e4m3fn"), reason="no float8 in torch")
-def test_fp8_inputs_are_unsupported_not_a_type_error():
-    q = q0.to(torch.float8_e4m3fn)
-    e = expect(NotImplementedError, ["q", "fp8"], q=q, k=q, v=q)
+def test_unsupported_quant_mode_lists_what_is_supported():
+    e = expect(kiln.Unsupported, ["quant_mode=3", "supported", "-1", "5"], quant_mode=3)
+    assert e.argument == "quant_mode"
+
+
+def test_quant_mode_default_none_and_5_are_accepted():
+    # -1 (NVIDIA's default), None (FBGEMM allows it) and 5 (per-tensor fp8) go
+    # on to the device check.
+    expect(ValueError, ["CUDA"], quant_mode=-1)
+    expect(ValueError, ["CUDA"], quant_mode=None)
+    expect(ValueError, ["CUDA"], quant_mode=5)
+    expect(ValueError, ["CUDA"], quant_mode=5, q=q0.half(), k=k0.half(), v=v0.half())
+
+
+# ------------------------------------------------------------ fp8 arguments
+E4M3 = getattr(torch, "float8_e4m3fn", None)
+E5M2 = getattr(torch, "float8_e5m2", None)
+needs_e4m3 = pytest.mark.skipif(E4M3 is None, reason="no float8 in torch")
+
+
+def _f8(t=q0):
+    return t.to(E4M3)
+
+
+def _d(x=0.5, **kw):
+    return torch.full((1,), x, dtype=torch.float32, **kw)
+
+
+FP8_BAD = [
+    # (exception, argument, words in the message, overrides) on float8_e4m3fn q, k, v
+    (TypeError, "k", ["k", "bfloat16", "one dtype"], dict(k=k0)),
+    (TypeError, "v", ["v", "float16"], dict(v=v0.half())),
+    (TypeError, "k", ["k", "float8_e5m2"], dict(k=k0.to(E5M2) if E5M2 else None)),
+    (ValueError, "q", ["head dim 32", "64, 128, 256", "float8_e4m3fn"],
+     dict(q=_f8(q0[..., :32]) if E4M3 else None, k=_f8(k0[..., :32]) if E4M3 else None,
+          v=_f8(v0[..., :32]) if E4M3 else None)),
+    (TypeError, "descale_q", ["descale_q", "float32"], dict(descale_q=torch.ones(1).double())),
+    (TypeError, "descale_k", ["descale_k", "float32"],
+     dict(descale_k=torch.ones(1, dtype=torch.float16))),
+    (TypeError, "descale_v", ["descale_v", "torch.Tensor"], dict(descale_v=0.5)),
+    (ValueError, "descale_q", ["descale_q", "one element", "(2,)"],
+     dict(descale_q=torch.ones(2))),
+    (ValueError, "descale_k", ["descale_k", "one element"], dict(descale_k=torch.ones(0))),
+    (ValueError, "descale_v", ["descale_v", "one element", "(1, 2)"],
+     dict(descale_v=torch.ones(1, 2))),
+    (TypeError, "out_dtype", ["out_dtype", "float32"], dict(out_dtype=torch.float32)),
+    (TypeError, "out_dtype", ["out_dtype"], dict(out_dtype=E4M3)),
+    (ValueError, "quant_mode", ["quant_mode=5", "float8_e4m3fn"], dict(quant_mode=5)),
+    (kiln.Unsupported, "has_drab", ["has_drab", "forward only"],
+     dict(rab=torch.zeros(2, 1, 6, 6, dtype=BF), has_drab=True)),
+    (kiln.Unsupported, "quant_mode", ["quant_mode=4"], dict(quant_mode=4)),
+    (kiln.Unsupported, "descale_do", ["descale_do", "forward only"],
+     dict(descale_do=torch.ones(1))),
+    (ValueError, "q", ["q", "CUDA"], dict()),  # every other check passed
+    (ValueError, "q", ["q", "CUDA"],          # valid fp8 arguments, all given
+     dict(descale_q=_d(), descale_k=_d(2.0), descale_v=_d().reshape(()),
+          out_dtype=torch.float16, rab=torch.zeros(2, 1, 6, 6))),
+]
+
+
+@needs_e4m3
+@pytest.mark.parametrize("exc,arg,words,over", FP8_BAD,
+                         ids=[f"{i}-{b[1]}" for i, b in enumerate(FP8_BAD)])
+def test_fp8_bad_argument_names_it(exc, arg, words, over):
+    if any(v is None for n, v in over.items() if n in ("q", "k", "v")):
+        pytest.skip("float8 dtype missing in this torch")
+    kw = dict(q=_f8(), k=_f8(k0), v=_f8(v0))
+    kw.update(over)
+    e = expect(exc, words, **kw)
+    assert str(e).startswith("kiln: ")
+    if isinstance(e, kiln.Unsupported):
+        assert e.argument == arg
+
+
+@needs_e4m3
+def test_fp8_e5m2_is_unsupported_naming_q():
+    if E5M2 is None:
+        pytest.skip("no float8_e5m2 in torch")
+    q = q0.to(E5M2)
+    e = expect(kiln.Unsupported, ["q", "float8_e5m2", "float8_e4m3fn"], q=q, k=q, v=q)
     assert e.argument == "q"
 
 
-def test_quant_mode_default_and_none_are_accepted():
-    # -1 (NVIDIA's default) and None (FBGEMM allows it) go on to the device check.
-    expect(ValueError, ["CUDA"], quant_mode=-1)
-    expect(ValueError, ["CUDA"], quant_mode=None)
+@needs_e4m3
+@pytest.mark.parametrize("which", ["q", "k", "v"])
+def test_fp8_with_grad_requested_is_unsupported_naming_q(which):
+    kw = dict(q=_f8(), k=_f8(k0), v=_f8(v0))
+    kw[which] = kw[which].requires_grad_()
+    e = expect(kiln.Unsupported, ["q", "backward", "no_grad"], **kw)
+    assert e.argument == "q" and isinstance(e, NotImplementedError)
+    with torch.no_grad():  # forward only: allowed, on to the device check
+        expect(ValueError, ["q", "CUDA"], **kw)
+    # rab requiring grad without has_drab gets no gradient, as on 16-bit inputs
+    with pytest.raises(ValueError, match="CUDA"):
+        call(q=_f8(), k=_f8(k0), v=_f8(v0),
+             rab=torch.zeros(2, 1, 6, 6, requires_grad=True))
+
+
+@pytest.mark.parametrize("name", ["descale_q", "descale_k", "descale_v"])
+def test_descale_with_16_bit_inputs_is_a_value_error(name):
+    e = expect(ValueError, [name, "float8_e4m3fn", "bfloat16"], **{name: _d()})
+    assert not isinstance(e, NotImplementedError)
+    expect(ValueError, [name, "quant_mode=5 computes its own scales"], quant_mode=5,
+           **{name: _d()})
+
+
+def test_out_dtype_with_16_bit_inputs_must_be_q_dtype():
+    expect(TypeError, ["out_dtype", "float8_e4m3fn"], out_dtype=torch.float16)
+    expect(ValueError, ["CUDA"], out_dtype=BF)  # q's dtype: fine
+    expect(ValueError, ["CUDA"], out_dtype=None)
+
+
+@needs_e4m3
+@pytest.mark.parametrize("name", ["descale_q", "descale_k", "descale_v"])
+def test_descale_device_is_checked(monkeypatch, name):
+    import kiln.hstu as kh
+
+    real = kh._check_device
+    cuda0 = torch.device("cuda", 0)
+
+    def only_descales(n, t, dev):  # pretend q and the rest are on cuda:0
+        if n.startswith("descale"):
+            real(n, t, cuda0)
+
+    monkeypatch.setattr(kh, "_check_device", only_descales)
+    expect(ValueError, [name, "CUDA"], q=_f8(), k=_f8(k0), v=_f8(v0), **{name: _d()})
+
+
+@needs_e4m3
+def test_fp8_is_for_hstu_attn_varlen_func_only():
+    qkv = torch.zeros(10, 3, 2, 64, dtype=BF).to(E4M3)
+    with pytest.raises(kiln.Unsupported, match="hstu_attn_varlen_func") as ei:
+        kiln.hstu_attn_qkvpacked_func(qkv, off0, off0, 6, 6)
+    assert ei.value.argument == "qkv[:, 0]"
+    q = _f8()
+    with pytest.raises(kiln.Unsupported) as ei:
+        nv.hstu_attn_varlen_func(q, q, q, off0, off0, 6, 6)
+    assert ei.value.argument == "q"
+    with pytest.raises(kiln.Unsupported) as ei:
+        fb.hstu_attn_varlen_func(q, q, q, off0, off0, None, None, 6, 6, -1, None, None)
+    assert ei.value.argument == "q"
+
+
+def test_quant_mode_in_the_compat_modules():
+    q, k, v, off = _inputs()
+    # NVIDIA's varlen: 5 is kiln's per-tensor fp8; 0-4 are not implemented.
+    with pytest.raises(ValueError, match="CUDA"):
+        nv.hstu_attn_varlen_func(q, k, v, off, off, 6, 6, quant_mode=5)
+    for qm in (0, 1, 2, 3, 4):
+        with pytest.raises(kiln.Unsupported, match="supported") as ei:
+            nv.hstu_attn_varlen_func(q, k, v, off, off, 6, 6, quant_mode=qm)
+        assert ei.value.argument == "quant_mode"
+    # packed qkv, and FBGEMM's quant_mode (its own numbering): not implemented.
+    qkv = torch.zeros(10, 3, 2, 64, dtype=BF)
+    for f in (nv.hstu_attn_qkvpacked_func, kiln.hstu_attn_qkvpacked_func):
+        with pytest.raises(kiln.Unsupported) as ei:
+            f(qkv, off, off, 6, 6, quant_mode=5)
+        assert ei.value.argument == "quant_mode"
+    with pytest.raises(kiln.Unsupported) as ei:
+        fb.hstu_attn_varlen_func(q, k, v, off, off, None, None, 6, 6, -1, None, None,
+                                 quant_mode=5)
+    assert ei.value.argument == "quant_mode"
 
 
 def test_compat_spellings_in_messages():

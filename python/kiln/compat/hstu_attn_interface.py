@@ -17,16 +17,20 @@ The seven names of NVIDIA's module with its signatures and defaults:
 Semantics as NVIDIA's: each sequence's queries sit at its last len_q
 positions (a cu_seqlens_k other than cu_seqlens_q is a delta-q batch), rab is
 (B, H_rab, max_seqlen_k, max_seqlen_k), scaling_seqlen=-1 means max_seqlen_q.
-Differences: func (arbitrary masks) and quant_mode other than -1 (fp8) raise
-kiln.Unsupported; rab may have any number of heads that divides H (NVIDIA: 1
-or H).  The quantize helpers are written for kiln from what NVIDIA's compute
+Differences: func (arbitrary masks) and quant_mode other than -1 and 5 raise
+kiln.Unsupported; quant_mode=5 (one fp8 e4m3 scale per tensor) runs kiln's
+fp8 forward (sm_90a) with a straight-through 16-bit backward (NVIDIA's has an
+fp8 backward), in hstu_attn_varlen_func only (not on a packed qkv), and is
+not traced by torch.compile (a graph break); rab may have any number of heads
+that divides H (NVIDIA: 1 or H).  The quantize helpers are written for kiln from what NVIDIA's compute
 (same outputs, layouts and dtypes), vectorized; they take the device from x.
 """
 
 import torch
 import torch.nn.functional as F
 
-from ..hstu import _unsupported_extras, hstu_varlen
+from ..hstu import (_check_quant_mode, _quantize_per_tensor, _unsupported_extras,
+                    hstu_varlen)
 
 __all__ = [
     "hstu_attn_varlen_func",
@@ -60,13 +64,17 @@ def hstu_attn_varlen_func(
     quant_mode=-1,
     scaling_seqlen=-1,
 ):
-    """HSTU attention over a jagged batch; returns out (total_q, H, D)."""
-    _unsupported_extras(func, quant_mode)
+    """HSTU attention over a jagged batch; returns out (total_q, H, D).
+    quant_mode=5: fp8 forward with per-tensor scales, 16-bit backward of the
+    unquantized inputs (see kiln.hstu_attn_varlen_func)."""
+    _unsupported_extras(func)
+    per_tensor = _check_quant_mode(quant_mode)
     return hstu_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                        num_contexts=num_contexts, num_targets=num_targets,
                        target_group_size=target_group_size, window_size=window_size,
                        alpha=alpha, rab=rab, has_drab=has_drab, is_delta_q="auto",
-                       scaling_seqlen=scaling_seqlen, names=_NAMES)
+                       scaling_seqlen=scaling_seqlen, names=_NAMES,
+                       per_tensor_fp8=per_tensor)
 
 
 def hstu_attn_qkvpacked_func(
@@ -231,11 +239,10 @@ def quantize_for_head_batch_tensor(x, seq_offsets, quant_mode=3,
     fmax = _fp8_max(fp8_type)
     dev = x.device
     with torch.no_grad():
+        if quant_mode == 5:  # shared with kiln's quant_mode=5 path
+            return _quantize_per_tensor(x, fmax, fp8_type)
         total, h, d = x.shape
         ax = x.abs()
-        if quant_mode == 5:
-            x_descale = (ax.amax().reshape(1) / fmax).to(torch.float32).clamp_min(1e-6)
-            return (x / x_descale).to(fp8_type), x_descale
         off, _, seg, inside = _segments(seq_offsets, total, dev)
         nb = off.shape[0] - 1
         idx = torch.where(inside, seg, nb)

@@ -9,10 +9,14 @@
 #   run_device.log   everything printed (environment, both benches)
 #   engine.jsonl     bench-engine's JSON lines (compile, first call, per call)
 #   bench_hstu.log   every bench_hstu subprocess's output
-#   results.json     HSTU forward records, kiln vs the peer
-#   RESULTS.md       the same as a table, with device, date and command
-# Ends within about 6 minutes: each step has a time limit, and bench_hstu
-# records the rows it had no time for as skipped.
+#   results.json     HSTU records (fwd, fwd+bwd, bwd; bf16, fp8, rab), kiln vs
+#                    the peer, with device, date, command and both commits
+#   RESULTS.md       the issue's table: kiln, peer, ratio, target, pass/miss
+# Ends within about 9 minutes (KILN_BENCH_TOTAL_S, default 530 s): each step
+# has a time limit, and bench_hstu records the rows it had no time for as
+# skipped.  Without .git on the machine, name the commit: KILN_COMMIT=<sha>
+# bash bench/run_device.sh OUT_DIR, or `git rev-parse HEAD > build/KILN_COMMIT`
+# before carrying build/.
 set -u
 
 OUT=${1:?usage: bash bench/run_device.sh OUT_DIR}
@@ -23,7 +27,7 @@ export PYTHONUNBUFFERED=1
 # Shared libraries the image may lack (libxxhash.so.0, libsqlite3.so.0) can be
 # dropped into build/deps/ here and carried with build/.
 export LD_LIBRARY_PATH="$(pwd)/build/deps${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-TOTAL_S=${KILN_BENCH_TOTAL_S:-340}   # whole script, seconds
+TOTAL_S=${KILN_BENCH_TOTAL_S:-530}   # whole script, seconds
 
 main() {
     local t0 now left rc_engine=0 rc_hstu=0
@@ -39,6 +43,7 @@ main() {
         --format=csv 2>&1 | head -5
     python3 -c 'import sys, torch, triton; print("python", sys.version.split()[0], "torch", torch.__version__, "triton", triton.__version__, "cuda", torch.version.cuda)' 2>&1 | tail -1
     echo "peer: $(cat .peers/generative-recommenders/PEER_COMMIT 2>/dev/null || echo 'MISSING .peers/generative-recommenders')"
+    echo "kiln: $(git rev-parse HEAD 2>/dev/null || echo "${KILN_COMMIT:-$(cat build/KILN_COMMIT 2>/dev/null || echo 'unknown (no git, KILN_COMMIT or build/KILN_COMMIT)')}")  KILN_FWD_IMPL=${KILN_FWD_IMPL:-(unset)}"
     if [ -e build/libkiln.so ]; then
         ldd build/libkiln.so | grep -E 'not found|sqlite|xxhash' || true
     else
@@ -60,10 +65,10 @@ main() {
     fi
 
     echo
-    echo "-- 2. bench_hstu.py (kiln vs gr-triton, each (impl, shape) in its own process)"
+    echo "-- 2. bench_hstu.py (kiln vs gr-triton, each (impl, row) in its own process)"
     now=$(date +%s)
     left=$(( TOTAL_S - (now - t0) - 20 ))
-    [ $left -gt 290 ] && left=290
+    [ $left -gt 480 ] && left=480
     if [ $left -lt 60 ]; then
         echo "only ${left}s left: bench_hstu gets 60 s (the script may overrun)"
         left=60

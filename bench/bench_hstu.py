@@ -1137,13 +1137,11 @@ def _git(*a):
 
 
 def kiln_commit():
-    """(commit, where it came from): git rev-parse HEAD (+"-dirty" when
-    tracked files differ), else $KILN_COMMIT, else build/KILN_COMMIT (a
-    file written beside the build that is carried to the GPU machine)."""
-    h = _git("rev-parse", "HEAD")
-    if h:
-        dirty = _git("status", "--porcelain", "--untracked-files=no")
-        return h + ("-dirty" if dirty else ""), "git rev-parse HEAD"
+    """(commit, where it came from): $KILN_COMMIT, else build/KILN_COMMIT (a
+    file written beside the build that is carried to the GPU machine: it
+    names the commit the binaries were built from), else git rev-parse HEAD
+    (+"-dirty" when tracked files differ).  git comes last because the GPU
+    machine's copy of .git can be older than its working tree."""
     env = os.environ.get("KILN_COMMIT")
     if env:
         return env, "$KILN_COMMIT"
@@ -1156,7 +1154,11 @@ def kiln_commit():
             return h, f"build/KILN_COMMIT, written {when}"
     except OSError:
         pass
-    return "unknown", "no git, no $KILN_COMMIT, no build/KILN_COMMIT"
+    h = _git("rev-parse", "HEAD")
+    if h:
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
+        return h + ("-dirty" if dirty else ""), "git rev-parse HEAD"
+    return "unknown", "no $KILN_COMMIT, no build/KILN_COMMIT, no git"
 
 
 def peer_commit(peer_dir):

@@ -14,9 +14,9 @@
 #   RESULTS.md       the issue's table: kiln, peer, ratio, target, pass/miss
 # Ends within about 9 minutes (KILN_BENCH_TOTAL_S, default 530 s): each step
 # has a time limit, and bench_hstu records the rows it had no time for as
-# skipped.  Without .git on the machine, name the commit: KILN_COMMIT=<sha>
-# bash bench/run_device.sh OUT_DIR, or `git rev-parse HEAD > build/KILN_COMMIT`
-# before carrying build/.
+# skipped.  Name the commit the binaries were built from (the GPU machine's
+# .git may be older than its working tree): `git rev-parse HEAD >
+# build/KILN_COMMIT` before carrying build/, or KILN_COMMIT=<sha>.
 set -u
 
 OUT=${1:?usage: bash bench/run_device.sh OUT_DIR}
@@ -43,7 +43,7 @@ main() {
         --format=csv 2>&1 | head -5
     python3 -c 'import sys, torch, triton; print("python", sys.version.split()[0], "torch", torch.__version__, "triton", triton.__version__, "cuda", torch.version.cuda)' 2>&1 | tail -1
     echo "peer: $(cat .peers/generative-recommenders/PEER_COMMIT 2>/dev/null || echo 'MISSING .peers/generative-recommenders')"
-    echo "kiln: $(git rev-parse HEAD 2>/dev/null || echo "${KILN_COMMIT:-$(cat build/KILN_COMMIT 2>/dev/null || echo 'unknown (no git, KILN_COMMIT or build/KILN_COMMIT)')}")  KILN_FWD_IMPL=${KILN_FWD_IMPL:-(unset)}"
+    echo "kiln: ${KILN_COMMIT:-$(cat build/KILN_COMMIT 2>/dev/null || git rev-parse HEAD 2>/dev/null || echo 'unknown (no KILN_COMMIT, build/KILN_COMMIT or git)')}  KILN_FWD_IMPL=${KILN_FWD_IMPL:-(unset)}"
     if [ -e build/libkiln.so ]; then
         ldd build/libkiln.so | grep -E 'not found|sqlite|xxhash' || true
     else

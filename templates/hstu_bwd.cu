@@ -192,95 +192,8 @@ constexpr uint32_t QOFF_R = QOFF_V + 2 * KVQ_BYTES;
 constexpr uint32_t SMEM_DQ = QOFF_R + 2 * RQ_BYTES;
 static_assert((WK - 1) * WQ * 16 * D * 4 <= 4 * KVQ_BYTES, "dq reduction space");
 
-/* The key interval(s) row position i sees: [lo1, hi1) U [lo2, hi2), exactly
- * as the forward kernel masks. */
-KILN_DEV void row_iv(const Seq &s, int i, int &lo1, int &hi1, int &lo2, int &hi2)
-{
-    lo1 = 0;
-    hi1 = s.L;
-    lo2 = 0;
-    hi2 = 0;
-    if (CAUSAL) hi1 = kiln_min(hi1, i + 1);
-    if (LOCAL) {
-        if (s.wl >= 0) lo1 = kiln_max(lo1, i - s.wl);
-        if (s.wr >= 0) hi1 = kiln_min(hi1, i + s.wr + 1);
-    }
-    if (CONTEXT && i < s.c_ctx) hi1 = kiln_max(hi1, s.hist_end);
-    if (TARGET && i >= s.hist_end) {
-        hi1 = kiln_min(hi1, s.hist_end);
-        lo2 = s.hist_end + ((i - s.hist_end) / s.group) * s.group;
-        hi2 = i + 1;
-    }
-}
-
-KILN_DEV bool iv_has(int j, int lo1, int hi1, int lo2, int hi2)
-{
-    bool ok = j >= lo1 && j < hi1;
-    if (TARGET) ok = ok || (j >= lo2 && j < hi2);
-    return ok;
-}
-
-/* True when every pair of positions [i_min, i_max] x keys [n0, jmax] is
- * valid, so that no element mask is needed.  Context rows only add pairs.
- * Rows past len_q and keys past L need no mask: their q, do, k, v and rab
- * are zero-filled, so they contribute exactly 0. */
-KILN_DEV bool tile_full(const Seq &s, int i_min, int i_max, int n0, int jmax)
-{
-    bool full = true;
-    if (CAUSAL) full = full && jmax <= i_min;
-    if (LOCAL) {
-        if (s.wl >= 0) full = full && n0 >= i_max - s.wl;
-        if (s.wr >= 0) full = full && jmax <= i_min + s.wr;
-    }
-    if (TARGET) full = full && jmax < s.hist_end;
-    return full;
-}
-
-/* The query blocks that can see key block [n0, n0 + nkeys): [0, a_hi) (the
- * context rows) U [b_lo, b_hi), visited in increasing order.  A superset:
- * the element mask is exact. */
-struct MRange {
-    int a_hi, b_lo, b_hi;
-    __device__ __forceinline__ bool valid(int m) const { return m < a_hi || (m >= b_lo && m < b_hi); }
-    __device__ __forceinline__ int first() const { return a_hi > 0 ? 0 : b_lo; }
-    __device__ __forceinline__ int next(int m) const
-    {
-        ++m;
-        return (m >= a_hi && m < b_lo) ? b_lo : m;
-    }
-};
-
-KILN_DEV MRange visit_range(const Seq &s, int n0, int nkeys)
-{
-    const int jmax = n0 + nkeys - 1;
-    int i_lo = 0, i_hi = s.L;
-    if (CAUSAL) i_lo = n0;
-    if (LOCAL) {
-        if (s.wr >= 0) i_lo = kiln_max(i_lo, n0 - s.wr);
-        if (s.wl >= 0) i_hi = kiln_min(i_hi, jmax + s.wl + 1);
-    }
-    if (TARGET && jmax >= s.hist_end) {
-        /* target keys: only rows of their own groups, at or after them */
-        const int tg_hi = kiln_min(s.L, s.hist_end + ((jmax - s.hist_end) / s.group + 1) * s.group);
-        if (n0 >= s.hist_end) {
-            i_hi = tg_hi;
-            i_lo = kiln_max(i_lo, n0);
-        } else {
-            i_hi = kiln_max(i_hi, tg_hi);
-        }
-    }
-    MRange r;
-    const int r_lo = kiln_max(i_lo - s.off, 0);
-    const int r_hi = kiln_min(i_hi - s.off, s.len_q);
-    r.b_lo = r_lo / BM;
-    r.b_hi = r_hi > r_lo ? (r_hi + BM - 1) / BM : r.b_lo;
-    r.a_hi = 0;
-    if (CONTEXT && n0 < s.hist_end) {
-        const int rc = kiln_min(s.c_ctx - s.off, s.len_q);
-        if (rc > 0) r.a_hi = (rc + BM - 1) / BM;
-    }
-    return r;
-}
+/* The mask's intervals and tile ranges (kiln_bwd_common.cuh). */
+using M = Mask<CAUSAL, LOCAL, CONTEXT, TARGET, BM>;
 
 template <int NTL> KILN_DEV void zero_acc(float (&acc)[NTL][4])
 {
@@ -341,17 +254,6 @@ KILN_DEV void mma_rows_trans(float (&acc)[NTL][4], const uint32_t a[4], uint32_t
     }
 }
 
-/* x = q.k + rab, h = alpha x / 2 (s = 2h), t = tanh(h):
- * returns silu(s) = h (1 + t); fprime = 2 silu'(s) = (1 + t)(1 + h - h t). */
-KILN_DEV float pointwise(float x, float ha, float &fprime)
-{
-    const float h = ha * x;
-    const float t = kiln_tanh_approx(h);
-    const float a = 1.f + t;
-    fprime = a * kiln_fma(-h, t, 1.f + h);
-    return h * a;
-}
-
 /* Per-lane roles and shared-memory offsets of the main kernel.  Built inside
  * the query-block loop from an opaque copy of the thread index, so that the
  * compiler recomputes these cheap values where they are used instead of
@@ -409,8 +311,8 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
     const int tid = threadIdx.x;
     const int b = blockIdx.z;
 
-    Seq s;
-    if (!load_seq<DELTA_Q, CONTEXT, TARGET, LOCAL>(f, b, s)) {
+    kiln_seq s;
+    if (!kiln_seq_load<DELTA_Q, CONTEXT, TARGET, LOCAL>(f, b, s)) {
         if (f.debug_counter != 0 && blockIdx.x == 0 && blockIdx.y == 0 && tid == 0)
             kiln_red_add_u64(f.debug_counter, 1ull);
         return;
@@ -419,7 +321,7 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
     const int n0 = blockIdx.x * BN;
     if (n0 >= L) return;
     const int keys_here = kiln_min(BN, L - n0);
-    const MRange mr = visit_range(s, n0, keys_here);
+    const MRange mr = M::visit_range(s, n0, keys_here);
 
     const uint32_t sbase = kiln_smem_u32(kiln_smem);
     const float ha = 0.5f * f.alpha;
@@ -598,7 +500,7 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
             const uint32_t a_lane = lm.a_lane, b_lane = lm.b_lane, t_lane = lm.t_lane, st_lane = lm.st_lane;
             const uint32_t sQb = osb + OFF_Q + (uint32_t)buf * QD_BYTES;
             const uint32_t sDOb = osb + OFF_DO + (uint32_t)buf * QD_BYTES;
-            const bool full = tile_full(s, m0 + off, m0 + rows_here - 1 + off, n0, n0 + keys_here - 1);
+            const bool full = M::tile_full(s, m0 + off, m0 + rows_here - 1 + off, n0, n0 + keys_here - 1);
 
             /* The warp's BMW query columns in chunks of CW: S^T and dP^T of one
              * chunk live in registers at a time. */
@@ -640,10 +542,10 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
                         for (int e = 0; e < 2; ++e) {
                             const int i = m0 + qc + nt * 8 + 2 * tq + e + off;
                             int lo1, hi1, lo2, hi2;
-                            row_iv(s, i, lo1, hi1, lo2, hi2);
+                            M::row_iv(s, i, lo1, hi1, lo2, hi2);
 #pragma unroll
                             for (int hf = 0; hf < 2; ++hf)
-                                if (iv_has(j0 + 8 * hf, lo1, hi1, lo2, hi2)) mbits |= 1u << (nt * 4 + 2 * hf + e);
+                                if (M::iv_has(j0 + 8 * hf, lo1, hi1, lo2, hi2)) mbits |= 1u << (nt * 4 + 2 * hf + e);
                         }
                 }
 
@@ -806,8 +708,8 @@ kiln_hstu_bwd_dq(const __grid_constant__ kiln_hstu_bwd_kparams p)
     const int b = blockIdx.z;
     const int h = blockIdx.y;
 
-    Seq s;
-    if (!load_seq<DELTA_Q, CONTEXT, TARGET, LOCAL>(f, b, s)) return;
+    kiln_seq s;
+    if (!kiln_seq_load<DELTA_Q, CONTEXT, TARGET, LOCAL>(f, b, s)) return;
     const int L = s.L, len_q = s.len_q, off = s.off;
     const int m_block = CAUSAL ? (int)(f.num_m_blocks - 1 - blockIdx.x) : (int)blockIdx.x;
     const int m0 = m_block * BM;
@@ -916,19 +818,19 @@ kiln_hstu_bwd_dq(const __grid_constant__ kiln_hstu_bwd_kparams p)
         }
 
         uint32_t mbits = 0xffffffffu;
-        if (!tile_full(s, i_min, i_max, k0, kiln_min(k0 + BNQ, L) - 1)) {
+        if (!M::tile_full(s, i_min, i_max, k0, kiln_min(k0 + BNQ, L) - 1)) {
             mbits = 0;
 #pragma unroll
             for (int hf = 0; hf < 2; ++hf) {
                 const int i = m0 + qr0 + g + 8 * hf + off;
                 int lo1, hi1, lo2, hi2;
-                row_iv(s, i, lo1, hi1, lo2, hi2);
+                M::row_iv(s, i, lo1, hi1, lo2, hi2);
                 const int jb = k0 + kc0 + 2 * tq;
 #pragma unroll
                 for (int nt = 0; nt < KNT; ++nt)
 #pragma unroll
                     for (int e = 0; e < 2; ++e)
-                        if (iv_has(jb + nt * 8 + e, lo1, hi1, lo2, hi2)) mbits |= 1u << (nt * 4 + 2 * hf + e);
+                        if (M::iv_has(jb + nt * 8 + e, lo1, hi1, lo2, hi2)) mbits |= 1u << (nt * 4 + 2 * hf + e);
             }
         }
 #pragma unroll
@@ -1008,8 +910,8 @@ kiln_hstu_bwd_convert(const __grid_constant__ kiln_hstu_bwd_kparams p)
     const int H = f.num_heads;
 #pragma unroll 1
     for (int b = 0; b < f.batch; ++b) {
-        Seq s;
-        if (!load_seq<DELTA_Q, CONTEXT, TARGET, LOCAL>(f, b, s)) continue;
+        kiln_seq s;
+        if (!kiln_seq_load<DELTA_Q, CONTEXT, TARGET, LOCAL>(f, b, s)) continue;
         if (p.dq_accum != 0) {
             /* row r: H * D / 4 items of 4 floats */
             const int n = H * (D / 4);

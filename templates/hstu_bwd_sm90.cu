@@ -117,104 +117,8 @@ constexpr uint32_t BAR_KV = OFF_BAR + 16 * STAGES;
 static_assert(16 * STAGES + 8 <= 64, "barrier area");
 static_assert(KV_BYTES % 1024 == 0 && QT_BYTES % 1024 == 0 && DS_BYTES % 1024 == 0, "swizzle alignment");
 
-/* The key interval(s) position i sees: [lo1, hi1) U [lo2, hi2) (SPEC.md). */
-KILN_DEV void row_iv(const Seq &s, int i, int &lo1, int &hi1, int &lo2, int &hi2)
-{
-    lo1 = 0;
-    hi1 = s.L;
-    lo2 = 0;
-    hi2 = 0;
-    if (CAUSAL) hi1 = kiln_min(hi1, i + 1);
-    if (LOCAL) {
-        if (s.wl >= 0) lo1 = kiln_max(lo1, i - s.wl);
-        if (s.wr >= 0) hi1 = kiln_min(hi1, i + s.wr + 1);
-    }
-    if (CONTEXT && i < s.c_ctx) hi1 = kiln_max(hi1, s.hist_end);
-    if (TARGET && i >= s.hist_end) {
-        hi1 = kiln_min(hi1, s.hist_end);
-        lo2 = s.hist_end + ((i - s.hist_end) / s.group) * s.group;
-        hi2 = i + 1;
-    }
-}
-
-KILN_DEV bool iv_has(int j, int lo1, int hi1, int lo2, int hi2)
-{
-    bool ok = j >= lo1 && j < hi1;
-    if (TARGET) ok = ok || (j >= lo2 && j < hi2);
-    return ok;
-}
-
-/* Every pair of positions [i_min, i_max] x keys [j0, j1] valid: no element
- * mask needed.  Context rows only add pairs; rows and keys past the sequence
- * are zero-filled and contribute nothing either way. */
-KILN_DEV bool tile_full(const Seq &s, int i_min, int i_max, int j0, int j1)
-{
-    bool full = true;
-    if (CAUSAL) full = full && j1 <= i_min;
-    if (LOCAL) {
-        if (s.wl >= 0) full = full && j0 >= i_max - s.wl;
-        if (s.wr >= 0) full = full && j1 <= i_min + s.wr;
-    }
-    if (TARGET) full = full && j1 < s.hist_end;
-    return full;
-}
-
-/* The query tiles that can see keys [n0, n0 + nkeys): [0, a_hi) (context
- * rows) U [b_lo, b_hi), in increasing order.  A superset; the element mask
- * is exact.  Producer and consumers walk the same sequence. */
-struct MRange {
-    int a_hi, b_lo, b_hi;
-    __device__ __forceinline__ bool valid(int m) const { return m < a_hi || (m >= b_lo && m < b_hi); }
-    __device__ __forceinline__ int first() const { return a_hi > 0 ? 0 : b_lo; }
-    __device__ __forceinline__ int next(int m) const
-    {
-        ++m;
-        return (m >= a_hi && m < b_lo) ? b_lo : m;
-    }
-};
-
-KILN_DEV MRange visit_range(const Seq &s, int n0, int nkeys)
-{
-    const int jmax = n0 + nkeys - 1;
-    int i_lo = 0, i_hi = s.L;
-    if (CAUSAL) i_lo = n0;
-    if (LOCAL) {
-        if (s.wr >= 0) i_lo = kiln_max(i_lo, n0 - s.wr);
-        if (s.wl >= 0) i_hi = kiln_min(i_hi, jmax + s.wl + 1);
-    }
-    if (TARGET && jmax >= s.hist_end) {
-        /* target keys are seen only by rows of their own group, at or after them */
-        const int tg_hi = kiln_min(s.L, s.hist_end + ((jmax - s.hist_end) / s.group + 1) * s.group);
-        if (n0 >= s.hist_end) {
-            i_hi = tg_hi;
-            i_lo = kiln_max(i_lo, n0);
-        } else {
-            i_hi = kiln_max(i_hi, tg_hi);
-        }
-    }
-    MRange r;
-    const int r_lo = kiln_max(i_lo - s.off, 0);
-    const int r_hi = kiln_min(i_hi - s.off, s.len_q);
-    r.b_lo = r_lo / BM;
-    r.b_hi = r_hi > r_lo ? (r_hi + BM - 1) / BM : r.b_lo;
-    r.a_hi = 0;
-    if (CONTEXT && n0 < s.hist_end) {
-        const int rc = kiln_min(s.c_ctx - s.off, s.len_q);
-        if (rc > 0) r.a_hi = (rc + BM - 1) / BM;
-    }
-    return r;
-}
-
-/* h = alpha x / 2, t = tanh(h): returns silu(s) = h (1 + t) and sets
- * fprime = 2 silu'(s) = (1 + t)(1 + h - h t). */
-KILN_DEV float pointwise(float x, float ha, float &fprime)
-{
-    const float h = ha * x;
-    const float t = kiln_tanh_approx(h);
-    const float a = 1.f + t;
-    fprime = a * kiln_fma(-h, t, 1.f + h);
-    return h * a;
-}
+/* The mask's intervals and tile ranges (kiln_bwd_common.cuh). */
+using M = Mask<CAUSAL, LOCAL, CONTEXT, TARGET, BM>;
 
 /* S^T and dP^T of this warpgroup's 64 keys (rows r0.. of K and V) against
  * the query tile at sq / so: two commit groups, S^T first.  Bases opaque so
@@ -291,8 +195,8 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
     const int b = blockIdx.z;
     const int h = blockIdx.y;
 
-    Seq s;
-    if (!load_seq<DELTA_Q, CONTEXT, TARGET, LOCAL>(f, b, s)) {
+    kiln_seq s;
+    if (!kiln_seq_load<DELTA_Q, CONTEXT, TARGET, LOCAL>(f, b, s)) {
         if (f.debug_counter != 0 && blockIdx.x == 0 && blockIdx.y == 0 && tid == 0)
             kiln_red_add_u64(f.debug_counter, 1ull);
         return;
@@ -301,7 +205,7 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
     const int n0 = blockIdx.x * BN;
     if (n0 >= L) return;
     const int keys_here = kiln_min(BN, L - n0);
-    const MRange mr = visit_range(s, n0, keys_here);
+    const MRange mr = M::visit_range(s, n0, keys_here);
 
     const uint32_t sbase = (kiln_smem_u32(kiln_smem) + 1023u) & ~1023u;
     if (tid == 0) {
@@ -389,7 +293,7 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
             /* ---- mask bits (bit 4 nt + 2 hf + e of the accumulator layout:
              * key row 16 w4 + g + 8 hf, query column 8 nt + 2 tq + e) */
             uint32_t mbits = 0xffffffffu;
-            if (!(jw1 < jw0 || tile_full(s, m0 + off, m0 + rows_here - 1 + off, jw0, jw1))) {
+            if (!(jw1 < jw0 || M::tile_full(s, m0 + off, m0 + rows_here - 1 + off, jw0, jw1))) {
                 mbits = 0;
                 const int j0 = jw0 + w4 * 16 + g;
 #pragma unroll
@@ -398,10 +302,10 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
                     for (int e = 0; e < 2; ++e) {
                         const int i = m0 + nt * 8 + 2 * tq + e + off;
                         int lo1, hi1, lo2, hi2;
-                        row_iv(s, i, lo1, hi1, lo2, hi2);
+                        M::row_iv(s, i, lo1, hi1, lo2, hi2);
 #pragma unroll
                         for (int hf = 0; hf < 2; ++hf)
-                            if (iv_has(j0 + 8 * hf, lo1, hi1, lo2, hi2)) mbits |= 1u << (nt * 4 + 2 * hf + e);
+                            if (M::iv_has(j0 + 8 * hf, lo1, hi1, lo2, hi2)) mbits |= 1u << (nt * 4 + 2 * hf + e);
                     }
             }
 
@@ -531,8 +435,8 @@ kiln_hstu_bwd_convert(const __grid_constant__ kiln_hstu_bwd_kparams p)
     if (sub >= rpb) return;
 #pragma unroll 1
     for (int b = 0; b < f.batch; ++b) {
-        Seq s;
-        if (!load_seq<DELTA_Q, CONTEXT, TARGET, LOCAL>(f, b, s)) continue;
+        kiln_seq s;
+        if (!kiln_seq_load<DELTA_Q, CONTEXT, TARGET, LOCAL>(f, b, s)) continue;
 #pragma unroll 1
         for (int r = (int)blockIdx.x * rpb + sub; r < s.len_q; r += (int)gridDim.x * rpb) {
             const float *src = (const float *)p.dq_accum + (s.q_beg + r) * H * (int64_t)D;

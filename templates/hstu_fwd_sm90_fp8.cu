@@ -57,6 +57,7 @@
 #include "kiln_sm90_fp8.cuh"
 #include "hstu_params.h"
 #include "hstu_fp8_params.h"
+#include "kiln_hstu_seq.cuh"
 
 #if !defined(KILN_DTYPE) || !defined(KILN_HEAD_DIM) || !defined(KILN_BLOCK_M) || \
     !defined(KILN_BLOCK_N) || !defined(KILN_WARPS) || !defined(KILN_OUT_DTYPE)
@@ -383,41 +384,18 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_kparams fp)
     const int h = blockIdx.y;
     const int m_block = CAUSAL ? (int)(p.num_m_blocks - 1 - blockIdx.x) : (int)blockIdx.x;
 
-    /* ---- sequence bounds and the offsets guard (as hstu_fwd.cu) */
-    const uint64_t offk_ptr = p.seq_offsets_k ? p.seq_offsets_k : p.seq_offsets_q;
-    const int64_t q_beg = kiln_ld_offset(p.seq_offsets_q, p.offsets_i64, b);
-    const int64_t q_end = kiln_ld_offset(p.seq_offsets_q, p.offsets_i64, b + 1);
-    const int64_t k_beg = kiln_ld_offset(offk_ptr, p.offsets_i64, b);
-    const int64_t k_end = kiln_ld_offset(offk_ptr, p.offsets_i64, b + 1);
-    bool bad = q_beg < 0 || k_beg < 0 || q_end < q_beg || k_end < k_beg ||
-               q_end > p.total_q || k_end > p.total_k ||
-               q_end - q_beg > (int64_t)p.max_seqlen_q ||
-               k_end - k_beg > (int64_t)p.max_seqlen_k;
-    if (!bad) {
-        if (DELTA_Q) bad = q_end - q_beg > k_end - k_beg;
-        else bad = q_end - q_beg != k_end - k_beg;
-    }
-    if (bad) {
-        if (p.debug_counter != 0 && blockIdx.x == 0 && blockIdx.y == 0 && tid == 0)
-            kiln_red_add_u64(p.debug_counter, 1ull);
+    /* ---- sequence bounds and the offsets guard (kiln_hstu_seq.cuh) */
+    kiln_seq sq;
+    if (!kiln_seq_load<DELTA_Q, CONTEXT, TARGET, LOCAL>(p, b, sq)) {
+        kiln_seq_count_bad(p);
         return;
     }
-    const int len_q = (int)(q_end - q_beg);
-    const int L = (int)(k_end - k_beg);
+    const int64_t q_beg = sq.q_beg, k_beg = sq.k_beg;
+    const int len_q = sq.len_q, L = sq.L;
     const int m0 = m_block * BM;
     if (m0 >= len_q) return;
-    const int off = DELTA_Q ? L - len_q : 0; /* position of query row r: r + off */
-
-    int c_ctx = 0, hist_end = L;
-    if (CONTEXT && p.num_contexts != 0) {
-        c_ctx = ((const int32_t *)p.num_contexts)[b];
-        c_ctx = kiln_min(kiln_max(c_ctx, 0), L);
-    }
-    if (TARGET && p.num_targets != 0) {
-        int t = ((const int32_t *)p.num_targets)[b];
-        t = kiln_min(kiln_max(t, 0), L - c_ctx);
-        hist_end = L - t;
-    }
+    const int off = sq.off; /* position of query row r: r + off */
+    const int c_ctx = sq.c_ctx, hist_end = sq.hist_end;
     const int wl = LOCAL ? p.window_left : -1;
     const int wr = LOCAL ? p.window_right : -1;
 

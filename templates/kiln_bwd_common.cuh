@@ -6,6 +6,7 @@
 
 #include "kiln_common.cuh"
 #include "hstu_params.h"
+#include "kiln_hstu_seq.cuh"
 
 namespace kiln_bwd {
 
@@ -135,53 +136,112 @@ template <int DT> KILN_DEV uint16_t to_half(float x)
     return (uint16_t)(kiln_pack2<DT>(x, 0.f) & 0xffffu);
 }
 
-/* ------------------------------------------------------------- sequences */
-/* One sequence of the jagged batch; valid is false when its offsets are
- * bad (negative, decreasing, past the totals, longer than the maxima, or
- * len_q != len_k without delta_q): then nothing of it is read or written. */
-struct Seq {
-    int64_t q_beg, k_beg;
-    int len_q, L, off;       /* off: position of query row 0 */
-    int c_ctx, hist_end, group, wl, wr;
+/* x = q.k + rab, h = alpha x / 2 (s = 2h), t = tanh(h): returns
+ * silu(s) = h (1 + t) and sets fprime = 2 silu'(s) = (1 + t)(1 + h - h t). */
+KILN_DEV float pointwise(float x, float ha, float &fprime)
+{
+    const float h = ha * x;
+    const float t = kiln_tanh_approx(h);
+    const float a = 1.f + t;
+    fprime = a * kiln_fma(-h, t, 1.f + h);
+    return h * a;
+}
+
+/* ------------------------------------------------------------- masks */
+/* The query tiles that can see a key tile: [0, a_hi) (context rows) U
+ * [b_lo, b_hi), visited in increasing order. */
+struct MRange {
+    int a_hi, b_lo, b_hi;
+    __device__ __forceinline__ bool valid(int m) const { return m < a_hi || (m >= b_lo && m < b_hi); }
+    __device__ __forceinline__ int first() const { return a_hi > 0 ? 0 : b_lo; }
+    __device__ __forceinline__ int next(int m) const
+    {
+        ++m;
+        return (m >= a_hi && m < b_lo) ? b_lo : m;
+    }
 };
 
-template <bool DELTA_Q, bool CONTEXT, bool TARGET, bool LOCAL>
-KILN_DEV bool load_seq(const kiln_hstu_kparams &f, int b, Seq &s)
-{
-    const uint64_t offk_ptr = f.seq_offsets_k ? f.seq_offsets_k : f.seq_offsets_q;
-    const int64_t q_beg = kiln_ld_offset(f.seq_offsets_q, f.offsets_i64, b);
-    const int64_t q_end = kiln_ld_offset(f.seq_offsets_q, f.offsets_i64, b + 1);
-    const int64_t k_beg = kiln_ld_offset(offk_ptr, f.offsets_i64, b);
-    const int64_t k_end = kiln_ld_offset(offk_ptr, f.offsets_i64, b + 1);
-    bool bad = q_beg < 0 || k_beg < 0 || q_end < q_beg || k_end < k_beg || q_end > f.total_q ||
-               k_end > f.total_k || q_end - q_beg > (int64_t)f.max_seqlen_q ||
-               k_end - k_beg > (int64_t)f.max_seqlen_k;
-    if (!bad) {
-        if (DELTA_Q) bad = q_end - q_beg > k_end - k_beg;
-        else bad = q_end - q_beg != k_end - k_beg;
+/* The mask of one backward specialization (query tiles of BM rows), shared
+ * by hstu_bwd.cu and hstu_bwd_sm90.cu (SPEC.md section 1). */
+template <bool CAUSAL, bool LOCAL, bool CONTEXT, bool TARGET, int BM> struct Mask {
+    /* The key interval(s) position i sees: [lo1, hi1) U [lo2, hi2), exactly
+     * as the forward kernels mask. */
+    KILN_DEV void row_iv(const kiln_seq &s, int i, int &lo1, int &hi1, int &lo2, int &hi2)
+    {
+        lo1 = 0;
+        hi1 = s.L;
+        lo2 = 0;
+        hi2 = 0;
+        if (CAUSAL) hi1 = kiln_min(hi1, i + 1);
+        if (LOCAL) {
+            if (s.wl >= 0) lo1 = kiln_max(lo1, i - s.wl);
+            if (s.wr >= 0) hi1 = kiln_min(hi1, i + s.wr + 1);
+        }
+        if (CONTEXT && i < s.c_ctx) hi1 = kiln_max(hi1, s.hist_end);
+        if (TARGET && i >= s.hist_end) {
+            hi1 = kiln_min(hi1, s.hist_end);
+            lo2 = s.hist_end + ((i - s.hist_end) / s.group) * s.group;
+            hi2 = i + 1;
+        }
     }
-    if (bad) return false;
-    s.q_beg = q_beg;
-    s.k_beg = k_beg;
-    s.len_q = (int)(q_end - q_beg);
-    s.L = (int)(k_end - k_beg);
-    s.off = DELTA_Q ? s.L - s.len_q : 0;
-    s.c_ctx = 0;
-    s.hist_end = s.L;
-    if (CONTEXT && f.num_contexts != 0) {
-        int c = ((const int32_t *)f.num_contexts)[b];
-        s.c_ctx = kiln_min(kiln_max(c, 0), s.L);
+
+    KILN_DEV bool iv_has(int j, int lo1, int hi1, int lo2, int hi2)
+    {
+        bool ok = j >= lo1 && j < hi1;
+        if (TARGET) ok = ok || (j >= lo2 && j < hi2);
+        return ok;
     }
-    if (TARGET && f.num_targets != 0) {
-        int t = ((const int32_t *)f.num_targets)[b];
-        t = kiln_min(kiln_max(t, 0), s.L - s.c_ctx);
-        s.hist_end = s.L - t;
+
+    /* Every pair of positions [i_min, i_max] x keys [j0, j1] valid: no
+     * element mask needed.  Context rows only add pairs; rows past len_q and
+     * keys past L are zero-filled and contribute nothing either way. */
+    KILN_DEV bool tile_full(const kiln_seq &s, int i_min, int i_max, int j0, int j1)
+    {
+        bool full = true;
+        if (CAUSAL) full = full && j1 <= i_min;
+        if (LOCAL) {
+            if (s.wl >= 0) full = full && j0 >= i_max - s.wl;
+            if (s.wr >= 0) full = full && j1 <= i_min + s.wr;
+        }
+        if (TARGET) full = full && j1 < s.hist_end;
+        return full;
     }
-    s.group = TARGET ? kiln_max(f.target_group_size, 1) : 1;
-    s.wl = LOCAL ? f.window_left : -1;
-    s.wr = LOCAL ? f.window_right : -1;
-    return true;
-}
+
+    /* The query tiles that can see keys [n0, n0 + nkeys).  A superset: the
+     * element mask is exact.  Every walker of a key tile uses the same. */
+    KILN_DEV MRange visit_range(const kiln_seq &s, int n0, int nkeys)
+    {
+        const int jmax = n0 + nkeys - 1;
+        int i_lo = 0, i_hi = s.L;
+        if (CAUSAL) i_lo = n0;
+        if (LOCAL) {
+            if (s.wr >= 0) i_lo = kiln_max(i_lo, n0 - s.wr);
+            if (s.wl >= 0) i_hi = kiln_min(i_hi, jmax + s.wl + 1);
+        }
+        if (TARGET && jmax >= s.hist_end) {
+            /* target keys are seen only by rows of their own group, at or after them */
+            const int tg_hi =
+                kiln_min(s.L, s.hist_end + ((jmax - s.hist_end) / s.group + 1) * s.group);
+            if (n0 >= s.hist_end) {
+                i_hi = tg_hi;
+                i_lo = kiln_max(i_lo, n0);
+            } else {
+                i_hi = kiln_max(i_hi, tg_hi);
+            }
+        }
+        MRange r;
+        const int r_lo = kiln_max(i_lo - s.off, 0);
+        const int r_hi = kiln_min(i_hi - s.off, s.len_q);
+        r.b_lo = r_lo / BM;
+        r.b_hi = r_hi > r_lo ? (r_hi + BM - 1) / BM : r.b_lo;
+        r.a_hi = 0;
+        if (CONTEXT && n0 < s.hist_end) {
+            const int rc = kiln_min(s.c_ctx - s.off, s.len_q);
+            if (rc > 0) r.a_hi = (rc + BM - 1) / BM;
+        }
+        return r;
+    }
+};
 
 } /* namespace kiln_bwd */
 

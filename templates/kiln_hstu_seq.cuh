@@ -1,0 +1,66 @@
+/* kiln_hstu_seq.cuh -- one sequence of a jagged HSTU batch, as every HSTU
+ * kernel (forward, Hopper forward, fp8 forward, backward) reads it: offsets,
+ * the guard against bad offsets, and the context / target split.  Include
+ * after kiln_common.cuh. */
+#ifndef KILN_HSTU_SEQ_CUH
+#define KILN_HSTU_SEQ_CUH
+
+#include "hstu_params.h"
+
+/* Sequence b.  A kernel that gets false skips the sequence: its offsets are
+ * bad (negative, decreasing, past the totals, longer than the maxima, or
+ * len_q != len_k without delta_q), so nothing of it is read or written. */
+struct kiln_seq {
+    int64_t q_beg, k_beg;
+    int len_q, L, off;       /* off: position of query row 0 (delta_q) */
+    int c_ctx, hist_end;     /* context rows [0, c_ctx); targets from hist_end */
+    int group, wl, wr;       /* target group size; window (-1: unbounded) */
+};
+
+template <bool DELTA_Q, bool CONTEXT, bool TARGET, bool LOCAL>
+KILN_DEV bool kiln_seq_load(const kiln_hstu_kparams &f, int b, kiln_seq &s)
+{
+    const uint64_t offk_ptr = f.seq_offsets_k ? f.seq_offsets_k : f.seq_offsets_q;
+    const int64_t q_beg = kiln_ld_offset(f.seq_offsets_q, f.offsets_i64, b);
+    const int64_t q_end = kiln_ld_offset(f.seq_offsets_q, f.offsets_i64, b + 1);
+    const int64_t k_beg = kiln_ld_offset(offk_ptr, f.offsets_i64, b);
+    const int64_t k_end = kiln_ld_offset(offk_ptr, f.offsets_i64, b + 1);
+    bool bad = q_beg < 0 || k_beg < 0 || q_end < q_beg || k_end < k_beg || q_end > f.total_q ||
+               k_end > f.total_k || q_end - q_beg > (int64_t)f.max_seqlen_q ||
+               k_end - k_beg > (int64_t)f.max_seqlen_k;
+    if (!bad) {
+        if (DELTA_Q) bad = q_end - q_beg > k_end - k_beg;
+        else bad = q_end - q_beg != k_end - k_beg;
+    }
+    if (bad) return false;
+    s.q_beg = q_beg;
+    s.k_beg = k_beg;
+    s.len_q = (int)(q_end - q_beg);
+    s.L = (int)(k_end - k_beg);
+    s.off = DELTA_Q ? s.L - s.len_q : 0;
+    s.c_ctx = 0;
+    s.hist_end = s.L;
+    if (CONTEXT && f.num_contexts != 0) {
+        int c = ((const int32_t *)f.num_contexts)[b];
+        s.c_ctx = kiln_min(kiln_max(c, 0), s.L);
+    }
+    if (TARGET && f.num_targets != 0) {
+        int t = ((const int32_t *)f.num_targets)[b];
+        t = kiln_min(kiln_max(t, 0), s.L - s.c_ctx);
+        s.hist_end = s.L - t;
+    }
+    s.group = TARGET ? kiln_max(f.target_group_size, 1) : 1;
+    s.wl = LOCAL ? f.window_left : -1;
+    s.wr = LOCAL ? f.window_right : -1;
+    return true;
+}
+
+/* A forward CTA whose sequence is bad counts it once (with debug checks on)
+ * and leaves. */
+KILN_DEV void kiln_seq_count_bad(const kiln_hstu_kparams &f)
+{
+    if (f.debug_counter != 0 && blockIdx.x == 0 && blockIdx.y == 0 && threadIdx.x == 0)
+        kiln_red_add_u64(f.debug_counter, 1ull);
+}
+
+#endif /* KILN_HSTU_SEQ_CUH */

@@ -10,7 +10,9 @@
  * offsets guard and debug counter.  No rab, drab or deterministic mode: those
  * keys stay on hstu_bwd.cu (the dispatcher refuses them here).
  *
- * One CTA = BLOCK_N = 128 keys of one (batch, head); 12 warps:
+ * One CTA = BLOCK_N = 128 keys of one (batch, head) (64 keys at head dim
+ * 256, where the consumers split the head dim instead: consume_cols());
+ * 12 warps:
  *   warpgroup 0 (producer, setmaxnreg 24): copies K and V once, then streams
  *     the query tiles that can see the keys (Q and dO, BLOCK_M = 64 rows)
  *     through a STAGES-deep ring with cp.async into the 128B-swizzled
@@ -40,8 +42,9 @@
  *
  * Shared memory (bytes; kiln__hstu_bwd_sm90_smem()): up to 1024 bytes of
  * alignment slack, then
- *   K [128 x D] | V [128 x D] | STAGES x (Q [64 x D] | dO [64 x D])
- *   | 2 x dS'^T [128 keys x 64 queries] | mbarriers (64)
+ *   K [BN x D] | V [BN x D] | STAGES x (Q [64 x D] | dO [64 x D])
+ *   | 2 x (dS'^T [BN keys x 64 queries] | at head dim 256, P'^T alike)
+ *   | mbarriers (64)
  * each tile as D/64 column blocks of [rows][64] with the 128-byte swizzle.
  *
  * Requirements (checked by the runtime): q, k, v, dout, dq, dk, dv 16-byte
@@ -84,6 +87,8 @@ constexpr int D = KILN_HEAD_DIM;
 constexpr int BM = KILN_BLOCK_M;
 constexpr int BN = KILN_BLOCK_N;
 constexpr int NTHREADS = KILN_WARPS * 32;
+/* Head dim 256: the warpgroups split the head dim instead of the keys. */
+constexpr bool COLSPLIT = D == 256;
 /* Q/dO ring depth: must match kiln__hstu_bwd_sm90_smem(). */
 constexpr int STAGES = D <= 64 ? 3 : 2;
 constexpr int PTHREADS = 128;   /* producer warpgroup */
@@ -99,18 +104,21 @@ constexpr bool TARGET = KILN_TARGET != 0;
 constexpr bool DELTA_Q = KILN_DELTA_Q != 0;
 
 static_assert(DT == KILN_DT_FP16 || DT == KILN_DT_BF16, "dtype");
-static_assert(D == 64 || D == 128, "head dim 64 or 128");
-static_assert(BM == 64 && BN == 128 && NTHREADS == 384, "64 x 128 tiles, 3 warpgroups");
+static_assert(D == 64 || D == 128 || D == 256, "head dim 64, 128 or 256");
+static_assert(BM == 64 && BN == (COLSPLIT ? 64 : 128) && NTHREADS == 384,
+              "64 x 128 tiles (64 x 64 at head dim 256), 3 warpgroups");
 static_assert(!(CONTEXT || TARGET) || CAUSAL, "context/target need causal");
 
 constexpr uint32_t KV_BYTES = BN * D * 2;
 constexpr uint32_t QT_BYTES = BM * D * 2;
 constexpr uint32_t DS_BYTES = BN * BM * 2;
+/* per exchange buffer: dS'^T, then P'^T when the warpgroups split columns */
+constexpr uint32_t XCH_BYTES = COLSPLIT ? 2 * DS_BYTES : DS_BYTES;
 constexpr uint32_t OFF_K = 0;
 constexpr uint32_t OFF_V = KV_BYTES;
 constexpr uint32_t OFF_Q = 2 * KV_BYTES; /* stage st: Q at OFF_Q + 2 st QT_BYTES, dO after it */
 constexpr uint32_t OFF_DS = OFF_Q + STAGES * 2 * QT_BYTES;
-constexpr uint32_t OFF_BAR = OFF_DS + 2 * DS_BYTES;
+constexpr uint32_t OFF_BAR = OFF_DS + 2 * XCH_BYTES;
 constexpr uint32_t BAR_FULL = OFF_BAR;               /* [STAGES] */
 constexpr uint32_t BAR_EMPTY = OFF_BAR + 8 * STAGES; /* [STAGES] */
 constexpr uint32_t BAR_KV = OFF_BAR + 16 * STAGES;
@@ -161,17 +169,18 @@ KILN_DEV void issue_dq(float (&dq)[DQN / 2], uint32_t ds, uint32_t kcol)
 }
 
 /* dq_accum rows m0.. (rows of them valid) += dq * sds, from this thread's
- * fragments of a warpgroup's dQ (64 queries x DQN columns from dcol).  Lanes
+ * fragments of a warpgroup's dQ (64 queries x 2 NF columns).  Lanes
  * tq, tq ^ 1 swap halves so that each adds 4 consecutive floats: even tq row
  * g, columns 2 tq..2 tq+3; odd tq row g + 8, columns 2 tq-2..2 tq+1. */
-KILN_DEV void add_dq(float *dqa, int m0, int hd, const float (&dq)[DQN / 2], int rows, float sds, int w4,
-                     int g, int tq)
+template <int NF>
+KILN_DEV void add_dq(float *dqa, int m0, int hd, const float (&dq)[NF], int rows, float sds, int w4, int g,
+                     int tq)
 {
     const bool odd = tq & 1;
     const int row = w4 * 16 + g + (odd ? 8 : 0);
     float *dst = dqa + (int64_t)(m0 + row) * hd + 2 * tq - (odd ? 2 : 0);
 #pragma unroll
-    for (int nt = 0; nt < DQN / 8; ++nt) {
+    for (int nt = 0; nt < NF / 4; ++nt) {
         const float x0 = odd ? dq[4 * nt + 0] : dq[4 * nt + 2];
         const float x1 = odd ? dq[4 * nt + 1] : dq[4 * nt + 3];
         const float y0 = shfl_xor_f32(x0, 1);
@@ -179,6 +188,351 @@ KILN_DEV void add_dq(float *dqa, int m0, int hd, const float (&dq)[DQN / 2], int
         const float a0 = odd ? y0 : dq[4 * nt + 0], a1 = odd ? y1 : dq[4 * nt + 1];
         const float a2 = odd ? dq[4 * nt + 2] : y0, a3 = odd ? dq[4 * nt + 3] : y1;
         if (row < rows) red_add_v4_f32(dst + nt * 8, a0 * sds, a1 * sds, a2 * sds, a3 * sds);
+    }
+}
+
+/* ------------------------------------------------ head dim 256 consumers */
+/* dK and dV of 128 keys x 256 columns do not fit the registers of two
+ * warpgroups, so at head dim 256 a CTA takes BN = 64 keys and the warpgroups
+ * split the work by columns.  Per query tile, warpgroup cw:
+ *   S^T and dP^T of all 64 keys against its 32 queries (32 cw..), m64n32;
+ *   P'^T = silu(s) and dS'^T = dP^T 2 silu'(s) into its half of the
+ *   exchange buffer (shared memory, [64 keys][64 queries], 128-byte swizzle);
+ *   after a named barrier of both warpgroups, dV += P'^T dO, dK += dS'^T Q
+ *   and dQ = dS' K for its 128 columns (128 cw..), all operands from shared
+ *   memory.
+ * No product is computed twice, and each warpgroup issues the same work. */
+KILN_DEV void issue_s_dp_cols(float (&sa)[16], float (&dp)[16], uint32_t k_rows, uint32_t v_rows,
+                              uint32_t sq, uint32_t so)
+{
+    const uint32_t ka = kiln_opaque_u32(k_rows), qa = kiln_opaque_u32(sq);
+#pragma unroll
+    for (int ks = 0; ks < KSTEPS; ++ks)
+        kiln_wgmma_ss_n32<DT>(sa, desc_k(ka + kstep<BN>(ks)), desc_k(qa + kstep<BM>(ks)), ks > 0);
+    kiln_wgmma_commit();
+    const uint32_t va = kiln_opaque_u32(v_rows), oa = kiln_opaque_u32(so);
+#pragma unroll
+    for (int ks = 0; ks < KSTEPS; ++ks)
+        kiln_wgmma_ss_n32<DT>(dp, desc_k(va + kstep<BN>(ks)), desc_k(oa + kstep<BM>(ks)), ks > 0);
+    kiln_wgmma_commit();
+}
+
+/* acc (64 keys x 128 columns) += the [64 keys][64 queries] tile at a
+ * (K-major) times the [BM][D] tile's columns from b (MN-major). */
+KILN_DEV void issue_kv_cols(float (&acc)[64], uint32_t a, uint32_t b)
+{
+    const uint32_t aa = kiln_opaque_u32(a), ba = kiln_opaque_u32(b);
+#pragma unroll
+    for (int kk = 0; kk < MSTEPS; ++kk)
+        kiln_wgmma_sskt_n128<DT>(acc, desc_k(aa + (uint32_t)(kk * 32)), desc_mn<BM>(ba + (uint32_t)(kk * 16 * 128)), 1);
+}
+
+KILN_DEV void consume_cols(const kiln_hstu_bwd_kparams &p, const kiln_seq &s, const MRange &mr, uint32_t sbase,
+                           int n0, int h, int tid)
+{
+    const kiln_hstu_kparams &f = p.f;
+    const int L = s.L, len_q = s.len_q, off = s.off;
+    const int cw = (tid >> 7) - 1; /* which 32 queries of a tile, which 128 columns */
+    const int t128 = tid & 127;
+    const int lane = tid & 31;
+    const int w4 = t128 >> 5;
+    const int g = lane >> 2;
+    const int tq = lane & 3;
+    const float ha = 0.5f * f.alpha;
+    const float sds = ha * f.inv_scaling;
+    const int jl = kiln_min(n0 + BN - 1, L - 1);
+    const uint32_t k_cols = sbase + OFF_K + (uint32_t)(2 * cw * BN * 128);
+
+    float dv[64], dk[64];
+#pragma unroll
+    for (int e = 0; e < 64; ++e) {
+        dv[e] = 0.f;
+        dk[e] = 0.f;
+    }
+    kiln_mbar_wait(sbase + BAR_KV, 0);
+    kiln_fence_proxy_async();
+
+    const int hd = f.num_heads * D;
+    float *dqa = (float *)p.dq_accum + s.q_beg * hd + (int64_t)h * D + cw * DQN;
+    int it = 0;
+#pragma unroll 1
+    for (int m = mr.first(); mr.valid(m); m = mr.next(m), ++it) {
+        const int st = it % STAGES;
+        const uint32_t sq = sbase + OFF_Q + (uint32_t)st * 2 * QT_BYTES;
+        const uint32_t so = sq + QT_BYTES;
+        const uint32_t xds = sbase + OFF_DS + (uint32_t)(it & 1) * XCH_BYTES; /* dS'^T */
+        const uint32_t xpt = xds + DS_BYTES;                                     /* P'^T */
+        const int m0 = m * BM;
+        const int rows_here = kiln_min(BM, len_q - m0);
+
+        /* ---- mask bits of S^T (bit 4 nt + 2 hf + e: key row 16 w4 + g + 8 hf,
+         * query column 32 cw + 8 nt + 2 tq + e); queries past the sequence
+         * have zero rows, so they need no bits */
+        uint32_t mbits = 0xffffffffu;
+        const int i0 = m0 + 32 * cw, i1 = kiln_min(i0 + 31, m0 + rows_here - 1);
+        if (i1 >= i0 && !M::tile_full(s, i0 + off, i1 + off, n0, jl)) {
+            mbits = 0;
+            const int j0 = n0 + w4 * 16 + g;
+#pragma unroll
+            for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const int i = i0 + nt * 8 + 2 * tq + e + off;
+                    int lo1, hi1, lo2, hi2;
+                    M::row_iv(s, i, lo1, hi1, lo2, hi2);
+#pragma unroll
+                    for (int hf = 0; hf < 2; ++hf)
+                        if (M::iv_has(j0 + 8 * hf, lo1, hi1, lo2, hi2)) mbits |= 1u << (nt * 4 + 2 * hf + e);
+                }
+        }
+
+        kiln_mbar_wait(sbase + BAR_FULL + 8 * st, (uint32_t)((it / STAGES) & 1));
+        kiln_fence_proxy_async();
+
+        float sa[16], dp[16];
+        kiln_wgmma_fence();
+        issue_s_dp_cols(sa, dp, sbase + OFF_K, sbase + OFF_V, sq + (uint32_t)(cw * 32 * 128),
+                        so + (uint32_t)(cw * 32 * 128));
+        kiln_wgmma_wait<1>();
+        kiln_reg_fence(sa);
+
+        /* ---- P'^T to the exchange buffer; 2 silu'(s) kept for dS' */
+        float fk[16];
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+            for (int hf = 0; hf < 2; ++hf) {
+                float pv[2];
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const int x = 4 * nt + 2 * hf + e;
+                    const bool ok = (mbits >> x) & 1u;
+                    float fp;
+                    const float pp = pointwise(sa[x], ha, fp);
+                    pv[e] = ok ? pp : 0.f;
+                    fk[x] = ok ? fp : 0.f;
+                }
+                const int row = w4 * 16 + g + 8 * hf;
+                kiln_st_shared_u32(xpt + (uint32_t)(row * 128 + (((4 * cw + nt) ^ g) << 4) + 4 * tq),
+                                   kiln_pack2<DT>(pv[0], pv[1]));
+            }
+        kiln_wgmma_wait<0>();
+        kiln_reg_fence(dp);
+#pragma unroll
+        for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+            for (int hf = 0; hf < 2; ++hf) {
+                const int x = 4 * nt + 2 * hf;
+                const int row = w4 * 16 + g + 8 * hf;
+                kiln_st_shared_u32(xds + (uint32_t)(row * 128 + (((4 * cw + nt) ^ g) << 4) + 4 * tq),
+                                   kiln_pack2<DT>(dp[x] * fk[x], dp[x + 1] * fk[x + 1]));
+            }
+
+        /* ---- both halves in place: dV, dK, dQ for columns 128 cw.. */
+        kiln_fence_proxy_async();
+        kiln_named_bar_sync(1, CTHREADS);
+        float dq[64];
+        kiln_wgmma_fence();
+        issue_kv_cols(dv, xpt, so + (uint32_t)(2 * cw * BM * 128));
+        issue_kv_cols(dk, xds, sq + (uint32_t)(2 * cw * BM * 128));
+        kiln_wgmma_commit();
+        {
+            const uint32_t da = kiln_opaque_u32(xds), ka = kiln_opaque_u32(k_cols);
+#pragma unroll
+            for (int ks = 0; ks < NSTEPS; ++ks)
+                kiln_wgmma_sstt_n128<DT>(dq, desc_mn<BN>(da + (uint32_t)(ks * 16 * 128)),
+                                         desc_mn<BN>(ka + (uint32_t)(ks * 16 * 128)), ks > 0);
+            kiln_wgmma_commit();
+        }
+        kiln_wgmma_wait<0>();
+        kiln_reg_fence(dq);
+        kiln_reg_fence(dv);
+        kiln_reg_fence(dk);
+        kiln_mbar_arrive(sbase + BAR_EMPTY + 8 * st);
+        add_dq(dqa, m0, hd, dq, rows_here, sds, w4, g, tq);
+    }
+
+    /* ---- dK = dK' * sds, dV = dV' * inv_scaling; keys < L, columns 128 cw.. */
+    const float inv = f.inv_scaling;
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+        const int j = n0 + w4 * 16 + g + 8 * hf;
+        if (j >= L) continue;
+        uint16_t *dkr = (uint16_t *)p.dk + (s.k_beg + j) * p.dk_row_stride + (int64_t)h * p.dk_head_stride + cw * DQN + 2 * tq;
+        uint16_t *dvr = (uint16_t *)p.dv + (s.k_beg + j) * p.dv_row_stride + (int64_t)h * p.dv_head_stride + cw * DQN + 2 * tq;
+#pragma unroll
+        for (int nt = 0; nt < 16; ++nt) {
+            st_global_u32(dkr + nt * 8, kiln_pack2<DT>(dk[4 * nt + 2 * hf] * sds, dk[4 * nt + 2 * hf + 1] * sds));
+            st_global_u32(dvr + nt * 8, kiln_pack2<DT>(dv[4 * nt + 2 * hf] * inv, dv[4 * nt + 2 * hf + 1] * inv));
+        }
+    }
+}
+
+/* ------------------------------------------- head dim 64 and 128 consumers */
+/* Warpgroup cw takes keys 64 cw.. of the block (the header comment). */
+KILN_DEV void consume_keys(const kiln_hstu_bwd_kparams &p, const kiln_seq &s, const MRange &mr, uint32_t sbase,
+                           int n0, int h, int tid)
+{
+    const kiln_hstu_kparams &f = p.f;
+    const int L = s.L, len_q = s.len_q, off = s.off;
+    const int wg = tid >> 7;
+    const int cw = wg - 1; /* which 64 keys of the block */
+    const int t128 = tid & 127;
+    const int lane = tid & 31;
+    const int w4 = t128 >> 5;  /* warp in the warpgroup: rows 16 w4.. */
+    const int g = lane >> 2;   /* fragment row group */
+    const int tq = lane & 3;   /* fragment column pair */
+    const float ha = 0.5f * f.alpha;
+    const float sds = ha * f.inv_scaling; /* dS = dS' * sds */
+    const int jw0 = n0 + cw * 64;                 /* this warpgroup's first key */
+    const int jw1 = kiln_min(jw0 + 63, L - 1);    /* its last real key (< jw0: none) */
+    const uint32_t k_rows = sbase + OFF_K + (uint32_t)(cw * 64 * 128);
+    const uint32_t v_rows = sbase + OFF_V + (uint32_t)(cw * 64 * 128);
+    /* dQ columns cw * DQN.. of K: a column block (D = 128) or its half */
+    const uint32_t k_cols = sbase + OFF_K + (uint32_t)((cw * DQN / 64) * (BN * 128) + (cw * DQN % 64) * 2);
+
+    float dv[D / 2], dk[D / 2];
+#pragma unroll
+    for (int e = 0; e < D / 2; ++e) {
+        dv[e] = 0.f;
+        dk[e] = 0.f;
+    }
+
+    kiln_mbar_wait(sbase + BAR_KV, 0);
+    kiln_fence_proxy_async();
+
+    /* query row 0 of the sequence in dq_accum, from column h D + cw DQN;
+     * rows of hd floats (H D < 2^31: H <= 65535) */
+    const int hd = f.num_heads * D;
+    float *dqa = (float *)p.dq_accum + s.q_beg * hd + (int64_t)h * D + cw * DQN;
+    /* The dQ of a tile is added at the start of the next one, after its
+     * proxy fence: a proxy fence waits for this thread's outstanding
+     * reductions, and the one before the dS^T barrier then comes a whole
+     * S, dP, dV phase later. */
+    float dq[DQN / 2];
+    int prev_m0 = -1;
+    int prev_rows = 0;
+    int it = 0;
+#pragma unroll 1
+    for (int m = mr.first(); mr.valid(m); m = mr.next(m), ++it) {
+        const int st = it % STAGES;
+        const uint32_t sq = sbase + OFF_Q + (uint32_t)st * 2 * QT_BYTES;
+        const uint32_t so = sq + QT_BYTES;
+        const uint32_t sdsb = sbase + OFF_DS + (uint32_t)(it & 1) * XCH_BYTES;
+        const int m0 = m * BM;
+        const int rows_here = kiln_min(BM, len_q - m0);
+
+        /* ---- mask bits (bit 4 nt + 2 hf + e of the accumulator layout:
+         * key row 16 w4 + g + 8 hf, query column 8 nt + 2 tq + e) */
+        uint32_t mbits = 0xffffffffu;
+        if (!(jw1 < jw0 || M::tile_full(s, m0 + off, m0 + rows_here - 1 + off, jw0, jw1))) {
+            mbits = 0;
+            const int j0 = jw0 + w4 * 16 + g;
+#pragma unroll
+            for (int nt = 0; nt < BM / 8; ++nt)
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const int i = m0 + nt * 8 + 2 * tq + e + off;
+                    int lo1, hi1, lo2, hi2;
+                    M::row_iv(s, i, lo1, hi1, lo2, hi2);
+#pragma unroll
+                    for (int hf = 0; hf < 2; ++hf)
+                        if (M::iv_has(j0 + 8 * hf, lo1, hi1, lo2, hi2)) mbits |= 1u << (nt * 4 + 2 * hf + e);
+                }
+        }
+
+        kiln_mbar_wait(sbase + BAR_FULL + 8 * st, (uint32_t)((it / STAGES) & 1));
+        kiln_fence_proxy_async();
+        if (prev_m0 >= 0) add_dq(dqa, prev_m0, hd, dq, prev_rows, sds, w4, g, tq);
+
+        /* ---- S^T = K Q^T, dP^T = V dO^T */
+        float sa[BM / 2], dp[BM / 2];
+        kiln_wgmma_fence();
+        issue_s_dp(sa, dp, k_rows, v_rows, sq, so);
+        kiln_wgmma_wait<1>();
+        kiln_reg_fence(sa);
+
+        /* ---- P'^T = silu(s) packed as A fragments, and 2 silu'(s) packed
+         * alike (16 registers, not 32, next to dV', dK' and dP^T: it is
+         * rounded to 16 bits like the dS' it scales); 0 where masked */
+        uint32_t pa[MSTEPS][4], fk[MSTEPS][4];
+#pragma unroll
+        for (int kk = 0; kk < MSTEPS; ++kk)
+#pragma unroll
+            for (int q = 0; q < 4; ++q) {
+                /* fragment q: n8 tile 2 kk + (q >> 1), row half q & 1 */
+                const int base = 4 * (2 * kk + (q >> 1)) + 2 * (q & 1);
+                float pv[2], fv[2];
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const bool ok = (mbits >> (base + e)) & 1u;
+                    float fp;
+                    const float pp = pointwise(sa[base + e], ha, fp);
+                    pv[e] = ok ? pp : 0.f;
+                    fv[e] = ok ? fp : 0.f;
+                }
+                pa[kk][q] = kiln_pack2<DT>(pv[0], pv[1]);
+                fk[kk][q] = kiln_pack2<DT>(fv[0], fv[1]);
+            }
+
+        /* ---- dV += P'^T dO */
+        kiln_wgmma_fence();
+        issue_kv_grad(dv, pa, so);
+        kiln_wgmma_wait<1>(); /* dP^T */
+        kiln_reg_fence(dp);
+
+        /* ---- dS'^T = dP^T 2 silu'(s): A fragments and the smem tile */
+        uint32_t da[MSTEPS][4];
+#pragma unroll
+        for (int kk = 0; kk < MSTEPS; ++kk)
+#pragma unroll
+            for (int q = 0; q < 4; ++q) {
+                const int base = 4 * (2 * kk + (q >> 1)) + 2 * (q & 1);
+                float f0, f1;
+                kiln_unpack2<DT>(fk[kk][q], f0, f1);
+                da[kk][q] = kiln_pack2<DT>(dp[base] * f0, dp[base + 1] * f1);
+                /* key row cw 64 + 16 w4 + g + 8 (q & 1) (its low 3 bits are g),
+                 * query chunk 2 kk + (q >> 1) */
+                const int row = cw * 64 + w4 * 16 + g + 8 * (q & 1);
+                const int ch = 2 * kk + (q >> 1);
+                kiln_st_shared_u32(sdsb + (uint32_t)(row * 128 + ((ch ^ g) << 4) + 4 * tq), da[kk][q]);
+            }
+
+        /* ---- dK += dS'^T Q */
+        kiln_wgmma_fence();
+        issue_kv_grad(dk, da, sq);
+
+        /* ---- dQ = dS' K once both halves of dS'^T are in place */
+        kiln_fence_proxy_async();
+        kiln_named_bar_sync(1, CTHREADS);
+        kiln_wgmma_fence();
+        issue_dq(dq, sdsb, k_cols);
+        kiln_wgmma_wait<0>();
+        kiln_reg_fence(dq);
+        kiln_reg_fence(dv);
+        kiln_reg_fence(dk);
+        kiln_reg_fence(pa);
+        kiln_reg_fence(da);
+        kiln_mbar_arrive(sbase + BAR_EMPTY + 8 * st);
+
+        prev_m0 = m0;
+        prev_rows = rows_here;
+    }
+    if (prev_m0 >= 0) add_dq(dqa, prev_m0, hd, dq, prev_rows, sds, w4, g, tq);
+
+    /* ---- dK = dK' * sds, dV = dV' * inv_scaling; keys < L */
+    const float inv = f.inv_scaling;
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+        const int j = jw0 + w4 * 16 + g + 8 * hf;
+        if (j >= L) continue;
+        uint16_t *dkr = (uint16_t *)p.dk + (s.k_beg + j) * p.dk_row_stride + (int64_t)h * p.dk_head_stride + 2 * tq;
+        uint16_t *dvr = (uint16_t *)p.dv + (s.k_beg + j) * p.dv_row_stride + (int64_t)h * p.dv_head_stride + 2 * tq;
+#pragma unroll
+        for (int nt = 0; nt < D / 8; ++nt) {
+            st_global_u32(dkr + nt * 8, kiln_pack2<DT>(dk[4 * nt + 2 * hf] * sds, dk[4 * nt + 2 * hf + 1] * sds));
+            st_global_u32(dvr + nt * 8, kiln_pack2<DT>(dv[4 * nt + 2 * hf] * inv, dv[4 * nt + 2 * hf + 1] * inv));
+        }
     }
 }
 
@@ -201,7 +555,7 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
             kiln_red_add_u64(f.debug_counter, 1ull);
         return;
     }
-    const int L = s.L, len_q = s.len_q, off = s.off;
+    const int L = s.L, len_q = s.len_q;
     const int n0 = blockIdx.x * BN;
     if (n0 >= L) return;
     const int keys_here = kiln_min(BN, L - n0);
@@ -244,164 +598,8 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
     } else {
         /* ================= consumers ================= */
         kiln_setmaxnreg_inc<240>();
-        const int cw = wg - 1; /* which 64 keys of the block */
-        const int t128 = tid & 127;
-        const int lane = tid & 31;
-        const int w4 = t128 >> 5;  /* warp in the warpgroup: rows 16 w4.. */
-        const int g = lane >> 2;   /* fragment row group */
-        const int tq = lane & 3;   /* fragment column pair */
-        const float ha = 0.5f * f.alpha;
-        const float sds = ha * f.inv_scaling; /* dS = dS' * sds */
-        const int jw0 = n0 + cw * 64;                 /* this warpgroup's first key */
-        const int jw1 = kiln_min(jw0 + 63, L - 1);    /* its last real key (< jw0: none) */
-        const uint32_t k_rows = sbase + OFF_K + (uint32_t)(cw * 64 * 128);
-        const uint32_t v_rows = sbase + OFF_V + (uint32_t)(cw * 64 * 128);
-        /* dQ columns cw * DQN.. of K: a column block (D = 128) or its half */
-        const uint32_t k_cols = sbase + OFF_K + (uint32_t)((cw * DQN / 64) * (BN * 128) + (cw * DQN % 64) * 2);
-
-        float dv[D / 2], dk[D / 2];
-#pragma unroll
-        for (int e = 0; e < D / 2; ++e) {
-            dv[e] = 0.f;
-            dk[e] = 0.f;
-        }
-
-        kiln_mbar_wait(sbase + BAR_KV, 0);
-        kiln_fence_proxy_async();
-
-        /* query row 0 of the sequence in dq_accum, from column h D + cw DQN;
-         * rows of hd floats (H D < 2^31: H <= 65535) */
-        const int hd = f.num_heads * D;
-        float *dqa = (float *)p.dq_accum + s.q_beg * hd + (int64_t)h * D + cw * DQN;
-        /* The dQ of a tile is added at the start of the next one, after its
-         * proxy fence: a proxy fence waits for this thread's outstanding
-         * reductions, and the one before the dS^T barrier then comes a whole
-         * S, dP, dV phase later. */
-        float dq[DQN / 2];
-        int prev_m0 = -1;
-        int prev_rows = 0;
-        int it = 0;
-#pragma unroll 1
-        for (int m = mr.first(); mr.valid(m); m = mr.next(m), ++it) {
-            const int st = it % STAGES;
-            const uint32_t sq = sbase + OFF_Q + (uint32_t)st * 2 * QT_BYTES;
-            const uint32_t so = sq + QT_BYTES;
-            const uint32_t sdsb = sbase + OFF_DS + (uint32_t)(it & 1) * DS_BYTES;
-            const int m0 = m * BM;
-            const int rows_here = kiln_min(BM, len_q - m0);
-
-            /* ---- mask bits (bit 4 nt + 2 hf + e of the accumulator layout:
-             * key row 16 w4 + g + 8 hf, query column 8 nt + 2 tq + e) */
-            uint32_t mbits = 0xffffffffu;
-            if (!(jw1 < jw0 || M::tile_full(s, m0 + off, m0 + rows_here - 1 + off, jw0, jw1))) {
-                mbits = 0;
-                const int j0 = jw0 + w4 * 16 + g;
-#pragma unroll
-                for (int nt = 0; nt < BM / 8; ++nt)
-#pragma unroll
-                    for (int e = 0; e < 2; ++e) {
-                        const int i = m0 + nt * 8 + 2 * tq + e + off;
-                        int lo1, hi1, lo2, hi2;
-                        M::row_iv(s, i, lo1, hi1, lo2, hi2);
-#pragma unroll
-                        for (int hf = 0; hf < 2; ++hf)
-                            if (M::iv_has(j0 + 8 * hf, lo1, hi1, lo2, hi2)) mbits |= 1u << (nt * 4 + 2 * hf + e);
-                    }
-            }
-
-            kiln_mbar_wait(sbase + BAR_FULL + 8 * st, (uint32_t)((it / STAGES) & 1));
-            kiln_fence_proxy_async();
-            if (prev_m0 >= 0) add_dq(dqa, prev_m0, hd, dq, prev_rows, sds, w4, g, tq);
-
-            /* ---- S^T = K Q^T, dP^T = V dO^T */
-            float sa[BM / 2], dp[BM / 2];
-            kiln_wgmma_fence();
-            issue_s_dp(sa, dp, k_rows, v_rows, sq, so);
-            kiln_wgmma_wait<1>();
-            kiln_reg_fence(sa);
-
-            /* ---- P'^T = silu(s) packed as A fragments, and 2 silu'(s) packed
-             * alike (16 registers, not 32, next to dV', dK' and dP^T: it is
-             * rounded to 16 bits like the dS' it scales); 0 where masked */
-            uint32_t pa[MSTEPS][4], fk[MSTEPS][4];
-#pragma unroll
-            for (int kk = 0; kk < MSTEPS; ++kk)
-#pragma unroll
-                for (int q = 0; q < 4; ++q) {
-                    /* fragment q: n8 tile 2 kk + (q >> 1), row half q & 1 */
-                    const int base = 4 * (2 * kk + (q >> 1)) + 2 * (q & 1);
-                    float pv[2], fv[2];
-#pragma unroll
-                    for (int e = 0; e < 2; ++e) {
-                        const bool ok = (mbits >> (base + e)) & 1u;
-                        float fp;
-                        const float pp = pointwise(sa[base + e], ha, fp);
-                        pv[e] = ok ? pp : 0.f;
-                        fv[e] = ok ? fp : 0.f;
-                    }
-                    pa[kk][q] = kiln_pack2<DT>(pv[0], pv[1]);
-                    fk[kk][q] = kiln_pack2<DT>(fv[0], fv[1]);
-                }
-
-            /* ---- dV += P'^T dO */
-            kiln_wgmma_fence();
-            issue_kv_grad(dv, pa, so);
-            kiln_wgmma_wait<1>(); /* dP^T */
-            kiln_reg_fence(dp);
-
-            /* ---- dS'^T = dP^T 2 silu'(s): A fragments and the smem tile */
-            uint32_t da[MSTEPS][4];
-#pragma unroll
-            for (int kk = 0; kk < MSTEPS; ++kk)
-#pragma unroll
-                for (int q = 0; q < 4; ++q) {
-                    const int base = 4 * (2 * kk + (q >> 1)) + 2 * (q & 1);
-                    float f0, f1;
-                    kiln_unpack2<DT>(fk[kk][q], f0, f1);
-                    da[kk][q] = kiln_pack2<DT>(dp[base] * f0, dp[base + 1] * f1);
-                    /* key row cw 64 + 16 w4 + g + 8 (q & 1) (its low 3 bits are g),
-                     * query chunk 2 kk + (q >> 1) */
-                    const int row = cw * 64 + w4 * 16 + g + 8 * (q & 1);
-                    const int ch = 2 * kk + (q >> 1);
-                    kiln_st_shared_u32(sdsb + (uint32_t)(row * 128 + ((ch ^ g) << 4) + 4 * tq), da[kk][q]);
-                }
-
-            /* ---- dK += dS'^T Q */
-            kiln_wgmma_fence();
-            issue_kv_grad(dk, da, sq);
-
-            /* ---- dQ = dS' K once both halves of dS'^T are in place */
-            kiln_fence_proxy_async();
-            kiln_named_bar_sync(1, CTHREADS);
-            kiln_wgmma_fence();
-            issue_dq(dq, sdsb, k_cols);
-            kiln_wgmma_wait<0>();
-            kiln_reg_fence(dq);
-            kiln_reg_fence(dv);
-            kiln_reg_fence(dk);
-            kiln_reg_fence(pa);
-            kiln_reg_fence(da);
-            kiln_mbar_arrive(sbase + BAR_EMPTY + 8 * st);
-
-            prev_m0 = m0;
-            prev_rows = rows_here;
-        }
-        if (prev_m0 >= 0) add_dq(dqa, prev_m0, hd, dq, prev_rows, sds, w4, g, tq);
-
-        /* ---- dK = dK' * sds, dV = dV' * inv_scaling; keys < L */
-        const float inv = f.inv_scaling;
-#pragma unroll
-        for (int hf = 0; hf < 2; ++hf) {
-            const int j = jw0 + w4 * 16 + g + 8 * hf;
-            if (j >= L) continue;
-            uint16_t *dkr = (uint16_t *)p.dk + (s.k_beg + j) * p.dk_row_stride + (int64_t)h * p.dk_head_stride + 2 * tq;
-            uint16_t *dvr = (uint16_t *)p.dv + (s.k_beg + j) * p.dv_row_stride + (int64_t)h * p.dv_head_stride + 2 * tq;
-#pragma unroll
-            for (int nt = 0; nt < D / 8; ++nt) {
-                st_global_u32(dkr + nt * 8, kiln_pack2<DT>(dk[4 * nt + 2 * hf] * sds, dk[4 * nt + 2 * hf + 1] * sds));
-                st_global_u32(dvr + nt * 8, kiln_pack2<DT>(dv[4 * nt + 2 * hf] * inv, dv[4 * nt + 2 * hf + 1] * inv));
-            }
-        }
+        if constexpr (COLSPLIT) consume_cols(p, s, mr, sbase, n0, h, tid);
+        else consume_keys(p, s, mr, sbase, n0, h, tid);
     }
 }
 

@@ -34,14 +34,15 @@ static int collect(const char *key, void *user)
 }
 
 /* The Hopper backward (hstu_bwd_sm90.cu) for every sm_90a backward key it
- * serves (head dim 64 / 128, no rab, drab or det), default or not: named
+ * serves (head dim 64 / 128 / 256, no rab, drab or det), default or not: named
  * with "/wgmma" and canonicalized, so each is listed under its stored key. */
 static int nwgmma, wgmma_bad;
 
 static int collect_wgmma(const char *key, void *user)
 {
     (void)user;
-    if ((!strstr(key, "/d64/") && !strstr(key, "/d128/")) || strstr(key, "/rab") ||
+    if ((!strstr(key, "/d64/") && !strstr(key, "/d128/") && !strstr(key, "/d256/")) ||
+        strstr(key, "/rab") ||
         strstr(key, "/det"))
         return 0;
     char named[200], canon[160];

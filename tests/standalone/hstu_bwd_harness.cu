@@ -20,6 +20,15 @@
 // the tile and shared-memory rules under test (C, compiled here as C++)
 #include "dispatch/hstu_tiles.c"
 #include "dispatch/hstu_bwd_tiles.c"
+#include "dispatch/hstu_bwd_sm90_tiles.c"
+
+// HARNESS_SM90=1: the cubin is templates/hstu_bwd_sm90.cu (its smem rule,
+// no smem-size global).
+static bool sm90() { return getenv("HARNESS_SM90") != nullptr; }
+static size_t bwd_smem(int which, int dt, int d, int bm, int bn, int w)
+{
+    return sm90() ? kiln__hstu_bwd_sm90_smem(which, dt, d, bm, bn, w) : kiln__hstu_bwd_smem(which, dt, d, bm, bn, w);
+}
 
 #define CK(x)                                                                   \
     do {                                                                        \
@@ -290,10 +299,10 @@ static void setup(const Mods &M, const Variant &V, const Problem &P, Bufs &Bf)
     size_t blocks = (items + 255) / 256;
     size_t cap = 4 * (size_t)M.sms;
     Bf.conv_grid = (unsigned)(blocks < 1 ? 1 : (blocks > cap ? cap : blocks));
-    Bf.smem0 = kiln__hstu_bwd_smem(0, V.dtype, V.d, V.bm, V.bn, V.warps);
-    Bf.smem1 = kiln__hstu_bwd_smem(1, V.dtype, V.d, V.bm, V.bn, V.warps);
+    Bf.smem0 = bwd_smem(0, V.dtype, V.d, V.bm, V.bn, V.warps);
+    Bf.smem1 = bwd_smem(1, V.dtype, V.d, V.bm, V.bn, V.warps);
     CK(cuFuncSetAttribute(M.main_fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)Bf.smem0));
-    CK(cuFuncSetAttribute(M.dq_fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)Bf.smem1));
+    if (Bf.smem1) CK(cuFuncSetAttribute(M.dq_fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, (int)Bf.smem1));
 }
 
 // The runtime's launch sequence.  main_only: time the main kernel alone.
@@ -585,7 +594,8 @@ int main(int argc, char **argv)
     for (int i = 0; i < 13; i++) *fp[i] = atoi(argv[2 + i]);
     bool bench = argc > 15 && !strcmp(argv[15], "bench");
     const char *name = strrchr(argv[1], '/') ? strrchr(argv[1], '/') + 1 : argv[1];
-    const char *tc = kiln__hstu_bwd_tiles_check(V.d, V.bm, V.bn, V.warps);
+    const char *tc = sm90() ? kiln__hstu_bwd_sm90_tiles_check(V.d, V.bm, V.bn, V.warps)
+                            : kiln__hstu_bwd_tiles_check(V.d, V.bm, V.bn, V.warps);
     if (tc) {
         printf("FAIL %s tiles_check: %s\n", name, tc);
         return 1;
@@ -602,7 +612,7 @@ int main(int argc, char **argv)
     CK(cuModuleGetFunction(&M.dq_fn, M.mod, "kiln_hstu_bwd_dq"));
     CK(cuModuleGetFunction(&M.conv_fn, M.mod, "kiln_hstu_bwd_convert"));
     CK(cuDeviceGetAttribute(&M.sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, dev));
-    {
+    if (!sm90()) {
         /* the kernels' own smem sizes must equal dispatch/hstu_bwd_tiles.c's */
         CUdeviceptr g;
         size_t gsz;

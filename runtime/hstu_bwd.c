@@ -6,6 +6,7 @@
 
 #include "dispatch/hstu_bwd.h"
 #include "runtime/engine.h"
+#include "runtime/hstu_tma.h"
 
 kiln_status kiln_hstu_bwd_params_init(kiln_hstu_bwd_params *p)
 {
@@ -55,8 +56,19 @@ kiln_status kiln_hstu_bwd(kiln_engine *e, const kiln_hstu_bwd_params *params, vo
         KILN_CU_TRY(cu,
                     cu->MemsetD32Async(plan.kp.drab_accum, 0, plan.zero_drab_bytes / 4, st),
                     "cuMemsetD32Async(drab scratch)");
-    KILN_TRY(kiln__launch(cu, s, 0, dev, plan.main.grid, plan.main.block, plan.main.smem,
-                          stream, &plan.kp));
+    if (plan.key.impl == 1) {
+        /* The Hopper kernel's main entry takes TMA descriptors after the
+         * common block; tensors they cannot describe are copied with
+         * cp.async (ta.tma = 0). */
+        kiln_hstu_bwd_tma_kparams ta;
+        if (kiln__hstu_bwd_tma_fill(cu, params, &plan.key, &ta) != 0) memset(&ta, 0, sizeof ta);
+        ta.b = plan.kp;
+        KILN_TRY(kiln__launch(cu, s, 0, dev, plan.main.grid, plan.main.block, plan.main.smem,
+                              stream, &ta));
+    } else {
+        KILN_TRY(kiln__launch(cu, s, 0, dev, plan.main.grid, plan.main.block, plan.main.smem,
+                              stream, &plan.kp));
+    }
     if (plan.run_dq)
         KILN_TRY(kiln__launch(cu, s, 1, dev, plan.dq.grid, plan.dq.block, plan.dq.smem,
                               stream, &plan.kp));

@@ -1,4 +1,5 @@
-/* hstu_tma.c -- TMA descriptors of q, k and v for the Hopper HSTU forward.
+/* hstu_tma.c -- TMA descriptors of q, k and v for the Hopper HSTU forward
+ * (and of q, k, v and dout for its backward).
  *
  * Each tensor is described as 3-D (head_dim, heads, rows), innermost first,
  * with the box the kernel copies: one column block (64 elements, or 32 at
@@ -13,6 +14,11 @@
 
 _Static_assert(offsetof(kiln_hstu_tma_kparams, tmap) == 256, "tma kparams layout");
 _Static_assert(sizeof(kiln_hstu_tma_kparams) == 640, "tma kparams layout changed");
+_Static_assert(offsetof(kiln_hstu_bwd_tma_kparams, tma) == sizeof(kiln_hstu_bwd_kparams),
+               "bwd tma kparams layout");
+_Static_assert(offsetof(kiln_hstu_bwd_tma_kparams, tmap) % 64 == 0 &&
+                   sizeof(kiln_hstu_bwd_tma_kparams) <= 1024,
+               "bwd tma kparams layout");
 
 enum {
     TM_FLOAT16 = 6, TM_BFLOAT16 = 9,        /* CUtensorMapDataType */
@@ -53,4 +59,26 @@ int kiln__hstu_tma_fill(const kiln_cu_api *cu, const kiln_hstu_fwd_params *p,
         return -1;
     return encode(cu, a->tmap[KILN_TMA_V], dt, p->v, p->total_k, p->v_row_stride, h,
                   p->v_head_stride, d, (unsigned)key->block_n);
+}
+
+int kiln__hstu_bwd_tma_fill(const kiln_cu_api *cu, const kiln_hstu_bwd_params *p,
+                            const kiln_key *key, kiln_hstu_bwd_tma_kparams *a)
+{
+    const kiln_hstu_fwd_params *f = &p->fwd;
+    const int d = key->head_dim, h = f->num_heads, dt = key->dtype;
+    const unsigned bm = (unsigned)key->block_m, bn = (unsigned)key->block_n;
+    a->tma = 0;
+    a->pad_ = 0;
+    if (!cu->TensorMapEncodeTiled || d < 64) return -1;
+    if (encode(cu, a->tmap[KILN_BTMA_Q], dt, f->q, f->total_q, f->q_row_stride, h,
+               f->q_head_stride, d, bm) != 0 ||
+        encode(cu, a->tmap[KILN_BTMA_K], dt, f->k, f->total_k, f->k_row_stride, h,
+               f->k_head_stride, d, bn) != 0 ||
+        encode(cu, a->tmap[KILN_BTMA_V], dt, f->v, f->total_k, f->v_row_stride, h,
+               f->v_head_stride, d, bn) != 0 ||
+        encode(cu, a->tmap[KILN_BTMA_DO], dt, p->dout, f->total_q, p->dout_row_stride, h,
+               p->dout_head_stride, d, bm) != 0)
+        return -1;
+    a->tma = 1;
+    return 0;
 }

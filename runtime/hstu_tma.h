@@ -1,4 +1,5 @@
-/* hstu_tma.h -- TMA descriptors of q, k and v for the Hopper HSTU forward.
+/* hstu_tma.h -- TMA descriptors of q, k and v for the Hopper HSTU forward,
+ * and of q, k, v and dout for its backward.
  * Internal; allocates nothing (the descriptors live in the caller's
  * kiln_hstu_tma_kparams, on its stack). */
 #ifndef KILN_RUNTIME_HSTU_TMA_H
@@ -7,6 +8,7 @@
 #include "dispatch/key.h"
 #include "kiln.h"
 #include "runtime/cuda.h"
+#include "templates/hstu_bwd_tma_params.h"
 #include "templates/hstu_tma_params.h"
 
 /* Fill a->tmap for the tensors of p and the tiles of key (a->p is not
@@ -15,5 +17,11 @@
  * overlap or outrun a row); the caller then uses a kernel without TMA. */
 int kiln__hstu_tma_fill(const kiln_cu_api *cu, const kiln_hstu_fwd_params *p,
                         const kiln_key *key, kiln_hstu_tma_kparams *a);
+
+/* Fill a->tmap and a->tma for the backward: q and dout with boxes of
+ * key->block_m rows, k and v of key->block_n rows (a->b is not touched).
+ * Sets a->tma = 0, and returns -1, when the tensors cannot be described. */
+int kiln__hstu_bwd_tma_fill(const kiln_cu_api *cu, const kiln_hstu_bwd_params *p,
+                            const kiln_key *key, kiln_hstu_bwd_tma_kparams *a);
 
 #endif

@@ -15,9 +15,12 @@
  * 12 warps:
  *   warpgroup 0 (producer, setmaxnreg 24): copies K and V once, then streams
  *     the query tiles that can see the keys (Q and dO, BLOCK_M = 64 rows)
- *     through a STAGES-deep ring with cp.async into the 128B-swizzled
- *     layout; rows past the sequence are zero-filled, so they contribute
- *     exact zeros.  Each copy completes on the stage's "full" mbarrier.
+ *     through a STAGES-deep ring into the 128B-swizzled layout: one thread
+ *     with TMA (descriptors built by the host per call,
+ *     hstu_bwd_tma_params.h), completing on the stage's "full" mbarrier by
+ *     transaction bytes; a tile that runs past the sequence with cp.async by
+ *     all 128 threads, rows past the end zero-filled so that they
+ *     contribute exact zeros.
  *   warpgroups 1, 2 (consumers, setmaxnreg 240): 64 keys each.  Per tile:
  *     S^T = K Q^T and dP^T = V dO^T (wgmma, both operands from shared
  *     memory, K-major); P'^T = silu(s) and 2 silu'(s), masked, packed to 16
@@ -52,7 +55,7 @@
  * aligned. */
 #include "kiln_bwd_common.cuh"
 #include "kiln_sm90_bwd.cuh"
-#include "hstu_bwd_params.h"
+#include "hstu_bwd_tma_params.h"
 
 #if !defined(KILN_DTYPE) || !defined(KILN_HEAD_DIM) || !defined(KILN_BLOCK_M) || \
     !defined(KILN_BLOCK_N) || !defined(KILN_WARPS)
@@ -540,10 +543,11 @@ KILN_DEV void consume_keys(const kiln_hstu_bwd_kparams &p, const kiln_seq &s, co
 
 /* ===================================================================== main */
 extern "C" __global__ void __launch_bounds__(KILN_WARPS * 32, 1)
-kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
+kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_tma_kparams a)
 {
     using namespace kiln_hstu_bwd_sm90_impl;
     extern __shared__ __align__(1024) unsigned char kiln_smem[];
+    const kiln_hstu_bwd_kparams &p = a.b;
     const kiln_hstu_kparams &f = p.f;
     const int tid = threadIdx.x;
     const int b = blockIdx.z;
@@ -565,35 +569,82 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
     if (tid == 0) {
 #pragma unroll
         for (int st = 0; st < STAGES; ++st) {
-            kiln_mbar_init(sbase + BAR_FULL + 8 * st, PTHREADS);
+            kiln_mbar_init(sbase + BAR_FULL + 8 * st, 1);
             kiln_mbar_init(sbase + BAR_EMPTY + 8 * st, CTHREADS);
         }
-        kiln_mbar_init(sbase + BAR_KV, PTHREADS);
+        kiln_mbar_init(sbase + BAR_KV, 1);
+        /* make the initialized barriers visible to the TMA unit */
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     __syncthreads();
 
     const int wg = tid >> 7;
     if (wg == 0) {
-        /* ================= producer ================= */
+        /* ================= producer =================
+         * One thread copies whole tiles with TMA (one column block of 64
+         * per copy), completing on the stage's barrier by transaction bytes.
+         * A tile that runs past the end of its sequence (or every tile,
+         * when the host could not describe the tensors) is copied by all
+         * 128 threads with cp.async instead, zero-filling the rows past the
+         * end: TMA would bring the next sequence's rows, and 0 times an Inf
+         * or NaN there is not 0. */
         kiln_setmaxnreg_dec<24>();
-        const uint16_t *kg = (const uint16_t *)f.k + (s.k_beg + n0) * f.k_row_stride + (int64_t)h * f.k_head_stride;
-        const uint16_t *vg = (const uint16_t *)f.v + (s.k_beg + n0) * f.v_row_stride + (int64_t)h * f.v_head_stride;
-        load_tile<BN, D, PTHREADS>(sbase + OFF_K, kg, f.k_row_stride, keys_here, tid);
-        load_tile<BN, D, PTHREADS>(sbase + OFF_V, vg, f.v_row_stride, keys_here, tid);
-        kiln_cp_async_mbar_arrive(sbase + BAR_KV);
+        const bool leader = tid == 0;
+        const bool tma = a.tma != 0;
+        if (tma && keys_here == BN) {
+            if (leader) {
+                kiln_mbar_arrive_expect_tx(sbase + BAR_KV, 2 * KV_BYTES);
+#pragma unroll
+                for (int cb = 0; cb < D / 64; ++cb) {
+                    kiln_tma_load_3d(sbase + OFF_K + (uint32_t)(cb * BN * 128), &a.tmap[KILN_BTMA_K][0], cb * 64, h,
+                                     (int)(s.k_beg + n0), sbase + BAR_KV);
+                    kiln_tma_load_3d(sbase + OFF_V + (uint32_t)(cb * BN * 128), &a.tmap[KILN_BTMA_V][0], cb * 64, h,
+                                     (int)(s.k_beg + n0), sbase + BAR_KV);
+                }
+            }
+        } else {
+            const uint16_t *kg = (const uint16_t *)f.k + (s.k_beg + n0) * f.k_row_stride + (int64_t)h * f.k_head_stride;
+            const uint16_t *vg = (const uint16_t *)f.v + (s.k_beg + n0) * f.v_row_stride + (int64_t)h * f.v_head_stride;
+            load_tile<BN, D, PTHREADS>(sbase + OFF_K, kg, f.k_row_stride, keys_here, tid);
+            load_tile<BN, D, PTHREADS>(sbase + OFF_V, vg, f.v_row_stride, keys_here, tid);
+            kiln_cp_async_wait_all();
+            kiln_fence_proxy_async();
+            kiln_named_bar_sync(2, PTHREADS);
+            if (leader) kiln_mbar_arrive(sbase + BAR_KV);
+        }
         const uint16_t *qg = (const uint16_t *)f.q + s.q_beg * f.q_row_stride + (int64_t)h * f.q_head_stride;
         const uint16_t *og = (const uint16_t *)p.dout + s.q_beg * p.dout_row_stride + (int64_t)h * p.dout_head_stride;
         int it = 0;
 #pragma unroll 1
         for (int m = mr.first(); mr.valid(m); m = mr.next(m), ++it) {
             const int st = it % STAGES;
+            /* every producer thread follows every phase: a parity wait
+             * cannot tell a phase from the one two before it */
             if (it >= STAGES) kiln_mbar_wait(sbase + BAR_EMPTY + 8 * st, (uint32_t)((it / STAGES - 1) & 1));
             const int mrow = m * BM;
             const uint32_t sq = sbase + OFF_Q + (uint32_t)st * 2 * QT_BYTES;
-            load_tile<BM, D, PTHREADS>(sq, qg + (int64_t)mrow * f.q_row_stride, f.q_row_stride, len_q - mrow, tid);
-            load_tile<BM, D, PTHREADS>(sq + QT_BYTES, og + (int64_t)mrow * p.dout_row_stride, p.dout_row_stride,
-                                       len_q - mrow, tid);
-            kiln_cp_async_mbar_arrive(sbase + BAR_FULL + 8 * st);
+            const uint32_t full = sbase + BAR_FULL + 8 * st;
+            if (tma && mrow + BM <= len_q) {
+                if (leader) {
+                    kiln_mbar_arrive_expect_tx(full, 2 * QT_BYTES);
+#pragma unroll
+                    for (int cb = 0; cb < D / 64; ++cb) {
+                        kiln_tma_load_3d(sq + (uint32_t)(cb * BM * 128), &a.tmap[KILN_BTMA_Q][0], cb * 64, h,
+                                         (int)(s.q_beg + mrow), full);
+                        kiln_tma_load_3d(sq + QT_BYTES + (uint32_t)(cb * BM * 128), &a.tmap[KILN_BTMA_DO][0],
+                                         cb * 64, h, (int)(s.q_beg + mrow), full);
+                    }
+                }
+            } else {
+                load_tile<BM, D, PTHREADS>(sq, qg + (int64_t)mrow * f.q_row_stride, f.q_row_stride, len_q - mrow,
+                                           tid);
+                load_tile<BM, D, PTHREADS>(sq + QT_BYTES, og + (int64_t)mrow * p.dout_row_stride,
+                                           p.dout_row_stride, len_q - mrow, tid);
+                kiln_cp_async_wait_all();
+                kiln_fence_proxy_async();
+                kiln_named_bar_sync(2, PTHREADS);
+                if (leader) kiln_mbar_arrive(full);
+            }
         }
     } else {
         /* ================= consumers ================= */

@@ -16,7 +16,7 @@
 #include <cstring>
 #include <random>
 #include <vector>
-#include "templates/hstu_bwd_params.h"
+#include "templates/hstu_bwd_tma_params.h"
 // the tile and shared-memory rules under test (C, compiled here as C++)
 #include "dispatch/hstu_tiles.c"
 #include "dispatch/hstu_bwd_tiles.c"
@@ -309,13 +309,19 @@ static void setup(const Mods &M, const Variant &V, const Problem &P, Bufs &Bf)
 static void launch(const Mods &M, const Variant &V, Bufs &Bf, bool main_only = false)
 {
     void *args[] = {&Bf.kp};
+    // the Hopper kernel's main entry takes TMA descriptors after the common
+    // block; tma = 0 makes it copy every tile with cp.async
+    static kiln_hstu_bwd_tma_kparams ta;
+    ta.b = Bf.kp;
+    ta.tma = 0;
+    void *targs[] = {&ta};
     if (!main_only) {
         if (Bf.dq_acc) CK(cuMemsetD32Async(Bf.dq_acc, 0, Bf.dq_acc_bytes / 4, 0));
         if (Bf.drab_acc) CK(cuMemsetD32Async(Bf.drab_acc, 0, Bf.drab_acc_bytes / 4, 0));
     }
     if (Bf.main_grid[0] && Bf.main_grid[2])
         CK(cuLaunchKernel(M.main_fn, Bf.main_grid[0], Bf.main_grid[1], Bf.main_grid[2], V.warps * 32, 1, 1,
-                          (unsigned)Bf.smem0, 0, args, 0));
+                          (unsigned)Bf.smem0, 0, sm90() ? targs : args, 0));
     if (main_only) return;
     if (V.det && Bf.dq_grid[0] && Bf.dq_grid[2])
         CK(cuLaunchKernel(M.dq_fn, Bf.dq_grid[0], Bf.dq_grid[1], Bf.dq_grid[2], V.warps * 32, 1, 1,

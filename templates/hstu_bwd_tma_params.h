@@ -1,0 +1,34 @@
+/* hstu_bwd_tma_params.h -- the parameter struct of the Hopper HSTU backward's
+ * main entry (hstu_bwd_sm90.cu): kiln_hstu_bwd_kparams first, as its other
+ * entries take it, then TMA descriptors of q, k, v and dout, built by the
+ * host for every call (runtime/hstu_tma.c).  tma = 0 when the host could not
+ * describe the tensors: the kernel then copies every tile with cp.async.
+ * Seen by the C runtime and NVRTC; the C side pins the layout. */
+#ifndef KILN_HSTU_BWD_TMA_PARAMS_H
+#define KILN_HSTU_BWD_TMA_PARAMS_H
+
+#include "hstu_bwd_params.h"
+
+#ifdef __cplusplus
+#define KILN_ALIGN64 alignas(64)
+#else
+#define KILN_ALIGN64 _Alignas(64)
+#endif
+
+/* Which descriptor is which. */
+#define KILN_BTMA_Q 0
+#define KILN_BTMA_K 1
+#define KILN_BTMA_V 2
+#define KILN_BTMA_DO 3
+
+typedef struct kiln_hstu_bwd_tma_kparams {
+    kiln_hstu_bwd_kparams b;
+    int32_t tma; /* 1: the maps below describe q, k, v, dout */
+    int32_t pad_;
+    /* 3-D over (head_dim, heads, rows), innermost first; boxes of (64
+     * columns, 1 head, BLOCK_M rows for q and dout / BLOCK_N for k and v),
+     * 128-byte swizzle */
+    KILN_ALIGN64 uint64_t tmap[4][16];
+} kiln_hstu_bwd_tma_kparams;
+
+#endif

@@ -61,7 +61,8 @@ kiln_status kiln_hstu_bwd(kiln_engine *e, const kiln_hstu_bwd_params *params, vo
          * common block; tensors they cannot describe are copied with
          * cp.async (ta.tma = 0). */
         kiln_hstu_bwd_tma_kparams ta;
-        if (kiln__hstu_bwd_tma_fill(cu, params, &plan.key, &ta) != 0) memset(&ta, 0, sizeof ta);
+        if (kiln__hstu_bwd_tma_fill(cu, params, &plan.key, plan.kp.dq_accum, &ta) != 0)
+            memset(&ta, 0, sizeof ta);
         ta.b = plan.kp;
         KILN_TRY(kiln__launch(cu, s, 0, dev, plan.main.grid, plan.main.block, plan.main.smem,
                               stream, &ta));

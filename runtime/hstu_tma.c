@@ -17,14 +17,32 @@ _Static_assert(sizeof(kiln_hstu_tma_kparams) == 640, "tma kparams layout changed
 _Static_assert(offsetof(kiln_hstu_bwd_tma_kparams, tma) == sizeof(kiln_hstu_bwd_kparams),
                "bwd tma kparams layout");
 _Static_assert(offsetof(kiln_hstu_bwd_tma_kparams, tmap) % 64 == 0 &&
-                   sizeof(kiln_hstu_bwd_tma_kparams) <= 1024,
+                   sizeof(kiln_hstu_bwd_tma_kparams) <= 4096, /* the launch parameter limit */
                "bwd tma kparams layout");
 
 enum {
-    TM_FLOAT16 = 6, TM_BFLOAT16 = 9,        /* CUtensorMapDataType */
+    TM_FLOAT16 = 6, TM_FLOAT32 = 7, TM_BFLOAT16 = 9, /* CUtensorMapDataType */
     TM_SWIZZLE_64B = 2, TM_SWIZZLE_128B = 3, /* CUtensorMapSwizzle */
     TM_L2_128B = 2                           /* CUtensorMapL2promotion */
 };
+
+static int encode_as(const kiln_cu_api *cu, void *map, int tm_type, int esize, uint64_t ptr,
+                     int64_t rows, int64_t row_stride, int heads, int64_t head_stride, int dim,
+                     unsigned box_cols, unsigned box_rows, int swizzle)
+{
+    if (rows <= 0 || rows > INT32_MAX) return -1;
+    if (heads > 1 && (head_stride < dim || row_stride < head_stride * heads)) return -1;
+    if (heads == 1) head_stride = dim;
+    const unsigned long long dims[3] = {(unsigned long long)dim, (unsigned long long)heads,
+                                        (unsigned long long)rows};
+    const unsigned long long strides[2] = {(unsigned long long)head_stride * esize,
+                                           (unsigned long long)row_stride * esize};
+    const unsigned box[3] = {box_cols, 1u, box_rows};
+    const unsigned one[3] = {1u, 1u, 1u};
+    CUresult r = cu->TensorMapEncodeTiled(map, tm_type, 3, (void *)(uintptr_t)ptr, dims, strides,
+                                          box, one, 0, swizzle, TM_L2_128B, 0);
+    return r == 0 ? 0 : -1;
+}
 
 static int encode(const kiln_cu_api *cu, void *map, int dtype, uint64_t ptr, int64_t rows,
                   int64_t row_stride, int heads, int64_t head_stride, int dim,
@@ -62,13 +80,14 @@ int kiln__hstu_tma_fill(const kiln_cu_api *cu, const kiln_hstu_fwd_params *p,
 }
 
 int kiln__hstu_bwd_tma_fill(const kiln_cu_api *cu, const kiln_hstu_bwd_params *p,
-                            const kiln_key *key, kiln_hstu_bwd_tma_kparams *a)
+                            const kiln_key *key, uint64_t dq_accum,
+                            kiln_hstu_bwd_tma_kparams *a)
 {
     const kiln_hstu_fwd_params *f = &p->fwd;
     const int d = key->head_dim, h = f->num_heads, dt = key->dtype;
     const unsigned bm = (unsigned)key->block_m, bn = (unsigned)key->block_n;
     a->tma = 0;
-    a->pad_ = 0;
+    a->tma_dq = 0;
     if (!cu->TensorMapEncodeTiled || d < 64) return -1;
     if (encode(cu, a->tmap[KILN_BTMA_Q], dt, f->q, f->total_q, f->q_row_stride, h,
                f->q_head_stride, d, bm) != 0 ||
@@ -80,5 +99,11 @@ int kiln__hstu_bwd_tma_fill(const kiln_cu_api *cu, const kiln_hstu_bwd_params *p
                p->dout_head_stride, d, bm) != 0)
         return -1;
     a->tma = 1;
+    /* dq_accum: (total_q, H, D) fp32, contiguous; 32-column boxes fill the
+     * 128-byte swizzle span */
+    if (dq_accum && f->total_q > 0 &&
+        encode_as(cu, a->tmap[KILN_BTMA_DQ], TM_FLOAT32, 4, dq_accum, f->total_q, (int64_t)h * d, h, d,
+                  d, 32u, bm, TM_SWIZZLE_128B) == 0)
+        a->tma_dq = 1;
     return 0;
 }

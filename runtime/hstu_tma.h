@@ -18,10 +18,13 @@
 int kiln__hstu_tma_fill(const kiln_cu_api *cu, const kiln_hstu_fwd_params *p,
                         const kiln_key *key, kiln_hstu_tma_kparams *a);
 
-/* Fill a->tmap and a->tma for the backward: q and dout with boxes of
- * key->block_m rows, k and v of key->block_n rows (a->b is not touched).
- * Sets a->tma = 0, and returns -1, when the tensors cannot be described. */
+/* Fill a->tmap, a->tma and a->tma_dq for the backward: q and dout with
+ * boxes of key->block_m rows, k and v of key->block_n rows, and dq_accum
+ * (fp32 (total_q, H, D), or 0 for none) for bulk reductions (a->b is not
+ * touched).  Returns -1, with a->tma = 0, when q, k, v or dout cannot be
+ * described; a->tma_dq = 0 alone when dq_accum cannot. */
 int kiln__hstu_bwd_tma_fill(const kiln_cu_api *cu, const kiln_hstu_bwd_params *p,
-                            const kiln_key *key, kiln_hstu_bwd_tma_kparams *a);
+                            const kiln_key *key, uint64_t dq_accum,
+                            kiln_hstu_bwd_tma_kparams *a);
 
 #endif

@@ -20,15 +20,17 @@
 #define KILN_BTMA_K 1
 #define KILN_BTMA_V 2
 #define KILN_BTMA_DO 3
+#define KILN_BTMA_DQ 4 /* dq_accum, fp32 */
 
 typedef struct kiln_hstu_bwd_tma_kparams {
     kiln_hstu_bwd_kparams b;
-    int32_t tma; /* 1: the maps below describe q, k, v, dout */
-    int32_t pad_;
+    int32_t tma;    /* 1: the maps below describe q, k, v, dout */
+    int32_t tma_dq; /* 1: and dq_accum */
     /* 3-D over (head_dim, heads, rows), innermost first; boxes of (64
      * columns, 1 head, BLOCK_M rows for q and dout / BLOCK_N for k and v),
-     * 128-byte swizzle */
-    KILN_ALIGN64 uint64_t tmap[4][16];
+     * 128-byte swizzle; dq_accum (fp32) in boxes of (32 columns, 1 head,
+     * BLOCK_M rows), 128-byte swizzle, for bulk reductions into it */
+    KILN_ALIGN64 uint64_t tmap[5][16];
 } kiln_hstu_bwd_tma_kparams;
 
 #endif

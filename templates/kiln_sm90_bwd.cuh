@@ -157,6 +157,37 @@ KILN_DEV void kiln_wgmma_sstt(float (&d)[N / 2], uint64_t da, uint64_t db, int s
     else kiln_wgmma_sstt_n128<DT>(d, da, db, scale_d);
 }
 
+/* Bulk reduction: add the shared-memory box at src into the tensor of the
+ * TMA descriptor at (c0, c1, c2), as one bulk async-group operation. */
+KILN_DEV void kiln_tma_reduce_add_3d(const void *tmap, uint32_t src, int c0, int c1, int c2)
+{
+    asm volatile("cp.reduce.async.bulk.tensor.3d.global.shared::cta.add.tile.bulk_group"
+                 " [%0, {%2, %3, %4}], [%1];\n"
+                 :: "l"(tmap), "r"(src), "r"(c0), "r"(c1), "r"(c2) : "memory");
+}
+
+KILN_DEV void kiln_bulk_commit(void)
+{
+    asm volatile("cp.async.bulk.commit_group;\n" ::: "memory");
+}
+
+/* Wait until this thread's bulk operations have read their sources. */
+KILN_DEV void kiln_bulk_wait_read(void)
+{
+    asm volatile("cp.async.bulk.wait_group.read 0;\n" ::: "memory");
+}
+
+/* Wait until this thread's bulk operations are complete. */
+KILN_DEV void kiln_bulk_wait(void)
+{
+    asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
+}
+
+KILN_DEV void kiln_st_shared_v2_f32(uint32_t addr, float x, float y)
+{
+    asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" :: "r"(addr), "f"(x), "f"(y) : "memory");
+}
+
 namespace kiln_sm90_bwd {
 
 /* Tiles of 16-bit elements with 64 or 128 columns, as column blocks of

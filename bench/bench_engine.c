@@ -510,14 +510,14 @@ typedef struct result_row {
 /* ===================================================================== */
 
 /* An empty kernel taking a parameter block as large as kiln's HSTU kernel
- * parameters (kiln_hstu_kparams, 232 bytes when this was written), as PTX so
+ * parameters (kiln_hstu_kparams, 248 bytes when this was written), as PTX so
  * the driver JIT-compiles it for whatever GPU is there. */
-#define RAW_PARAM_BYTES 232
+#define RAW_PARAM_BYTES 248
 static const char EMPTY_PTX[] =
     ".version 7.0\n"
     ".target sm_52\n"
     ".address_size 64\n"
-    ".visible .entry kiln_bench_empty(.param .align 8 .b8 p[232])\n"
+    ".visible .entry kiln_bench_empty(.param .align 8 .b8 p[248])\n"
     "{\n"
     "\tret;\n"
     "}\n";

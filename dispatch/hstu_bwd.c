@@ -7,10 +7,10 @@
 #include "dispatch/hstu_bwd_sm90_tiles.h"
 #include "runtime/error.h"
 
-_Static_assert(sizeof(kiln_hstu_bwd_kparams) == 232 + 7 * 8 + 11 * 8 + 8,
+_Static_assert(sizeof(kiln_hstu_bwd_kparams) == 248 + 7 * 8 + 11 * 8 + 8,
                "bwd kparams layout changed");
-_Static_assert(offsetof(kiln_hstu_bwd_kparams, dout) == 232, "bwd kparams layout");
-_Static_assert(offsetof(kiln_hstu_bwd_kparams, num_n_blocks) == 376, "bwd kparams layout");
+_Static_assert(offsetof(kiln_hstu_bwd_kparams, dout) == 248, "bwd kparams layout");
+_Static_assert(offsetof(kiln_hstu_bwd_kparams, num_n_blocks) == 392, "bwd kparams layout");
 
 #define ALIGN256(x) (((x) + 255) & ~(uint64_t)255)
 
@@ -86,9 +86,10 @@ kiln_status kiln__hstu_bwd_plan_impl(const kiln_hstu_bwd_params *p, int arch, in
     key->det = p->deterministic != 0;
     /* A request for the Hopper kernel falls back to the default where it does
      * not serve the call, so that one setting covers a whole workload. */
-    if (impl == 1 && kiln__hstu_bwd_sm90_serves(arch, arch_a, f->head_dim, f->rab != 0,
-                                                 key->drab, key->det))
-        impl = -1;
+    if (impl == 1 && (kiln__hstu_bwd_sm90_serves(arch, arch_a, f->head_dim, f->rab != 0,
+                                                  key->drab, key->det) ||
+                      f->func))
+        impl = -1; /* the Hopper backward serves no func mask either */
     key->impl = impl;
     KILN_FAIL_IF(p->drab && !f->rab, KILN_EBADARG, "drab is set but fwd.rab is NULL");
     KILN_FAIL_IF(p->deterministic != 0 && p->deterministic != 1, KILN_EBADARG,

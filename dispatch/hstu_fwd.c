@@ -9,12 +9,16 @@
 #include "runtime/error.h"
 
 /* The kernel sees kiln_hstu_kparams through NVRTC; pin its layout. */
-_Static_assert(sizeof(kiln_hstu_kparams) == 232, "kparams layout changed");
+_Static_assert(sizeof(kiln_hstu_kparams) == 248, "kparams layout changed");
 _Static_assert(offsetof(kiln_hstu_kparams, q_row_stride) == 80, "kparams layout");
 _Static_assert(offsetof(kiln_hstu_kparams, batch) == 184, "kparams layout");
 _Static_assert(offsetof(kiln_hstu_kparams, alpha) == 224, "kparams layout");
-_Static_assert(sizeof(kiln_hstu_fp8_kparams) == 256, "fp8 kparams layout changed");
-_Static_assert(offsetof(kiln_hstu_fp8_kparams, descale_q) == 232, "fp8 kparams layout");
+_Static_assert(offsetof(kiln_hstu_kparams, func) == 232, "kparams layout");
+_Static_assert(offsetof(kiln_hstu_kparams, n_func) == 244, "kparams layout");
+/* The Hopper forward's TMA descriptors start at byte 256 (hstu_tma_params.h). */
+_Static_assert(sizeof(kiln_hstu_kparams) <= 256, "kparams must fit before the TMA maps");
+_Static_assert(sizeof(kiln_hstu_fp8_kparams) == 272, "fp8 kparams layout changed");
+_Static_assert(offsetof(kiln_hstu_fp8_kparams, descale_q) == 248, "fp8 kparams layout");
 
 #define GRID_YZ_MAX 65535
 #define KILN_MAX_SEQLEN (1 << 30)
@@ -192,6 +196,17 @@ kiln_status kiln__hstu_plan_inputs(const kiln_hstu_fwd_params *p, int arch, int 
     else if (p->window_left >= 0 && p->window_right == 0)
         mask = KILN_MASK_CAUSAL | KILN_MASK_LOCAL;
     else if (p->window_left >= 0 || p->window_right >= 0) mask = KILN_MASK_LOCAL;
+    if (p->func) {
+        /* NVIDIA's arbitrary mask: a family of its own (kiln.h) */
+        KILN_FAIL_IF(p->window_left != -1 || p->window_right != -1, KILN_EBADARG,
+                     "func does not combine with a window: window_left, window_right must "
+                     "be -1, -1 (no mask), got (%d, %d)",
+                     p->window_left, p->window_right);
+        KILN_FAIL_IF(p->num_contexts, KILN_EBADARG,
+                     "func does not combine with num_contexts (pass 0)");
+        KILN_FAIL_IF(p->num_targets, KILN_EBADARG,
+                     "func does not combine with num_targets (pass 0)");
+    }
     if (p->num_contexts) {
         KILN_FAIL_IF(mask != KILN_MASK_CAUSAL, KILN_EBADARG,
                      "num_contexts needs the causal window (-1, 0); window is "
@@ -217,6 +232,32 @@ kiln_status kiln__hstu_plan_inputs(const kiln_hstu_fwd_params *p, int arch, int 
     }
     KILN_FAIL_IF(p->num_contexts % 4 || p->num_targets % 4, KILN_EBADARG,
                  "num_contexts/num_targets pointer is not 4-byte aligned");
+    if (p->func) {
+        KILN_FAIL_IF(fp8, KILN_EUNSUPPORTED,
+                     "func: the fp8 (e4m3) forward has no arbitrary func mask");
+        KILN_FAIL_IF(p->n_func < 1 || p->n_func > KILN_HSTU_FUNC_MAX || p->n_func % 2 == 0,
+                     KILN_EBADARG, "n_func %d must be odd, from 1 to %d", p->n_func,
+                     KILN_HSTU_FUNC_MAX);
+        KILN_FAIL_IF(p->func % 4, KILN_EBADARG, "func 0x%llx is not 4-byte aligned (int32)",
+                     (unsigned long long)p->func);
+        KILN_FAIL_IF(p->func_stride < p->total_q || p->func_stride > INT32_MAX ||
+                         p->func_stride < 1,
+                     KILN_EBADARG,
+                     "func_stride %lld must be at least total_q %lld (and at least 1) and "
+                     "at most 2^31 - 1 elements",
+                     (long long)p->func_stride, (long long)p->total_q);
+        /* the last element read: (n_func - 1) rows apart, then total_q - 1 */
+        uint64_t last = ((uint64_t)(p->n_func - 1) * (uint64_t)p->func_stride +
+                         (uint64_t)p->total_q) * 4;
+        KILN_FAIL_IF(p->func > UINT64_MAX - last, KILN_EBADARG,
+                     "func 0x%llx + %llu bytes wraps the address space",
+                     (unsigned long long)p->func, (unsigned long long)last);
+        mask |= KILN_MASK_FUNC;
+    } else {
+        KILN_FAIL_IF(p->n_func || p->func_stride, KILN_EBADARG,
+                     "n_func %d / func_stride %lld are set but func is NULL (0)", p->n_func,
+                     (long long)p->func_stride);
+    }
 
     /* The caller set family, drab and det; the rest comes from p. */
     key->arch = arch;
@@ -296,6 +337,11 @@ kiln_status kiln__hstu_plan_inputs(const kiln_hstu_fwd_params *p, int arch, int 
     kp->alpha = p->alpha;
     float scale = p->scaling_seqlen > 0 ? p->scaling_seqlen : (float)p->max_seqlen_q;
     kp->inv_scaling = scale > 0 ? 1.0f / scale : 1.0f;
+    if (p->func) {
+        kp->func = p->func;
+        kp->func_stride = (int32_t)p->func_stride;
+        kp->n_func = p->n_func;
+    }
 
     return KILN_OK;
 }
@@ -313,6 +359,9 @@ kiln_status kiln__hstu_fwd_plan_impl(const kiln_hstu_fwd_params *p, int arch, in
 {
     memset(key, 0, sizeof *key);
     key->family = KILN_FAM_HSTU_FWD;
+    /* The Hopper kernels do not serve func masks: a request for them
+     * ($KILN_FWD_IMPL=wgmma) falls back to the portable kernel. */
+    if (impl == 1 && p && p->struct_size == sizeof *p && p->func) impl = -1;
     key->impl = impl;
     KILN_TRY(kiln__hstu_plan_inputs(p, arch, arch_a, 1, key, kp, empty));
     if (*empty) return KILN_OK;

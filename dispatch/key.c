@@ -16,7 +16,7 @@
 /* ------------------------------------------------------------------ names */
 
 static const char *const mask_names[] = {"causal", "local", "context",
-                                         "target", "deltaq"};
+                                         "target", "deltaq", "func"};
 #define NMASK ((int)(sizeof mask_names / sizeof mask_names[0]))
 
 const char *kiln__dtype_name(int dtype)
@@ -125,6 +125,9 @@ void kiln__key_encode(const kiln_key *k, uint8_t out[KILN_KEY_BYTES])
 
 int kiln__key_default_impl(const kiln_key *k)
 {
+    /* func masks exist in the portable kernels only (hstu_fwd.cu,
+     * hstu_bwd.cu); e4m3 + func is refused by validation. */
+    if ((k->mask & KILN_MASK_FUNC) && k->dtype != KILN_DTYPE_E4M3) return 0;
     /* The Hopper backward wherever it serves the key (hstu_bwd_sm90_tiles.h). */
     if (k->family == KILN_FAM_HSTU_BWD)
         return KILN_SM90_BWD_DEFAULT && !kiln__hstu_bwd_sm90_serves(k->arch, k->arch_a,
@@ -168,6 +171,20 @@ kiln_status kiln__key_validate(const kiln_key *k)
     KILN_FAIL_IF(k->drab && !k->rab, KILN_EBADARG, "drab needs rab");
     KILN_FAIL_IF(k->impl != 0 && k->impl != 1, KILN_EBADARG, "impl %d is not 0 or 1",
                  k->impl);
+    KILN_FAIL_IF(k->mask & ~(unsigned)KILN_MASK_ALL, KILN_EBADARG,
+                 "mask bits 0x%x are not defined", k->mask);
+    if (k->mask & KILN_MASK_FUNC) {
+        KILN_FAIL_IF(k->dtype == KILN_DTYPE_E4M3, KILN_EUNSUPPORTED,
+                     "mask func: the fp8 (e4m3) kernel has no arbitrary func mask");
+        KILN_FAIL_IF(k->impl == 1, KILN_EUNSUPPORTED,
+                     "mask func: only the portable kernels (mma) serve func masks, "
+                     "not wgmma");
+        KILN_FAIL_IF(k->mask & (KILN_MASK_CAUSAL | KILN_MASK_LOCAL | KILN_MASK_CONTEXT |
+                                KILN_MASK_TARGET),
+                     KILN_EBADARG,
+                     "mask func does not combine with causal, local, context or target "
+                     "(only with deltaq)");
+    }
     if (k->dtype == KILN_DTYPE_E4M3) {
         KILN_FAIL_IF(k->out_dtype != KILN_DTYPE_FP16 && k->out_dtype != KILN_DTYPE_BF16,
                      KILN_EBADARG, "dtype e4m3: out dtype %d is not fp16 (1) or bf16 (2)",
@@ -206,8 +223,6 @@ kiln_status kiln__key_validate(const kiln_key *k)
                      k->head_dim != 256,
                  KILN_EBADARG, "head_dim %d is not one of 32, 64, 128, 256",
                  k->head_dim);
-    KILN_FAIL_IF(k->mask & ~(unsigned)KILN_MASK_ALL, KILN_EBADARG,
-                 "mask bits 0x%x are not defined", k->mask);
     unsigned m = k->mask;
     KILN_FAIL_IF((m & KILN_MASK_CONTEXT) && !(m & KILN_MASK_CAUSAL), KILN_EBADARG,
                  "mask context needs causal (window_right 0)");
@@ -296,7 +311,7 @@ static kiln_status parse_mask(const char *text, const char *seg, unsigned *out)
         if (found < 0 && len == 7 && strncmp(p, "delta_q", 7) == 0) found = 4;
         KILN_FAIL_IF(found < 0, KILN_EBADARG,
                      "key '%s': mask '%.*s' is not one of none, causal, local, "
-                     "context, target, deltaq",
+                     "context, target, deltaq, func",
                      text, (int)len, p);
         *out |= 1u << found;
         p += len;
@@ -419,7 +434,7 @@ int kiln__key_prelude(const kiln_key *k, char *buf, size_t n)
         "#define KILN_BLOCK_M %d\n#define KILN_BLOCK_N %d\n#define KILN_WARPS %d\n"
         "#define KILN_CAUSAL %d\n#define KILN_LOCAL %d\n#define KILN_CONTEXT %d\n"
         "#define KILN_TARGET %d\n#define KILN_DELTA_Q %d\n#define KILN_RAB %d\n"
-        "%s%s"
+        "%s%s%s"
         "#include \"%s\"\n",
         text, k->arch * 10, k->dtype, k->head_dim, k->block_m, k->block_n, k->warps,
         !!(k->mask & KILN_MASK_CAUSAL), !!(k->mask & KILN_MASK_LOCAL),
@@ -433,6 +448,8 @@ int kiln__key_prelude(const kiln_key *k, char *buf, size_t n)
         k->out_dtype == KILN_DTYPE_FP16   ? "#define KILN_OUT_DTYPE 1\n"
         : k->out_dtype == KILN_DTYPE_BF16 ? "#define KILN_OUT_DTYPE 2\n"
                                           : "",
+        /* only func keys name it: the other preludes stay as they were */
+        (k->mask & KILN_MASK_FUNC) ? "#define KILN_FUNC 1\n" : "",
         k->family == KILN_FAM_HSTU_BWD ? (k->impl == 1 ? "hstu_bwd_sm90.cu" : "hstu_bwd.cu")
         : k->dtype == KILN_DTYPE_E4M3  ? "hstu_fwd_sm90_fp8.cu"
         : k->impl == 1                 ? "hstu_fwd_sm90.cu"

@@ -18,7 +18,10 @@ enum kiln_mask_bits {
     KILN_MASK_CONTEXT = 1u << 2,
     KILN_MASK_TARGET = 1u << 3,
     KILN_MASK_DELTA_Q = 1u << 4,
-    KILN_MASK_ALL = (1u << 5) - 1
+    /* NVIDIA's arbitrary per-row key intervals (kiln_hstu_fwd_params.func):
+     * alone or with deltaq; portable kernels only */
+    KILN_MASK_FUNC = 1u << 5,
+    KILN_MASK_ALL = (1u << 6) - 1
 };
 
 typedef struct kiln_key {

@@ -295,7 +295,8 @@ enum kiln_index_type { KILN_INDEX_INT32 = 0, KILN_INDEX_INT64 = 1 };
  *
  * Masks follow NVIDIA's HSTU interface: window (-1,-1) is no mask, (-1,0)
  * causal, (l,r) local ((l,0) local and causal).  num_contexts needs causal;
- * num_targets needs causal and target_group_size >= 1.
+ * num_targets needs causal and target_group_size >= 1.  func (below) gives
+ * each query row its own key intervals instead.
  *
  * Offsets live on the device and are not read by the host.  The kernel treats
  * a sequence whose offsets are negative, decreasing, past total_q/total_k or
@@ -340,11 +341,36 @@ typedef struct kiln_hstu_fwd_params {
      * 1% of typical and at most a few % of the largest output). */
     int out_dtype;
     uint64_t descale_q, descale_k, descale_v;
+    /* Arbitrary mask (NVIDIA's `func` argument): 0 (none), or a device
+     * pointer to int32 values, 4-byte aligned, owned by the caller and read
+     * by the kernels (so valid until the launch completes; kiln keeps no
+     * reference).  Value f (0 <= f < n_func) of global query row g
+     * (0 <= g < total_q) is func[f * func_stride + g]: NVIDIA's
+     * (1, n_func, total_q + 256) tensor is func_stride = total_q + 256.
+     * With F_f = func[f * func_stride + seq_offsets_q[b] + r], query r of
+     * sequence b sees exactly the keys j (local, 0 <= j < len_k) in
+     *   [0, F_0) U [F_1, F_2) U [F_3, F_4) U ... U [F_(n_func-2), F_(n_func-1))
+     * Intervals may be empty (F_hi <= F_lo), overlap, or reach below 0 or
+     * past len_k (clamped to [0, len_k)); they are integer ranges, never
+     * Python-style negative indices.  With is_delta_q the query's row in rab
+     * is its position r + len_k - len_q; the intervals stay indexed by r.
+     * func is a mask family of its own: window must be (-1, -1) and
+     * num_contexts, num_targets 0 (KILN_EBADARG otherwise); e4m3 has no func
+     * kernel (KILN_EUNSUPPORTED).  n_func: odd, 1 to KILN_HSTU_FUNC_MAX;
+     * func_stride: total_q to 2^31 - 1 elements.  Both must be 0 without
+     * func.  Only the values of rows inside valid sequences are read.
+     * func keys always run the portable (mma.sync) kernels. */
+    uint64_t func;
+    int n_func;
+    int64_t func_stride;
 } kiln_hstu_fwd_params;
+
+/* The largest n_func of kiln_hstu_fwd_params.func. */
+#define KILN_HSTU_FUNC_MAX 255
 
 /* Fill *p with defaults: struct_size, bf16, window (-1,-1), alpha 1,
  * target_group_size 1, rab_heads 1; everything else 0 (out_dtype 0: as
- * dtype; descales 0: 1.0). */
+ * dtype; descales 0: 1.0; func 0: no arbitrary mask). */
 KILN_API kiln_status kiln_hstu_fwd_params_init(kiln_hstu_fwd_params *p);
 
 /* Launch HSTU forward on stream.  Validates every host-visible field first
@@ -382,7 +408,8 @@ KILN_API kiln_status kiln_hstu_fwd_key(const kiln_hstu_fwd_params *params,
  */
 typedef struct kiln_hstu_bwd_params {
     uint32_t struct_size;      /* sizeof(kiln_hstu_bwd_params); set by _init */
-    kiln_hstu_fwd_params fwd;  /* inputs of the forward (fwd.out unused) */
+    kiln_hstu_fwd_params fwd;  /* inputs of the forward (fwd.out unused; the
+                                  mask, fwd.func included, as there) */
     uint64_t dout;             /* (total_q, H, D) */
     int64_t dout_row_stride, dout_head_stride;
     uint64_t dq, dk, dv;       /* outputs, shaped like q, k, v */

@@ -9,7 +9,8 @@
  * Specialized by a prelude of #defines (KILN_ARCH, KILN_DTYPE, KILN_HEAD_DIM,
  * KILN_BLOCK_M, KILN_BLOCK_N, KILN_WARPS, KILN_CAUSAL, KILN_LOCAL,
  * KILN_CONTEXT, KILN_TARGET, KILN_DELTA_Q, KILN_RAB, KILN_DRAB,
- * KILN_DETERMINISTIC) followed by an #include of this file.  sm_80+.
+ * KILN_DETERMINISTIC, and KILN_FUNC for NVIDIA's arbitrary mask) followed by
+ * an #include of this file.  sm_80+.
  *
  * Entries (one kiln_hstu_bwd_kparams by value each):
  *  kiln_hstu_bwd_main     grid (num_n_blocks, G, batch), KILN_WARPS*32 threads,
@@ -52,6 +53,7 @@
  * faster path). */
 #include "kiln_bwd_common.cuh"
 #include "hstu_bwd_params.h"
+#include "kiln_func.cuh"
 
 #if !defined(KILN_DTYPE) || !defined(KILN_HEAD_DIM) || !defined(KILN_BLOCK_M) || \
     !defined(KILN_BLOCK_N) || !defined(KILN_WARPS)
@@ -108,6 +110,7 @@ constexpr bool DELTA_Q = KILN_DELTA_Q != 0;
 constexpr bool RAB = KILN_RAB != 0;
 constexpr bool DRAB = KILN_DRAB != 0;
 constexpr bool DETERM = KILN_DETERMINISTIC != 0;
+constexpr bool FUNC = KILN_FUNC != 0;
 
 constexpr int KST = D / 16;              /* k16 steps over the head dim */
 constexpr uint32_t PD = pitch<D>();      /* q, k, v, do tile rows (bytes) */
@@ -126,7 +129,8 @@ constexpr int CW0 = KILN_BWD_CW;
 #else
 /* query columns per chunk: 64, or 32 next to 128 dV + dK accumulator
  * registers when rab or a context / target / local mask adds live state */
-constexpr int CW0 = (DW >= 128 && (KILN_RAB || KILN_CONTEXT || KILN_TARGET || KILN_LOCAL)) ? 32 : 64;
+constexpr int CW0 = (DW >= 128 && (KILN_RAB || KILN_CONTEXT || KILN_TARGET || KILN_LOCAL || KILN_FUNC)) ? 32
+                                                                                                      : 64;
 #endif
 constexpr int CW = CW0 < BMW ? CW0 : BMW;
 constexpr int CNT = CW / 8;              /* n8 tiles of S^T per chunk */
@@ -165,6 +169,9 @@ static_assert(DQ_WM * DQ_WN == NW && DQ_WM * 16 * DQ_MT == BM && DQ_COLS >= 16 &
                   DQ_CNT % 2 == 0, "dQ tiles");
 static_assert(WQ * WK == NW && KPW % 16 == 0 && KPW * WK == BNQ && KNT <= 8, "dq kernel tiles");
 static_assert(!(CONTEXT || TARGET) || CAUSAL, "context/target need causal");
+static_assert(!FUNC || !(CAUSAL || LOCAL || CONTEXT || TARGET), "func is a mask of its own");
+static_assert(!FUNC || BN <= 128, "func: a key tile's row mask is the 16-byte pad of a rab row");
+static_assert(2 * KNT <= 32, "func slots per row (dq kernel)");
 
 /* main kernel smem: K | V | Q[2] | dO[2] | dS^T | P^T (DS = 2) | rab[2] */
 constexpr uint32_t KV_BYTES = BN * PD;
@@ -366,8 +373,32 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
         load_rows<BN, D, NT>(sbase + OFF_V,
                              (const uint16_t *)f.v + (s.k_beg + n0) * f.v_row_stride + (int64_t)h * f.v_head_stride,
                              f.v_row_stride, keys_here, tid);
-        int m = mr.first();
-        if (mr.valid(m)) load_m(0, m);
+        /* FUNC: every query block is a candidate; func_scan writes the
+         * block's row masks of this key tile into the 16-byte pads of rab
+         * stage bf's rows (bit c of row q: key n0 + c) and tells whether any
+         * row sees a key of the tile.  It holds a barrier, so every thread
+         * calls it, at points where stage bf is not in use. */
+        const int nmb = FUNC ? (len_q + BM - 1) / BM : 0;
+        auto func_scan = [&](int bf, int mm) -> bool {
+            uint32_t w[4] = {0u, 0u, 0u, 0u};
+            if (tid < BM) {
+                const int r = mm * BM + tid;
+                if (r < len_q) kiln_func_tile_words(f, s.q_beg + r, n0, n0 + keys_here, w);
+                const uint32_t pad = sbase + OFF_R + (uint32_t)bf * R_BYTES + (uint32_t)tid * PR + 2 * BN;
+#pragma unroll
+                for (int i = 0; i < 4; ++i) kiln_st_shared_u32(pad + 4 * i, w[i]);
+            }
+            return kiln_func_sync_or((w[0] | w[1] | w[2] | w[3]) != 0u);
+        };
+        /* the first block from mm on that sees the tile (FUNC), else nmb */
+        auto func_next = [&](int bf, int mm) -> int {
+#pragma unroll 1
+            while (mm < nmb && !func_scan(bf, mm)) ++mm;
+            return mm;
+        };
+        auto visit = [&](int mm) -> bool { return FUNC ? mm < nmb : mr.valid(mm); };
+        int m = FUNC ? func_next(0, 0) : mr.first();
+        if (visit(m)) load_m(0, m);
         kiln_cp_async_commit();
         kiln_cp_async_wait<0>();
         __syncthreads();
@@ -482,10 +513,10 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
 
         int it = 0;
 #pragma unroll 1
-        for (; mr.valid(m); ++it) {
+        for (; visit(m); ++it) {
             const int buf = it & 1;
-            const int mn = mr.next(m);
-            if (mr.valid(mn)) load_m(buf ^ 1, mn);
+            const int mn = FUNC ? func_next(buf ^ 1, m + 1) : mr.next(m);
+            if (visit(mn)) load_m(buf ^ 1, mn);
             kiln_cp_async_commit();
             if constexpr (DEFER) {
                 if (m0_prev >= 0) finish_block(m0_prev, rows_prev, buf ^ 1);
@@ -500,7 +531,8 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
             const uint32_t a_lane = lm.a_lane, b_lane = lm.b_lane, t_lane = lm.t_lane, st_lane = lm.st_lane;
             const uint32_t sQb = osb + OFF_Q + (uint32_t)buf * QD_BYTES;
             const uint32_t sDOb = osb + OFF_DO + (uint32_t)buf * QD_BYTES;
-            const bool full = M::tile_full(s, m0 + off, m0 + rows_here - 1 + off, n0, n0 + keys_here - 1);
+            const bool full =
+                !FUNC && M::tile_full(s, m0 + off, m0 + rows_here - 1 + off, n0, n0 + keys_here - 1);
 
             /* The warp's BMW query columns in chunks of CW: S^T and dP^T of one
              * chunk live in registers at a time. */
@@ -533,7 +565,22 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
 
                 /* ---- mask bits (bit nt*4 + e of the accumulator layout) */
                 uint32_t mbits = 0xffffffffu;
-                if (!full) {
+                if (FUNC) {
+                    /* the rows' masks from the pads of rab stage buf: keys
+                     * kc and kc + 8 of the tile share one 32-bit word */
+                    mbits = 0;
+                    const int kc = kr0 + g;
+                    const uint32_t pad =
+                        osb + OFF_R + (uint32_t)buf * R_BYTES + 2 * BN + (uint32_t)(kc >> 5) * 4;
+#pragma unroll
+                    for (int nt = 0; nt < CNT; ++nt)
+#pragma unroll
+                        for (int e = 0; e < 2; ++e) {
+                            const int q = qc + nt * 8 + 2 * tq + e; /* query row in the block */
+                            const uint32_t w = kiln_ld_shared_u32(pad + (uint32_t)q * PR) >> (kc & 31);
+                            mbits |= ((w & 1u) << (nt * 4 + e)) | (((w >> 8) & 1u) << (nt * 4 + 2 + e));
+                        }
+                } else if (!full) {
                     mbits = 0;
                     const int j0 = n0 + kr0 + g;
 #pragma unroll
@@ -682,7 +729,16 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_kparams p)
             for (int e = tid; e < L * nch; e += NT) {
                 const int i = e / nch, c = e - (e / nch) * nch;
                 const int r = i - off;
-                if (r >= 0 && mr.valid(r / BM)) continue;
+                if constexpr (FUNC) {
+                    /* visited: the block of every row that sees a key of the tile */
+                    if (r >= 0 && r < len_q) {
+                        uint32_t w[4];
+                        kiln_func_tile_words(f, s.q_beg + r, n0, n0 + keys_here, w);
+                        if ((w[0] | w[1] | w[2] | w[3]) != 0u) continue;
+                    }
+                } else {
+                    if (r >= 0 && mr.valid(r / BM)) continue;
+                }
                 uint16_t *ptr = dr + (int64_t)i * p.drab_row_stride + c * 8;
                 if (al && c * 8 + 8 <= keys_here) {
                     kiln_st_global_v4(ptr, zero4);
@@ -729,10 +785,18 @@ kiln_hstu_bwd_dq(const __grid_constant__ kiln_hstu_bwd_kparams p)
         const int i0 = kiln_max(i_min, s.hist_end);
         kv_lo = kiln_min(kv_lo, s.hist_end + ((i0 - s.hist_end) / s.group) * s.group);
     }
+    const uint32_t sbase = kiln_smem_u32(kiln_smem);
+    if constexpr (FUNC) {
+        /* keys between the smallest and the largest any row sees; K buffer 1
+         * is free until the first prefetch, after the prologue's barrier */
+        int lo = L, hi = 0;
+        if (tid < rows_here) kiln_func_span(f, s.q_beg + m0 + tid, L, lo, hi);
+        kiln_func_block_span<NW>(lo, hi, sbase + QOFF_K + KVQ_BYTES, tid);
+        kv_lo = lo;
+        kv_hi = hi;
+    }
     const int n_begin = kv_lo / BNQ;
     const int n_end = kv_hi > kv_lo ? (kv_hi + BNQ - 1) / BNQ : n_begin;
-
-    const uint32_t sbase = kiln_smem_u32(kiln_smem);
 
     auto load_n = [&](int bf, int nn) {
         const int k0 = nn * BNQ;
@@ -818,7 +882,18 @@ kiln_hstu_bwd_dq(const __grid_constant__ kiln_hstu_bwd_kparams p)
         }
 
         uint32_t mbits = 0xffffffffu;
-        if (!M::tile_full(s, i_min, i_max, k0, kiln_min(k0 + BNQ, L) - 1)) {
+        if (FUNC) {
+            mbits = 0;
+#pragma unroll
+            for (int hf = 0; hf < 2; ++hf) {
+                const int r = m0 + qr0 + g + 8 * hf; /* local query row: func's index */
+                if (r >= len_q) continue;
+                /* slot 2 nt + e: key k0 + kc0 + 2 tq + 8 nt + e */
+                const uint32_t fb = kiln_func_bits<2 * KNT>(f, s.q_beg + r, L, k0 + kc0 + 2 * tq);
+#pragma unroll
+                for (int nt = 0; nt < KNT; ++nt) mbits |= ((fb >> (2 * nt)) & 3u) << (nt * 4 + 2 * hf);
+            }
+        } else if (!M::tile_full(s, i_min, i_max, k0, kiln_min(k0 + BNQ, L) - 1)) {
             mbits = 0;
 #pragma unroll
             for (int hf = 0; hf < 2; ++hf) {

@@ -5,8 +5,12 @@
  *
  * Specialized by a prelude of #defines (KILN_ARCH, KILN_DTYPE, KILN_HEAD_DIM,
  * KILN_BLOCK_M, KILN_BLOCK_N, KILN_WARPS, KILN_CAUSAL, KILN_LOCAL,
- * KILN_CONTEXT, KILN_TARGET, KILN_DELTA_Q, KILN_RAB) followed by an #include
- * of this file.  Needs sm_80+ (mma.sync m16n8k16, ldmatrix, cp.async).
+ * KILN_CONTEXT, KILN_TARGET, KILN_DELTA_Q, KILN_RAB, and KILN_FUNC for
+ * NVIDIA's arbitrary mask) followed by an #include of this file.  Needs
+ * sm_80+ (mma.sync m16n8k16, ldmatrix, cp.async).
+ * With KILN_FUNC the m-block visits the key tiles between the smallest and
+ * the largest key any of its rows sees (kiln_func.cuh; one reduction at the
+ * start) and masks every element from the rows' intervals.
  *
  * One CTA = BLOCK_M query rows of one (batch, head); grid = (num_m_blocks,
  * num_heads, batch); WARPS warps each own BLOCK_M / WARPS query rows (16 or
@@ -35,6 +39,7 @@
 #include "kiln_common.cuh"
 #include "hstu_params.h"
 #include "kiln_hstu_seq.cuh"
+#include "kiln_func.cuh"
 
 #if !defined(KILN_DTYPE) || !defined(KILN_HEAD_DIM) || !defined(KILN_BLOCK_M) || \
     !defined(KILN_BLOCK_N) || !defined(KILN_WARPS)
@@ -87,12 +92,15 @@ constexpr bool CONTEXT = KILN_CONTEXT != 0;
 constexpr bool TARGET = KILN_TARGET != 0;
 constexpr bool DELTA_Q = KILN_DELTA_Q != 0;
 constexpr bool RAB = KILN_RAB != 0;
+constexpr bool FUNC = KILN_FUNC != 0;
 
 static_assert(DT == KILN_DT_FP16 || DT == KILN_DT_BF16, "dtype");
 static_assert(D == 32 || D == 64 || D == 128 || D == 256, "head dim");
 static_assert(MT >= 1 && MT <= 2 && BM == WROWS * NWARPS, "BLOCK_M must be 16 or 32 rows per warp");
 static_assert(BN % 16 == 0 && BN >= 16 && BN <= 128, "BLOCK_N");
 static_assert(!(CONTEXT || TARGET) || CAUSAL, "context/target need causal");
+static_assert(!FUNC || !(CAUSAL || LOCAL || CONTEXT || TARGET), "func is a mask of its own");
+static_assert(2 * SN <= 32, "func slots per row");
 
 constexpr uint32_t Q_BYTES = BM * D * 2;
 constexpr uint32_t KV_BYTES = BN * D * 2;
@@ -240,6 +248,15 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_kparams p)
         if (wl >= 0) kv_lo = kiln_max(kv_lo, i_min - wl);
     }
     if (CONTEXT && i_min < c_ctx) kv_hi = kiln_max(kv_hi, hist_end);
+    if constexpr (FUNC) {
+        /* keys between the smallest and the largest any row sees; K buffer 1
+         * is free until the first prefetch, after the prologue's barrier */
+        int lo = L, hi = 0;
+        if (tid < rows_here) kiln_func_span(p, q_beg + m0 + tid, L, lo, hi);
+        kiln_func_block_span<NWARPS>(lo, hi, kiln_smem_u32(kiln_smem) + OFF_K + KV_BYTES, tid);
+        kv_lo = lo;
+        kv_hi = hi;
+    }
     const int n_begin = kv_lo / BN;
     const int n_end = kv_hi > kv_lo ? (kv_hi + BN - 1) / BN : n_begin;
 
@@ -400,6 +417,7 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_kparams p)
             if (wr >= 0) full = full && n0 + BN - 1 <= i_min + wr;
         }
         if (TARGET) full = full && n0 + BN <= hist_end;
+        if (FUNC) full = false;
         if (!full) {
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt)
@@ -421,6 +439,11 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_kparams p)
                     }
                     lo1 -= n0 + 2 * tq; hi1 -= n0 + 2 * tq;
                     lo2 -= n0 + 2 * tq; hi2 -= n0 + 2 * tq;
+                    uint32_t fbits = 0; /* FUNC: bit 2 nt + e for key n0 + 2 tq + 8 nt + e */
+                    if constexpr (FUNC) {
+                        const int r = i - off; /* local query row: func's index */
+                        if (r < len_q) fbits = kiln_func_bits<2 * SN>(p, q_beg + r, L, n0 + 2 * tq);
+                    }
 #pragma unroll
                     for (int nt = 0; nt < SN; ++nt)
 #pragma unroll
@@ -428,6 +451,7 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_kparams p)
                             const int jj = nt * 8 + e;
                             bool ok = jj >= lo1 && jj < hi1;
                             if (TARGET) ok = ok || (jj >= lo2 && jj < hi2);
+                            if (FUNC) ok = (fbits >> (2 * nt + e)) & 1u;
                             if (!ok) s[mt][nt][2 * hf + e] = 0.f;
                         }
                 }

@@ -28,6 +28,11 @@ typedef struct kiln_hstu_kparams {
     int32_t num_m_blocks;              /* ceil(max_seqlen_q / BLOCK_M) */
     float alpha;
     float inv_scaling;                 /* 1 / scaling_seqlen */
+    /* arbitrary mask (kiln.h's func): int32 func[f * func_stride + global
+     * query row], f < n_func; 0 and 0 without it */
+    uint64_t func;
+    int32_t func_stride;               /* elements, <= INT32_MAX */
+    int32_t n_func;                    /* odd, or 0 */
 } kiln_hstu_kparams;
 
 #endif

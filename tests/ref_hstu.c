@@ -63,6 +63,26 @@ int kt_ref_hstu_valid(int i, int j, int L, int c, int t, int wl, int wr,
     return ok;
 }
 
+int kt_ref_hstu_pair(const kiln_hstu_fwd_params *p, const kt_hstu_host *h,
+                     const kt_hstu_seq *s, int r, int j, int mutation) {
+    const int i = r + s->offset; /* the query's position */
+    if (!h->func)
+        return kt_ref_hstu_valid(i, j, s->len_k, s->contexts, s->targets, p->window_left,
+                                 p->window_right, p->target_group_size, mutation);
+    if (j < 0 || j >= s->len_k) return 0;
+    if (mutation == KT_REF_DROP_LAST_KEY && j == s->len_k - 1) return 0;
+    if (mutation == KT_REF_DROP_DIAG && j == i) return 0;
+    const int64_t plus = mutation == KT_REF_FUNC_HI_PLUS1;
+    const int32_t *f = h->func + s->q_start + r;
+    const int64_t st = p->func_stride;
+    /* [0, F0) U [F1, F2) U ...: integer ranges, in 64 bits (F + 1 may pass
+     * INT32_MAX) */
+    if (j < (int64_t)f[0] + plus) return 1;
+    for (int k = 1; k + 1 < p->n_func; k += 2)
+        if (j >= (int64_t)f[k * st] && j < (int64_t)f[(k + 1) * st] + plus) return 1;
+    return 0;
+}
+
 static double load(int dtype, const uint16_t *base, int64_t idx) {
     return (double)kt_half_to_f32(dtype, base[idx]);
 }
@@ -113,10 +133,7 @@ int64_t kt_ref_hstu_fwd_ex(const kiln_hstu_fwd_params *p,
                     acc[d] = 0;
                 }
                 for (int j = 0; j < s.len_k; j++) {
-                    if (!kt_ref_hstu_valid(i, j, s.len_k, s.contexts, s.targets,
-                                           p->window_left, p->window_right,
-                                           p->target_group_size, mutation))
-                        continue;
+                    if (!kt_ref_hstu_pair(p, h, &s, r, j, mutation)) continue;
                     const double *kj = kd + (size_t)j * D, *vj = vd + (size_t)j * D;
                     double dot = 0;
                     for (int d = 0; d < D; d++) dot += qrow[d] * kj[d];

@@ -21,6 +21,9 @@ typedef struct kt_hstu_host {
     const void *seq_offsets_q; /* int32 or int64 (params.offsets_type) */
     const void *seq_offsets_k; /* NULL: same as seq_offsets_q */
     const int32_t *num_contexts, *num_targets; /* or NULL */
+    /* NVIDIA's arbitrary mask, or NULL: value f of global query row g at
+     * func[f * params.func_stride + g], f < params.n_func (kiln.h) */
+    const int32_t *func;
 } kt_hstu_host;
 
 /* One sequence as the kernel must see it. */
@@ -37,7 +40,8 @@ enum kt_ref_mutation {
     KT_REF_EXACT = 0,
     KT_REF_DROP_DIAG = 1,      /* pair (i, i) treated as invalid */
     KT_REF_DROP_LAST_KEY = 2,  /* key j = L-1 treated as invalid */
-    KT_REF_TARGET_GROUP_PLUS1 = 3 /* target groups of g+1 instead of g */
+    KT_REF_TARGET_GROUP_PLUS1 = 3, /* target groups of g+1 instead of g */
+    KT_REF_FUNC_HI_PLUS1 = 4       /* func: every interval one key longer at its end */
 };
 
 /* Read sequence b.  Returns 1 and fills *s if the sequence is valid, 0 if
@@ -52,6 +56,14 @@ int kt_ref_hstu_seq(const kiln_hstu_fwd_params *p, const kt_hstu_host *h,
  * clamped), given window (wl, wr) and target group g.  Pure function. */
 int kt_ref_hstu_valid(int i, int j, int L, int c, int t, int wl, int wr,
                       int g, int mutation);
+
+/* Whether query row r (local index) of sequence s sees key j: through
+ * h->func when it is set (the intervals of global row s->q_start + r,
+ * clamped to [0, len_k); the window, contexts and targets are not looked at),
+ * else kt_ref_hstu_valid at the row's position r + s->offset.  The one
+ * validity rule of both references. */
+int kt_ref_hstu_pair(const kiln_hstu_fwd_params *p, const kt_hstu_host *h,
+                     const kt_hstu_seq *s, int r, int j, int mutation);
 
 /* out_i = sum over valid j of silu(alpha * (q.k + rab)) / scaling_seqlen * v_j
  * for every row of every valid sequence and every head, written to out

@@ -100,10 +100,7 @@ int64_t kt_ref_hstu_bwd_ex(const kiln_hstu_bwd_params *bp, const kt_hstu_bwd_hos
                 const double *qi = qd + (size_t)r * D, *doi = dod + (size_t)r * D;
                 double *dqi = dqd + (size_t)r * D;
                 for (int j = 0; j < s.len_k; j++) {
-                    if (!kt_ref_hstu_valid(i, j, s.len_k, s.contexts, s.targets,
-                                           p->window_left, p->window_right,
-                                           p->target_group_size, mask_mut))
-                        continue;
+                    if (!kt_ref_hstu_pair(p, &h->f, &s, r, j, mask_mut)) continue;
                     const double *kj = kd + (size_t)j * D, *vj = vd + (size_t)j * D;
                     double qk = 0, dp = 0;
                     for (int d = 0; d < D; d++) {

@@ -11,7 +11,7 @@
  *   silu'(x) = sig(x) * (1 + x * (1 - sig(x)))    dk_j += ds * q_i
  *   drab[b, h % rab_heads, pos(i), j] += ds
  * Validity of (i, j) and which sequences are valid come from ref_hstu.c
- * (kt_ref_hstu_valid, kt_ref_hstu_seq), so the backward can never disagree
+ * (kt_ref_hstu_pair, kt_ref_hstu_seq), so the backward can never disagree
  * with the forward about the mask.
  *
  * Written elements: every row of dq of a valid sequence, every row of dk/dv

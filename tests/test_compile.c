@@ -34,8 +34,9 @@ static int collect(const char *key, void *user)
 }
 
 /* The Hopper backward (hstu_bwd_sm90.cu) for every sm_90a backward key it
- * serves (head dim 64 / 128 / 256, no rab, drab or det), default or not: named
- * with "/wgmma" and canonicalized, so each is listed under its stored key. */
+ * serves (head dim 64 / 128 / 256, no rab, drab or det, no func mask), default
+ * or not: named with "/wgmma" and canonicalized, so each is listed under its
+ * stored key. */
 static int nwgmma, wgmma_bad;
 
 static int collect_wgmma(const char *key, void *user)
@@ -43,7 +44,7 @@ static int collect_wgmma(const char *key, void *user)
     (void)user;
     if ((!strstr(key, "/d64/") && !strstr(key, "/d128/") && !strstr(key, "/d256/")) ||
         strstr(key, "/rab") ||
-        strstr(key, "/det"))
+        strstr(key, "/det") || strstr(key, "func"))
         return 0;
     char named[200], canon[160];
     snprintf(named, sizeof named, "%s/wgmma", key);

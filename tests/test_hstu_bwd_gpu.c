@@ -149,7 +149,7 @@ typedef struct bdata {
     double *eref[NBUF]; /* reference with rounded GEMM operands, or NULL */
     uint64_t ws_bytes;
     /* device */
-    uint64_t dqkv[3], drab_in, ddo, doffq, doffk, dctx, dtgt, dg[NBUF], dws;
+    uint64_t dqkv[3], drab_in, ddo, doffq, doffk, dctx, dtgt, dg[NBUF], dws, dfunc;
 } bdata;
 
 enum { REF_EXACT = 1, REF_NEG = 2, REF_EMUL = 4 };
@@ -302,6 +302,7 @@ static void build_case(const kt_case *c, const int64_t *custom_off, int params_o
     d->bdo = kt_alloc_poison(d->ndo);
     kt_fill_rows(&r, dt, d->bdo, total_q, ors, ohs, H, D, 1.0, c->grid_values);
     kt_fill_rab(c, p, &r, &d->in);
+    kt_fill_func(c, &s, &d->in);
     for (int i = 0; i < NBUF; i++)
         if (d->gn[i]) d->g[i] = kt_alloc_poison(d->gn[i]);
 
@@ -315,12 +316,13 @@ static void build_case(const kt_case *c, const int64_t *custom_off, int params_o
 
 static void free_device(bdata *d) {
     for (int i = 0; i < 3; i++) kt_gpu_free(d->dqkv[i]);
-    uint64_t *ptrs[] = {&d->drab_in, &d->ddo, &d->doffq, &d->doffk, &d->dctx, &d->dtgt, &d->dws};
+    uint64_t *ptrs[] = {&d->drab_in, &d->ddo,  &d->doffq, &d->doffk,
+                        &d->dctx,    &d->dtgt, &d->dws,   &d->dfunc};
     for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) kt_gpu_free(*ptrs[i]);
     for (int i = 0; i < NBUF; i++) kt_gpu_free(d->dg[i]);
     memset(d->dqkv, 0, sizeof d->dqkv);
     memset(d->dg, 0, sizeof d->dg);
-    d->drab_in = d->ddo = d->doffq = d->doffk = d->dctx = d->dtgt = d->dws = 0;
+    d->drab_in = d->ddo = d->doffq = d->doffk = d->dctx = d->dtgt = d->dws = d->dfunc = 0;
 }
 
 static void free_refs(double **bufs) {
@@ -551,6 +553,7 @@ static int upload_case(bdata *d, char *msg, size_t n) {
     if (d->h.f.num_contexts) fail |= !(d->dctx = kt_gpu_alloc_copy(d->in.ctx, sizeof d->in.ctx));
     if (d->h.f.num_targets) fail |= !(d->dtgt = kt_gpu_alloc_copy(d->in.tgt, sizeof d->in.tgt));
     if (d->in.brab) fail |= !(d->drab_in = kt_gpu_alloc_copy(d->in.brab, d->in.nrab * 2));
+    if (d->in.func) fail |= !(d->dfunc = kt_gpu_alloc_copy(d->in.func, d->in.nfunc * 4));
     for (int i = 0; i < NBUF; i++)
         if (d->gn[i]) fail |= !(d->dg[i] = kt_gpu_alloc(d->gn[i] * 2));
     if (fail) {
@@ -572,6 +575,7 @@ static int upload_case(bdata *d, char *msg, size_t n) {
     p->num_contexts = d->dctx;
     p->num_targets = d->dtgt;
     p->rab = d->drab_in;
+    p->func = d->dfunc;
     bp->dout = d->ddo;
     bp->dq = d->dg[d->tbuf[T_DQ]] + d->tat[T_DQ] * 2;
     bp->dk = d->dg[d->tbuf[T_DK]] + d->tat[T_DK] * 2;
@@ -708,7 +712,7 @@ static void run_built(kiln_engine *e, bdata *d, result *res) {
 static int wgmma_serves(const kiln_hstu_bwd_params *bp, const char *fk) {
     const int d = bp->fwd.head_dim;
     return strstr(fk, "/sm_90a/") && (d == 64 || d == 128) && !bp->fwd.rab && !bp->drab &&
-           !bp->deterministic;
+           !bp->deterministic && !bp->fwd.func;
 }
 
 /* The key kiln_hstu_bwd compiles for bp on arch (NULL: the device): the
@@ -924,6 +928,34 @@ static int edge_cases(kt_case *out) {
     c.rab_heads = 1;
     c.drab = 1;
     c.det = 1;
+    out[n++] = c;
+    /* NVIDIA's arbitrary mask */
+    c = kt_base_case("func-long", KT_F_FUNC, bf, 128, 2, 4, L(700, 129, 0, 1));
+    c.n_func = 5;
+    c.rab_heads = 1;
+    c.rab_exact = 1; /* rows 700 apart */
+    c.drab = 1;
+    c.i64 = 1;
+    out[n++] = c;
+    c = kt_base_case("func-delta-det", KT_F_FUNC, fp, 64, 4, 3, L(1, 50, 0));
+    memcpy(c.len_k, L(77, 200, 5), 3 * sizeof(int));
+    c.delta_q = 1;
+    c.rab_heads = 4;
+    c.drab = 1;
+    c.drab_own = 1;
+    c.det = 1;
+    c.func_pad = 0;
+    out[n++] = c;
+    c = kt_base_case("func-n1-packed", KT_F_FUNC, fp, 32, 3, 3, L(33, 130, 17));
+    c.n_func = 1;
+    c.layout = KT_L_PACKED;
+    c.rab_heads = 1;
+    c.drab = 1;
+    out[n++] = c;
+    c = kt_base_case("func-d256-det", KT_F_FUNC, bf, 256, 2, 2, L(300, 64));
+    c.det = 1;
+    c.func_pad = 3;
+    c.extra_rows = 4;
     out[n++] = c;
 #undef L
     return n;
@@ -1197,8 +1229,8 @@ static void test_gpu_sweep(void **state) {
 /* The case the negative controls use: every mask feature at once, a rab
  * head shared by both heads (so the head sum of drab matters), alpha and
  * scaling away from 1. */
-static kt_case neg_case(int dtype) {
-    kt_case c = kt_neg_case(dtype);
+static kt_case neg_case(int dtype, int func) {
+    kt_case c = func ? kt_neg_func_case(dtype) : kt_neg_case(dtype);
     c.drab = 1;
     c.alpha = 0.7f;
     c.scaling = 150.0f;
@@ -1222,12 +1254,16 @@ static void check_negative_controls(bdata *d, const char *who) {
     assert_true(cmp_ok(&r, dt));
     assert_true(r.compared > 0);
 
-    static const struct {
+    /* func cases have no target groups: their third mutation lengthens
+     * every interval by one key */
+    const int func = d->h.f.func != NULL;
+    const struct {
         int m;
         const char *name;
     } muts[] = {{KT_REF_DROP_DIAG, "diagonal dropped"},
                 {KT_REF_DROP_LAST_KEY, "last key dropped"},
-                {KT_REF_TARGET_GROUP_PLUS1, "target group g+1"},
+                {func ? KT_REF_FUNC_HI_PLUS1 : KT_REF_TARGET_GROUP_PLUS1,
+                 func ? "func ends + 1" : "target group g+1"},
                 {KT_BWD_SILU_NO_X_TERM, "silu' = sigmoid"},
                 {KT_BWD_NO_ALPHA, "ds without alpha"},
                 {KT_BWD_DV_NO_SCALING, "dv without 1/scaling"},
@@ -1295,8 +1331,8 @@ static void check_negative_controls(bdata *d, const char *who) {
  * every mutation and corruption fails, for both dtypes. */
 static void test_ref_negative_controls(void **state) {
     (void)state;
-    for (int t = 0; t < 2; t++) {
-        kt_case c = neg_case(t ? KILN_DTYPE_BF16 : KILN_DTYPE_FP16);
+    for (int t = 0; t < 4; t++) { /* fp16, bf16; then with the func mask */
+        kt_case c = neg_case(t % 2 ? KILN_DTYPE_BF16 : KILN_DTYPE_FP16, t >= 2);
         bdata d;
         build_case(&c, NULL, 0, REF_EXACT | REF_EMUL, &d);
         stand_in(&d);
@@ -1309,8 +1345,8 @@ static void test_ref_negative_controls(void **state) {
 static void test_gpu_negative_controls(void **state) {
     (void)state;
     REQUIRE_GPU();
-    for (int t = 0; t < 2; t++) {
-        kt_case c = neg_case(t ? KILN_DTYPE_BF16 : KILN_DTYPE_FP16);
+    for (int t = 0; t < 4; t++) { /* fp16, bf16; then with the func mask */
+        kt_case c = neg_case(t % 2 ? KILN_DTYPE_BF16 : KILN_DTYPE_FP16, t >= 2);
         bdata d;
         build_case(&c, NULL, 0, REF_EXACT, &d);
         result res;
@@ -1432,8 +1468,8 @@ static void test_gpu_invalid_offsets(void **state) {
 /* The cases of the GPU tests outside the sweep, for prewarming. */
 static int other_gpu_cases(kt_case *out) {
     int n = 0;
-    out[n++] = neg_case(KILN_DTYPE_FP16);
-    out[n++] = neg_case(KILN_DTYPE_BF16);
+    for (int t = 0; t < 4; t++)
+        out[n++] = neg_case(t % 2 ? KILN_DTYPE_BF16 : KILN_DTYPE_FP16, t >= 2);
     for (int det = 0; det < 2; det++) {
         out[n] = invalid_offsets_case();
         out[n++].det = det;
@@ -1491,6 +1527,7 @@ static void test_params_init_defaults(void **state) {
     assert_int_equal(p.fwd.rab_heads, 1);
     assert_int_equal(p.fwd.batch, 0);
     assert_true(p.fwd.q == 0 && p.fwd.rab == 0);
+    assert_true(p.fwd.func == 0 && p.fwd.n_func == 0 && p.fwd.func_stride == 0);
     assert_true(p.dout == 0 && p.dq == 0 && p.dk == 0 && p.dv == 0 && p.drab == 0);
     assert_true(p.workspace == 0 && p.workspace_bytes == 0);
     assert_int_equal(p.deterministic, 0);
@@ -1502,7 +1539,8 @@ enum {
     BAD_DOUT_NULL, BAD_DQ_NULL, BAD_DK_NULL, BAD_DV_NULL, BAD_DRAB_NO_RAB, BAD_WS_SMALL,
     BAD_WS_NULL, BAD_DQ_MISALIGNED, BAD_DK_MISALIGNED, BAD_DV_MISALIGNED, BAD_DOUT_MISALIGNED,
     BAD_DRAB_MISALIGNED, BAD_WS_MISALIGNED, BAD_HEAD_DIM, BAD_FWD_Q_MISALIGNED,
-    BAD_STRUCT_SIZE, BAD_FWD_STRUCT_SIZE, BAD_COUNT
+    BAD_STRUCT_SIZE, BAD_FWD_STRUCT_SIZE, BAD_FUNC_EVEN, BAD_FUNC_MISALIGNED, BAD_FUNC_STRIDE,
+    BAD_FUNC_CAUSAL, BAD_FUNC_TARGETS, BAD_COUNT
 };
 
 static const struct {
@@ -1526,7 +1564,20 @@ static const struct {
     [BAD_FWD_Q_MISALIGNED] = {"fwd.q misaligned by 2 bytes", {"q"}},
     [BAD_STRUCT_SIZE] = {"struct_size = 0", {"struct_size"}},
     [BAD_FWD_STRUCT_SIZE] = {"fwd.struct_size = 0", {"struct_size"}},
+    [BAD_FUNC_EVEN] = {"fwd.func with n_func = 4", {"n_func"}},
+    [BAD_FUNC_MISALIGNED] = {"fwd.func misaligned by 1 byte", {"func"}},
+    [BAD_FUNC_STRIDE] = {"fwd.func_stride = 0", {"func_stride"}},
+    [BAD_FUNC_CAUSAL] = {"fwd.func with the causal window", {"func", "window_left", "window_right"}},
+    [BAD_FUNC_TARGETS] = {"fwd.func with num_targets", {"num_targets"}},
 };
+
+/* valid func params: no window, three values per row of (1, 3, total_q + 256) */
+static void make_func(kiln_hstu_fwd_params *p) {
+    p->window_left = p->window_right = -1;
+    p->func = 0x7f0001000000ull;
+    p->n_func = 3;
+    p->func_stride = p->total_q + 256;
+}
 
 static void make_bad(kiln_hstu_bwd_params *p, int which) {
     valid_fake_params(p);
@@ -1548,6 +1599,11 @@ static void make_bad(kiln_hstu_bwd_params *p, int which) {
     case BAD_FWD_Q_MISALIGNED: p->fwd.q += 2; break;
     case BAD_STRUCT_SIZE: p->struct_size = 0; break;
     case BAD_FWD_STRUCT_SIZE: p->fwd.struct_size = 0; break;
+    case BAD_FUNC_EVEN: make_func(&p->fwd); p->fwd.n_func = 4; break;
+    case BAD_FUNC_MISALIGNED: make_func(&p->fwd); p->fwd.func += 1; break;
+    case BAD_FUNC_STRIDE: make_func(&p->fwd); p->fwd.func_stride = 0; break;
+    case BAD_FUNC_CAUSAL: make_func(&p->fwd); p->fwd.window_right = 0; break;
+    case BAD_FUNC_TARGETS: make_func(&p->fwd); p->fwd.num_targets = 0x7f0000800000ull; break;
     default: break;
     }
 }
@@ -1572,6 +1628,19 @@ static void test_bad_args(void **state) {
     st = kiln_hstu_bwd(g_nolaunch, &p, NULL);
     assert_int_not_equal(st, KILN_OK);
     assert_int_not_equal(st, KILN_EBADARG); /* deterministic is valid too */
+    make_func(&p.fwd);
+    st = kiln_hstu_bwd(g_nolaunch, &p, NULL);
+    assert_int_not_equal(st, KILN_OK);
+    assert_int_not_equal(st, KILN_EBADARG); /* and with a func mask */
+    /* func keys never take the Hopper backward, asked for or not */
+    char key[KT_KEYLEN];
+    p.fwd.rab = 0;
+    p.drab = 0;
+    p.deterministic = 0;
+    p.fwd.head_dim = 64;
+    assert_int_equal(kiln_hstu_bwd_workspace_size(&p, &p.workspace_bytes), KILN_OK);
+    assert_int_equal(kiln_hstu_bwd_key(&p, "sm_90a", key, sizeof key), KILN_OK);
+    assert_string_equal(key, "hstu_bwd/sm_90a/bf16/d64/func");
 
     char need[32];
     snprintf(need, sizeof need, "%llu", (unsigned long long)required);

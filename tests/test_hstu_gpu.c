@@ -30,7 +30,8 @@
  * Environment:
  *   KILN_TEST_SEED        seed of the random sweep (default 20261123)
  *   KILN_TEST_REPS        random cases per (mask family, dtype, head_dim) cell
- *                         (default 2: 6 x 2 x 4 x 2 = 96, plus the edge cases)
+ *                         (default 2: 7 x 2 x 4 x 2 = 112, plus the edge cases;
+ *                         the seventh family is NVIDIA's arbitrary func mask)
  *   KILN_TEST_FILTER      run only sweep cases whose description has this text
  *   KILN_TEST_NO_PREWARM  1: skip compiling the sweep's kernels in parallel
  *                         before the first launch
@@ -95,7 +96,7 @@ typedef struct cdata {
     uint16_t *out;                       /* host copy of out */
     size_t nout;                         /* elements */
     double *ref;                         /* reference, out's layout, NaN elsewhere */
-    uint64_t dq, dk, dv, drab, dout, doffq, doffk, dctx, dtgt;
+    uint64_t dq, dk, dv, drab, dout, doffq, doffk, dctx, dtgt, dfunc;
 } cdata;
 
 /* Build case c: params, host tensors and the reference.  custom_off, if not
@@ -141,6 +142,7 @@ static void build_case(const kt_case *c, const int64_t *custom_off, int params_o
 
     kt_fill_qkv(c, &s, &r, &d->in);
     kt_fill_rab(c, p, &r, &d->in);
+    kt_fill_func(c, &s, &d->in);
     d->nout = kt_span(s.total_q, ors, ohs, H, D) + KT_GUARD;
     d->out = kt_alloc_poison(d->nout);
     kt_host_view(c, &s, &d->in, &d->h);
@@ -152,7 +154,7 @@ static void build_case(const kt_case *c, const int64_t *custom_off, int params_o
 
 static void free_device(cdata *d) {
     uint64_t *ptrs[] = {&d->dq, &d->dk, &d->dv, &d->drab, &d->dout,
-                        &d->doffq, &d->doffk, &d->dctx, &d->dtgt};
+                        &d->doffq, &d->doffk, &d->dctx, &d->dtgt, &d->dfunc};
     for (size_t i = 0; i < sizeof ptrs / sizeof ptrs[0]; i++) {
         kt_gpu_free(*ptrs[i]);
         *ptrs[i] = 0;
@@ -184,9 +186,11 @@ static int upload_case(cdata *d, char *msg, size_t n) {
     if (d->h.num_contexts) d->dctx = kt_gpu_alloc_copy(d->in.ctx, sizeof d->in.ctx);
     if (d->h.num_targets) d->dtgt = kt_gpu_alloc_copy(d->in.tgt, sizeof d->in.tgt);
     if (d->in.brab) d->drab = kt_gpu_alloc_copy(d->in.brab, d->in.nrab * 2);
+    if (d->in.func) d->dfunc = kt_gpu_alloc_copy(d->in.func, d->in.nfunc * 4);
     if (!d->dq || (d->in.bk != d->in.bq && (!d->dk || !d->dv)) || !d->dout || !d->doffq ||
         (d->h.seq_offsets_k && !d->doffk) || (d->h.num_contexts && !d->dctx) ||
         (d->h.num_targets && !d->dtgt) || (d->in.brab && !d->drab) ||
+        (d->in.func && !d->dfunc) ||
         kt_gpu_memset8(d->dout, 0xff, d->nout * 2) != 0) {
         snprintf(msg, n, "device setup: %s", kt_gpu_error());
         return -1;
@@ -206,6 +210,7 @@ static int upload_case(cdata *d, char *msg, size_t n) {
     p->num_contexts = d->dctx;
     p->num_targets = d->dtgt;
     p->rab = d->drab;
+    p->func = d->dfunc;
     return 0;
 }
 
@@ -462,6 +467,28 @@ static int edge_cases(kt_case *out) {
     c.layout = KT_L_PADDED;
     c.rab_heads = 1;
     out[n++] = c;
+    /* NVIDIA's arbitrary mask */
+    c = kt_base_case("func-long", KT_F_FUNC, bf, 128, 2, 4, L(700, 129, 0, 1));
+    c.n_func = 5;
+    c.rab_heads = 1;
+    c.rab_exact = 1; /* rows 700 apart */
+    c.i64 = 1;
+    out[n++] = c;
+    c = kt_base_case("func-delta-rab", KT_F_FUNC, fp, 64, 4, 3, L(1, 50, 0));
+    memcpy(c.len_k, L(77, 200, 5), 3 * sizeof(int));
+    c.delta_q = 1;
+    c.rab_heads = 2;
+    c.func_pad = 0; /* rows exactly total_q apart */
+    out[n++] = c;
+    c = kt_base_case("func-n1", KT_F_FUNC, bf, 256, 1, 3, L(33, 130, 17));
+    c.n_func = 1;
+    c.layout = KT_L_PADDED;
+    c.extra_rows = 5;
+    out[n++] = c;
+    c = kt_base_case("func-d32-packed", KT_F_FUNC, fp, 32, 3, 2, L(300, 64));
+    c.layout = KT_L_PACKED;
+    c.func_pad = 3;
+    out[n++] = c;
 #undef L
     return n;
 }
@@ -628,10 +655,14 @@ static void check_negative_controls(cdata *d, const char *who) {
     assert_true(cmp_ok(&r, dt));
     assert_true(r.compared > 0);
 
-    static const struct { int m; const char *name; } muts[] = {
+    /* func cases have no target groups: their third mutation lengthens
+     * every interval by one key */
+    const int func = d->h.func != NULL;
+    const struct { int m; const char *name; } muts[] = {
         {KT_REF_DROP_DIAG, "diagonal dropped"},
         {KT_REF_DROP_LAST_KEY, "last key dropped"},
-        {KT_REF_TARGET_GROUP_PLUS1, "target group g+1"}};
+        {func ? KT_REF_FUNC_HI_PLUS1 : KT_REF_TARGET_GROUP_PLUS1,
+         func ? "func ends + 1" : "target group g+1"}};
     double *mref = kt_xmalloc(d->nout * sizeof(double));
     for (size_t k = 0; k < sizeof muts / sizeof muts[0]; k++) {
         for (size_t i = 0; i < d->nout; i++) mref[i] = NAN;
@@ -682,8 +713,9 @@ static void check_negative_controls(cdata *d, const char *who) {
  * every mutation / corruption fails, for both dtypes. */
 static void test_ref_negative_controls(void **state) {
     (void)state;
-    for (int t = 0; t < 2; t++) {
-        kt_case c = kt_neg_case(t ? KILN_DTYPE_BF16 : KILN_DTYPE_FP16);
+    for (int t = 0; t < 4; t++) { /* fp16, bf16; then with the func mask */
+        const int dt = t % 2 ? KILN_DTYPE_BF16 : KILN_DTYPE_FP16;
+        kt_case c = t < 2 ? kt_neg_case(dt) : kt_neg_func_case(dt);
         cdata d;
         build_case(&c, NULL, 0, &d);
         for (size_t i = 0; i < d.nout; i++)
@@ -697,8 +729,9 @@ static void test_ref_negative_controls(void **state) {
 static void test_gpu_negative_controls(void **state) {
     (void)state;
     REQUIRE_GPU();
-    for (int t = 0; t < 2; t++) {
-        kt_case c = kt_neg_case(t ? KILN_DTYPE_BF16 : KILN_DTYPE_FP16);
+    for (int t = 0; t < 4; t++) { /* fp16, bf16; then with the func mask */
+        const int dt = t % 2 ? KILN_DTYPE_BF16 : KILN_DTYPE_FP16;
+        kt_case c = t < 2 ? kt_neg_case(dt) : kt_neg_func_case(dt);
         cdata d;
         char msg[600];
         build_case(&c, NULL, 0, &d);
@@ -813,13 +846,17 @@ static void test_params_init_defaults(void **state) {
     assert_true(p.q == 0 && p.out == 0 && p.rab == 0 && p.num_targets == 0);
     assert_true(p.scaling_seqlen == 0.0f);
     assert_int_equal(p.is_delta_q, 0);
+    assert_true(p.func == 0 && p.n_func == 0 && p.func_stride == 0);
     assert_int_equal(kiln_hstu_fwd_params_init(NULL), KILN_EBADARG);
 }
 
 enum {
     BAD_OUT_NULL, BAD_HEAD_DIM, BAD_NUM_HEADS, BAD_RAB_HEADS, BAD_CONTEXT_NO_CAUSAL,
     BAD_TARGETS_NO_CAUSAL, BAD_GROUP_ZERO, BAD_BATCH_BIG, BAD_BATCH_NEG, BAD_Q_MISALIGNED,
-    BAD_OUT_MISALIGNED, BAD_DTYPE, BAD_STRUCT_SIZE, BAD_OFFSETS_NULL, BAD_COUNT
+    BAD_OUT_MISALIGNED, BAD_DTYPE, BAD_STRUCT_SIZE, BAD_OFFSETS_NULL, BAD_FUNC_EVEN,
+    BAD_FUNC_ZERO, BAD_FUNC_BIG, BAD_FUNC_MISALIGNED, BAD_FUNC_STRIDE, BAD_FUNC_STRIDE_BIG,
+    BAD_FUNC_CAUSAL, BAD_FUNC_LOCAL, BAD_FUNC_CONTEXTS, BAD_FUNC_TARGETS, BAD_NFUNC_NO_FUNC,
+    BAD_COUNT
 };
 
 static const struct {
@@ -842,7 +879,26 @@ static const struct {
     [BAD_DTYPE] = {"dtype = 99", {"dtype"}},
     [BAD_STRUCT_SIZE] = {"struct_size = 0", {"struct_size"}},
     [BAD_OFFSETS_NULL] = {"seq_offsets_q = 0", {"seq_offsets_q"}},
+    [BAD_FUNC_EVEN] = {"func with n_func = 2", {"n_func"}},
+    [BAD_FUNC_ZERO] = {"func with n_func = 0", {"n_func"}},
+    [BAD_FUNC_BIG] = {"func with n_func = 257", {"n_func"}},
+    [BAD_FUNC_MISALIGNED] = {"func misaligned by 2 bytes", {"func"}},
+    [BAD_FUNC_STRIDE] = {"func_stride = total_q - 1", {"func_stride"}},
+    [BAD_FUNC_STRIDE_BIG] = {"func_stride = 2^31", {"func_stride"}},
+    [BAD_FUNC_CAUSAL] = {"func with the causal window", {"func", "window_left", "window_right"}},
+    [BAD_FUNC_LOCAL] = {"func with window (4, 4)", {"func", "window_left", "window_right"}},
+    [BAD_FUNC_CONTEXTS] = {"func with num_contexts", {"num_contexts"}},
+    [BAD_FUNC_TARGETS] = {"func with num_targets", {"num_targets"}},
+    [BAD_NFUNC_NO_FUNC] = {"n_func = 3 without func", {"n_func", "func"}},
 };
+
+/* valid func params: no window, three values per row of (1, 3, total_q + 256) */
+static void make_func(kiln_hstu_fwd_params *p) {
+    p->window_left = p->window_right = -1;
+    p->func = 0x7f0000b00000ull;
+    p->n_func = 3;
+    p->func_stride = p->total_q + 256;
+}
 
 static void make_bad(kiln_hstu_fwd_params *p, int which) {
     valid_fake_params(p);
@@ -868,6 +924,17 @@ static void make_bad(kiln_hstu_fwd_params *p, int which) {
     case BAD_DTYPE: p->dtype = 99; break;
     case BAD_STRUCT_SIZE: p->struct_size = 0; break;
     case BAD_OFFSETS_NULL: p->seq_offsets_q = 0; break;
+    case BAD_FUNC_EVEN: make_func(p); p->n_func = 2; break;
+    case BAD_FUNC_ZERO: make_func(p); p->n_func = 0; break;
+    case BAD_FUNC_BIG: make_func(p); p->n_func = KILN_HSTU_FUNC_MAX + 2; break;
+    case BAD_FUNC_MISALIGNED: make_func(p); p->func += 2; break;
+    case BAD_FUNC_STRIDE: make_func(p); p->func_stride = p->total_q - 1; break;
+    case BAD_FUNC_STRIDE_BIG: make_func(p); p->func_stride = 1ll << 31; break;
+    case BAD_FUNC_CAUSAL: make_func(p); p->window_right = 0; break;
+    case BAD_FUNC_LOCAL: make_func(p); p->window_left = p->window_right = 4; break;
+    case BAD_FUNC_CONTEXTS: make_func(p); p->num_contexts = fake; break;
+    case BAD_FUNC_TARGETS: make_func(p); p->num_targets = fake; break;
+    case BAD_NFUNC_NO_FUNC: make_func(p); p->func = 0; break;
     default: break;
     }
 }
@@ -885,6 +952,30 @@ static void test_bad_args(void **state) {
            kiln_last_error());
     assert_int_not_equal(st, KILN_OK);
     assert_int_not_equal(st, KILN_EBADARG); /* the base is valid */
+    make_func(&p); /* and so is it with a func mask */
+    st = kiln_hstu_fwd(g_nolaunch, &p, NULL);
+    printf("valid func params on a no-compile engine: %s (%s)\n", kiln_status_name(st),
+           kiln_last_error());
+    assert_int_not_equal(st, KILN_OK);
+    assert_int_not_equal(st, KILN_EBADARG);
+    char key[KT_KEYLEN];
+    assert_int_equal(kiln_hstu_fwd_key(&p, "sm_90a", key, sizeof key), KILN_OK);
+    assert_string_equal(key, "hstu_fwd/sm_90a/bf16/d128/func"); /* never the Hopper kernel */
+    p.is_delta_q = 1;
+    assert_int_equal(kiln_hstu_fwd_key(&p, "sm_80", key, sizeof key), KILN_OK);
+    assert_string_equal(key, "hstu_fwd/sm_80/bf16/d128/deltaq+func");
+    /* fp8 has no func kernel: unsupported, not a bad argument */
+    valid_fake_params(&p);
+    make_func(&p);
+    p.dtype = KILN_DTYPE_E4M3;
+    p.out_dtype = KILN_DTYPE_BF16;
+    st = kiln_hstu_fwd(g_nolaunch, &p, NULL);
+    printf("%s %-42s -> %s \"%s\"\n",
+           st == KILN_EUNSUPPORTED && kt_names_field(kiln_last_error(), "func") ? "ok  " : "FAIL",
+           "e4m3 with func", kiln_status_name(st), kiln_last_error());
+    assert_int_equal(st, KILN_EUNSUPPORTED);
+    assert_true(kt_names_field(kiln_last_error(), "func"));
+    valid_fake_params(&p);
 
     int wrong = 0;
     for (int w = 0; w < BAD_COUNT; w++) {
@@ -1060,6 +1151,78 @@ static void test_ref_closed_form(void **state) {
     assert_true(out[2] == -1); /* untouched */
 }
 
+/* func: the same closed form, each row seeing its own key intervals;
+ * empty, overlapping, negative, past-the-end and extreme values. */
+static void test_ref_func(void **state) {
+    (void)state;
+    enum { L = 6, NF = 3, ST = L + 2 };
+    uint16_t ones[L];
+    for (int i = 0; i < L; i++) ones[i] = 0x3f80;
+    int32_t offs[2] = {0, L};
+    /* rows (F0, F1, F2) -> [0, F0) U [F1, F2) */
+    static const int32_t rows[L][NF] = {
+        {2, 4, 6},                          /* 0 1 . . 4 5: 4 keys */
+        {0, 3, 2},                          /* empty, empty: 0 */
+        {-5, 1, 100},                       /* 1..5: 5 */
+        {7, 0, 0},                          /* all 6 */
+        {1, 0, 3},                          /* overlapping: 0 1 2: 3 */
+        {INT32_MIN, INT32_MAX, INT32_MAX}}; /* 0 */
+    static const int want[L] = {4, 0, 5, 6, 3, 0};
+    int32_t func[NF * ST];
+    for (int i = 0; i < NF * ST; i++) func[i] = 1000; /* padding: never read */
+    for (int r = 0; r < L; r++)
+        for (int f = 0; f < NF; f++) func[f * ST + r] = rows[r][f];
+    kiln_hstu_fwd_params p;
+    memset(&p, 0, sizeof p);
+    p.dtype = KILN_DTYPE_BF16;
+    p.head_dim = p.num_heads = p.batch = 1;
+    p.total_q = p.total_k = L;
+    p.q_row_stride = p.k_row_stride = p.v_row_stride = p.out_row_stride = 1;
+    p.q_head_stride = p.k_head_stride = p.v_head_stride = p.out_head_stride = 1;
+    p.max_seqlen_q = p.max_seqlen_k = L;
+    p.window_left = p.window_right = -1;
+    p.alpha = 1.0f;
+    p.rab_heads = p.target_group_size = 1;
+    p.n_func = NF;
+    p.func_stride = ST;
+    kt_hstu_host h = {.q = ones, .k = ones, .v = ones, .seq_offsets_q = offs, .func = func};
+    double out[L];
+    const double w = kt_ref_silu(1.0) / L;
+    kt_ref_hstu_fwd(&p, &h, out);
+    for (int r = 0; r < L; r++) assert_float_equal(out[r], want[r] * w, 1e-15);
+    /* n_func 1: only [0, F0) */
+    p.n_func = 1;
+    kt_ref_hstu_fwd(&p, &h, out);
+    static const int want1[L] = {2, 0, 0, 6, 1, 0};
+    for (int r = 0; r < L; r++) assert_float_equal(out[r], want1[r] * w, 1e-15);
+    p.n_func = NF;
+    /* the window is not looked at with func */
+    p.window_right = 0;
+    kt_ref_hstu_fwd(&p, &h, out);
+    for (int r = 0; r < L; r++) assert_float_equal(out[r], want[r] * w, 1e-15);
+    p.window_right = -1;
+    /* the mutations */
+    kt_hstu_seq sq;
+    assert_int_equal(kt_ref_hstu_seq(&p, &h, 0, &sq), 1);
+    assert_int_equal(kt_ref_hstu_pair(&p, &h, &sq, 0, 2, KT_REF_EXACT), 0);
+    assert_int_equal(kt_ref_hstu_pair(&p, &h, &sq, 0, 2, KT_REF_FUNC_HI_PLUS1), 1);
+    assert_int_equal(kt_ref_hstu_pair(&p, &h, &sq, 3, 3, KT_REF_DROP_DIAG), 0);
+    assert_int_equal(kt_ref_hstu_pair(&p, &h, &sq, 3, 5, KT_REF_DROP_LAST_KEY), 0);
+    assert_int_equal(kt_ref_hstu_pair(&p, &h, &sq, 5, 0, KT_REF_FUNC_HI_PLUS1), 0);
+    /* delta_q: 2 queries of 6 keys; the intervals are those of their global
+     * rows 0 and 1, their rab rows (positions) 4 and 5 */
+    int32_t offq[2] = {0, 2};
+    p.is_delta_q = 1;
+    p.total_q = 2;
+    h.seq_offsets_q = offq;
+    h.seq_offsets_k = offs;
+    for (int r = 0; r < L; r++) out[r] = -1;
+    kt_ref_hstu_fwd(&p, &h, out);
+    assert_float_equal(out[0], 4 * w, 1e-15);
+    assert_float_equal(out[1], 0, 1e-15);
+    assert_true(out[2] == -1);
+}
+
 /* Mask matrices written out by hand (rows i, columns j; 1 = valid). */
 static void check_mask(int L, int c, int t, int wl, int wr, int g, const char *const *rows) {
     for (int i = 0; i < L; i++)
@@ -1207,6 +1370,7 @@ int main(void) {
         cmocka_unit_test(test_rng_and_arch),
         cmocka_unit_test(test_ref_closed_form),
         cmocka_unit_test(test_ref_masks),
+        cmocka_unit_test(test_ref_func),
         cmocka_unit_test(test_ref_sequences),
         cmocka_unit_test(test_ref_layouts),
         cmocka_unit_test(test_ref_negative_controls),

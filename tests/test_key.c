@@ -9,6 +9,7 @@
 
 #include <cmocka.h>
 
+#include "dispatch/hstu_bwd.h"
 #include "dispatch/hstu_fwd.h"
 #include "dispatch/key.h"
 #include "kiln.h"
@@ -70,6 +71,10 @@ static void every_field_changes_encoding(void **state)
     v[6].block_m += 1;
     v[7].block_n += 1;
     v[8].warps += 1;
+    kiln_key vf = k;
+    vf.mask = KILN_MASK_FUNC;
+    kiln__key_encode(&vf, got);
+    assert_memory_not_equal(ref, got, KILN_KEY_BYTES);
     for (int i = 0; i < 9; i++) {
         kiln__key_encode(&v[i], got);
         assert_memory_not_equal(ref, got, KILN_KEY_BYTES);
@@ -101,11 +106,12 @@ static void text_roundtrips_for_every_key(void **state)
     int count = 0;
     assert_int_equal(kiln_key_expand("hstu_*", NULL, roundtrip_one, &count),
                      KILN_OK);
-    /* 4 archs x 2 dtypes x 4 dims x 11 valid masks x 2 rab, less the tiles
-     * that do not fit an arch's shared memory. */
+    /* 4 archs x 2 dtypes x 4 dims x 13 valid masks (func, deltaq+func
+     * included) x 2 rab, less the tiles that do not fit an arch's shared
+     * memory. */
     assert_true(count > 300);
-    /* plus e4m3 on sm_90a: 2 out dtypes x 3 dims x 11 masks x 2 rab */
-    assert_true(count <= 4 * 2 * 4 * 11 * (2 + 6) + 2 * 3 * 11 * 2);
+    /* plus e4m3 on sm_90a: 2 out dtypes x 3 dims x 11 masks (no func) x 2 rab */
+    assert_true(count <= 4 * 2 * 4 * 13 * (2 + 6) + 2 * 3 * 11 * 2);
 }
 
 static void canonical_form_normalizes(void **state)
@@ -125,6 +131,19 @@ static void canonical_form_normalizes(void **state)
                                         sizeof buf),
                      KILN_OK);
     assert_string_equal(buf, "hstu_fwd/sm_90a/fp16/d32/none");
+    /* func: its own mask bit, alone or with deltaq, in the fixed order */
+    assert_int_equal(kiln_key_canonical("hstu_bwd/sm_80/bf16/d64/func+deltaq/rab/drab/det", NULL,
+                                        buf, sizeof buf),
+                     KILN_OK);
+    assert_string_equal(buf, "hstu_bwd/sm_80/bf16/d64/deltaq+func/rab/drab/det");
+    /* on sm_90a the portable kernel is the default for func: no "/mma" */
+    assert_int_equal(kiln_key_canonical("hstu_fwd/sm_90a/bf16/d128/func", NULL, buf, sizeof buf),
+                     KILN_OK);
+    assert_string_equal(buf, "hstu_fwd/sm_90a/bf16/d128/func");
+    assert_int_equal(kiln_key_canonical("hstu_bwd/sm_90a/bf16/d128/func/mma", NULL, buf,
+                                        sizeof buf),
+                     KILN_OK);
+    assert_string_equal(buf, "hstu_bwd/sm_90a/bf16/d128/func");
     /* too small a buffer is an error, not a truncation */
     assert_int_equal(kiln_key_canonical("hstu_fwd/sm_80/fp16/d32/none", NULL, buf, 8),
                      KILN_EBADARG);
@@ -199,6 +218,12 @@ static void bad_keys_name_the_field(void **state)
          "target"},
         {"hstu_fwd/sm_90a/bf16/d128/causal+context+deltaq", NULL, KILN_EBADARG,
          "deltaq", "context"},
+        {"hstu_fwd/sm_80/bf16/d128/causal+func", NULL, KILN_EBADARG, "func", "causal"},
+        {"hstu_bwd/sm_80/bf16/d128/local+func", NULL, KILN_EBADARG, "func", "local"},
+        {"hstu_fwd/sm_90a/bf16/d128/func/wgmma", NULL, KILN_EUNSUPPORTED, "func", "wgmma"},
+        {"hstu_bwd/sm_90a/bf16/d128/func/wgmma", NULL, KILN_EUNSUPPORTED, "func", "wgmma"},
+        {"hstu_fwd/sm_90a/e4m3/d128/func", NULL, KILN_EUNSUPPORTED, "func", "e4m3"},
+        {"hstu_fwd/sm_90a/bf16/d128/funk", NULL, KILN_EBADARG, "mask", "funk"},
         {"hstu_fwd/sm_80/e4m3/d128/causal", NULL, KILN_EUNSUPPORTED, "e4m3", "sm_90a"},
         {"hstu_fwd/sm_90a/e4m3/d32/causal", NULL, KILN_EUNSUPPORTED, "e4m3", "head_dim 32"},
         {"hstu_bwd/sm_90a/e4m3/d128/causal", NULL, KILN_EUNSUPPORTED, "e4m3", "forward only"},
@@ -293,7 +318,11 @@ static void expand_patterns(void **state)
     n = 0;
     assert_int_equal(kiln_key_expand("hstu_fwd/*", "sm_80", count_key, &n), KILN_OK);
     int per_arch = n;
-    assert_true(per_arch > 0 && per_arch <= 2 * 4 * 11 * 2);
+    assert_true(per_arch > 0 && per_arch <= 2 * 4 * 13 * 2);
+    n = 0; /* func, deltaq+func x rab {0, 1} */
+    assert_int_equal(kiln_key_expand("hstu_fwd/sm_90a/bf16/d128/*func*", NULL, count_key, &n),
+                     KILN_OK);
+    assert_int_equal(n, 4);
     n = 0;
     assert_int_equal(kiln_key_expand("hstu_fwd/bf16/*", "sm_90a", count_key, &n),
                      KILN_OK);
@@ -355,6 +384,16 @@ MUT(m_alpha, p->alpha = 1.0f / 0.0f)
 MUT(m_scaling, p->scaling_seqlen = -1)
 MUT(m_maxlen, p->max_seqlen_q = -5)
 MUT(m_int32_total, { p->total_q = 3000000000ll; p->q_row_stride = 512; })
+#define FUNC_OK p->window_right = -1, p->func = 0x80000, p->n_func = 3, p->func_stride = 356
+MUT(m_func_even, { FUNC_OK; p->n_func = 4; })
+MUT(m_func_big, { FUNC_OK; p->n_func = 301; })
+MUT(m_func_align, { FUNC_OK; p->func = 0x80002; })
+MUT(m_func_stride, { FUNC_OK; p->func_stride = 99; })
+MUT(m_func_causal, { FUNC_OK; p->window_right = 0; })
+MUT(m_func_ctx, { FUNC_OK; p->num_contexts = 0x60000; })
+MUT(m_func_tgt, { FUNC_OK; p->num_targets = 0x60000; })
+MUT(m_func_null, { FUNC_OK; p->func = 0; })
+MUT(m_func_fp8, { FUNC_OK; p->dtype = KILN_DTYPE_E4M3; p->out_dtype = KILN_DTYPE_BF16; })
 
 static void bad_params_name_the_field(void **state)
 {
@@ -376,6 +415,11 @@ static void bad_params_name_the_field(void **state)
         {m_rab_heads, "rab_heads 3"}, {m_alpha, "alpha"},
         {m_scaling, "scaling_seqlen"}, {m_maxlen, "max_seqlen_q -5"},
         {m_int32_total, "int64 offsets"},
+        {m_func_even, "n_func 4"},    {m_func_big, "n_func 301"},
+        {m_func_align, "func 0x80002"}, {m_func_stride, "func_stride 99"},
+        {m_func_causal, "window"},    {m_func_ctx, "num_contexts"},
+        {m_func_tgt, "num_targets"},  {m_func_null, "func is NULL"},
+        {m_func_fp8, "e4m3"},
     };
     kiln_hstu_fwd_params p = good_params();
     kiln_key k;
@@ -429,11 +473,64 @@ static void plan_derives_masks_and_geometry(void **state)
     assert_int_equal(kp.target_group_size, 3);
     assert_int_equal(kp.seq_offsets_k, p.seq_offsets_q);
     assert_true(kp.inv_scaling == 1.0f / 64);
+    /* func: its own mask, its fields in the kernel's params; never wgmma */
+    p = good_params();
+    p.window_right = -1;
+    p.func = 0x80000;
+    p.n_func = 5;
+    p.func_stride = 100;
+    for (int impl = -1; impl <= 1; impl++) {
+        assert_int_equal(kiln__hstu_fwd_plan_impl(&p, 90, 1, impl, &k, &kp, &l, &empty),
+                         KILN_OK);
+        assert_int_equal(k.mask, KILN_MASK_FUNC);
+        assert_int_equal(k.impl, 0);
+    }
+    assert_true(kp.func == 0x80000 && kp.n_func == 5 && kp.func_stride == 100);
+    p.is_delta_q = 1;
+    assert_int_equal(kiln__hstu_fwd_plan(&p, 80, 0, &k, &kp, &l, &empty), KILN_OK);
+    assert_int_equal(k.mask, KILN_MASK_FUNC | KILN_MASK_DELTA_Q);
+    p = good_params();
+    assert_int_equal(kiln__hstu_fwd_plan(&p, 80, 0, &k, &kp, &l, &empty), KILN_OK);
+    assert_true(kp.func == 0 && kp.n_func == 0 && kp.func_stride == 0);
     p = good_params();
     p.batch = 0;
     p.q = 0; /* nothing is read when there is nothing to do */
     assert_int_equal(kiln__hstu_fwd_plan(&p, 90, 1, &k, &kp, &l, &empty), KILN_OK);
     assert_int_equal(empty, 1);
+}
+
+/* A func backward asked for the Hopper kernel ($KILN_BWD_IMPL=wgmma) gets
+ * the portable one, like every call that kernel does not serve. */
+static void func_backward_stays_portable(void **state)
+{
+    (void)state;
+    kiln_bwd_plan plan;
+    kiln_hstu_bwd_params bp;
+    kiln_hstu_bwd_params_init(&bp);
+    bp.fwd = good_params();
+    bp.fwd.head_dim = 64;
+    bp.fwd.q_row_stride = bp.fwd.k_row_stride = bp.fwd.v_row_stride = 4 * 64;
+    bp.fwd.q_head_stride = bp.fwd.k_head_stride = bp.fwd.v_head_stride = 64;
+    bp.fwd.out = 0;
+    bp.dout = 0x90000;
+    bp.dq = 0xa0000;
+    bp.dk = 0xb0000;
+    bp.dv = 0xc0000;
+    bp.dout_row_stride = bp.dq_row_stride = bp.dk_row_stride = bp.dv_row_stride = 4 * 64;
+    bp.dout_head_stride = bp.dq_head_stride = bp.dk_head_stride = bp.dv_head_stride = 64;
+    bp.workspace = 0x100000;
+    assert_int_equal(kiln_hstu_bwd_workspace_size(&bp, &bp.workspace_bytes), KILN_OK);
+    bp.fwd.window_right = -1;
+    bp.fwd.func = 0x80000;
+    bp.fwd.n_func = 3;
+    bp.fwd.func_stride = 100;
+    for (int impl = -1; impl <= 1; impl++) {
+        assert_int_equal(kiln__hstu_bwd_plan_impl(&bp, 90, 1, impl, &plan), KILN_OK);
+        assert_int_equal(plan.key.impl, 0);
+        assert_int_equal(plan.key.mask, KILN_MASK_FUNC);
+    }
+    assert_true(plan.kp.f.func == 0x80000 && plan.kp.f.n_func == 3 &&
+                plan.kp.f.func_stride == 100);
 }
 
 static void bad_params_rejected_without_gpu(void **state)
@@ -477,6 +574,7 @@ int main(void)
         cmocka_unit_test(expand_patterns),
         cmocka_unit_test(bad_params_name_the_field),
         cmocka_unit_test(plan_derives_masks_and_geometry),
+        cmocka_unit_test(func_backward_stays_portable),
         cmocka_unit_test(bad_params_rejected_without_gpu),
         cmocka_unit_test(status_strings),
     };

@@ -9,7 +9,8 @@
 #include <string.h>
 
 const char *const kt_family_name[KT_F_COUNT] = {
-    "none", "causal", "local", "causal+context", "causal+target", "causal+context+target"};
+    "none", "causal", "local", "causal+context", "causal+target", "causal+context+target",
+    "func"};
 const char *const kt_layout_name[KT_L_COUNT] = {"contig", "qkvpacked", "padded", "headmajor"};
 
 /* ------------------------------------------------------------------ memory, data */
@@ -82,7 +83,9 @@ kt_case kt_base_case(const char *label, int family, int dtype, int D, int H, int
     c.B = B;
     for (int b = 0; b < B; b++) c.len_q[b] = c.len_k[b] = lens[b];
     c.wl = -1;
-    c.wr = family == KT_F_NONE ? -1 : 0;
+    c.wr = family == KT_F_NONE || family == KT_F_FUNC ? -1 : 0;
+    c.n_func = family == KT_F_FUNC ? 3 : 0;
+    c.func_pad = family == KT_F_FUNC ? 256 : 0; /* NVIDIA's (1, n_func, total_q + 256) */
     c.group = 1;
     c.has_ctx = family == KT_F_CONTEXT || family == KT_F_CTX_TGT;
     c.has_tgt = family == KT_F_TARGET || family == KT_F_CTX_TGT;
@@ -109,6 +112,7 @@ void kt_describe(const kt_case *c, int bwd, char *buf, size_t n) {
 #define ADD(...) o += (size_t)snprintf(extra + o, o < sizeof extra ? sizeof extra - o : 0, __VA_ARGS__)
     if (c->family == KT_F_LOCAL) ADD(" w=(%d,%d)", c->wl, c->wr);
     if (c->has_tgt) ADD(" g=%d", c->group);
+    if (c->family == KT_F_FUNC) ADD(" nf=%d pad=%d", c->n_func, c->func_pad);
     if (c->rab_heads)
         ADD(" rab=%d/%d%s%s", c->rab_heads, c->H, c->rab_exact ? "" : "(padded)",
             bwd && c->drab ? (c->drab_own ? " drab(own strides)" : " drab") : "");
@@ -136,7 +140,7 @@ kt_case kt_grid_case_begin(int f, int dtype, int D, int n, uint64_t seed, kt_rng
 }
 
 void kt_grid_case_finish(kt_case *c, int f, int n, kt_rng *r) {
-    const int dq_ok = f == KT_F_NONE || f == KT_F_CAUSAL || f == KT_F_LOCAL;
+    const int dq_ok = f == KT_F_NONE || f == KT_F_CAUSAL || f == KT_F_LOCAL || f == KT_F_FUNC;
     c->delta_q = dq_ok && n % 2 == 1;
     if (c->delta_q && c->layout == KT_L_PACKED) c->layout = KT_L_CONTIG;
     c->i64 = kt_rng_uniform(r) < 0.5;
@@ -172,6 +176,11 @@ void kt_grid_case_finish(kt_case *c, int f, int n, kt_rng *r) {
         }
     }
     if (c->delta_q && kt_rng_uniform(r) < 0.3) c->msk_extra = kt_rng_int(r, 1, 40);
+    if (f == KT_F_FUNC) { /* drawn last: the other families' draws stay as they were */
+        static const int nfs[] = {1, 3, 5};
+        c->n_func = nfs[(n / 2) % 3];
+        c->func_pad = kt_rng_uniform(r) < 0.5 ? 256 : kt_rng_int(r, 0, 9);
+    }
 }
 
 kt_case *kt_make_sweep(uint64_t default_seed, kt_grid_fn grid, int (*edges)(kt_case *out),
@@ -210,6 +219,13 @@ kt_case kt_neg_case(int dtype) {
     memcpy(c.ctx, (const int[]){5, 10, 0}, 3 * sizeof(int));
     memcpy(c.tgt, (const int[]){9, 20, 33}, 3 * sizeof(int));
     c.group = 2;
+    c.rab_heads = 1;
+    return c;
+}
+
+kt_case kt_neg_func_case(int dtype) {
+    kt_case c = kt_base_case("negative-control-func", KT_F_FUNC, dtype, 128, 2, 3,
+                             (const int[]){63, 129, 200});
     c.rab_heads = 1;
     return c;
 }
@@ -266,6 +282,11 @@ void kt_case_shape(const kt_case *c, const int64_t *custom_off, kt_inputs *in, k
         in->tgt[b] = c->tgt[b];
     }
     s->sep_k = c->delta_q || c->sep_k_offsets;
+    s->func_stride = 0;
+    if (c->n_func > 0) {
+        s->func_stride = s->total_q + c->func_pad;
+        if (s->func_stride < 1) s->func_stride = 1;
+    }
 
     switch (c->layout) {
     case KT_L_PACKED:
@@ -309,6 +330,8 @@ void kt_case_fwd_params(const kt_case *c, const kt_shape *s, kiln_hstu_fwd_param
     p->scaling_seqlen = c->scaling;
     p->rab_heads = c->rab_heads > 0 ? c->rab_heads : 1;
     p->is_delta_q = c->delta_q;
+    p->n_func = c->n_func;
+    p->func_stride = s->func_stride;
     const int msk1 = s->msk > 0 ? s->msk : 1;
     if (c->rab_heads > 0) {
         p->rab_row_stride = c->rab_exact ? msk1 : (msk1 + 7) / 8 * 8; /* 16 bytes */
@@ -327,6 +350,7 @@ void kt_fake_input_ptrs(const kt_case *c, const kt_shape *s, kiln_hstu_fwd_param
     p->num_contexts = c->has_ctx ? base + 0x700000 : 0;
     p->num_targets = c->has_tgt ? base + 0x800000 : 0;
     p->rab = c->rab_heads > 0 ? base + 0x900000 : 0;
+    p->func = c->n_func > 0 ? base + 0x1000000 : 0;
 }
 
 void kt_fake_fwd_params(kiln_hstu_fwd_params *p) {
@@ -377,6 +401,62 @@ void kt_fill_rab(const kt_case *c, const kiln_hstu_fwd_params *p, kt_rng *r, kt_
         in->brab[i] = kt_draw_half(r, c->dtype, 1.0, c->grid_values);
 }
 
+void kt_fill_func(const kt_case *c, const kt_shape *s, kt_inputs *in) {
+    if (c->n_func <= 0) return;
+    if (c->n_func > KT_MAX_NFUNC) abort();
+    const int64_t st = s->func_stride;
+    const int nf = c->n_func;
+    kt_rng r;
+    kt_rng_seed(&r, c->seed ^ 0x66756e63u); /* "func" */
+    in->nfunc = (size_t)(nf * st) + KT_GUARD;
+    in->func = kt_xmalloc(in->nfunc * sizeof(int32_t));
+    for (size_t i = 0; i < in->nfunc; i++) /* garbage outside the rows */
+        in->func[i] = (int32_t)(kt_rng_u64(&r) >> 33) - (1 << 29);
+    for (int b = 0; b < c->B; b++) {
+        const int lq = c->len_q[b], lk = c->delta_q ? c->len_k[b] : c->len_q[b];
+        const int off = lk - lq;
+        for (int row = 0; row < lq; row++) {
+            int32_t v[KT_MAX_NFUNC];
+            const int i = row + off; /* the query's position among the keys */
+            const int style = row == 0 ? 0 : kt_rng_int(&r, 0, 4);
+            switch (style) {
+            case 0: /* a window around the diagonal, and a short prefix */
+                v[0] = kt_rng_int(&r, 0, i / 2 + 1);
+                for (int k = 1; k + 1 < nf; k += 2) {
+                    v[k] = i - kt_rng_int(&r, 0, 20);
+                    v[k + 1] = i + 1 + kt_rng_int(&r, 0, 20);
+                }
+                if (nf == 1) v[0] = i + 1 + kt_rng_int(&r, 0, 3); /* causal-like */
+                break;
+            case 1: { /* sorted: disjoint intervals, NVIDIA's test's shape */
+                for (int k = 0; k < nf; k++) v[k] = kt_rng_int(&r, 0, lk);
+                for (int a = 1; a < nf; a++) /* insertion sort */
+                    for (int bb = a; bb > 0 && v[bb - 1] > v[bb]; bb--) {
+                        int32_t t = v[bb];
+                        v[bb] = v[bb - 1];
+                        v[bb - 1] = t;
+                    }
+                break;
+            }
+            case 2: /* anything: empty, overlapping, past the ends */
+            case 3:
+                for (int k = 0; k < nf; k++) v[k] = kt_rng_int(&r, -3, lk + 5);
+                break;
+            default: /* sees nothing, or the extremes */
+                for (int k = 0; k < nf; k++) {
+                    double u = kt_rng_uniform(&r);
+                    v[k] = u < 0.25 ? INT32_MIN : u < 0.5 ? INT32_MAX : u < 0.75 ? 0 : -1;
+                }
+                if (kt_rng_uniform(&r) < 0.5) v[0] = 0;
+                break;
+            }
+            const int64_t g = in->offq[b] + row;
+            if (g < 0 || g >= st) continue; /* custom (invalid) offsets */
+            for (int k = 0; k < nf; k++) in->func[k * st + g] = v[k];
+        }
+    }
+}
+
 void kt_host_view(const kt_case *c, const kt_shape *s, const kt_inputs *in, kt_hstu_host *h) {
     h->q = in->bq + in->q_at;
     h->k = in->bk + in->k_at;
@@ -386,6 +466,7 @@ void kt_host_view(const kt_case *c, const kt_shape *s, const kt_inputs *in, kt_h
     h->seq_offsets_k = !s->sep_k ? NULL : c->i64 ? (const void *)in->offk : (const void *)in->offk32;
     h->num_contexts = c->has_ctx ? in->ctx : NULL;
     h->num_targets = c->has_tgt ? in->tgt : NULL;
+    h->func = in->func;
 }
 
 void kt_inputs_free(kt_inputs *in) {
@@ -395,6 +476,7 @@ void kt_inputs_free(kt_inputs *in) {
     }
     free(in->bq);
     free(in->brab);
+    free(in->func);
     memset(in, 0, sizeof *in);
 }
 

@@ -26,11 +26,14 @@
 #define KT_KEYLEN 256   /* a kernel key */
 #define KT_GUARD 64     /* poisoned elements after every tensor buffer */
 #define KT_MAX_EDGE 32  /* edge cases of a sweep at most */
+#define KT_MAX_NFUNC 9  /* n_func of a case at most */
 
 /* ------------------------------------------------------------------ cases */
 
+/* KT_F_FUNC: NVIDIA's arbitrary mask (kiln.h's func), random intervals per
+ * query row (kt_fill_func) */
 enum kt_family { KT_F_NONE, KT_F_CAUSAL, KT_F_LOCAL, KT_F_CONTEXT, KT_F_TARGET, KT_F_CTX_TGT,
-                 KT_F_COUNT };
+                 KT_F_FUNC, KT_F_COUNT };
 extern const char *const kt_family_name[KT_F_COUNT];
 
 enum kt_layout { KT_L_CONTIG, KT_L_PACKED, KT_L_PADDED, KT_L_HEADMAJOR, KT_L_COUNT };
@@ -55,6 +58,8 @@ typedef struct kt_case {
     int msq_extra, msk_extra; /* max_seqlen above the longest sequence */
     int msq_set;              /* > 0: max_seqlen_q (and _k) exactly this */
     int grid_values; /* inputs are multiples of 2^-10 in [-1, 1] (finite differences) */
+    int n_func;      /* KT_F_FUNC: values per query row (odd) */
+    int func_pad;    /* KT_F_FUNC: func_stride = total_q + func_pad (at least 1) */
     float alpha, scaling;     /* scaling 0: default (max_seqlen_q) */
     uint64_t seed;
     char key[KT_KEYLEN];
@@ -95,6 +100,8 @@ kt_case *kt_make_sweep(uint64_t default_seed, kt_grid_fn grid, int (*edges)(kt_c
  * targets in groups of 2, one rab head), so that each mutated reference
  * changes something, and sequences long enough that it changes a lot. */
 kt_case kt_neg_case(int dtype);
+/* The same for the func mask: n_func 3, one rab head, the same lengths. */
+kt_case kt_neg_func_case(int dtype);
 
 /* The invalid-offsets test: offsets kt_invalid_offsets = [0, 10, 4, 40, 50,
  * 66] over 60 rows with max_seqlen 16, so sequence 1 decreases, 2 is
@@ -119,6 +126,8 @@ typedef struct kt_inputs {
     int32_t offq32[KT_MAXB + 1], offk32[KT_MAXB + 1];
     int32_t ctx[KT_MAXB], tgt[KT_MAXB];
     uint16_t *bq, *bk, *bv, *brab; /* bk = bv = bq when packed */
+    int32_t *func;                 /* KT_F_FUNC: n_func x func_stride values, or NULL */
+    size_t nfunc;                  /* its elements */
     size_t nq, nk, nv, nrab;       /* elements, guard included */
     size_t q_at, k_at, v_at;       /* where each tensor starts in its buffer */
 } kt_inputs;
@@ -129,6 +138,7 @@ typedef struct kt_shape {
     int msq, msk;  /* max_seqlen_q, max_seqlen_k */
     int sep_k;     /* seq_offsets_k given */
     int64_t qrs, qhs, krs, khs; /* q and k/v strides of the case's layout */
+    int64_t func_stride;        /* KT_F_FUNC, else 0 */
 } kt_shape;
 
 /* Offsets (custom_off, if not NULL, replaces both arrays, B+1 entries, after
@@ -157,6 +167,14 @@ void kt_fill_qkv(const kt_case *c, const kt_shape *s, kt_rng *r, kt_inputs *in);
 /* Allocate and fill rab (all of it, padding included: the kernel may read
  * a padded row's tail) if the case has one. */
 void kt_fill_rab(const kt_case *c, const kiln_hstu_fwd_params *p, kt_rng *r, kt_inputs *in);
+/* KT_F_FUNC: allocate and fill func (from its own stream, seeded by the
+ * case's seed, so the other inputs' data stay what they were): per query
+ * row, row 0 of every sequence a window around the diagonal, the others
+ * drawn among windows, sorted disjoint intervals, random values in
+ * [-3, len_k + 5] (empty and overlapping intervals, ends past len_k) and
+ * rows that see nothing or hold INT32_MIN / INT32_MAX.  Values outside the
+ * sequences' rows are garbage the kernels must not use. */
+void kt_fill_func(const kt_case *c, const kt_shape *s, kt_inputs *in);
 /* The reference's view of the inputs. */
 void kt_host_view(const kt_case *c, const kt_shape *s, const kt_inputs *in, kt_hstu_host *h);
 void kt_inputs_free(kt_inputs *in);

@@ -79,6 +79,7 @@ KILN_ENGINE_NO_COMPILE = 1 << 1
 KILN_ENGINE_DEBUG_CHECKS = 1 << 2
 KILN_DTYPE_FP16, KILN_DTYPE_BF16, KILN_DTYPE_E4M3 = 1, 2, 3
 KILN_INDEX_INT32, KILN_INDEX_INT64 = 0, 1
+KILN_HSTU_FUNC_MAX = 255  # the largest n_func of kiln_hstu_fwd_params.func
 
 # ---------------------------------------------------------------- structures
 c_u32, c_i64, c_u64 = ctypes.c_uint32, ctypes.c_int64, ctypes.c_uint64
@@ -147,6 +148,9 @@ class HstuFwdParams(ctypes.Structure):
         ("descale_q", c_u64),  # e4m3: device float* (0: 1.0)
         ("descale_k", c_u64),
         ("descale_v", c_u64),
+        ("func", c_u64),  # NVIDIA's arbitrary mask: int32 device pointer, or 0
+        ("n_func", c_int),
+        ("func_stride", c_i64),
     ]
 
 
@@ -209,21 +213,22 @@ class CacheStats(ctypes.Structure):
 #   num_targets 184, target_group_size 192, alpha 196, scaling_seqlen 200,
 #   [pad 4], rab 208, rab_heads 216, [pad 4], rab_batch_stride 224,
 #   rab_head_stride 232, rab_row_stride 240, is_delta_q 248, out_dtype 252,
-#   descale_q 256, descale_k 264, descale_v 272 -> 280 bytes.
-# kiln_hstu_bwd_params: struct_size 0, [pad 4], fwd 8 (280 bytes), dout 288,
-#   dout_row_stride 296, dout_head_stride 304, dq 312, dk 320, dv 328,
-#   dq_row_stride 336, dq_head_stride 344, dk_row_stride 352,
-#   dk_head_stride 360, dv_row_stride 368, dv_head_stride 376, drab 384,
-#   drab_batch_stride 392, drab_head_stride 400, drab_row_stride 408,
-#   deterministic 416, [pad 4], workspace 424, workspace_bytes 432
-#   -> 440 bytes.
+#   descale_q 256, descale_k 264, descale_v 272, func 280, n_func 288, [pad 4],
+#   func_stride 296 -> 304 bytes.
+# kiln_hstu_bwd_params: struct_size 0, [pad 4], fwd 8 (304 bytes), dout 312,
+#   dout_row_stride 320, dout_head_stride 328, dq 336, dk 344, dv 352,
+#   dq_row_stride 360, dq_head_stride 368, dk_row_stride 376,
+#   dk_head_stride 384, dv_row_stride 392, dv_head_stride 400, drab 408,
+#   drab_batch_stride 416, drab_head_stride 424, drab_row_stride 432,
+#   deterministic 440, [pad 4], workspace 448, workspace_bytes 456
+#   -> 464 bytes.
 # kiln_cache_stats: path 0, writable 8, [pad 4], entries 16, bytes 24,
 #   file_bytes 32, hits 40, ro_layers 48, [pad 4], mem_hits 56, disk_hits 64,
 #   compiles 72, rejected 80 -> 88 bytes.
 _EXPECTED_LAYOUT = {
     EngineOptions: (48, {"cache_dir": 8, "log_level": 24, "flags": 28,
                          "log_fn": 32, "log_user": 40}),
-    HstuFwdParams: (280, {"total_q": 24, "q": 40, "out": 64,
+    HstuFwdParams: (304, {"total_q": 24, "q": 40, "out": 64,
                           "q_row_stride": 72, "out_head_stride": 128,
                           "seq_offsets_q": 136, "offsets_type": 152,
                           "window_right": 168, "num_contexts": 176,
@@ -231,12 +236,13 @@ _EXPECTED_LAYOUT = {
                           "alpha": 196, "scaling_seqlen": 200, "rab": 208,
                           "rab_heads": 216, "rab_batch_stride": 224,
                           "rab_row_stride": 240, "is_delta_q": 248,
-                          "out_dtype": 252, "descale_q": 256, "descale_v": 272}),
-    HstuBwdParams: (440, {"fwd": 8, "dout": 288, "dout_head_stride": 304,
-                          "dq": 312, "dv": 328, "dq_row_stride": 336,
-                          "dv_head_stride": 376, "drab": 384,
-                          "drab_row_stride": 408, "deterministic": 416,
-                          "workspace": 424, "workspace_bytes": 432}),
+                          "out_dtype": 252, "descale_q": 256, "descale_v": 272,
+                          "func": 280, "n_func": 288, "func_stride": 296}),
+    HstuBwdParams: (464, {"fwd": 8, "dout": 312, "dout_head_stride": 328,
+                          "dq": 336, "dv": 352, "dq_row_stride": 360,
+                          "dv_head_stride": 400, "drab": 408,
+                          "drab_row_stride": 432, "deterministic": 440,
+                          "workspace": 448, "workspace_bytes": 456}),
     CacheStats: (88, {"writable": 8, "entries": 16, "ro_layers": 48,
                       "mem_hits": 56, "rejected": 80}),
 }

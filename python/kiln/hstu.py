@@ -9,12 +9,13 @@ computes, per sequence b, head h and query row i (SPEC.md section 1)
             / scaling_seqlen * v_j
 
 with NVIDIA's HSTU masks (causal, local windows, contexts, targets in groups,
-delta-q).  It is differentiable (dq, dk, dv and, with has_drab, d(rab)) and
+delta-q, and arbitrary per-row key intervals: NVIDIA's `func`).  It is
+differentiable (dq, dk, dv and, with has_drab, d(rab)) and
 built from torch.library custom ops, so torch.compile(fullgraph=True) and
 CUDA graph capture see one opaque op per direction:
 
-    kiln::hstu_fwd(q, k, v, ...) -> out
-    kiln::hstu_bwd(dout, q, k, v, ...) -> (dq, dk, dv, drab)
+    kiln::hstu_fwd(q, k, v, ..., func) -> out
+    kiln::hstu_bwd(dout, q, k, v, ..., func) -> (dq, dk, dv, drab)
     kiln::hstu_fwd_qkvpacked(qkv, ...) -> out
     kiln::hstu_bwd_qkvpacked(dout, qkv, ...) -> (dqkv, drab)
 
@@ -34,8 +35,8 @@ torch.compile graph-breaks around them (torch.compiler.disable).
 Arguments are checked here, before any CUDA call: a wrong type or dtype raises
 TypeError, a wrong shape, value or device ValueError, each naming the
 argument; a valid argument that kiln does not implement yet (quant_mode other
-than -1 and 5, descale_do and fp8 backward, arbitrary `func` masks, paged KV
-caches) raises kiln.Unsupported, a NotImplementedError.  A failure inside the
+than -1 and 5, descale_do and fp8 backward, `func` with fp8, paged KV caches)
+raises kiln.Unsupported, a NotImplementedError.  A failure inside the
 C library raises kiln.KilnError with the status name and kiln_last_error().
 """
 
@@ -268,10 +269,43 @@ def _check_device(name, t, device):
         raise ValueError(f"kiln: {name} is on {t.device} but q is on {device}")
 
 
-def _unsupported_extras(func=None, quant_mode=-1, descales=(), others=()):
-    if func is not None:
-        raise Unsupported("func", "arbitrary masks (NVIDIA's func argument) are not "
-                                  "implemented in kiln yet; pass func=None")
+def _check_func(func, total_q, window, num_contexts, num_targets, fp8, per_tensor_fp8,
+                q_name="q"):
+    """NVIDIA's arbitrary mask: None, or an int32 tensor (1, n_func, L) with
+    n_func odd (1 to 255) and L >= total_q (NVIDIA allocates total_q + 256);
+    func[0, f, g] for global query row g.  A mask family of its own: no
+    window, contexts or targets.  Its device is checked with the others."""
+    if func is None:
+        return
+    if not isinstance(func, torch.Tensor):
+        raise TypeError(f"kiln: func must be None or a torch.Tensor, got "
+                        f"{type(func).__name__}")
+    if func.dtype != torch.int32:
+        raise TypeError(f"kiln: func has dtype {func.dtype}; it must be torch.int32")
+    if func.dim() != 3 or func.shape[0] != 1:
+        raise ValueError("kiln: func must be 3-D (1, n_func, total_q + 256) (one func head), "
+                         f"got shape {tuple(func.shape)}")
+    nf = func.shape[1]
+    if nf < 1 or nf > _capi.KILN_HSTU_FUNC_MAX or nf % 2 == 0:
+        raise ValueError(f"kiln: func has n_func = {nf} (shape {tuple(func.shape)}); it must "
+                         f"be odd, from 1 to {_capi.KILN_HSTU_FUNC_MAX}")
+    if func.shape[2] < total_q:
+        raise ValueError(f"kiln: func has {func.shape[2]} columns but {q_name} has {total_q} "
+                         "rows; func[0, f, g] is read for every query row g (NVIDIA's "
+                         "layout: total_q + 256 columns)")
+    if tuple(window) != (-1, -1):
+        raise ValueError(f"kiln: func is a mask of its own: window_size must be (-1, -1) "
+                         f"with it, got {tuple(window)}")
+    if num_contexts is not None:
+        raise ValueError("kiln: func is a mask of its own: num_contexts must be None with it")
+    if num_targets is not None:
+        raise ValueError("kiln: func is a mask of its own: num_targets must be None with it")
+    if fp8 or per_tensor_fp8:
+        raise Unsupported("func", "the fp8 forward has no arbitrary func mask in kiln; pass "
+                                  "float16 or bfloat16 inputs (quant_mode=-1) with func")
+
+
+def _unsupported_extras(quant_mode=-1, descales=(), others=()):
     if quant_mode is not None and not (_is_int(quant_mode) and int(quant_mode) == -1):
         raise Unsupported("quant_mode", f"fp8 quantization (quant_mode={quant_mode!r}) is "
                                         "not implemented here; pass quant_mode=-1 "
@@ -336,9 +370,28 @@ def _rab_strides(r):
     return r.stride(0), r.stride(1), (r.stride(2) if r.shape[2] > 1 else max(1, r.shape[3]))
 
 
+def _usable_func(f):
+    """func (1, n_func, L) int32 with its last dimension contiguous and its
+    n_func rows at least L elements apart (kiln_hstu_fwd_params.func_stride),
+    else a contiguous copy."""
+    n, L = f.shape[1], f.shape[2]
+    if (L <= 1 or f.stride(2) == 1) and (n <= 1 or f.stride(1) >= L):
+        return f
+    return f.contiguous()
+
+
+def _fill_func(p, func):
+    if func is None:
+        return
+    n = func.shape[1]
+    p.func = func.data_ptr()
+    p.n_func = n
+    p.func_stride = func.stride(1) if n > 1 else max(func.shape[2], 1)
+
+
 def _fill_fwd(q3, k3, v3, so_q, so_k, max_seqlen_q, max_seqlen_k, num_contexts,
               num_targets, target_group_size, window_left, window_right, alpha,
-              scaling_seqlen, rab, is_delta_q):
+              scaling_seqlen, rab, is_delta_q, func=None):
     (q, qrs, qhs), (k, krs, khs), (v, vrs, vhs) = q3, k3, v3
     p = _new_fwd_params()
     p.dtype = _CODES[q.dtype]
@@ -366,6 +419,7 @@ def _fill_fwd(q3, k3, v3, so_q, so_k, max_seqlen_q, max_seqlen_k, num_contexts,
         p.rab_heads = rab.shape[1]
         p.rab_batch_stride, p.rab_head_stride, p.rab_row_stride = _rab_strides(rab)
     p.is_delta_q = 1 if is_delta_q else 0
+    _fill_func(p, func)
     return p
 
 
@@ -404,10 +458,12 @@ def _common_inputs(so_q, so_k, num_contexts, num_targets, rab):
 
 def _fwd_impl(q, k, v, out, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_k,
               num_contexts, num_targets, target_group_size, window_left, window_right,
-              alpha, scaling_seqlen, rab, is_delta_q):
+              alpha, scaling_seqlen, rab, is_delta_q, func=None):
+    """func: NVIDIA's (1, n_func, >= total_q) int32 mask, or None."""
     return _launch_fwd(q, k, v, out, None, seq_offsets_q, seq_offsets_k, max_seqlen_q,
                        max_seqlen_k, num_contexts, num_targets, target_group_size,
-                       window_left, window_right, alpha, scaling_seqlen, rab, is_delta_q)
+                       window_left, window_right, alpha, scaling_seqlen, rab, is_delta_q,
+                       func)
 
 
 def _fwd_fp8_impl(q, k, v, out, descale_q, descale_k, descale_v, seq_offsets_q,
@@ -425,7 +481,7 @@ def _fwd_fp8_impl(q, k, v, out, descale_q, descale_k, descale_v, seq_offsets_q,
 
 def _launch_fwd(q, k, v, out, descales, seq_offsets_q, seq_offsets_k, max_seqlen_q,
                 max_seqlen_k, num_contexts, num_targets, target_group_size, window_left,
-                window_right, alpha, scaling_seqlen, rab, is_delta_q):
+                window_right, alpha, scaling_seqlen, rab, is_delta_q, func=None):
     if q.shape[0] == 0 or seq_offsets_q.shape[0] <= 1:
         return out
     if k.shape[0] == 0:
@@ -433,9 +489,10 @@ def _launch_fwd(q, k, v, out, descales, seq_offsets_q, seq_offsets_k, max_seqlen
     so_q, so_k, nc, nt, rab = _common_inputs(seq_offsets_q, seq_offsets_k, num_contexts,
                                              num_targets, rab)
     q3, k3, v3 = _usable3(q), _usable3(k), _usable3(v)
+    func = _usable_func(func) if func is not None else None
     p = _fill_fwd(q3, k3, v3, so_q, so_k, max_seqlen_q, max_seqlen_k, nc, nt,
                   target_group_size, window_left, window_right, alpha, scaling_seqlen,
-                  rab, is_delta_q)
+                  rab, is_delta_q, func)
     p.out = out.data_ptr()
     p.out_row_stride = out.stride(0) if out.shape[0] > 1 else out.shape[1] * out.shape[2]
     p.out_head_stride = out.stride(1) if out.shape[1] > 1 else out.shape[2]
@@ -454,9 +511,11 @@ def _launch_fwd(q, k, v, out, descales, seq_offsets_q, seq_offsets_k, max_seqlen
 
 def _bwd_impl(dout, q, k, v, dq, dk, dv, seq_offsets_q, seq_offsets_k, max_seqlen_q,
               max_seqlen_k, num_contexts, num_targets, target_group_size, window_left,
-              window_right, alpha, scaling_seqlen, rab, drab, is_delta_q, deterministic):
+              window_right, alpha, scaling_seqlen, rab, drab, is_delta_q, deterministic,
+              func=None):
     """dq, dk, dv: fresh outputs (possibly strided views of one packed
-    tensor); drab: zero-filled output shaped like rab, or None."""
+    tensor); drab: zero-filled output shaped like rab, or None; func as for
+    _fwd_impl."""
     if seq_offsets_q.shape[0] <= 1:
         return
     if q.shape[0] == 0 or k.shape[0] == 0:
@@ -469,9 +528,10 @@ def _bwd_impl(dout, q, k, v, dq, dk, dv, seq_offsets_q, seq_offsets_k, max_seqle
                                              num_targets, rab)
     q3, k3, v3 = _usable3(q), _usable3(k), _usable3(v)
     dout, drs, dhs = _usable3(dout)
+    func = _usable_func(func) if func is not None else None
     fwd = _fill_fwd(q3, k3, v3, so_q, so_k, max_seqlen_q, max_seqlen_k, nc, nt,
                     target_group_size, window_left, window_right, alpha, scaling_seqlen,
-                    rab, is_delta_q)
+                    rab, is_delta_q, func)
     p = _capi._bwd_params_init()
     p.fwd = fwd
     p.dout = dout.data_ptr()
@@ -515,7 +575,7 @@ def _empty_drab(rab, has_drab, like):
 #   seq_offsets_q, seq_offsets_k (None: same as q), max_seqlen_q, max_seqlen_k,
 #   num_contexts, num_targets, target_group_size, window_left, window_right,
 #   alpha, scaling_seqlen (0: max_seqlen_q), rab, has_drab, is_delta_q,
-#   deterministic
+#   deterministic, func (NVIDIA's (1, n_func, >= total_q) int32 mask, or None)
 
 
 @torch.library.custom_op("kiln::hstu_fwd", mutates_args=())
@@ -524,11 +584,12 @@ def _op_fwd(q: Tensor, k: Tensor, v: Tensor, seq_offsets_q: Tensor,
             num_contexts: Optional[Tensor], num_targets: Optional[Tensor],
             target_group_size: int, window_left: int, window_right: int, alpha: float,
             scaling_seqlen: float, rab: Optional[Tensor], has_drab: bool, is_delta_q: bool,
-            deterministic: bool) -> Tensor:
+            deterministic: bool, func: Optional[Tensor] = None) -> Tensor:
     out = _empty_like3(q)
     return _fwd_impl(q, k, v, out, seq_offsets_q, seq_offsets_k, max_seqlen_q,
                      max_seqlen_k, num_contexts, num_targets, target_group_size,
-                     window_left, window_right, alpha, scaling_seqlen, rab, is_delta_q)
+                     window_left, window_right, alpha, scaling_seqlen, rab, is_delta_q,
+                     func)
 
 
 @_op_fwd.register_fake
@@ -542,20 +603,21 @@ def _op_bwd(dout: Tensor, q: Tensor, k: Tensor, v: Tensor, seq_offsets_q: Tensor
             num_contexts: Optional[Tensor], num_targets: Optional[Tensor],
             target_group_size: int, window_left: int, window_right: int, alpha: float,
             scaling_seqlen: float, rab: Optional[Tensor], has_drab: bool, is_delta_q: bool,
-            deterministic: bool) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+            deterministic: bool,
+            func: Optional[Tensor] = None) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
     dq, dk, dv = _empty_like3(q), _empty_like3(k), _empty_like3(v)
     drab = _empty_drab(rab, has_drab, q)
     _bwd_impl(dout, q, k, v, dq, dk, dv, seq_offsets_q, seq_offsets_k, max_seqlen_q,
               max_seqlen_k, num_contexts, num_targets, target_group_size, window_left,
               window_right, alpha, scaling_seqlen, rab, drab if has_drab else None,
-              is_delta_q, deterministic)
+              is_delta_q, deterministic, func)
     return dq, dk, dv, drab
 
 
 @_op_bwd.register_fake
 def _(dout, q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_k,
       num_contexts, num_targets, target_group_size, window_left, window_right, alpha,
-      scaling_seqlen, rab, has_drab, is_delta_q, deterministic):
+      scaling_seqlen, rab, has_drab, is_delta_q, deterministic, func=None):
     drab = (rab.new_empty(tuple(rab.shape)) if has_drab else q.new_empty((0,)))
     return (q.new_empty(tuple(q.shape)), k.new_empty(tuple(k.shape)),
             v.new_empty(tuple(v.shape)), drab)
@@ -571,12 +633,13 @@ def _op_fwd_packed(qkv: Tensor, seq_offsets_q: Tensor, seq_offsets_k: Optional[T
                    num_targets: Optional[Tensor], target_group_size: int, window_left: int,
                    window_right: int, alpha: float, scaling_seqlen: float,
                    rab: Optional[Tensor], has_drab: bool, is_delta_q: bool,
-                   deterministic: bool) -> Tensor:
+                   deterministic: bool, func: Optional[Tensor] = None) -> Tensor:
     q, k, v = _split_packed(qkv)
     out = _empty_like3(q)
     return _fwd_impl(q, k, v, out, seq_offsets_q, seq_offsets_k, max_seqlen_q,
                      max_seqlen_k, num_contexts, num_targets, target_group_size,
-                     window_left, window_right, alpha, scaling_seqlen, rab, is_delta_q)
+                     window_left, window_right, alpha, scaling_seqlen, rab, is_delta_q,
+                     func)
 
 
 @_op_fwd_packed.register_fake
@@ -590,8 +653,8 @@ def _op_bwd_packed(dout: Tensor, qkv: Tensor, seq_offsets_q: Tensor,
                    num_contexts: Optional[Tensor], num_targets: Optional[Tensor],
                    target_group_size: int, window_left: int, window_right: int,
                    alpha: float, scaling_seqlen: float, rab: Optional[Tensor],
-                   has_drab: bool, is_delta_q: bool,
-                   deterministic: bool) -> Tuple[Tensor, Tensor]:
+                   has_drab: bool, is_delta_q: bool, deterministic: bool,
+                   func: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
     q, k, v = _split_packed(qkv)
     dqkv = torch.empty(tuple(qkv.shape), dtype=qkv.dtype, device=qkv.device)
     dq, dk, dv = _split_packed(dqkv)
@@ -599,37 +662,39 @@ def _op_bwd_packed(dout: Tensor, qkv: Tensor, seq_offsets_q: Tensor,
     _bwd_impl(dout, q, k, v, dq, dk, dv, seq_offsets_q, seq_offsets_k, max_seqlen_q,
               max_seqlen_k, num_contexts, num_targets, target_group_size, window_left,
               window_right, alpha, scaling_seqlen, rab, drab if has_drab else None,
-              is_delta_q, deterministic)
+              is_delta_q, deterministic, func)
     return dqkv, drab
 
 
 @_op_bwd_packed.register_fake
 def _(dout, qkv, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_k, num_contexts,
       num_targets, target_group_size, window_left, window_right, alpha, scaling_seqlen,
-      rab, has_drab, is_delta_q, deterministic):
+      rab, has_drab, is_delta_q, deterministic, func=None):
     drab = rab.new_empty(tuple(rab.shape)) if has_drab else qkv.new_empty((0,))
     return qkv.new_empty(tuple(qkv.shape)), drab
 
 
 # ------------------------------------------------------------- autograd
-_N_SCALARS_AFTER_TENSORS = 15  # seq_offsets_q ... deterministic
+_N_SCALARS_AFTER_TENSORS = 16  # seq_offsets_q ... deterministic, func
 
 
 def _setup(ctx, inputs, output, n_tensors):
     t = inputs[:n_tensors]
     (so_q, so_k, mq, mk, nc, nt, tgs, wl, wr, alpha, scal, rab, has_drab, dlt,
-     det) = inputs[n_tensors:]
-    ctx.save_for_backward(*t, so_q, so_k, nc, nt, rab)
+     det, *func) = inputs[n_tensors:]
+    ctx.save_for_backward(*t, so_q, so_k, nc, nt, rab, func[0] if func else None)
     ctx.kiln_args = (mq, mk, tgs, wl, wr, alpha, scal, has_drab, dlt, det)
     ctx.kiln_n = n_tensors
+    ctx.kiln_inputs = len(inputs)
 
 
 def _args_for_bwd(ctx):
     n = ctx.kiln_n
     saved = ctx.saved_tensors
-    tensors, (so_q, so_k, nc, nt, rab) = saved[:n], saved[n:]
+    tensors, (so_q, so_k, nc, nt, rab, func) = saved[:n], saved[n:]
     mq, mk, tgs, wl, wr, alpha, scal, has_drab, dlt, det = ctx.kiln_args
-    rest = (so_q, so_k, mq, mk, nc, nt, tgs, wl, wr, alpha, scal, rab, has_drab, dlt, det)
+    rest = (so_q, so_k, mq, mk, nc, nt, tgs, wl, wr, alpha, scal, rab, has_drab, dlt, det,
+            func)
     return tensors, rest, has_drab
 
 
@@ -640,7 +705,7 @@ def _setup_fwd(ctx, inputs, output):
 def _backward_fwd(ctx, grad):
     (q, k, v), rest, has_drab = _args_for_bwd(ctx)
     dq, dk, dv, drab = torch.ops.kiln.hstu_bwd(grad, q, k, v, *rest)
-    nones = [None] * _N_SCALARS_AFTER_TENSORS
+    nones = [None] * (ctx.kiln_inputs - 3)  # func may have been left to its default
     nones[11] = drab if has_drab else None  # rab
     return (dq, dk, dv, *nones)
 
@@ -652,7 +717,7 @@ def _setup_fwd_packed(ctx, inputs, output):
 def _backward_fwd_packed(ctx, grad):
     (qkv,), rest, has_drab = _args_for_bwd(ctx)
     dqkv, drab = torch.ops.kiln.hstu_bwd_qkvpacked(grad, qkv, *rest)
-    nones = [None] * _N_SCALARS_AFTER_TENSORS
+    nones = [None] * (ctx.kiln_inputs - 1)
     nones[11] = drab if has_drab else None
     return (dqkv, *nones)
 
@@ -683,9 +748,11 @@ def _quantize_per_tensor(x, fmax=_FP8_MAX, fp8_type=None):
 
 @torch.compiler.disable
 def _call_fp8(descales, out_dtype, q, k, v, so_q, so_k, mq, mk, nc, nt, tgs, wl, wr, alpha,
-              scal, rab, has_drab, dlt, det):
+              scal, rab, has_drab, dlt, det, func=None):
     """float8_e4m3fn q, k, v -> out (out_dtype); forward only.  The
-    arguments after v as the custom ops take them."""
+    arguments after v as the custom ops take them (func must be None: the
+    fp8 kernel has no func mask; hstu_varlen refuses it first)."""
+    assert func is None
     out = torch.empty((q.shape[0], q.shape[1], q.shape[2]), dtype=out_dtype,
                       device=q.device)
     dq, dk, dv = descales
@@ -730,7 +797,8 @@ class _PerTensorFp8(torch.autograd.Function):
 
 @torch.compiler.disable
 def _call_per_tensor_fp8(q, k, v, so_q, so_k, mq, mk, nc, nt, tgs, wl, wr, alpha, scal,
-                         rab, has_drab, dlt, det):
+                         rab, has_drab, dlt, det, func=None):
+    assert func is None  # refused by hstu_varlen: the fp8 kernel has no func mask
     return _PerTensorFp8.apply(q, k, v, rab, so_q, so_k, nc, nt,
                                (mq, mk, tgs, wl, wr, alpha, scal, has_drab, dlt, det))
 
@@ -777,7 +845,8 @@ def hstu_varlen(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_
                 window_size=(-1, -1), alpha=1.0, rab=None, has_drab=False,
                 is_delta_q=False, scaling_seqlen=-1, seqused_q=None, seqused_k=None,
                 deterministic=False, qkv=None, names=None, fp8_inputs=False,
-                descales=(None, None, None), out_dtype=None, per_tensor_fp8=False):
+                descales=(None, None, None), out_dtype=None, per_tensor_fp8=False,
+                func=None):
     """The one implementation behind every public signature (kiln's, NVIDIA's,
     FBGEMM's).  Keyword arguments as in hstu_attn_varlen_func; is_delta_q may
     also be "auto": queries are the last rows of each sequence whenever
@@ -788,7 +857,8 @@ def hstu_varlen(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_
     seq_offsets_k in error messages.
     fp8_inputs: accept float8_e4m3fn q, k, v (forward only) with descales
     (descale_q, descale_k, descale_v) and out_dtype (None: bfloat16).
-    per_tensor_fp8: quant_mode=5 for 16-bit q, k, v."""
+    per_tensor_fp8: quant_mode=5 for 16-bit q, k, v.
+    func: NVIDIA's arbitrary mask (see hstu_attn_varlen_func)."""
     n = {"q": "q", "k": "k", "v": "v", "so_q": "seq_offsets_q", "so_k": "seq_offsets_k",
          **(names or {})}
     if qkv is not None:
@@ -833,6 +903,8 @@ def hstu_varlen(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_
     window_left, window_right = _check_window(window_size)
     _check_per_batch("num_contexts", num_contexts, batch)
     _check_per_batch("num_targets", num_targets, batch)
+    _check_func(func, q.shape[0], (window_left, window_right), num_contexts, num_targets,
+                fp8, per_tensor_fp8, n["q"])
     if target_group_size is None:
         target_group_size = 1
     target_group_size = _as_int("target_group_size", target_group_size)
@@ -903,7 +975,8 @@ def hstu_varlen(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_
                     (n["so_k"], seq_offsets_k), ("num_contexts", num_contexts),
                     ("num_targets", num_targets), ("rab", rab), ("seqused_q", seqused_q),
                     ("seqused_k", seqused_k), ("descale_q", descales[0]),
-                    ("descale_k", descales[1]), ("descale_v", descales[2])):
+                    ("descale_k", descales[1]), ("descale_v", descales[2]),
+                    ("func", func)):
         _check_device(name, t, dev)
 
     # Inputs the op takes as they come; conversions here stay differentiable.
@@ -928,10 +1001,10 @@ def hstu_varlen(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_
         return _with_seqused(q, k, v, seq_offsets_q, seq_offsets_k, seqused_q, seqused_k,
                              max_seqlen_q, max_seqlen_k, num_contexts, num_targets,
                              target_group_size, window_left, window_right, alpha, scaling,
-                             rab, has_drab, is_delta_q, deterministic, fwd=fwd)
+                             rab, has_drab, is_delta_q, deterministic, fwd=fwd, func=func)
     rest = (seq_offsets_q, so_k, max_seqlen_q, max_seqlen_k, num_contexts, num_targets,
             target_group_size, window_left, window_right, alpha, scaling, rab, has_drab,
-            is_delta_q, deterministic)
+            is_delta_q, deterministic, func)
     if qkv is not None:
         if per_tensor_fp8:
             raise Unsupported("quant_mode", "quant_mode=5 on a packed qkv is not "
@@ -943,18 +1016,19 @@ def hstu_varlen(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_
 def _with_seqused(q, k, v, cu_q, cu_k, used_q, used_k, max_seqlen_q, max_seqlen_k,
                   num_contexts, num_targets, target_group_size, window_left,
                   window_right, alpha, scaling, rab, has_drab, is_delta_q,
-                  deterministic, fwd=None):
+                  deterministic, fwd=None, func=None):
     """FBGEMM's seqused: only the first seqused[b] rows of each segment take
     part; the other rows' outputs and gradients are zero.  Done by gathering
     the used rows into a packed batch (differentiable torch ops around the
     kiln op, no host sync).  fwd: the forward to call (arguments as
-    kiln::hstu_fwd's; default that op)."""
+    kiln::hstu_fwd's; default that op).  func (NVIDIA's mask, columns by
+    padded query row) follows the gathered query rows."""
     if fwd is None:
         fwd = torch.ops.kiln.hstu_fwd
     if cu_q.shape[0] <= 1:
         rest = (cu_q, None if cu_k is cu_q else cu_k, max_seqlen_q, max_seqlen_k,
                 num_contexts, num_targets, target_group_size, window_left, window_right,
-                alpha, scaling, rab, has_drab, is_delta_q, deterministic)
+                alpha, scaling, rab, has_drab, is_delta_q, deterministic, func)
         return fwd(q, k, v, *rest)
     if cu_k is None:
         cu_k = cu_q
@@ -976,9 +1050,12 @@ def _with_seqused(q, k, v, cu_q, cu_k, used_q, used_k, max_seqlen_q, max_seqlen_
     so_k = None if new_k is new_q else new_k
     if so_k is None:
         is_delta_q = False
+    func_c = None
+    if func is not None:  # compact row r is padded row src_q[r]: its values too
+        func_c = func.index_select(2, src_q) if src_q.numel() else func[:, :, :0]
     out_c = fwd(qc, kc, vc, new_q, so_k, max_seqlen_q, max_seqlen_k, num_contexts,
                 num_targets, target_group_size, window_left, window_right, alpha, scaling,
-                rab, has_drab, is_delta_q, deterministic)
+                rab, has_drab, is_delta_q, deterministic, func_c)
     return _gather_rows(out_c, inv_q, pval_q)
 
 
@@ -1013,6 +1090,20 @@ def hstu_attn_varlen_func(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q,
     scaling_seqlen: the divisor after silu; -1 means max_seqlen_q.
     seqused_q, seqused_k: (B,) FBGEMM-style used lengths (rows past them are
     zero in the output).  deterministic: bit-reproducible backward.
+    func: NVIDIA's arbitrary mask, an int32 tensor (1, n_func, L) on q's
+    device, n_func odd (1 to 255), L >= total_q (NVIDIA allocates
+    total_q + 256; the last dimension is read with its strides, a copy is
+    made only if it is not contiguous).  With F_f = func[0, f,
+    seq_offsets_q[b] + r], query r (local index) of sequence b sees exactly
+    the keys j in [0, F_0) U [F_1, F_2) U ... U [F_(n-2), F_(n-1)), clamped
+    to [0, len_k): intervals may be empty, overlap, or pass the ends
+    (integer ranges, never Python's negative indices).  With delta-q the
+    query's rab row is its position r + len_k - len_q; its intervals stay
+    those of r.  A mask of its own: window_size must be (-1, -1) and
+    num_contexts, num_targets None (ValueError otherwise).  Differentiable
+    like the other masks (func itself gets no gradient); not with fp8
+    (kiln.Unsupported).  Runs on the portable kernels (never the Hopper
+    wgmma ones).
 
     fp8 (the sm_90a e4m3 kernel, D 64, 128 or 256; KilnError
     KILN_EUNSUPPORTED on other GPUs):
@@ -1032,13 +1123,13 @@ def hstu_attn_varlen_func(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q,
     Neither is a torch.library custom op: they call the C library directly,
     so torch.compile does not trace them (a graph break,
     torch.compiler.disable).  Other quant_mode values (0 to 4), descale_do
-    (fp8 backward) and func raise kiln.Unsupported; descale_* with 16-bit
+    (fp8 backward) and func with fp8 raise kiln.Unsupported; descale_* with 16-bit
     inputs and out_dtype other than q's dtype raise ValueError / TypeError.
 
     Returns out (total_q, H, D), a new contiguous tensor in q's dtype
     (out_dtype for float8_e4m3fn inputs).
     """
-    _unsupported_extras(func, None, (("descale_do", descale_do),))
+    _unsupported_extras(None, (("descale_do", descale_do),))
     per_tensor = _check_quant_mode(quant_mode)
     return hstu_varlen(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_k,
                        num_contexts=num_contexts, num_targets=num_targets,
@@ -1047,7 +1138,7 @@ def hstu_attn_varlen_func(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q,
                        scaling_seqlen=scaling_seqlen, seqused_q=seqused_q,
                        seqused_k=seqused_k, deterministic=deterministic, fp8_inputs=True,
                        descales=(descale_q, descale_k, descale_v), out_dtype=out_dtype,
-                       per_tensor_fp8=per_tensor)
+                       per_tensor_fp8=per_tensor, func=func)
 
 
 def hstu_attn_qkvpacked_func(qkv, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
@@ -1059,12 +1150,13 @@ def hstu_attn_qkvpacked_func(qkv, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_
     NVIDIA's `hstu_attn_qkvpacked_func`.  The backward writes one dqkv
     (total, 3, H, D).  Other arguments as in hstu_attn_varlen_func; as in
     NVIDIA's interface, a cu_seqlens_k other than cu_seqlens_q places each
-    sequence's queries at its last positions (a no-op for equal lengths)."""
-    _unsupported_extras(func, quant_mode)
+    sequence's queries at its last positions (a no-op for equal lengths);
+    func as there (its columns are the query rows)."""
+    _unsupported_extras(quant_mode)
     return hstu_varlen(None, None, None, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                        max_seqlen_k, num_contexts=num_contexts, num_targets=num_targets,
                        target_group_size=target_group_size, window_size=window_size,
                        alpha=alpha, rab=rab, has_drab=has_drab, is_delta_q="auto",
                        scaling_seqlen=scaling_seqlen, deterministic=deterministic, qkv=qkv,
                        names=dict(q="qkv[:, 0]", k="qkv[:, 1]", v="qkv[:, 2]",
-                                  so_q="cu_seqlens_q", so_k="cu_seqlens_k"))
+                                  so_q="cu_seqlens_q", so_k="cu_seqlens_k"), func=func)

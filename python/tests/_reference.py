@@ -39,6 +39,17 @@ def valid_mask(lq, lk, *, window=(-1, -1), n_ctx=None, n_tgt=None, group=1,
     return m
 
 
+def func_mask(func, row0, lq, lk, device="cpu"):
+    """(lq, lk) bool of NVIDIA's arbitrary mask for the query rows row0 ..
+    row0 + lq - 1 (global): [0, F0) U [F1, F2) U ..., F = func[0, :, row]."""
+    f = func[0, :, row0:row0 + lq].to(device=device, dtype=torch.int64)  # (n, lq)
+    j = torch.arange(lk, device=device)[None, :]
+    m = j < f[0][:, None]
+    for a in range(1, f.shape[0] - 1, 2):
+        m |= (j >= f[a][:, None]) & (j < f[a + 1][:, None])
+    return m
+
+
 def _seq_bounds(seq_offsets_q, seq_offsets_k):
     oq = [int(x) for x in seq_offsets_q.tolist()]
     ok = [int(x) for x in (seq_offsets_k if seq_offsets_k is not None
@@ -56,8 +67,9 @@ def _rab_block(rab, b, h, i, j, dtype):
 def hstu_reference(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_k, *,
                    num_contexts=None, num_targets=None, target_group_size=1,
                    window_size=(-1, -1), alpha=1.0, rab=None, is_delta_q=False,
-                   scaling_seqlen=-1, dtype=torch.float64):
-    """out (total_q, H, D) in `dtype`; rows outside every sequence are 0."""
+                   scaling_seqlen=-1, dtype=torch.float64, func=None):
+    """out (total_q, H, D) in `dtype`; rows outside every sequence are 0.
+    func: NVIDIA's (1, n_func, >= total_q) mask (replaces the window)."""
     oq, ok = _seq_bounds(seq_offsets_q, seq_offsets_k)
     nc = num_contexts.tolist() if num_contexts is not None else None
     nt = num_targets.tolist() if num_targets is not None else None
@@ -85,6 +97,8 @@ def hstu_reference(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seql
         m = valid_mask(lq, lk, window=window_size, n_ctx=nc[b] if nc else None,
                        n_tgt=nt[b] if nt else None, group=target_group_size,
                        delta_q=is_delta_q, device=q.device)
+        if func is not None:
+            m = func_mask(func, sq, lq, lk, device=q.device)
         p = p * m.to(dtype)
         pieces.append(torch.einsum("hij,jhd->ihd", p, vd[sk:ek]))
     if q.shape[0] > pos:
@@ -98,7 +112,8 @@ def hstu_reference(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seql
 def hstu_reference_bwd(dout, q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q,
                        max_seqlen_k, *, num_contexts=None, num_targets=None,
                        target_group_size=1, window_size=(-1, -1), alpha=1.0, rab=None,
-                       is_delta_q=False, scaling_seqlen=-1, dtype=torch.float64):
+                       is_delta_q=False, scaling_seqlen=-1, dtype=torch.float64,
+                       func=None):
     """(dq, dk, dv, drab) by the formulas of include/kiln.h, in `dtype`; drab
     is shaped like rab (zero where no pair touches it), None without rab."""
     oq, ok = _seq_bounds(seq_offsets_q, seq_offsets_k)
@@ -124,7 +139,10 @@ def hstu_reference_bwd(dout, q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q
         s = s * alpha
         m = valid_mask(lq, lk, window=window_size, n_ctx=nc[b] if nc else None,
                        n_tgt=nt[b] if nt else None, group=target_group_size,
-                       delta_q=is_delta_q, device=q.device).to(dtype)
+                       delta_q=is_delta_q, device=q.device)
+        if func is not None:
+            m = func_mask(func, sq, lq, lk, device=q.device)
+        m = m.to(dtype)
         sig = torch.sigmoid(s)
         p = s * sig / scale * m
         dsilu = sig * (1 + s * (1 - sig))
@@ -163,3 +181,35 @@ def make_batch(lengths_q, H, D, *, lengths_k=None, dtype=torch.bfloat16, device=
 
     return (rnd(tq, H, D), rnd(tk, H, D), rnd(tk, H, D), offsets(lengths_q),
             offsets(lengths_k))
+
+
+def make_func(lengths_q, n_func, *, lengths_k=None, pad=256, seed=0, device="cuda"):
+    """NVIDIA's arbitrary mask for a batch: int32 (1, n_func, total_q + pad),
+    column seq_offsets_q[b] + r for query r of sequence b.  Per row a window
+    around the query's position, sorted disjoint intervals, or any values in
+    [-3, len_k + 5] (empty and overlapping intervals, ends past len_k); the
+    pad columns hold garbage that must not be read."""
+    g = torch.Generator(device="cpu").manual_seed(seed + 101)
+    lengths_k = lengths_q if lengths_k is None else lengths_k
+    total = sum(lengths_q)
+    f = torch.randint(-(1 << 20), 1 << 20, (1, n_func, total + pad), generator=g,
+                      dtype=torch.int32)
+    row = 0
+    for lq, lk in zip(lengths_q, lengths_k):
+        for r in range(lq):
+            i = r + lk - lq
+            style = 0 if r == 0 else int(torch.randint(0, 3, (1,), generator=g))
+            if style == 0:
+                v = [int(torch.randint(0, i // 2 + 2, (1,), generator=g))]
+                for _ in range((n_func - 1) // 2):
+                    a, b = torch.randint(0, 12, (2,), generator=g).tolist()
+                    v += [i - a, i + 1 + b]
+                if n_func == 1:
+                    v = [i + 1]
+            elif style == 1:
+                v = sorted(torch.randint(0, lk + 1, (n_func,), generator=g).tolist())
+            else:
+                v = torch.randint(-3, lk + 6, (n_func,), generator=g).tolist()
+            f[0, :, row + r] = torch.tensor(v, dtype=torch.int32)
+        row += lq
+    return f.to(device)

@@ -66,20 +66,23 @@ def cpu_kiln(monkeypatch):
     import kiln.hstu as kh
 
     def fwd_impl(q, k, v, out, so_q, so_k, mq, mk, nc, nt, tgs, wl, wr, alpha, scal, rab,
-                 dlt):
+                 dlt, func=None):
         if q.shape[0] == 0 or so_q.shape[0] <= 1:
             return out
         if k.shape[0] == 0:
             return out.zero_()
-        ref = hstu_reference(q, k, v, so_q, so_k, mq, mk,
+        if func is not None:  # what the C library is given
+            assert func.dtype == torch.int32 and func.dim() == 3
+            assert func.shape[2] >= q.shape[0]
+        ref = hstu_reference(q, k, v, so_q, so_k, mq, mk, func=func,
                              **_ref_kwargs(so_k, mq, mk, nc, nt, tgs, wl, wr, alpha, scal,
                                            rab, dlt))
         out.copy_(ref)
         return out
 
     def bwd_impl(dout, q, k, v, dq, dk, dv, so_q, so_k, mq, mk, nc, nt, tgs, wl, wr, alpha,
-                 scal, rab, drab, dlt, det):
-        g = hstu_reference_bwd(dout, q, k, v, so_q, so_k, mq, mk,
+                 scal, rab, drab, dlt, det, func=None):
+        g = hstu_reference_bwd(dout, q, k, v, so_q, so_k, mq, mk, func=func,
                                **_ref_kwargs(so_k, mq, mk, nc, nt, tgs, wl, wr, alpha,
                                              scal, rab, dlt))
         for dst, src in zip((dq, dk, dv), g[:3]):

@@ -10,8 +10,10 @@ by environment variables:
   KILN_NV_OFFSET     NVIDIA: start of the every-Nth walk (default 0)
   KILN_NV_SHARD      NVIDIA: "K/N": of the selected cases keep the K-th of N
   KILN_NV_MAX        NVIDIA: at most this many real cases (0: no cap)
-  KILN_NV_UNSUPPORTED  NVIDIA: also run this many fp8 and func cases each, to
-                     show them skipping with kiln's message (default 1)
+  KILN_NV_UNSUPPORTED  NVIDIA: also run this many fp8 cases, to show them
+                     skipping with kiln's message (default 1)
+  KILN_NV_FUNC       NVIDIA: also run this many arbitrary-mask (func) cases
+                     (default 4)
 
 What it does:
 - points the imports at kiln: `hstu_attn_interface` and `hstu_attn` ->
@@ -21,9 +23,10 @@ What it does:
 - NVIDIA: classifies every collected case from its parameters, the way
   test.py itself decides: "early" (test.py returns before testing anything:
   delta-q with contexts or targets, contexts without the causal mask),
-  "func" (arbitrary masks: not in kiln), "fp8" (test_fused_attn_fp8: not in
-  kiln), "paged" (sm8x only), "real"; then keeps a fixed every-Nth sample of
-  the real ones (node ids ordered by their SHA-1, which mixes parameters);
+  "func" (arbitrary masks, sampled on their own), "fp8" (test_fused_attn_fp8:
+  not in kiln), "paged" (sm8x only), "real"; then keeps a fixed every-Nth
+  sample of the real ones (node ids ordered by their SHA-1, which mixes
+  parameters);
 - FBGEMM: skips the fp8 class, makes hypothesis deterministic (derandomize,
   no database, no shrinking), and turns an example that needs a missing
   feature into a rejected example (hypothesis.reject) instead of a failure;
@@ -254,15 +257,18 @@ def _select_nvidia(items, config):
         picked = picked[:cap]
     extra = []
     n_uns = int(os.environ.get("KILN_NV_UNSUPPORTED", "1") or 0)
+    n_func = int(os.environ.get("KILN_NV_FUNC", "4") or 0)
+    if k == 1 and n_func > 0:
+        extra += sorted(classes["func"], key=_stable_key)[:n_func]
     if k == 1 and n_uns > 0:
-        for c in ("func", "fp8"):
-            extra += sorted(classes[c], key=_stable_key)[:n_uns]
+        extra += sorted(classes["fp8"], key=_stable_key)[:n_uns]
     for it in extra:
         if _classify_nvidia(it) == "fp8":
             it.add_marker(pytest.mark.kiln_unsupported)
     STATE["selection"] = dict(real=len(real), every=every, offset=offset, shard=shard,
                               cap=cap, selected_real=len(picked),
-                              unsupported_samples=len(extra))
+                              unsupported_samples=len(extra),
+                              func_samples=min(n_func, len(classes["func"])) if k == 1 else 0)
     keep = set(id(i) for i in picked + extra)
     return [i for i in items if id(i) in keep], [i for i in items if id(i) not in keep]
 
@@ -375,7 +381,8 @@ def summary(out):
             lines.append(f"  selected {s['selected_real']} of {s['real']} real cases "
                          f"(every {s['every']}th from {s['offset']}, shard {s['shard']}"
                          f"{', cap %d' % s['cap'] if s['cap'] else ''}) + "
-                         f"{s['unsupported_samples']} unsupported samples")
+                         f"{s['unsupported_samples']} func and unsupported samples"
+                         f" ({s.get('func_samples', 0)} func)")
         lines += _outcome_lines(nv)
         if nv["passed_without_kiln"]:
             lines.append(f"  WARNING: {len(nv['passed_without_kiln'])} passed without "

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import kiln
-from _reference import hstu_reference, make_batch
+from _reference import hstu_reference, make_batch, make_func
 from conftest import requires_cuda
 
 pytestmark = requires_cuda
@@ -39,11 +39,12 @@ requires_bwd = pytest.mark.skipif(not _has_bwd(), reason="libkiln.so has no kiln
 # ------------------------------------------------------------------ cases
 def _case(name, lengths, H=2, D=64, dtype=BF, lengths_k=None, window=(-1, -1),
           n_ctx=None, n_tgt=None, group=1, rab_heads=None, drab=False, delta=False,
-          alpha=1.0, scaling=-1, offsets_dtype=torch.int32):
+          alpha=1.0, scaling=-1, offsets_dtype=torch.int32, n_func=None, func_pad=256):
     return pytest.param(dict(lengths=lengths, H=H, D=D, dtype=dtype, lengths_k=lengths_k,
                              window=window, n_ctx=n_ctx, n_tgt=n_tgt, group=group,
                              rab_heads=rab_heads, drab=drab, delta=delta, alpha=alpha,
-                             scaling=scaling, offsets_dtype=offsets_dtype), id=name)
+                             scaling=scaling, offsets_dtype=offsets_dtype, n_func=n_func,
+                             func_pad=func_pad), id=name)
 
 
 RAGGED = [0, 1, 37, 0, 130, 1, 64]
@@ -76,6 +77,13 @@ CASES = [
           window=(12, 4)),
     _case("one_token_batch", [1], window=(-1, 0)),
     _case("many_heads", [70, 20], H=8, window=(-1, 0)),
+    # NVIDIA's arbitrary mask (func)
+    _case("func_n1", RAGGED, n_func=1),
+    _case("func_n3_rab_drab", RAGGED, n_func=3, rab_heads=1, drab=True),
+    _case("func_n5_fp16", [200, 0, 65, 1], dtype=FP, n_func=5, func_pad=0),
+    _case("func_delta_rab_drab", [5, 1, 0, 60], lengths_k=[9, 1, 3, 128], delta=True,
+          n_func=3, rab_heads=2, drab=True, func_pad=7),
+    _case("func_d256", [130, 3], D=256, n_func=3),
 ]
 DIMS = [_case(f"{dt}_d{d}", [3, 130, 1, 64], D=d, dtype=dt, window=(-1, 0), rab_heads=1,
               drab=True, n_tgt=[1, 9, 0, 5])
@@ -100,6 +108,9 @@ def _make(c, seed=0):
         g = torch.Generator().manual_seed(seed + 7)
         rab = (torch.rand((B, c["rab_heads"], mk, mk), generator=g) * 2 - 1)
         rab = rab.to(device=DEV, dtype=c["dtype"])
+    if c.get("n_func"):
+        kw["func"] = make_func(c["lengths"], c["n_func"], lengths_k=c["lengths_k"],
+                               pad=c["func_pad"], seed=seed, device=DEV)
     return q, k, v, oq, (ok if c["lengths_k"] is not None else oq), mq, mk, kw, rab
 
 
@@ -383,6 +394,61 @@ def test_nvidia_compat_packed_with_rab_like_its_test():
 
 
 @requires_bwd
+def test_nvidia_compat_func_like_its_test():
+    """NVIDIA's is_arbitrary cases: func drawn per max_seq_len_q row as its
+    test draws it (n_func 3, values in the thirds of max_seq_len_k), copied
+    into the (1, n_func, total_q + 256) var_fun, a delta-q batch with rab and
+    drab; packed qkv and separate q, k, v."""
+    from kiln.compat import hstu_attn_interface as nv
+
+    B, H, D, Lq, Lk = 3, 2, 64, 40, 96
+    lq = torch.tensor([40, 17, 1], device=DEV)
+    lk = torch.tensor([96, 17, 30], device=DEV)
+    cu_q = torch.zeros(B + 1, dtype=torch.int32, device=DEV)
+    cu_k = torch.zeros(B + 1, dtype=torch.int32, device=DEV)
+    cu_q[1:], cu_k[1:] = torch.cumsum(lq, 0), torch.cumsum(lk, 0)
+    tq, tk = int(cu_q[-1]), int(cu_k[-1])
+    g = torch.Generator(device=DEV).manual_seed(5)
+    split = Lk // 3
+    func = torch.empty((B, 1, 3, Lq), dtype=torch.int32, device=DEV)
+    for i in range(3):
+        func[:, :, i, :] = torch.randint(i * split, int((i + 0.3) * split), (B, 1, Lq),
+                                         device=DEV, generator=g)
+    var_fun = torch.empty((1, 3, tq + 256), dtype=torch.int32, device=DEV)
+    for b in range(B):
+        var_fun[0, :, cu_q[b]:cu_q[b + 1]] = func[b, 0, :, :int(lq[b])]
+    q = torch.empty(tq, H, D, device=DEV, dtype=BF).uniform_(-1, 1).requires_grad_()
+    k = torch.empty(tk, H, D, device=DEV, dtype=BF).uniform_(-1, 1).requires_grad_()
+    v = torch.empty(tk, H, D, device=DEV, dtype=BF).uniform_(-1, 1).requires_grad_()
+    rab = torch.empty(B, 1, Lk, Lk, device=DEV, dtype=BF).uniform_(-1, 1).requires_grad_()
+    out = nv.hstu_attn_varlen_func(q, k, v, cu_q, cu_k, Lq, Lk, alpha=0.5, rab=rab,
+                                   has_drab=True, func=var_fun)
+    kw = dict(alpha=0.5, rab=rab, is_delta_q=True, func=var_fun)
+    ref = hstu_reference(q, k, v, cu_q, cu_k, Lq, Lk, **kw)
+    low = hstu_reference(q, k, v, cu_q, cu_k, Lq, Lk, dtype=BF, **kw)
+    _check("out", out, ref.detach(), low.detach(), 2)
+    gr = torch.rand_like(out)
+    got = torch.autograd.grad(out, (q, k, v, rab), gr)
+    want = torch.autograd.grad(ref, (q, k, v, rab), gr.double())
+    base = torch.autograd.grad(low, (q, k, v, rab), gr)
+    for name, a, w, b in zip(("dq", "dk", "dv", "drab"), got, want, base):
+        _check(name, a, w, b, 5)
+    # packed qkv, equal lengths
+    qkv = torch.empty(tk, 3, H, D, device=DEV, dtype=BF).uniform_(-1, 1).requires_grad_()
+    fk = torch.randint(0, Lk, (1, 5, tk + 256), dtype=torch.int32, device=DEV, generator=g)
+    out_p = nv.hstu_attn_qkvpacked_func(qkv, cu_k, cu_k, Lk, Lk, func=fk)
+    qs, ks, vs = qkv[:, 0], qkv[:, 1], qkv[:, 2]
+    ref = hstu_reference(qs, ks, vs, cu_k, cu_k, Lk, Lk, func=fk)
+    low = hstu_reference(qs, ks, vs, cu_k, cu_k, Lk, Lk, func=fk, dtype=BF)
+    _check("out (packed)", out_p, ref.detach(), low.detach(), 2)
+    gr = torch.rand_like(out_p)
+    (dqkv,) = torch.autograd.grad(out_p, qkv, gr)
+    (wq,) = torch.autograd.grad(ref, qkv, gr.double())
+    (bq,) = torch.autograd.grad(low, qkv, gr)
+    _check("dqkv (packed)", dqkv, wq, bq, 5)
+
+
+@requires_bwd
 def test_fbgemm_compat_seqused_on_gpu():
     from kiln.compat import hstu as fb
 
@@ -429,8 +495,9 @@ def test_device_errors_name_the_argument():
     with pytest.raises(ValueError, match="rab must be a CUDA tensor"):
         kiln.hstu_attn_varlen_func(q, q, q, off, off, 10, 10,
                                    rab=torch.zeros(1, 1, 10, 10, dtype=BF))
-    with pytest.raises(kiln.Unsupported, match="func"):
-        kiln.hstu_attn_varlen_func(q, q, q, off, off, 10, 10, func=off)
+    with pytest.raises(ValueError, match="func must be a CUDA tensor"):
+        kiln.hstu_attn_varlen_func(q, q, q, off, off, 10, 10,
+                                   func=torch.zeros(1, 3, 266, dtype=torch.int32))
 
 
 def test_c_failure_is_a_kiln_error():

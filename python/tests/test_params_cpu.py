@@ -150,6 +150,42 @@ def test_delta_q_rab_and_drab(rec):
     assert rab.grad.shape == rab.shape
 
 
+def test_func_pointer_count_and_stride(rec):
+    """NVIDIA's func: its data pointer, n_func and the stride between its
+    rows reach kiln_hstu_fwd_params (forward and backward) without a copy;
+    a layout the kernels cannot read (last dimension not contiguous) is
+    copied first."""
+    import kiln
+
+    L, H, D = 12, 2, 64
+    q = torch.randn(L, H, D, dtype=BF).requires_grad_()
+    off = torch.tensor([0, 5, 12], dtype=torch.int32)
+    big = torch.zeros(1, 3, L + 300, dtype=torch.int32)
+    func = big[:, :, :L + 256]                   # NVIDIA's (1, 3, total_q + 256)
+    out = kiln.hstu_attn_varlen_func(q, q, q, off, off, 7, 7, func=func)
+    (p, _), = rec.fwd
+    assert (p.func, p.n_func, p.func_stride) == (func.data_ptr(), 3, L + 300)
+    assert (p.window_left, p.window_right) == (-1, -1)
+    out.backward(torch.ones_like(out))
+    (b, _), = rec.bwd
+    assert (b.fwd.func, b.fwd.n_func, b.fwd.func_stride) == (func.data_ptr(), 3, L + 300)
+    rec.fwd.clear()
+    one = torch.zeros(1, 1, L, dtype=torch.int32)  # n_func 1: its length is the stride
+    kiln.hstu_attn_qkvpacked_func(torch.randn(L, 3, H, D, dtype=BF), off, off, 7, 7,
+                                  func=one)
+    (p, _), = rec.fwd
+    assert (p.func, p.n_func, p.func_stride) == (one.data_ptr(), 1, L)
+    rec.fwd.clear()
+    tr = torch.zeros(1, L + 256, 5, dtype=torch.int32).transpose(1, 2)  # columns strided
+    kiln.hstu_attn_varlen_func(q.detach(), q.detach(), q.detach(), off, off, 7, 7, func=tr)
+    (p, _), = rec.fwd
+    assert p.func != tr.data_ptr() and (p.n_func, p.func_stride) == (5, L + 256)
+    rec.fwd.clear()
+    kiln.hstu_attn_varlen_func(q.detach(), q.detach(), q.detach(), off, off, 7, 7)
+    (p, _), = rec.fwd
+    assert (p.func, p.n_func, p.func_stride) == (0, 0, 0)
+
+
 def test_single_head_odd_head_stride_is_normalized(rec):
     import kiln
 

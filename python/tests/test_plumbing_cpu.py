@@ -10,7 +10,7 @@ custom ops' fake implementations (torch.library.opcheck).
 import pytest
 import torch
 
-from _reference import hstu_reference, hstu_reference_bwd, make_batch
+from _reference import func_mask, hstu_reference, hstu_reference_bwd, make_batch, make_func
 
 F64 = torch.float64
 
@@ -226,6 +226,166 @@ def test_opcheck_fake_and_autograd_registration(cpu_kiln):
     pargs = (qkv, oq, None, mq, mq, None, None, 1, -1, 0, 1.0, 0.0, None, False, False,
              False)
     torch.library.opcheck(torch.ops.kiln.hstu_fwd_qkvpacked.default, pargs)
+
+
+# ------------------------------------------------------------------- func
+FUNC_CASES = [
+    # name, lengths_q, lengths_k, H, n_func, pad, kwargs
+    ("func_n1", [5, 0, 1, 9], None, 2, 1, 256, dict()),
+    ("func_n3_rab", [7, 3, 0, 12], None, 2, 3, 0, dict(rab_heads=1)),
+    ("func_n5_delta_rab", [3, 1, 0, 5], [8, 1, 4, 5], 4, 5, 9,
+     dict(is_delta_q=True, rab_heads=2, alpha=0.6)),
+]
+
+
+def test_func_mask_by_hand():
+    """[0, F0) U [F1, F2) U ...: empty, overlapping, negative and past-the-end
+    values, each row its own global column."""
+    rows = [(2, 4, 6), (0, 3, 2), (-5, 1, 100), (7, 0, 0), (1, 0, 3)]
+    f = torch.tensor(rows, dtype=torch.int32).t()[None]  # (1, 3, 5)
+    want = ["110011", "000000", "011111", "111111", "111000"]
+    m = func_mask(f, 0, 5, 6)
+    assert ["".join("1" if x else "0" for x in r) for r in m.tolist()] == want
+    m = func_mask(f, 2, 3, 6)  # rows 2.. of the batch
+    assert ["".join("1" if x else "0" for x in r) for r in m.tolist()] == want[2:]
+    assert func_mask(f[:, :1], 0, 5, 6).sum(1).tolist() == [2, 0, 0, 6, 1]
+
+
+def _func_build(lq, lk, H, nf, pad, kw, dtype):
+    q, k, v, oq, ok, mq, mk, kw = _build(lq, lk, H, kw, dtype=dtype)
+    kw["func"] = make_func(lq, nf, lengths_k=lk, pad=pad, seed=len(lq) + nf, device="cpu")
+    return q, k, v, oq, ok, mq, mk, kw
+
+
+@pytest.mark.parametrize("name,lq,lk,H,nf,pad,kw", FUNC_CASES, ids=[c[0] for c in FUNC_CASES])
+def test_func_reference_backward_matches_autograd(name, lq, lk, H, nf, pad, kw):
+    q, k, v, oq, ok, mq, mk, kw = _func_build(lq, lk, H, nf, pad, kw, F64)
+    leaves = [q.requires_grad_(), k.requires_grad_(), v.requires_grad_()]
+    if kw.get("rab") is not None:
+        leaves.append(kw["rab"].requires_grad_())
+    out = hstu_reference(q, k, v, oq, ok, mq, mk, **kw)
+    g = torch.rand_like(out)
+    want = torch.autograd.grad(out, leaves, g)
+    got = hstu_reference_bwd(g, q.detach(), k.detach(), v.detach(), oq, ok, mq, mk,
+                             **{n: (t.detach() if torch.is_tensor(t) else t)
+                                for n, t in kw.items()})
+    for w, x in zip(want, got):
+        torch.testing.assert_close(x, w, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name,lq,lk,H,nf,pad,kw", FUNC_CASES, ids=[c[0] for c in FUNC_CASES])
+def test_func_forward_and_grads_route(cpu_kiln, name, lq, lk, H, nf, pad, kw):
+    import kiln
+
+    q, k, v, oq, ok, mq, mk, kw = _func_build(lq, lk, H, nf, pad, kw, torch.bfloat16)
+    has_rab = kw.get("rab") is not None
+    leaves = [q.requires_grad_(), k.requires_grad_(), v.requires_grad_()]
+    if has_rab:
+        kw["rab"] = kw["rab"].float().requires_grad_()
+        leaves.append(kw["rab"])
+    out = kiln.hstu_attn_varlen_func(q, k, v, oq, ok, mq, mk, has_drab=has_rab, **kw)
+    ref = hstu_reference(q.detach(), k.detach(), v.detach(), oq, ok, mq, mk,
+                         **{n: (t.detach() if torch.is_tensor(t) else t)
+                            for n, t in kw.items()})
+    torch.testing.assert_close(out.double(), ref, rtol=2e-2, atol=2e-2)
+    # the mask matters: without func the result differs
+    plain = hstu_reference(q.detach(), k.detach(), v.detach(), oq, ok, mq, mk,
+                           **{n: (t.detach() if torch.is_tensor(t) else t)
+                              for n, t in kw.items() if n != "func"})
+    assert (plain - ref).abs().max() > 1e-3
+    g = torch.rand_like(out)
+    grads = torch.autograd.grad(out, leaves, g)
+    want = hstu_reference_bwd(g, q.detach(), k.detach(), v.detach(), oq, ok, mq, mk,
+                              **{n: (t.detach().to(torch.bfloat16) if n == "rab" else
+                                     (t.detach() if torch.is_tensor(t) else t))
+                                 for n, t in kw.items()})
+    for got, w, leaf in zip(grads, want, leaves):
+        assert got.dtype == leaf.dtype and got.shape == leaf.shape
+        torch.testing.assert_close(got.double(), w, rtol=3e-2, atol=3e-2)
+
+
+def test_func_packed_and_compat_modules(cpu_kiln):
+    """func through the packed qkv op, NVIDIA's module (delta-q from the
+    offsets) and FBGEMM's, whose seqused gathers func's columns with the
+    query rows."""
+    import kiln
+    from kiln.compat import hstu as fb
+    from kiln.compat import hstu_attn_interface as nv
+
+    torch.manual_seed(1)
+    L, H, D = 17, 2, 32
+    qkv = (torch.rand(L, 3, H, D) * 2 - 1).to(torch.bfloat16).requires_grad_()
+    off = torch.tensor([0, 5, 5, 17], dtype=torch.int32)
+    func = make_func([5, 0, 12], 3, seed=4, device="cpu")
+    out_p = nv.hstu_attn_qkvpacked_func(qkv, off, off, 12, 12, func=func, alpha=0.5)
+    g = torch.rand_like(out_p)
+    (dqkv,) = torch.autograd.grad(out_p, qkv, g)
+    q, k, v = (qkv.detach()[:, i].clone().requires_grad_() for i in range(3))
+    out_v = kiln.hstu_attn_varlen_func(q, k, v, off, off, 12, 12, func=func, alpha=0.5)
+    dq, dk, dv = torch.autograd.grad(out_v, (q, k, v), g)
+    torch.testing.assert_close(out_p, out_v, rtol=0, atol=0)
+    torch.testing.assert_close(dqkv, torch.stack([dq, dk, dv], 1), rtol=0, atol=0)
+
+    # NVIDIA: other offsets for the keys are a delta-q batch
+    lq, lk = [2, 3], [5, 3]
+    q, k, v, oq, ok, mq, mk, _ = _build(lq, lk, 2, {}, dtype=torch.bfloat16)
+    f2 = make_func(lq, 3, lengths_k=lk, seed=8, device="cpu")
+    out = nv.hstu_attn_varlen_func(q, k, v, oq, ok, mq, mk, func=f2)
+    ref = hstu_reference(q, k, v, oq, ok, mq, mk, is_delta_q=True, func=f2)
+    torch.testing.assert_close(out.double(), ref, rtol=2e-2, atol=2e-2)
+
+    # FBGEMM seqused: func columns are padded query rows
+    seg_q, seg_k, used_q, used_k = [6, 4, 7], [8, 4, 9], [3, 4, 0], [5, 4, 2]
+    q, k, v, cq, ck = make_batch(seg_q, H, D, lengths_k=seg_k, dtype=torch.bfloat16,
+                                 device="cpu", seed=3)
+    f3 = make_func(seg_q, 5, lengths_k=seg_k, seed=9, device="cpu")
+    uq = torch.tensor(used_q, dtype=torch.int32)
+    uk = torch.tensor(used_k, dtype=torch.int32)
+    out = fb.hstu_attn_varlen_func(q, k, v, cq, ck, uq, uk, 7, 9, -1, None, None, func=f3)
+
+    def pick(seg, used):
+        rows, s0 = [], 0
+        for n, u in zip(seg, used):
+            rows += list(range(s0, s0 + u))
+            s0 += n
+        return rows
+
+    rq, rk = pick(seg_q, used_q), pick(seg_k, used_k)
+    ocq = torch.tensor([0] + list(torch.tensor(used_q).cumsum(0)), dtype=torch.int32)
+    ock = torch.tensor([0] + list(torch.tensor(used_k).cumsum(0)), dtype=torch.int32)
+    ref_c = hstu_reference(q[rq], k[rk], v[rk], ocq, ock, 7, 9, is_delta_q=True,
+                           func=f3[:, :, rq])
+    ref = torch.zeros_like(out, dtype=F64)
+    ref[rq] = ref_c
+    torch.testing.assert_close(out.double(), ref, rtol=2e-2, atol=2e-2)
+
+
+def test_func_compile_fullgraph_and_opcheck(cpu_kiln):
+    import kiln
+
+    q, k, v, oq, _, mq, _, kw = _func_build([5, 7, 1], None, 2, 3, 256, dict(rab_heads=1),
+                                            torch.bfloat16)
+    rab, func = kw["rab"], kw["func"]
+
+    def f(q, k, v, rab):
+        o = kiln.hstu_attn_varlen_func(q, k, v, oq, oq, mq, mq, alpha=0.7, rab=rab,
+                                       has_drab=True, func=func)
+        return (o.float() * 2).sum()
+
+    cf = torch.compile(f, fullgraph=True, backend="aot_eager")
+    args = [t.clone().requires_grad_() for t in (q, k, v, rab)]
+    args2 = [t.clone().requires_grad_() for t in (q, k, v, rab)]
+    eager = f(*args)
+    comp = cf(*args2)
+    torch.testing.assert_close(comp, eager)
+    for a, b in zip(torch.autograd.grad(eager, args), torch.autograd.grad(comp, args2)):
+        torch.testing.assert_close(a, b)
+    fargs = (q.requires_grad_(), k.requires_grad_(), v.requires_grad_(), oq, None, mq, mq,
+             None, None, 1, -1, -1, 1.0, 0.0, rab.requires_grad_(), True, False, False, func)
+    torch.library.opcheck(torch.ops.kiln.hstu_fwd.default, fargs)
+    bargs = (torch.rand_like(q), q.detach(), k.detach(), v.detach(), oq, None, mq, mq, None,
+             None, 1, -1, -1, 1.0, 0.0, rab.detach(), True, False, False, func)
+    torch.library.opcheck(torch.ops.kiln.hstu_bwd.default, bargs)
 
 
 # ------------------------------------------------------------------- fp8

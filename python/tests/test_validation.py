@@ -94,6 +94,22 @@ BAD = [
     (TypeError, ["is_delta_q", "bool"], dict(is_delta_q="yes")),
     (TypeError, ["seqused_q", "int32"], dict(seqused_q=torch.zeros(2))),
     (ValueError, ["seqused_k", "(2,)"], dict(seqused_k=torch.zeros(5, dtype=torch.int32))),
+    # NVIDIA's arbitrary mask: int32 (1, odd n_func, >= total_q), a mask of its own
+    (TypeError, ["func", "torch.Tensor"], dict(func=[[0]])),
+    (TypeError, ["func", "int32"], dict(func=torch.zeros(1, 3, 266))),
+    (ValueError, ["func", "3-D"], dict(func=torch.zeros(3, 266, dtype=torch.int32))),
+    (ValueError, ["func", "one func head"], dict(func=torch.zeros(2, 3, 266, dtype=torch.int32))),
+    (ValueError, ["func", "n_func = 2", "odd"], dict(func=torch.zeros(1, 2, 266, dtype=torch.int32))),
+    (ValueError, ["func", "n_func = 257"], dict(func=torch.zeros(1, 257, 266, dtype=torch.int32))),
+    (ValueError, ["func", "9 columns", "10 rows"], dict(func=torch.zeros(1, 3, 9, dtype=torch.int32))),
+    (ValueError, ["func", "window_size", "(-1, 0)"],
+     dict(func=torch.zeros(1, 3, 266, dtype=torch.int32), window_size=(-1, 0))),
+    (ValueError, ["func", "num_contexts"],
+     dict(func=torch.zeros(1, 3, 266, dtype=torch.int32),
+          num_contexts=torch.zeros(2, dtype=torch.int32))),
+    (ValueError, ["func", "num_targets"],
+     dict(func=torch.zeros(1, 3, 266, dtype=torch.int32),
+          num_targets=torch.zeros(2, dtype=torch.int32))),
     (ValueError, ["q", "CUDA"], dict()),  # every other check passed: the device one
 ]
 
@@ -106,7 +122,6 @@ def test_bad_argument_names_it(exc, words, over):
 
 
 UNSUPPORTED = [
-    ("func", dict(func=torch.zeros(1, 3, 300, dtype=torch.int32))),
     ("quant_mode", dict(quant_mode=0)),
     ("quant_mode", dict(quant_mode=1)),
     ("quant_mode", dict(quant_mode=2)),
@@ -114,6 +129,7 @@ UNSUPPORTED = [
     ("quant_mode", dict(quant_mode=4)),
     ("quant_mode", dict(quant_mode="5")),
     ("descale_do", dict(descale_do=torch.ones(1))),
+    ("func", dict(func=torch.zeros(1, 3, 266, dtype=torch.int32), quant_mode=5)),  # fp8
 ]
 
 
@@ -294,7 +310,7 @@ def test_compat_spellings_in_messages():
         nv.hstu_attn_varlen_func(q, k, v, off.float(), off, 6, 6)
     with pytest.raises(ValueError, match="cu_seqlens_k"):
         nv.hstu_attn_varlen_func(q, k, v, off, off[:2], 6, 6)
-    with pytest.raises(NotImplementedError, match="func"):
+    with pytest.raises(TypeError, match="func"):
         nv.hstu_attn_qkvpacked_func(torch.zeros(10, 3, 2, 64, dtype=BF), off, off, 6, 6,
                                     func=torch.zeros(1))
     with pytest.raises(ValueError, match="qkv"):

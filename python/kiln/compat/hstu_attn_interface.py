@@ -17,8 +17,10 @@ The seven names of NVIDIA's module with its signatures and defaults:
 Semantics as NVIDIA's: each sequence's queries sit at its last len_q
 positions (a cu_seqlens_k other than cu_seqlens_q is a delta-q batch), rab is
 (B, H_rab, max_seqlen_k, max_seqlen_k), scaling_seqlen=-1 means max_seqlen_q.
-Differences: func (arbitrary masks) and quant_mode other than -1 and 5 raise
-kiln.Unsupported; quant_mode=5 (one fp8 e4m3 scale per tensor) runs kiln's
+func (arbitrary masks, int32 (1, n_func, total_q + 256)) works as NVIDIA's,
+forward and backward, with window_size (-1, -1) and no contexts or targets
+(ValueError otherwise; kiln.Unsupported with fp8).
+Differences: quant_mode other than -1 and 5 raises kiln.Unsupported; quant_mode=5 (one fp8 e4m3 scale per tensor) runs kiln's
 fp8 forward (sm_90a) with a straight-through 16-bit backward (NVIDIA's has an
 fp8 backward), in hstu_attn_varlen_func only (not on a packed qkv), and is
 not traced by torch.compile (a graph break); rab may have any number of heads
@@ -66,15 +68,15 @@ def hstu_attn_varlen_func(
 ):
     """HSTU attention over a jagged batch; returns out (total_q, H, D).
     quant_mode=5: fp8 forward with per-tensor scales, 16-bit backward of the
-    unquantized inputs (see kiln.hstu_attn_varlen_func)."""
-    _unsupported_extras(func)
+    unquantized inputs (see kiln.hstu_attn_varlen_func); func: NVIDIA's
+    arbitrary mask (see there)."""
     per_tensor = _check_quant_mode(quant_mode)
     return hstu_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                        num_contexts=num_contexts, num_targets=num_targets,
                        target_group_size=target_group_size, window_size=window_size,
                        alpha=alpha, rab=rab, has_drab=has_drab, is_delta_q="auto",
                        scaling_seqlen=scaling_seqlen, names=_NAMES,
-                       per_tensor_fp8=per_tensor)
+                       per_tensor_fp8=per_tensor, func=func)
 
 
 def hstu_attn_qkvpacked_func(
@@ -96,13 +98,14 @@ def hstu_attn_qkvpacked_func(
 ):
     """HSTU attention on a packed qkv (total, 3, H, D); the gradient is one
     dqkv (total, 3, H, D)."""
-    _unsupported_extras(func, quant_mode)
+    _unsupported_extras(quant_mode)
     return hstu_varlen(None, None, None, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                        max_seqlen_k, num_contexts=num_contexts, num_targets=num_targets,
                        target_group_size=target_group_size, window_size=window_size,
                        alpha=alpha, rab=rab, has_drab=has_drab, is_delta_q="auto",
                        scaling_seqlen=scaling_seqlen, qkv=qkv,
-                       names=dict(_NAMES, q="qkv[:, 0]", k="qkv[:, 1]", v="qkv[:, 2]"))
+                       names=dict(_NAMES, q="qkv[:, 0]", k="qkv[:, 1]", v="qkv[:, 2]"),
+                       func=func)
 
 
 # ------------------------------------------------------------ fp8 helpers

@@ -22,8 +22,10 @@ Same names and signatures as FBGEMM's:
 seqused_q / seqused_k (FBGEMM's used lengths per padded segment) work: only
 the first seqused[b] rows of a segment take part, the rest of the output and
 of the gradients is zero, and queries sit at positions seqused_k - seqused_q
-onwards.  Paged KV (kv_cache, page_offsets, page_ids, last_page_lens), fp8
-quant_mode and func masks raise kiln.Unsupported.
+onwards.  func (arbitrary masks, int32 (1, n_func, total + 256) indexed by
+the padded query row) works as NVIDIA's, with window_size (-1, -1) and no
+contexts or targets.  Paged KV (kv_cache, page_offsets, page_ids,
+last_page_lens) and fp8 quant_mode raise kiln.Unsupported.
 """
 
 from ...hstu import _unsupported_extras, hstu_varlen
@@ -76,7 +78,7 @@ def hstu_attn_varlen_func(
     quant_mode=-1,
 ):
     """HSTU attention over a jagged batch; returns out (total_q, H, D)."""
-    _unsupported_extras(func, quant_mode, others=(
+    _unsupported_extras(quant_mode, others=(
         ("kv_cache", kv_cache), ("page_offsets", page_offsets), ("page_ids", page_ids),
         ("last_page_lens", last_page_lens)))
     return hstu_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
@@ -84,7 +86,7 @@ def hstu_attn_varlen_func(
                        target_group_size=target_group_size, window_size=window_size,
                        alpha=alpha, rab=rab, has_drab=bool(has_drab), is_delta_q="auto",
                        scaling_seqlen=scaling_seqlen, seqused_q=seqused_q,
-                       seqused_k=seqused_k, names=_NAMES)
+                       seqused_k=seqused_k, names=_NAMES, func=func)
 
 
 def hstu_attn_qkvpacked_func(
@@ -106,7 +108,6 @@ def hstu_attn_qkvpacked_func(
     func=None,
 ):
     """HSTU attention on a packed qkv (total, 3, H, D)."""
-    _unsupported_extras(func)
     names = dict(_NAMES, q="qkv[:, 0]", k="qkv[:, 1]", v="qkv[:, 2]")
     if seqused_q is None and seqused_k is None:
         return hstu_varlen(None, None, None, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
@@ -114,7 +115,7 @@ def hstu_attn_qkvpacked_func(
                            num_targets=num_targets, target_group_size=target_group_size,
                            window_size=window_size, alpha=alpha, rab=rab,
                            has_drab=bool(has_drab), is_delta_q="auto",
-                           scaling_seqlen=scaling_seqlen, qkv=qkv, names=names)
+                           scaling_seqlen=scaling_seqlen, qkv=qkv, names=names, func=func)
     # With used lengths the rows are gathered anyway: go through the views.
     if not hasattr(qkv, "dim") or qkv.dim() != 4 or qkv.shape[1] != 3:
         raise ValueError("kiln: qkv must be 4-D (total, 3, heads, head_dim), got "
@@ -125,7 +126,7 @@ def hstu_attn_qkvpacked_func(
                        window_size=window_size, alpha=alpha, rab=rab,
                        has_drab=bool(has_drab), is_delta_q="auto",
                        scaling_seqlen=scaling_seqlen, seqused_q=seqused_q,
-                       seqused_k=seqused_k, names=names)
+                       seqused_k=seqused_k, names=names, func=func)
 
 
 def cuda_hstu_attn_varlen(

@@ -698,8 +698,6 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_tma_kparams a)
             kiln_named_bar_sync(2, PTHREADS);
             if (leader) kiln_mbar_arrive(sbase + BAR_KV);
         }
-        const uint16_t *qg = (const uint16_t *)f.q + s.q_beg * f.q_row_stride + (int64_t)h * f.q_head_stride;
-        const uint16_t *og = (const uint16_t *)p.dout + s.q_beg * p.dout_row_stride + (int64_t)h * p.dout_head_stride;
         int it = 0;
 #pragma unroll 1
         for (int m = mr.first(); mr.valid(m); m = mr.next(m), ++it) {
@@ -722,10 +720,14 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_tma_kparams a)
                     }
                 }
             } else {
-                load_tile<BM, D, PTHREADS>(sq, qg + (int64_t)mrow * f.q_row_stride, f.q_row_stride, len_q - mrow,
-                                           tid);
-                load_tile<BM, D, PTHREADS>(sq + QT_BYTES, og + (int64_t)mrow * p.dout_row_stride,
-                                           p.dout_row_stride, len_q - mrow, tid);
+                /* (addresses formed here: the producer has 24 registers) */
+                const int64_t r = s.q_beg + mrow;
+                load_tile<BM, D, PTHREADS>(
+                    sq, (const uint16_t *)f.q + r * f.q_row_stride + (int64_t)h * f.q_head_stride, f.q_row_stride,
+                    len_q - mrow, tid);
+                load_tile<BM, D, PTHREADS>(
+                    sq + QT_BYTES, (const uint16_t *)p.dout + r * p.dout_row_stride + (int64_t)h * p.dout_head_stride,
+                    p.dout_row_stride, len_q - mrow, tid);
                 kiln_cp_async_wait_all();
                 kiln_fence_proxy_async();
                 kiln_named_bar_sync(2, PTHREADS);

@@ -1,19 +1,31 @@
-/* hstu_fwd_sm90_tiles.c -- tiles and shared memory of the Hopper HSTU forward
- * (templates/hstu_fwd_sm90.cu).  These numbers must agree with the kernel:
- * 128 query rows, 12 warps (one producer and two consumer warpgroups),
- * BLOCK_N keys per tile in K and V rings of kiln__sm90_ring_tiles() tiles. */
+/* hstu_fwd_sm90_tiles.c -- tiles, shared memory and grid of the Hopper HSTU
+ * forward (templates/hstu_fwd_sm90.cu).  These numbers must agree with the
+ * kernel: 128 query rows, 12 warps (one producer and two consumer
+ * warpgroups), Q in kiln__sm90_q_stages() buffers, BLOCK_N keys per tile in
+ * K and V rings of kiln__sm90_ring_tiles() tiles, a persistent grid or, for
+ * long sequences, a CTA per m-block (the kernel's blocks mode, whose own
+ * layout fits in this one). */
 #include "dispatch/hstu_fwd_sm90_tiles.h"
 
 #include "kiln.h"
+
+/* Q buffers; the kernel's QSTAGES.  Two let the next item's first S go out
+ * beside this item's last P V (its Q is loaded while this one runs); head
+ * dim 256 has no room for a second. */
+static int kiln__sm90_q_stages(int head_dim)
+{
+    return head_dim <= 128 ? 2 : 1;
+}
 
 /* Tiles in the K and V rings together; the kernel's KSTAGES + VSTAGES.
  * Three K and three V stages at head dim 128 took (32, 4096, 4, 128)
  * causal from 392 to 508 TFLOP/s on an H100 (cp.async loads; 568 with TMA):
  * with two, the consumers waited on the loads.  Head dim 256 has room for
- * two K and three V stages (a V tile is held one step longer): 432 -> 640. */
+ * two K and three V stages (a V tile is held one step longer): 432 -> 640.
+ * Head dim 128 gives its third K stage to the second Q buffer. */
 static int kiln__sm90_ring_tiles(int head_dim)
 {
-    return head_dim <= 128 ? 6 : 5;
+    return head_dim <= 64 ? 6 : 5;
 }
 
 void kiln__hstu_fwd_sm90_default_tiles(int dtype, int head_dim, kiln_hstu_tiles *t)
@@ -46,7 +58,27 @@ size_t kiln__hstu_fwd_sm90_smem(int dtype, int head_dim, int block_m, int block_
          * (K | V^T) | 2 V staging buffers of rows padded by 16 | mbarriers */
         return 1024 + (size_t)block_m * d + 3 * 2 * (size_t)block_n * d +
                2 * (size_t)block_n * (d + 16) + 64;
-    /* alignment slack | Q | K ring | V ring | mbarriers */
-    return 1024 + 2 * (size_t)block_m * d +
-           (size_t)kiln__sm90_ring_tiles(head_dim) * 2 * (size_t)block_n * d + 128;
+    /* alignment slack | Q buffers | K ring | V ring | mbarriers (256) | item
+     * queue (128) | producer warp slots (256) */
+    return 1024 + (size_t)kiln__sm90_q_stages(head_dim) * 2 * (size_t)block_m * d +
+           (size_t)kiln__sm90_ring_tiles(head_dim) * 2 * (size_t)block_n * d + 640;
+}
+
+void kiln__hstu_fwd_sm90_grid(int sm_count, int batch, int num_heads, int num_m_blocks,
+                              int rab, unsigned grid[3])
+{
+    if (rab || num_m_blocks > KILN_SM90_PERSIST_MAX_MBLOCKS) {
+        /* blocks mode: a CTA per m-block, scheduled by the hardware */
+        grid[0] = (unsigned)num_m_blocks;
+        grid[1] = (unsigned)num_heads;
+        grid[2] = (unsigned)batch;
+        return;
+    }
+    /* persistent: at most one CTA per unit (a pair of m-blocks of one
+     * (batch, head)) */
+    long long units = (long long)batch * num_heads * ((num_m_blocks + 1) / 2);
+    long long g = sm_count > 0 ? sm_count : 132;
+    if (units < g) g = units;
+    grid[0] = g < 1 ? 1u : (unsigned)g;
+    grid[1] = grid[2] = 1;
 }

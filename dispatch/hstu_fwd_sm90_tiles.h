@@ -1,4 +1,4 @@
-/* hstu_fwd_sm90_tiles.h -- tiles and shared memory of the Hopper HSTU forward
+/* hstu_fwd_sm90_tiles.h -- tiles, shared memory and grid of the Hopper HSTU forward
  * (templates/hstu_fwd_sm90.cu: wgmma, TMA, warp specialization).  Must agree
  * with the kernel.  Internal. */
 #ifndef KILN_HSTU_FWD_SM90_TILES_H
@@ -18,5 +18,23 @@ const char *kiln__hstu_fwd_sm90_tiles_check(int head_dim, int block_m, int block
                                             int warps);
 size_t kiln__hstu_fwd_sm90_smem(int dtype, int head_dim, int block_m, int block_n,
                                 int warps);
+/* Longest sequences (in m-blocks of 128 rows) the 16-bit kernel runs with a
+ * persistent grid; longer ones run a CTA per m-block.  On an H100, causal
+ * bf16, lengths uniform in [max_len / 2, max_len]: persistent 372 against
+ * 329 TFLOP/s at (256, 1024, 4, 128) and 332 against 288 at (64, 2048, 8,
+ * 64) (16 m-blocks), but 552 against 564 at (32, 4096, 4, 128) and 553
+ * against 589 at (32, 4099, 4, 256) with 3 context tokens: with few units
+ * per CTA the static schedule leaves the CTAs a unit apart, where the
+ * hardware's block scheduler balances them. */
+#define KILN_SM90_PERSIST_MAX_MBLOCKS 16
+
+/* Grid of the 16-bit kernel: persistent, (G, 1, 1) with G = one CTA per SM
+ * (sm_count; <= 0: unknown, 132 assumed) or fewer when there are fewer units
+ * of work; or, past KILN_SM90_PERSIST_MAX_MBLOCKS or with rab (a key the
+ * kernel compiles in blocks mode only), (m-blocks, heads, batch), which the
+ * kernel reads as blocks mode.  The fp8 kernel keeps the grid of
+ * kiln__hstu_fwd_plan. */
+void kiln__hstu_fwd_sm90_grid(int sm_count, int batch, int num_heads, int num_m_blocks,
+                              int rab, unsigned grid[3]);
 
 #endif

@@ -248,8 +248,11 @@ kiln_status kiln__current_device(kiln_engine *e, const kiln_cu_api *cu,
                     "cuDeviceGetAttribute(major)");
         KILN_CU_TRY(cu, cu->DeviceGetAttribute(&minor, KILN_CU_ATTR_CC_MINOR, d),
                     "cuDeviceGetAttribute(minor)");
+        int sms = 0;
+        if (cu->DeviceGetAttribute(&sms, KILN_CU_ATTR_SM_COUNT, d) != 0) sms = 0;
         pthread_mutex_lock(&e->mu);
         kiln__arch_for_device(major, minor, &di->arch, &di->arch_a);
+        di->sm_count = sms;
         atomic_store_explicit(&di->known, 1, memory_order_release);
         pthread_mutex_unlock(&e->mu);
     }

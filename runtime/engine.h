@@ -40,6 +40,7 @@ typedef struct kiln_slot {
 typedef struct kiln_devinfo {
     _Atomic int known;
     int arch, arch_a;
+    int sm_count;              /* 0 when the driver would not say */
     CUdeviceptr debug_counter; /* KILN_ENGINE_DEBUG_CHECKS only */
 } kiln_devinfo;
 

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "dispatch/hstu_fwd.h"
+#include "dispatch/hstu_fwd_sm90_tiles.h"
 #include "runtime/engine.h"
 #include "runtime/hstu_tma.h"
 
@@ -81,6 +82,9 @@ kiln_status kiln_hstu_fwd(kiln_engine *e, const kiln_hstu_fwd_params *params,
             ta.p = kp;
             KILN_TRY(kiln__kernel_get(e, &key, 1, &s));
             atomic_fetch_add_explicit(&e->mem_hits, 1, memory_order_relaxed);
+            /* persistent (one CTA per SM) or one CTA per m-block */
+            kiln__hstu_fwd_sm90_grid(di->sm_count, kp.batch, kp.num_heads, kp.num_m_blocks,
+                                     key.rab, l.grid);
             return kiln__launch(cu, s, 0, dev, l.grid, l.block, l.smem, stream, &ta);
         }
         uint64_t dbg = kp.debug_counter;

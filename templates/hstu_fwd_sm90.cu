@@ -1,39 +1,58 @@
 /* hstu_fwd_sm90.cu -- HSTU attention forward for Hopper (sm_90a): wgmma,
- * warp specialization, mbarrier pipeline.
+ * warp specialization, mbarrier pipeline, persistent CTAs.
  *
  * out_r = sum over valid j of silu(alpha * (q_r . k_j + rab[i, j]))
  *         * inv_scaling * v_j                    (SPEC.md section 1)
  *
- * Same prelude, grid, params, masks, tile skipping, offsets guard and debug
- * counter as hstu_fwd.cu (the portable kernel); only the machinery differs.
+ * Same prelude, params, masks, tile skipping, offsets guard and debug
+ * counter as hstu_fwd.cu (the portable kernel); the grid and the machinery
+ * differ.
  *
- * One CTA = BLOCK_M = 128 query rows of one (batch, head); 12 warps:
- *   warpgroup 0 (producer, setmaxnreg 40): one thread loads Q once and
- *     streams K and V tiles of BLOCK_N keys through two rings (KSTAGES and
- *     VSTAGES deep: V is held one step longer than K) with TMA
- *     (descriptors built by the host per call, hstu_tma_params.h), straight
- *     into the wgmma-canonical swizzled layout; the copies complete on the
- *     stage's "full" mbarrier (one arrival plus the transaction bytes).  The
- *     last tile of a sequence, which runs past its end, is copied by all
- *     128 threads with cp.async, zero-filled past the end.
+ * Work item = BLOCK_M = 128 query rows (an m-block) of one (batch, head).
+ * Two grids (kiln__hstu_fwd_sm90_grid chooses by sequence length): a
+ * persistent one, (G, 1, 1) with G up to the SM count, each CTA taking its
+ * items from a static schedule (see "the static schedule" below: m-blocks
+ * paired into units of equal cost, heaviest first, handed out in a snake
+ * over the CTAs); or, for long sequences, "blocks mode", a CTA per m-block,
+ * grid (m-blocks, heads, batch) with causal m-blocks reversed so heavy ones
+ * go first, which runs the kernel before the persistent one (namespace blk
+ * below; its layout fits in this one's).  The persistent kernel, 12 warps:
+ *   warpgroup 0 (producer, setmaxnreg 40): every warp walks the schedule;
+ *     one thread hands each item to the consumers through a two-slot queue
+ *     in shared memory (an Item and its full / empty mbarriers) and issues
+ *     TMA copies (descriptors built by the host per call, hstu_tma_params.h)
+ *     straight into the wgmma-canonical swizzled layout: Q per item into
+ *     QSTAGES buffers, and K and V tiles of BLOCK_N keys into two rings
+ *     (KSTAGES and VSTAGES deep: V is held one step longer than K) that run
+ *     on across items, so the next item's copies overlap this one's end.
+ *     The copies complete on the stage's "full" mbarrier (one arrival plus
+ *     the transaction bytes).  The last tile of a sequence, which runs past
+ *     its end, is copied by all 128 threads with cp.async, zero-filled past
+ *     the end.
  *   warpgroups 1, 2 (consumers, setmaxnreg 232): 64 query rows each.
  *     S = Q K^T: wgmma m64nBNk16, A = Q and B = K from shared memory
  *     (K-major).  P = silu(alpha (S + rab)) (masked -> 0) packed to 16 bits
  *     in registers; O += P V: wgmma with A from registers and B = V from
  *     shared memory (MN-major, transposed).  The S wgmma of tile t+1 is
  *     issued before P V of tile t, and the SiLU of tile t+1 runs while
- *     P V of tile t is on the tensor cores.  After P V of a tile completes,
- *     each consumer thread arrives on the stage's "empty" mbarrier (256).
- * inv_scaling is applied to O at the end.  Epilogue: registers -> the
- * warpgroup's own Q rows in shared memory -> 16-byte global stores guarded by
- * row < len_q.  rab is read from global memory straight into the S
- * registers (16-bit loads, column clamped in bounds) after the S wait.
+ *     P V of tile t is on the tensor cores; across items too: the first S
+ *     of an item goes out with the last P V of the item before, whose O is
+ *     then stored.  After S (P V) of a tile completes, each consumer thread
+ *     arrives on the K (V) stage's "empty" mbarrier (256), and after the
+ *     item's last S on its Q buffer's.
+ * inv_scaling is applied to O at the end.  Epilogue: straight from the
+ * registers (a quad-wide transpose makes each thread's store 16 bytes),
+ * guarded by row < len_q.  rab is read from global memory straight into the
+ * S registers (16-bit loads, column clamped in bounds) after the S wait.
  * Key tiles the mask leaves whole run a mask-free copy of the loop body; the
- * loop is split in three so that no branch sits between a wgmma and its wait.
+ * loop is split in three so that no branch sits between a wgmma and its
+ * wait, and O is written by wgmmas only (ptxas serializes every wgmma of
+ * the kernel otherwise).
  *
  * Shared memory layout (bytes; see kiln__hstu_fwd_sm90_smem()): up to 1024
  * bytes of alignment slack, then
- *   Q [128 x D] | KSTAGES x K [BN x D] | VSTAGES x V [BN x D] | mbarriers (128)
+ *   QSTAGES x Q [128 x D] | KSTAGES x K [BN x D] | VSTAGES x V [BN x D] |
+ *   mbarriers (256) | item queue (2 x 64) | producer warp slots (4 x 64)
  * Each tile is stored as D/64 column blocks of [rows][64] elements with the
  * 128-byte swizzle (16-byte chunk c of row r at chunk c ^ (r & 7)); with
  * D = 32, as [rows][32] with the 64-byte swizzle (c ^ ((r >> 1) & 3)).
@@ -75,18 +94,30 @@ constexpr int D = KILN_HEAD_DIM;
 constexpr int BM = KILN_BLOCK_M;
 constexpr int BN = KILN_BLOCK_N;
 constexpr int NTHREADS = KILN_WARPS * 32;
-/* K/V ring depth: must match kiln__hstu_fwd_sm90_smem(). */
 /* Ring depths: must match kiln__hstu_fwd_sm90_smem().  A K tile is free
- * once S is computed, a V tile only after P V, one step later; with room for
- * five tiles (head dim 256) V gets the third. */
+ * once S is computed, a V tile only after P V, one step later.  Q is
+ * double-buffered where it fits (head dims up to 128; at 128 the K ring
+ * gives a stage for it: 372 against 350 TFLOP/s for one Q and three K
+ * stages at (256, 1024, 4, 128) causal on an H100), so that the next
+ * item's Q is in place when its first S is issued beside the last P V of
+ * the item before.  (Four K and four V stages at head dim 64: no gain.) */
 #ifdef KILN_SM90_KSTAGES
+constexpr int QSTAGES = KILN_SM90_QSTAGES;
 constexpr int KSTAGES = KILN_SM90_KSTAGES;
 constexpr int VSTAGES = KILN_SM90_VSTAGES;
 #else
-constexpr int KSTAGES = D <= 128 ? 3 : 2;
+constexpr int QSTAGES = D <= 128 ? 2 : 1;
+constexpr int KSTAGES = D <= 64 ? 3 : 2;
 constexpr int VSTAGES = 3;
 #endif
 constexpr int PTHREADS = 128;            /* producer warpgroup */
+/* Registers per thread (setmaxnreg; 128 x 40 + 256 x 232 <= 64K), as
+ * before the persistent kernel.  The producer fits in 40 because it keeps
+ * its walk in shared memory and recomputes what it needs once per item (a
+ * few values are made opaque so that ptxas does not hoist them out of its
+ * loop and spill them). */
+constexpr int PREGS = 40;
+constexpr int CREGS = 232;
 constexpr int CPR = D / 8;               /* 16-byte chunks per row */
 constexpr int SN = BN / 8;               /* n8 blocks of S */
 constexpr int KSTEPS = D / 16;           /* k16 steps of Q K^T */
@@ -110,16 +141,33 @@ static_assert(!(CONTEXT || TARGET) || CAUSAL, "context/target need causal");
 
 constexpr uint32_t Q_BYTES = BM * D * 2;
 constexpr uint32_t KV_BYTES = BN * D * 2;
-constexpr uint32_t OFF_Q = 0;
-constexpr uint32_t OFF_KV = Q_BYTES;
+constexpr uint32_t OFF_Q = 0;                              /* [QSTAGES] */
+constexpr uint32_t OFF_KV = QSTAGES * Q_BYTES;
 constexpr uint32_t OFF_V = OFF_KV + KSTAGES * KV_BYTES;
 constexpr uint32_t OFF_BAR = OFF_V + VSTAGES * KV_BYTES;
 constexpr uint32_t BAR_FULL_K = OFF_BAR;                   /* [KSTAGES] */
 constexpr uint32_t BAR_EMPTY_K = BAR_FULL_K + 8 * KSTAGES; /* [KSTAGES] */
 constexpr uint32_t BAR_FULL_V = BAR_EMPTY_K + 8 * KSTAGES; /* [VSTAGES] */
 constexpr uint32_t BAR_EMPTY_V = BAR_FULL_V + 8 * VSTAGES; /* [VSTAGES] */
-constexpr uint32_t BAR_Q = BAR_EMPTY_V + 8 * VSTAGES;
-static_assert(16 * (KSTAGES + VSTAGES) + 8 <= 128, "barrier area");
+constexpr uint32_t BAR_Q = BAR_EMPTY_V + 8 * VSTAGES;      /* [2] Q landed */
+constexpr uint32_t BAR_Q_EMPTY = BAR_Q + 16;               /* [2] consumers are done with Q */
+constexpr uint32_t BAR_ITEM_FULL = BAR_Q_EMPTY + 16;       /* [2] */
+constexpr uint32_t BAR_ITEM_EMPTY = BAR_ITEM_FULL + 16;    /* [2] */
+constexpr uint32_t OFF_ITEM = OFF_BAR + 256;               /* [2] x Item, 64 bytes apart */
+constexpr uint32_t OFF_WARP = OFF_ITEM + 128;              /* [4] x WarpSlot, 64 bytes apart */
+static_assert(BAR_ITEM_EMPTY + 16 <= OFF_ITEM, "barrier area");
+/* bytes past the rings: must match kiln__hstu_fwd_sm90_smem() */
+static_assert(OFF_WARP + 256 - OFF_BAR == 640, "tail of the shared memory");
+
+/* One work item as the producer hands it to the consumers: the sequence
+ * (kiln_seq's fields that the consumers use), the head and the m-block;
+ * m_block < 0: no more work. */
+struct Item {
+    int64_t q_beg;
+    int len_q, L, off, c_ctx, hist_end;
+    int m_block, h, b;
+};
+static_assert(sizeof(Item) <= 64, "item slot");
 
 /* Byte offset of 16-byte chunk c of row `row` in a tile of ROWS rows. */
 template <int ROWS> KILN_DEV uint32_t tile_off(int row, int c)
@@ -137,11 +185,12 @@ KILN_DEV void load_tile(uint32_t sdst, const uint16_t *gbase, int64_t stride, in
 {
     constexpr int RSTEP = PTHREADS / CPR;
     static_assert(ROWS % RSTEP == 0, "rows per pass");
+    ptid = (int)kiln_opaque_u32((uint32_t)ptid); /* not hoisted: the producer has 40 registers */
     const int ch = ptid % CPR;
     int row = ptid / CPR;
     const char *src = (const char *)(gbase + (int64_t)row * stride + ch * 8);
     const int64_t step = (int64_t)RSTEP * stride * 2;
-#pragma unroll 4
+#pragma unroll 1
     for (int it = 0; it < ROWS / RSTEP; ++it) {
         const bool ok = row < nvalid;
         kiln_cp_async16(sdst + tile_off<ROWS>(row, ch), ok ? (const void *)src : (const void *)gbase,
@@ -183,6 +232,16 @@ struct Ctx {
     int tq;
     int c_ctx, hist_end, wl, wr;
     int tgt_lo[2];            /* TARGET: first key of the row's target group */
+    int n_last;               /* the item's last key tile */
+    uint32_t q_empty;         /* the "empty" barrier of the item's Q buffer */
+};
+
+/* Where a finished item's O goes: its first row (this head) and how many
+ * rows of the m-block exist. */
+struct Out {
+    uint16_t *og;
+    int rows;
+    int one_tile;  /* its last P V is its first (O = P V) */
 };
 
 /* S of tile n -> P (16-bit A fragments); MASK: apply the element mask. */
@@ -261,15 +320,302 @@ KILN_DEV void issue_s(float (&s)[BN / 2], uint32_t q_addr, uint32_t k_addr)
     kiln_wgmma_commit();
 }
 
-/* O += P V with the V tile at v_addr. */
-KILN_DEV void issue_pv(float (&o)[D / 2], const uint32_t (&pa)[PSTEPS][4], uint32_t v_addr)
+/* O += P V with the V tile at v_addr; O = P V for the first tile of an
+ * item (acc false: the wgmma's scale-d, so that no instruction but a wgmma
+ * writes O, which ptxas would answer by serializing the wgmmas). */
+KILN_DEV void issue_pv(float (&o)[D / 2], const uint32_t (&pa)[PSTEPS][4], uint32_t v_addr, bool acc)
 {
     const uint32_t va = kiln_opaque_u32(v_addr);
 #pragma unroll
     for (int kk = 0; kk < PSTEPS; ++kk)
-        kiln_wgmma_rs<D, DT>(o, pa[kk], desc_v(va + (uint32_t)(kk * 16 * ROWB)), 1);
+        kiln_wgmma_rs<D, DT>(o, pa[kk], desc_v(va + (uint32_t)(kk * 16 * ROWB)), kk > 0 || acc);
     kiln_wgmma_commit();
 }
+
+KILN_DEV uint32_t k_addr(uint32_t sbase, int stage)
+{
+    return sbase + OFF_KV + (uint32_t)stage * KV_BYTES;
+}
+
+KILN_DEV uint32_t v_addr(uint32_t sbase, int stage)
+{
+    return sbase + OFF_V + (uint32_t)stage * KV_BYTES;
+}
+
+/* mbarrier arrival when pred holds: a predicated instruction, not a
+ * branch (a branch between a wgmma and its wait serializes the wgmmas). */
+KILN_DEV void mbar_arrive_if(uint32_t bar, bool pred)
+{
+    asm volatile("{\n\t.reg .pred p;\n\tsetp.ne.b32 p, %1, 0;\n\t"
+                 "@p mbarrier.arrive.shared.b64 _, [%0];\n\t}\n"
+                 :: "r"(bar), "r"((int)pred) : "memory");
+}
+
+/* O of a finished item, scaled, packed to 16 bits and stored straight from
+ * the registers (shared memory has no room left for it; the stores do not
+ * wait).  The four threads of a quad hold column pairs 2 tq of each
+ * 8-column chunk; a 4 x 4 transpose of 32-bit words among them (two
+ * butterfly stages) gives each one whole chunk, so that the stores are 16
+ * bytes wide and fill their sectors: 4-byte stores of the pairs took
+ * (256, 1024, 4, 128) causal from 377 down to 324 TFLOP/s on an H100. */
+template <bool ZERO = false>
+KILN_DEV void store_o(const float (&o)[D / 2], const Out &out, int64_t ostride, int row0, int tq,
+                      float scale)
+{
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+        const int row = row0 + 8 * hf;
+        uint16_t *orow = out.og + (int64_t)row * ostride;
+#pragma unroll
+        for (int q4 = 0; q4 < D / 32; ++q4) {
+            uint32_t w[4];
+#pragma unroll
+            for (int k = 0; k < 4; ++k) {
+                const int dn = 4 * q4 + k;
+                w[k] = ZERO ? 0u : kiln_pack2<DT>(o[4 * dn + 2 * hf] * scale, o[4 * dn + 2 * hf + 1] * scale);
+            }
+            const bool hi = (tq & 2) != 0, odd = (tq & 1) != 0;
+#pragma unroll
+            for (int k2 = 0; k2 < 2; ++k2) {
+                const uint32_t r = __shfl_xor_sync(0xffffffffu, hi ? w[k2] : w[2 + k2], 2);
+                if (hi) w[k2] = r;
+                else w[2 + k2] = r;
+            }
+#pragma unroll
+            for (int k1 = 0; k1 < 4; k1 += 2) {
+                const uint32_t r = __shfl_xor_sync(0xffffffffu, odd ? w[k1] : w[k1 + 1], 1);
+                if (odd) w[k1] = r;
+                else w[k1 + 1] = r;
+            }
+            if (row < out.rows) kiln_st_global_v4(orow + 8 * (4 * q4 + tq), w);
+        }
+    }
+}
+
+/* Key tile n at ring position kt (K/V tiles this warpgroup consumed before
+ * it) while the P of ring tile kt - 1 waits in pa: S(n) and P V(kt - 1) on
+ * the tensor cores (acc: P V adds to O), then SiLU of tile n while P V
+ * runs; frees the K stage of kt, the V stage of kt - 1, and Q after the
+ * item's last S.  FIRST: tile n is the first of its item and kt - 1 the
+ * last of the item before, whose O (complete once P V is) is stored to
+ * prev: the items' tiles run through the tensor cores as one stream,
+ * without the gap of a lone S at the start of an item and a lone P V and
+ * the stores at its end. */
+template <bool MASK, bool FIRST>
+KILN_DEV void step(const Ctx &c, float (&s)[BN / 2], float (&o)[D / 2], uint32_t (&pa)[PSTEPS][4],
+                   int n, uint32_t kt, uint32_t sbase, uint32_t q_addr, bool acc, const Out &prev,
+                   int64_t ostride, int row0, float scale)
+{
+    const uint32_t ks = kt % KSTAGES, vs = (kt - 1) % VSTAGES;
+    /* FIRST without an item before (prev.rows = 0): a P V of whatever is
+     * in pa and a V stage, discarded (the next P V sets O; nothing is
+     * stored); the same code either way, since ptxas serializes every
+     * wgmma of the kernel when paths that merge hold O in different
+     * registers */
+    const bool pv = !FIRST || prev.rows > 0;
+    kiln_mbar_wait(sbase + BAR_FULL_K + 8 * ks, (kt / KSTAGES) & 1);
+    if (pv) kiln_mbar_wait(sbase + BAR_FULL_V + 8 * vs, ((kt - 1) / VSTAGES) & 1);
+    kiln_fence_proxy_async();
+    kiln_reg_fence(pa);
+    kiln_wgmma_fence();
+    issue_s(s, q_addr, k_addr(sbase, ks));
+    issue_pv(o, pa, v_addr(sbase, vs), acc);
+    uint32_t pn[PSTEPS][4];
+    kiln_wgmma_wait<1>();
+    kiln_reg_fence(s);
+    kiln_mbar_arrive(sbase + BAR_EMPTY_K + 8 * ks);
+    mbar_arrive_if(c.q_empty, n == c.n_last);
+    process<MASK>(c, s, n, pn);
+    kiln_wgmma_wait<0>();
+    kiln_reg_fence(o);
+    kiln_reg_fence(pa);
+    mbar_arrive_if(sbase + BAR_EMPTY_V + 8 * vs, pv);
+    if constexpr (FIRST) store_o(o, prev, ostride, row0, c.tq, scale);
+#pragma unroll
+    for (int kk = 0; kk < PSTEPS; ++kk)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) pa[kk][e] = pn[kk][e];
+}
+
+/* P V of ring tile kt alone, the last of the item prev that no tile
+ * follows, and its O stored; without one (prev.rows = 0), discarded as in
+ * step. */
+KILN_DEV void last_pv(float (&o)[D / 2], uint32_t (&pa)[PSTEPS][4], uint32_t kt, uint32_t sbase, bool acc,
+                      const Out &prev, int64_t ostride, int row0, int tq, float scale)
+{
+    const uint32_t vs = kt % VSTAGES;
+    const bool pv = prev.rows > 0;
+    if (pv) kiln_mbar_wait(sbase + BAR_FULL_V + 8 * vs, (kt / VSTAGES) & 1);
+    kiln_fence_proxy_async();
+    kiln_reg_fence(pa);
+    kiln_wgmma_fence();
+    issue_pv(o, pa, v_addr(sbase, vs), acc);
+    kiln_wgmma_wait<0>();
+    kiln_reg_fence(o);
+    kiln_reg_fence(pa);
+    mbar_arrive_if(sbase + BAR_EMPTY_V + 8 * vs, pv);
+    store_o(o, prev, ostride, row0, tq, scale);
+}
+
+/* Key tiles [n_begin, n_end) that rows [m0, m0 + rows_here) of a sequence
+ * see (producer and consumers compute them alike). */
+KILN_DEV void kv_tiles(const Item &it, int wl, int wr, int &n_begin, int &n_end)
+{
+    const int m0 = it.m_block * BM;
+    const int rows_here = kiln_min(BM, it.len_q - m0);
+    const int i_min = m0 + it.off;
+    const int i_max = m0 + rows_here - 1 + it.off;
+    int kv_lo = 0, kv_hi = it.L;
+    if (CAUSAL) kv_hi = kiln_min(kv_hi, i_max + 1);
+    if (LOCAL) {
+        if (wr >= 0) kv_hi = kiln_min(kv_hi, i_max + wr + 1);
+        if (wl >= 0) kv_lo = kiln_max(kv_lo, i_min - wl);
+    }
+    if (CONTEXT && i_min < it.c_ctx) kv_hi = kiln_max(kv_hi, it.hist_end);
+    n_begin = kv_lo / BN;
+    n_end = kv_hi > kv_lo ? (kv_hi + BN - 1) / BN : n_begin;
+}
+
+/* ---- the static schedule
+ * A sequence of s m-blocks is cut into units of about equal cost (key
+ * tiles).  Rank its m-blocks by cost: first the nf m-blocks holding
+ * context rows (they see every key), then the others from the last down
+ * (under a causal mask m-block mb sees mb + 1 tiles).  For even s, unit u
+ * < s / 2 is ranks u and s - 1 - u; for odd s, unit 0 is rank 0 alone and
+ * unit u >= 1 ranks u and s - u: with nf = 0, s + 1 or s tiles each.  The
+ * units of every (sequence, head) are numbered densely in the order: s
+ * descending (heaviest first), sequence, head, unit; in round r, CTA c of
+ * G takes unit r G + c (r even) or r G + G - 1 - c (r odd).  A snake over
+ * a list sorted by cost leaves the CTAs within about one unit of each
+ * other, and the units of one (sequence, head), adjacent in the list, run
+ * at the same time on different SMs and share its K and V tiles in L2 (a
+ * list sorted by m-block would read them again for each).  Each producer
+ * warp walks the sequences 32 at a time, once for each s, to find its
+ * CTA's next unit; every CTA walks the whole list, so CTA b % G also
+ * counts bad sequence b for the debug counter. */
+KILN_DEV int units_of(int s)
+{
+    return (s + 1) >> 1;
+}
+
+/* M-block i (0: the heavier; < 0: none) of unit u of a sequence of s
+ * m-blocks, nf of them with context rows. */
+KILN_DEV int unit_mblock(int s, int u, int nf, int i)
+{
+    const int r = i == 0 ? u : (s & 1) ? (u == 0 ? -1 : s - u) : s - 1 - u;
+    return r < 0 ? -1 : r < nf ? r : s - 1 - (r - nf);
+}
+
+struct Walk {
+    int64_t cbase;  /* number of the first unit of the chunk */
+    int s, b0;      /* chunk: sequences b0 .. b0 + 31 that have s m-blocks */
+    uint32_t mask;  /* which of them */
+};
+
+/* What a producer warp keeps in shared memory rather than in registers
+ * (it has 40): its walk, the unit it found, and the item's sequence for a
+ * partial tile.  Written by lane 0 between __syncwarp()s. */
+struct WarpSlot {
+    Walk w;
+    int round;      /* the CTA's next unit is its round-th */
+    int second;     /* the unit's second m-block comes next */
+    int b, h, u;    /* the unit: sequence, head, number (w.s m-blocks) */
+    int L;
+    int64_t k_beg;
+};
+static_assert(sizeof(WarpSlot) <= 64, "warp slot");
+
+KILN_DEV uint32_t walk_mask(const kiln_hstu_kparams &p, int s, int b0, bool count_bad)
+{
+    const int b = b0 + (int)(threadIdx.x & 31);
+    bool has = false;
+    if (b < p.batch) {
+        kiln_seq sq;
+        if (kiln_seq_load<DELTA_Q, false, false, false>(p, b, sq))
+            has = (sq.len_q + BM - 1) / BM == s;
+        else if (count_bad && p.debug_counter != 0 && b % (int)gridDim.x == (int)blockIdx.x)
+            kiln_red_add_u64(p.debug_counter, 1ull);
+    }
+    return __ballot_sync(0xffffffffu, has);
+}
+
+/* Advance the walk of this warp to the CTA's next unit and store it in ws;
+ * false: there is none. */
+KILN_DEV bool walk_find(const kiln_hstu_kparams &p, WarpSlot *ws)
+{
+    Walk w = ws->w;
+    const int r = ws->round;
+    /* opaque: hoisted out of the producer's loop, these would pin registers */
+    const int64_t G = kiln_opaque_u32(gridDim.x), c = kiln_opaque_u32(blockIdx.x);
+    const int64_t want = r * G + ((r & 1) ? G - 1 - c : c);
+    const int H = p.num_heads;
+    const uint32_t lane = kiln_opaque_u32(threadIdx.x) & 31; /* its masks not hoisted */
+    bool found = false;
+    int b = 0, h = 0, u = 0;
+    for (;;) {
+        if (w.s <= 0) break;
+        const int per_seq = H * units_of(w.s);
+        const int64_t n = (int64_t)__popc(w.mask) * per_seq;
+        if (want < w.cbase + n) {
+            const int k = (int)(want - w.cbase);
+            const int sk = k / per_seq;
+            const int rem = k - sk * per_seq;
+            h = rem / units_of(w.s);
+            u = rem - h * units_of(w.s);
+            /* the sk-th set bit of the mask */
+            const bool mine = ((w.mask >> lane) & 1u) && __popc(w.mask & ((1u << lane) - 1u)) == sk;
+            b = w.b0 + __ffs(__ballot_sync(0xffffffffu, mine)) - 1;
+            found = true;
+            break;
+        }
+        w.cbase += n;
+        w.b0 += 32;
+        if (w.b0 >= p.batch) {
+            w.b0 = 0;
+            --w.s;
+        }
+        /* warp 0 counts bad sequences, on the first pass (opaque: a
+         * condition hoisted out of the producer's loop pins a register) */
+        if (w.s > 0)
+            w.mask = walk_mask(p, w.s, w.b0, kiln_opaque_u32(threadIdx.x) < 32 && w.s == p.num_m_blocks);
+    }
+    __syncwarp();
+    if (lane == 0) {
+        ws->w = w;
+        ws->round = r + 1;
+        ws->b = b;
+        ws->h = h;
+        ws->u = u;
+    }
+    __syncwarp();
+    return found;
+}
+
+/* ---- blocks mode: one CTA per m-block
+ * Grid (m-blocks, heads, batch), causal m-blocks reversed so that heavy
+ * ones go first; kiln__hstu_fwd_sm90_grid's choice for long sequences.
+ * This is the kernel before the persistent one, unchanged but for names:
+ * with few items per CTA the hardware's block scheduler balances the SMs
+ * better than the static schedule, and one item has no use for the
+ * persistent machinery (on an H100, causal bf16: 564 TFLOP/s at (32, 4096,
+ * 4, 128) against 552 persistent and 506 with the persistent code run one
+ * item per CTA; 589 / 553 / 530 at (32, 4099, 4, 256) with 3 context
+ * tokens).  Its shared memory (Q | K ring | V ring | mbarriers) fits in the
+ * persistent layout's. */
+namespace blk {
+
+constexpr int KSTAGES = D <= 128 ? 3 : 2;
+constexpr int VSTAGES = 3;
+constexpr uint32_t OFF_Q = 0;
+constexpr uint32_t OFF_KV = Q_BYTES;
+constexpr uint32_t OFF_V = OFF_KV + KSTAGES * KV_BYTES;
+constexpr uint32_t OFF_BAR = OFF_V + VSTAGES * KV_BYTES;
+constexpr uint32_t BAR_FULL_K = OFF_BAR;                   /* [KSTAGES] */
+constexpr uint32_t BAR_EMPTY_K = BAR_FULL_K + 8 * KSTAGES; /* [KSTAGES] */
+constexpr uint32_t BAR_FULL_V = BAR_EMPTY_K + 8 * KSTAGES; /* [VSTAGES] */
+constexpr uint32_t BAR_EMPTY_V = BAR_FULL_V + 8 * VSTAGES; /* [VSTAGES] */
+constexpr uint32_t BAR_Q = BAR_EMPTY_V + 8 * VSTAGES;
+static_assert(BAR_Q + 8 <= kiln_hstu_fwd_sm90_impl::OFF_WARP + 256, "blocks mode fits");
 
 KILN_DEV uint32_t k_addr(uint32_t sbase, int stage)
 {
@@ -294,7 +640,7 @@ KILN_DEV void step(const Ctx &c, float (&s)[BN / 2], float (&o)[D / 2], uint32_t
     kiln_reg_fence(pa);
     kiln_wgmma_fence();
     issue_s(s, q_addr, k_addr(sbase, ks));
-    issue_pv(o, pa, v_addr(sbase, vs));
+    issue_pv(o, pa, v_addr(sbase, vs), true);
     uint32_t pn[PSTEPS][4];
     kiln_wgmma_wait<1>();
     kiln_reg_fence(s);
@@ -310,12 +656,8 @@ KILN_DEV void step(const Ctx &c, float (&s)[BN / 2], float (&o)[D / 2], uint32_t
         for (int e = 0; e < 4; ++e) pa[kk][e] = pn[kk][e];
 }
 
-} /* namespace kiln_hstu_fwd_sm90_impl */
-
-extern "C" __global__ void __launch_bounds__(KILN_WARPS * 32, 1)
-kiln_hstu_fwd(const __grid_constant__ kiln_hstu_tma_kparams a)
+KILN_DEV void run(const kiln_hstu_tma_kparams &a)
 {
-    using namespace kiln_hstu_fwd_sm90_impl;
     const kiln_hstu_kparams &p = a.p;
     extern __shared__ __align__(1024) unsigned char kiln_smem[];
 
@@ -382,7 +724,7 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_tma_kparams a)
          * all 128 threads with cp.async, zero-filling the rows >= L: TMA
          * would bring the next sequence's rows there, and although P is 0
          * in those columns, 0 * (an Inf or NaN in a V row) is not 0. */
-        kiln_setmaxnreg_dec<40>();
+        kiln_setmaxnreg_dec<PREGS>();
         const bool leader = tid == 0;
         const void *tm_q = &a.tmap[KILN_TMA_Q][0];
         const void *tm_k = &a.tmap[KILN_TMA_K][0];
@@ -441,7 +783,7 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_tma_kparams a)
         }
     } else {
         /* ================= consumers ================= */
-        kiln_setmaxnreg_inc<232>();
+        kiln_setmaxnreg_inc<CREGS>();
         const int cw = wg - 1;              /* 64-row half of the m-block */
         const int t128 = tid & 127;
         const int lane = tid & 31;
@@ -534,7 +876,7 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_tma_kparams a)
             kiln_fence_proxy_async();
             kiln_reg_fence(pa);
             kiln_wgmma_fence();
-            issue_pv(o, pa, v_addr(sbase, sl));
+            issue_pv(o, pa, v_addr(sbase, sl), true);
             kiln_wgmma_wait<0>();
             kiln_reg_fence(o);
             kiln_reg_fence(pa);
@@ -566,5 +908,380 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_tma_kparams a)
                 kiln_st_global_v4(og + (int64_t)row * p.out_row_stride + ch * 8, v);
             }
         }
+    }
+}
+
+} /* namespace blk */
+
+} /* namespace kiln_hstu_fwd_sm90_impl */
+
+extern "C" __global__ void __launch_bounds__(KILN_WARPS * 32, 1)
+kiln_hstu_fwd(const __grid_constant__ kiln_hstu_tma_kparams a)
+{
+    using namespace kiln_hstu_fwd_sm90_impl;
+    const kiln_hstu_kparams &p = a.p;
+    extern __shared__ __align__(1024) unsigned char kiln_smem[];
+
+    /* blocks mode: grid (m-blocks, heads, batch), one item per CTA; else a
+     * persistent grid (G, 1, 1) walking the schedule.  (A blocks launch of
+     * one sequence and one head reads as persistent: also right.)  Keys
+     * with rab, which sm_90a serves with hstu_fwd.cu unless the Hopper
+     * kernel is forced, run blocks mode only: the persistent consumers with
+     * rab's row pointers would spill. */
+    if (RAB || gridDim.y > 1 || gridDim.z > 1) {
+        blk::run(a);
+        return;
+    }
+    const int tid = threadIdx.x;
+    const int wl = LOCAL ? p.window_left : -1;
+    const int wr = LOCAL ? p.window_right : -1;
+
+    const uint32_t sbase = (kiln_smem_u32(kiln_smem) + 1023u) & ~1023u;
+    /* generic pointer to byte `off` of the aligned shared memory (computed
+     * where used: a value held across the producer's loop costs one of its
+     * 40 registers) */
+    auto sptr = [&](uint32_t off) -> unsigned char * {
+        return kiln_smem + (kiln_opaque_u32(sbase + off) - kiln_smem_u32(kiln_smem));
+    };
+
+    if (tid == 0) {
+#pragma unroll
+        for (int s = 0; s < KSTAGES; ++s) {
+            kiln_mbar_init(sbase + BAR_FULL_K + 8 * s, 1);
+            kiln_mbar_init(sbase + BAR_EMPTY_K + 8 * s, NTHREADS - PTHREADS);
+        }
+#pragma unroll
+        for (int s = 0; s < VSTAGES; ++s) {
+            kiln_mbar_init(sbase + BAR_FULL_V + 8 * s, 1);
+            kiln_mbar_init(sbase + BAR_EMPTY_V + 8 * s, NTHREADS - PTHREADS);
+        }
+#pragma unroll
+        for (int s = 0; s < 2; ++s) {
+            kiln_mbar_init(sbase + BAR_Q + 8 * s, 1);
+            kiln_mbar_init(sbase + BAR_Q_EMPTY + 8 * s, NTHREADS - PTHREADS);
+        }
+#pragma unroll
+        for (int s = 0; s < 2; ++s) {
+            kiln_mbar_init(sbase + BAR_ITEM_FULL + 8 * s, 1);
+            kiln_mbar_init(sbase + BAR_ITEM_EMPTY + 8 * s, NTHREADS - PTHREADS);
+        }
+        /* make the initialized barriers visible to the TMA unit */
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    }
+    __syncthreads();
+
+    const int wg = tid >> 7;
+    if (wg == 0) {
+        /* ================= producer =================
+         * Every producer warp walks the schedule (the same items in the
+         * same order); thread 0 hands each item to the consumers through
+         * a two-slot queue in shared memory and issues TMA copies: for each
+         * item its Q (into the buffer its item before last freed; with one
+         * Q buffer, after the first K and V tiles, once the consumers' last
+         * S of the item before has freed it), then its K and V tiles.  The
+         * rings run on across items, so the copies of the next item overlap
+         * the end of this one.  A tile that runs past the end of its
+         * sequence is copied instead by all 128 threads with cp.async,
+         * zero-filling the rows >= L: TMA would bring the next sequence's
+         * rows there, and although P is 0 in those columns, 0 * (an Inf or
+         * NaN in a V row) is not 0. */
+        kiln_setmaxnreg_dec<PREGS>();
+        const bool leader = tid == 0;
+        const void *tm_q = &a.tmap[KILN_TMA_Q][0];
+        const void *tm_k = &a.tmap[KILN_TMA_K][0];
+        const void *tm_v = &a.tmap[KILN_TMA_V][0];
+        WarpSlot *ws = (WarpSlot *)sptr(OFF_WARP + 64 * (tid >> 5)); /* this warp's */
+        {
+            Walk w;
+            w.cbase = 0;
+            w.s = p.num_m_blocks;
+            w.b0 = 0;
+            w.mask = walk_mask(p, w.s, 0, tid < 32);
+            if ((tid & 31) == 0) {
+                ws->w = w;
+                ws->round = 0;
+            }
+        }
+        if ((tid & 31) == 0) ws->second = 0;
+        __syncwarp();
+        uint32_t kt = 0; /* K/V tiles issued so far (ring position) */
+#pragma unroll 1
+        for (uint32_t j = 0;; ++j) { /* item j */
+            /* the first m-block of the next unit, or the second of this one
+             * (ws->second) */
+            ws = (WarpSlot *)sptr(OFF_WARP + 64 * (tid >> 5));
+            const bool second = ws->second;
+            if (!second && !walk_find(p, ws)) {
+                const uint32_t slot = j & 1;
+                if (leader) {
+                    if (j >= 2) kiln_mbar_wait(sbase + BAR_ITEM_EMPTY + 8 * slot, ((j >> 1) - 1) & 1);
+                    ((Item *)sptr(OFF_ITEM + 64 * slot))->m_block = -1;
+                    kiln_mbar_arrive(sbase + BAR_ITEM_FULL + 8 * slot);
+                }
+                break;
+            }
+            /* the unit from the warp slot and the sequence from global
+             * memory, again for each item rather than held in registers;
+             * the walk found it valid (zero-initialized all the same:
+             * fields a failed load leaves would be carried in registers
+             * from the previous item) */
+            const int b = ws->b, h = ws->h;
+            kiln_seq sq = {};
+            kiln_seq_load<DELTA_Q, CONTEXT, TARGET, LOCAL>(p, b, sq);
+            const int nf = CONTEXT ? kiln_min(ws->w.s, (sq.c_ctx + BM - 1) / BM) : 0;
+            const int mb = unit_mblock(ws->w.s, ws->u, nf, second ? 1 : 0);
+            __syncwarp();
+            if ((tid & 31) == 0) {
+                ws->second = !second && unit_mblock(ws->w.s, ws->u, nf, 1) >= 0;
+                ws->k_beg = sq.k_beg;
+                ws->L = sq.L;
+            }
+            __syncwarp();
+            {
+                const uint32_t slot = j & 1;
+                Item it;
+                it.q_beg = sq.q_beg;
+                it.len_q = sq.len_q;
+                it.L = sq.L;
+                it.off = sq.off;
+                it.c_ctx = sq.c_ctx;
+                it.hist_end = sq.hist_end;
+                it.m_block = mb;
+                it.h = h;
+                it.b = b;
+                if (leader) {
+                    if (j >= 2) kiln_mbar_wait(sbase + BAR_ITEM_EMPTY + 8 * slot, ((j >> 1) - 1) & 1);
+                    *(Item *)sptr(OFF_ITEM + 64 * slot) = it;
+                    kiln_mbar_arrive(sbase + BAR_ITEM_FULL + 8 * slot);
+                }
+                int n_begin, n_end;
+                kv_tiles(it, wl, wr, n_begin, n_end);
+                const int ntiles = n_end - n_begin;
+                /* TMA row coordinates (the runtime keeps rows within int32) */
+                const int q_row = (int)(sq.q_beg + (int64_t)mb * BM);
+                /* the loop runs over ring positions kq (tile kq - kt of
+                 * the item) with kt folded into the bounds: one register
+                 * fewer */
+                const uint32_t kq_end = kt + (uint32_t)ntiles;
+                const uint32_t kq_q = kt + (QSTAGES > 1 || ntiles == 0 ? 0u : 1u);
+                const uint32_t kq_whole = kt + (uint32_t)kiln_max(sq.L / BN - n_begin, 0); /* tiles ending inside the sequence */
+                const int k_row = (int)(sq.k_beg + (int64_t)n_begin * BN) - (int)(kt * BN);
+                const int n_off = n_begin - (int)kt;
+#pragma unroll 1
+                for (uint32_t kq = kt;; ++kq) {
+                    /* Q: first where it is double-buffered (the buffer
+                     * was freed an item ago), else after the first K and
+                     * V tiles (their stages are free before Q is) */
+                    if (kq == kq_q && leader) {
+                        const uint32_t jq = kiln_opaque_u32(j); /* not hoisted */
+                        const uint32_t qb = jq % QSTAGES;
+                        if (jq >= QSTAGES)
+                            kiln_mbar_wait(sbase + BAR_Q_EMPTY + 8 * qb, ((jq / QSTAGES) - 1) & 1);
+                        kiln_mbar_arrive_expect_tx(sbase + BAR_Q + 8 * qb, Q_BYTES);
+#pragma unroll
+                        for (int cb = 0; cb < NCB; ++cb)
+                            kiln_tma_load_3d(sbase + OFF_Q + qb * Q_BYTES + (uint32_t)(cb * BM * ROWB), tm_q,
+                                             cb * CBE, h, q_row, sbase + BAR_Q + 8 * qb);
+                    }
+                    if (kq >= kq_end) break;
+                    const uint32_t ks = kq % KSTAGES, vs = kq % VSTAGES;
+                    const uint32_t sK = k_addr(sbase, ks), sV = v_addr(sbase, vs);
+                    const uint32_t full_k = sbase + BAR_FULL_K + 8 * ks;
+                    const uint32_t full_v = sbase + BAR_FULL_V + 8 * vs;
+                    const int row = k_row + (int)kq * BN;
+                    const bool whole = kq < kq_whole;
+                    /* Only the leader waits on the "empty" barriers, and it
+                     * waits on every phase: a parity wait cannot tell a
+                     * phase from the one two before or after it, and the
+                     * other producer threads, which walk the schedule on
+                     * their own, could fall two phases behind (and wait
+                     * forever) or run two ahead (and pass at once).  For a
+                     * partial tile they follow it through a named barrier. */
+                    if (kq >= KSTAGES && leader)
+                        kiln_mbar_wait(sbase + BAR_EMPTY_K + 8 * ks, ((kq / KSTAGES) - 1) & 1);
+                    if (whole) {
+                        if (leader) {
+                            kiln_mbar_arrive_expect_tx(full_k, KV_BYTES);
+#pragma unroll
+                            for (int cb = 0; cb < NCB; ++cb)
+                                kiln_tma_load_3d(sK + (uint32_t)(cb * BN * ROWB), tm_k, cb * CBE, h, row, full_k);
+                        }
+                    }
+                    if (kq >= VSTAGES && leader)
+                        kiln_mbar_wait(sbase + BAR_EMPTY_V + 8 * vs, ((kq / VSTAGES) - 1) & 1);
+                    if (whole) {
+                        if (leader) {
+                            kiln_mbar_arrive_expect_tx(full_v, KV_BYTES);
+#pragma unroll
+                            for (int cb = 0; cb < NCB; ++cb)
+                                kiln_tma_load_3d(sV + (uint32_t)(cb * BN * ROWB), tm_v, cb * CBE, h, row, full_v);
+                        }
+                    } else {
+                        kiln_named_bar_sync(3, PTHREADS); /* both stages are free */
+                        const int64_t k_beg = ws->k_beg;
+                        const int n = n_off + (int)kq;
+                        const int nvalid = ws->L - n * BN;
+                        const int64_t r0 = k_beg + (int64_t)n * BN;
+                        load_tile<BN>(sK, (const uint16_t *)p.k + r0 * p.k_row_stride + (int64_t)h * p.k_head_stride,
+                                      p.k_row_stride, nvalid, tid);
+                        load_tile<BN>(sV, (const uint16_t *)p.v + r0 * p.v_row_stride + (int64_t)h * p.v_head_stride,
+                                      p.v_row_stride, nvalid, tid);
+                        kiln_cp_async_wait_all();
+                        kiln_fence_proxy_async();
+                        kiln_named_bar_sync(3, PTHREADS);
+                        if (leader) {
+                            kiln_mbar_arrive(full_k);
+                            kiln_mbar_arrive(full_v);
+                        }
+                    }
+                }
+                kt = kq_end;
+            }
+        }
+    } else {
+        /* ================= consumers ================= */
+        kiln_setmaxnreg_inc<CREGS>();
+        const int cw = wg - 1;              /* 64-row half of the m-block */
+        const int t128 = tid & 127;
+        const int lane = tid & 31;
+        const int g = lane >> 2;            /* fragment row group */
+        const int tq = lane & 3;            /* fragment column pair */
+        const int row0 = cw * 64 + (t128 >> 5) * 16 + g;  /* local row (+8 for hf = 1) */
+        const int group = TARGET ? kiln_max(p.target_group_size, 1) : 1;
+        const float inv_scaling = p.inv_scaling;
+        const int64_t ostride = p.out_row_stride;
+
+        /* O is written by wgmmas only: the first P V of each item sets it */
+        float o[D / 2];
+        float s[BN / 2];
+        uint32_t pa[PSTEPS][4];
+#pragma unroll
+        for (int e = 0; e < D / 2; ++e) o[e] = 0.f;
+#pragma unroll
+        for (int e = 0; e < BN / 2; ++e) s[e] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < PSTEPS; ++kk)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) pa[kk][e] = 0u;
+        uint32_t kt = 0;        /* K/V tiles consumed so far (ring position) */
+        Out prev;               /* the item before, if its last P V (of ring
+                                 * tile kt - 1, P in pa) is to come; else rows 0 */
+        prev.og = (uint16_t *)p.out;
+        prev.rows = 0;
+        prev.one_tile = 0;
+
+#pragma unroll 1
+        for (uint32_t j = 0;; ++j) {
+            const uint32_t slot = j & 1;
+            kiln_mbar_wait(sbase + BAR_ITEM_FULL + 8 * slot, (j >> 1) & 1);
+            const Item it = *(const Item *)sptr(OFF_ITEM + 64 * slot);
+            kiln_mbar_arrive(sbase + BAR_ITEM_EMPTY + 8 * slot);
+            if (it.m_block < 0) break;
+
+            const int h = it.h;
+            const int L = it.L;
+            const int off = it.off;
+            const int m0 = it.m_block * BM;
+            const int rows_here = kiln_min(BM, it.len_q - m0);
+            int n_begin, n_end;
+            kv_tiles(it, wl, wr, n_begin, n_end);
+            const int ntiles = n_end - n_begin;
+
+            /* rows of this warpgroup, for the per-tile "full" test */
+            const int wg_r1 = kiln_min(cw * 64 + 63, rows_here - 1);
+            const int wi_min = m0 + cw * 64 + off;
+            const int wi_max = m0 + wg_r1 + off;
+
+            /* Tiles the mask leaves whole for every row of this warpgroup: the same
+             * "full" test as hstu_fwd.cu, solved for n (each condition bounds n from
+             * one side, so they form one interval [f_lo, f_hi)).  Element masks run
+             * only outside it; the loop is split so that no branch sits between a
+             * wgmma and its wait (ptxas would serialize the wgmmas). */
+            int f_lo = n_begin, f_hi = L / BN;
+            if (CAUSAL) f_hi = kiln_min(f_hi, (wi_min + 1) / BN);
+            if (LOCAL) {
+                if (wl >= 0 && wi_max - wl > 0) f_lo = kiln_max(f_lo, (wi_max - wl + BN - 1) / BN);
+                if (wr >= 0) f_hi = kiln_min(f_hi, (wi_min + wr + 1) / BN);
+            }
+            if (TARGET) f_hi = kiln_min(f_hi, it.hist_end / BN);
+            f_hi = kiln_min(f_hi, n_end);
+            f_lo = kiln_min(f_lo, n_end);
+            if (f_hi < f_lo) f_hi = f_lo;
+
+            const uint32_t qb = j % QSTAGES;
+            Ctx c;
+            c.half_alpha = 0.5f * p.alpha;
+            c.L = L;
+            c.i0 = m0 + row0 + off;
+            c.tq = tq;
+            c.c_ctx = it.c_ctx;
+            c.hist_end = it.hist_end;
+            c.n_last = n_end - 1;
+            c.q_empty = sbase + BAR_Q_EMPTY + 8 * qb;
+#pragma unroll
+            for (int hf = 0; hf < 2; ++hf) {
+                /* divisions stay out of the key loop (their slow path is a branch) */
+                const int i = c.i0 + 8 * hf;
+                c.tgt_lo[hf] = TARGET && i >= it.hist_end
+                                   ? it.hist_end + ((i - it.hist_end) / group) * group : 0;
+            }
+            c.wl = wl;
+            c.wr = wr;
+            /* rab rows of this thread (positions i = m0 + row + off); rows past
+             * rows_here read row 0 (in bounds; never stored). */
+            c.rrow[0] = c.rrow[1] = nullptr;
+            if constexpr (RAB) {
+                const int rh = p.rab_heads > 0 ? h % p.rab_heads : 0;
+                const uint16_t *rg = (const uint16_t *)p.rab + (int64_t)it.b * p.rab_batch_stride +
+                                     (int64_t)rh * p.rab_head_stride +
+                                     (int64_t)(m0 + off) * p.rab_row_stride;
+#pragma unroll
+                for (int hf = 0; hf < 2; ++hf)
+                    c.rrow[hf] = rg + (row0 + 8 * hf < rows_here ? (int64_t)(row0 + 8 * hf) * p.rab_row_stride : 0);
+            }
+            Out cur;
+            cur.og = (uint16_t *)p.out + (it.q_beg + m0) * ostride + (int64_t)h * p.out_head_stride;
+            cur.rows = rows_here;
+            /* opaque: hoisted out of the item loop, it was spilled */
+            const uint32_t q_addr = kstep_addr<BM>(kiln_opaque_u32(sbase + OFF_Q + qb * Q_BYTES), cw * 64, 0);
+
+            kiln_mbar_wait(sbase + BAR_Q + 8 * qb, (j / QSTAGES) & 1);
+            kiln_fence_proxy_async();
+
+            if (ntiles == 0) {
+                /* no key tile: O = 0 (the item before first) */
+                last_pv(o, pa, kt - 1, sbase, !prev.one_tile, prev, ostride, row0, tq, inv_scaling);
+                prev.rows = 0;
+                kiln_mbar_arrive(c.q_empty);
+                store_o<true>(o, cur, ostride, row0, tq, inv_scaling);
+                continue;
+            }
+            if (n_begin >= f_lo && n_begin < f_hi)
+                step<false, true>(c, s, o, pa, n_begin, kt, sbase, q_addr, !prev.one_tile, prev, ostride,
+                                  row0, inv_scaling);
+            else
+                step<true, true>(c, s, o, pa, n_begin, kt, sbase, q_addr, !prev.one_tile, prev, ostride,
+                                 row0, inv_scaling);
+            const uint32_t kt0 = kt - (uint32_t)n_begin; /* ring position of tile n: kt0 + n */
+            int n = n_begin + 1;
+            /* the P V in the step of tile n is that of tile n - 1: the
+             * item's first when n = n_begin + 1 */
+#pragma unroll 1
+            for (; n < f_lo; ++n)
+                step<true, false>(c, s, o, pa, n, kt0 + n, sbase, q_addr, n > n_begin + 1, prev, ostride,
+                                  row0, inv_scaling);
+#pragma unroll 1
+            for (; n < f_hi; ++n)
+                step<false, false>(c, s, o, pa, n, kt0 + n, sbase, q_addr, n > n_begin + 1, prev, ostride,
+                                   row0, inv_scaling);
+#pragma unroll 1
+            for (; n < n_end; ++n)
+                step<true, false>(c, s, o, pa, n, kt0 + n, sbase, q_addr, n > n_begin + 1, prev, ostride,
+                                  row0, inv_scaling);
+            kt += (uint32_t)ntiles;
+            prev = cur;
+            prev.one_tile = ntiles == 1;
+        }
+        last_pv(o, pa, kt - 1, sbase, !prev.one_tile, prev, ostride, row0, tq, inv_scaling);
     }
 }

@@ -186,10 +186,35 @@ static std::vector<uint16_t> run_kernel(const Gpu &G, const Variant &V, const Pr
     k.num_m_blocks = (P.max_q + V.bm - 1) / V.bm;
     k.alpha = P.alpha; k.inv_scaling = P.inv_scaling;
 
-    const char *st_env = getenv("HARNESS_RING");  // K + V ring tiles of a KILN_SM90_KSTAGES build
-    const int ring = st_env ? atoi(st_env) : (V.d <= 128 ? 6 : 5);
-    int smem = V.warps == 12 ? 1024 + 2 * V.bm * V.d + ring * 2 * V.bn * V.d + 128
+    // Shared memory as kiln__hstu_fwd_sm90_smem() sizes it: Q buffers, K + V
+    // ring tiles, and the bytes past the rings (barriers, work-item queue,
+    // producer warp slots).  HARNESS_QST, HARNESS_RING and HARNESS_TAIL
+    // describe other builds (KILN_SM90_QSTAGES / KSTAGES / VSTAGES; the kernel
+    // before the persistent one: 1, 6 or 5, 128).
+    const char *st_env = getenv("HARNESS_RING"), *q_env = getenv("HARNESS_QST");
+    const int ring = st_env ? atoi(st_env) : (V.d <= 64 ? 6 : 5);
+    const int qst = q_env ? atoi(q_env) : (V.d <= 128 ? 2 : 1);
+    const char *tail_env = getenv("HARNESS_TAIL");
+    const int tail = tail_env ? atoi(tail_env) : 640;
+    int smem = V.warps == 12 ? 1024 + qst * 2 * V.bm * V.d + ring * 2 * V.bn * V.d + tail
                              : 2 * (V.bm * V.d + 4 * V.bn * V.d + 2 * V.bm * V.bn);
+    // Grid: the Hopper kernel is persistent (one CTA per SM, at most one per
+    // unit of two m-blocks of a (b, h), as kiln__hstu_fwd_sm90_grid() sizes it);
+    // HARNESS_GRID=blocks launches (m-blocks, H, B) as the portable kernel
+    // (and the Hopper kernel before it) takes; HARNESS_GRID_MAX caps the
+    // persistent grid so that each CTA walks through many items.
+    unsigned grid[3] = {(unsigned)k.num_m_blocks, (unsigned)P.H, (unsigned)P.B};
+    const char *gmode = getenv("HARNESS_GRID");
+    // (keys with rab run blocks mode only)
+    if (V.warps == 12 && !V.rab && !(gmode && !strcmp(gmode, "blocks"))) {
+        int sms = 0;
+        CK(cuDeviceGetAttribute(&sms, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, 0));
+        long long items = (long long)(k.num_m_blocks + 1) / 2 * P.H * P.B;  // units of two m-blocks
+        const char *gmax = getenv("HARNESS_GRID_MAX");
+        if (gmax && atoi(gmax) > 0 && atoi(gmax) < sms) sms = atoi(gmax);
+        grid[0] = (unsigned)(items < sms ? items : sms);
+        grid[1] = grid[2] = 1;
+    }
     CK(cuFuncSetAttribute(G.fn, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, smem));
     // The Hopper kernel takes kiln_hstu_tma_kparams: k, then TMA descriptors
     // of q, k, v (what runtime/hstu_tma.c builds).
@@ -211,7 +236,7 @@ static std::vector<uint16_t> run_kernel(const Gpu &G, const Variant &V, const Pr
         }
     }
     void *args[] = {V.warps == 12 ? (void *)&ta : (void *)&k};
-    CK(cuLaunchKernel(G.fn, k.num_m_blocks, P.H, P.B, V.warps * 32, 1, 1, smem, 0, args, 0));
+    CK(cuLaunchKernel(G.fn, grid[0], grid[1], grid[2], V.warps * 32, 1, 1, smem, 0, args, 0));
     CK(cuCtxSynchronize());
     CK(cuMemcpyDtoH(&hout[0], dout, on * 2));
     CK(cuMemcpyDtoH(dbg_count, ddbg, 8));
@@ -219,10 +244,10 @@ static std::vector<uint16_t> run_kernel(const Gpu &G, const Variant &V, const Pr
         CUevent e0, e1;
         CK(cuEventCreate(&e0, 0));
         CK(cuEventCreate(&e1, 0));
-        for (int w = 0; w < 3; w++) CK(cuLaunchKernel(G.fn, k.num_m_blocks, P.H, P.B, V.warps * 32, 1, 1, smem, 0, args, 0));
+        for (int w = 0; w < 3; w++) CK(cuLaunchKernel(G.fn, grid[0], grid[1], grid[2], V.warps * 32, 1, 1, smem, 0, args, 0));
         CK(cuEventRecord(e0, 0));
         for (int it = 0; it < iters; it++)
-            CK(cuLaunchKernel(G.fn, k.num_m_blocks, P.H, P.B, V.warps * 32, 1, 1, smem, 0, args, 0));
+            CK(cuLaunchKernel(G.fn, grid[0], grid[1], grid[2], V.warps * 32, 1, 1, smem, 0, args, 0));
         CK(cuEventRecord(e1, 0));
         CK(cuEventSynchronize(e1));
         float ms = 0;
@@ -237,11 +262,20 @@ static std::vector<uint16_t> run_kernel(const Gpu &G, const Variant &V, const Pr
     return hout;
 }
 
+// Uniform in [-scale, scale): a splitmix64 stream seeded from rng (the
+// bench inputs run to hundreds of millions of elements; mt19937 took seconds).
 static void fill(std::vector<uint16_t> &x, size_t n, std::mt19937 &rng, int dt, float scale)
 {
-    std::uniform_real_distribution<float> u(-scale, scale);
+    uint64_t st = ((uint64_t)rng() << 32) ^ rng();
     x.resize(n);
-    for (size_t i = 0; i < n; i++) x[i] = f2h(u(rng), dt);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t z = (st += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        const float u = (float)(z >> 40) * (1.0f / 16777216.0f);  // [0, 1)
+        x[i] = f2h((2.0f * u - 1.0f) * scale, dt);
+    }
 }
 
 // Small ragged problem.  set 0: int32 offsets, shared q/k offsets where
@@ -315,7 +349,11 @@ static Problem make_big(const Variant &V, std::mt19937 &rng, int B, int maxlen, 
     P.offsets_i64 = 0;
     P.nctx.assign(P.B, 0);
     P.ntgt.assign(P.B, 0);
-    for (int b = 0; b < P.B; b++) { P.nctx[b] = 64; P.ntgt[b] = 256; }
+    const char *nctx_env = getenv("HARNESS_NCTX"), *ntgt_env = getenv("HARNESS_NTGT");
+    for (int b = 0; b < P.B; b++) {
+        P.nctx[b] = nctx_env ? atoi(nctx_env) : 64;
+        P.ntgt[b] = ntgt_env ? atoi(ntgt_env) : 256;
+    }
     P.wl = 1024; P.wr = V.causal ? 0 : 1024; P.group = 16;
     P.alpha = 1.0f / std::sqrt((float)V.d);
     P.inv_scaling = 1.0f / P.max_q;

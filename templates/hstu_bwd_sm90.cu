@@ -222,6 +222,16 @@ KILN_DEV void reduce_dq(const kiln_hstu_bwd_tma_kparams &a, uint32_t stg, int co
     kiln_bulk_commit();
 }
 
+/* The issuer of the last bulk reductions frees their stage once they have
+ * read it (its arrival on "empty" held back until then). */
+KILN_DEV void release_staged(uint32_t sbase, int &pending)
+{
+    if (pending < 0) return;
+    kiln_bulk_wait_read();
+    kiln_mbar_arrive(sbase + BAR_EMPTY + 8 * pending);
+    pending = -1;
+}
+
 /* ------------------------------------------------ head dim 256 consumers */
 /* dK and dV of 128 keys x 256 columns do not fit the registers of two
  * warpgroups, so at head dim 256 a CTA takes BN = 64 keys and the warpgroups
@@ -334,11 +344,7 @@ KILN_DEV void consume_cols(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s
         kiln_wgmma_fence();
         issue_s_dp_cols(sa, dp, sbase + OFF_K, sbase + OFF_V, sq + (uint32_t)(cw * 32 * 128),
                         so + (uint32_t)(cw * 32 * 128));
-        if (issuer && pending >= 0) {
-            kiln_bulk_wait_read();
-            kiln_mbar_arrive(sbase + BAR_EMPTY + 8 * pending);
-            pending = -1;
-        }
+        if (issuer) release_staged(sbase, pending);
         kiln_wgmma_wait<1>();
         kiln_reg_fence(sa);
 
@@ -518,11 +524,7 @@ KILN_DEV void consume_keys(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s
         float sa[BM / 2], dp[BM / 2];
         kiln_wgmma_fence();
         issue_s_dp(sa, dp, k_rows, v_rows, sq, so);
-        if (issuer && pending >= 0) {
-            kiln_bulk_wait_read();
-            kiln_mbar_arrive(sbase + BAR_EMPTY + 8 * pending);
-            pending = -1;
-        }
+        if (issuer) release_staged(sbase, pending);
         kiln_wgmma_wait<1>();
         kiln_reg_fence(sa);
 

@@ -463,17 +463,8 @@ KILN_DEV void kv_tiles(const Item &it, int wl, int wr, int &n_begin, int &n_end)
 {
     const int m0 = it.m_block * BM;
     const int rows_here = kiln_min(BM, it.len_q - m0);
-    const int i_min = m0 + it.off;
-    const int i_max = m0 + rows_here - 1 + it.off;
-    int kv_lo = 0, kv_hi = it.L;
-    if (CAUSAL) kv_hi = kiln_min(kv_hi, i_max + 1);
-    if (LOCAL) {
-        if (wr >= 0) kv_hi = kiln_min(kv_hi, i_max + wr + 1);
-        if (wl >= 0) kv_lo = kiln_max(kv_lo, i_min - wl);
-    }
-    if (CONTEXT && i_min < it.c_ctx) kv_hi = kiln_max(kv_hi, it.hist_end);
-    n_begin = kv_lo / BN;
-    n_end = kv_hi > kv_lo ? (kv_hi + BN - 1) / BN : n_begin;
+    kiln_fwd_key_tiles<CAUSAL, LOCAL, CONTEXT, BN>(m0 + it.off, m0 + rows_here - 1 + it.off, it.L, it.c_ctx,
+                                                   it.hist_end, wl, wr, n_begin, n_end);
 }
 
 /* ---- the static schedule
@@ -685,15 +676,8 @@ KILN_DEV void run(const kiln_hstu_tma_kparams &a)
     const int rows_here = kiln_min(BM, len_q - m0);
     const int i_min = m0 + off;
     const int i_max = m0 + rows_here - 1 + off;
-    int kv_lo = 0, kv_hi = L;
-    if (CAUSAL) kv_hi = kiln_min(kv_hi, i_max + 1);
-    if (LOCAL) {
-        if (wr >= 0) kv_hi = kiln_min(kv_hi, i_max + wr + 1);
-        if (wl >= 0) kv_lo = kiln_max(kv_lo, i_min - wl);
-    }
-    if (CONTEXT && i_min < c_ctx) kv_hi = kiln_max(kv_hi, hist_end);
-    const int n_begin = kv_lo / BN;
-    const int n_end = kv_hi > kv_lo ? (kv_hi + BN - 1) / BN : n_begin;
+    int n_begin, n_end;
+    kiln_fwd_key_tiles<CAUSAL, LOCAL, CONTEXT, BN>(i_min, i_max, L, c_ctx, hist_end, wl, wr, n_begin, n_end);
     const int ntiles = n_end - n_begin;
 
     const uint32_t sbase = (kiln_smem_u32(kiln_smem) + 1023u) & ~1023u;
@@ -798,21 +782,12 @@ KILN_DEV void run(const kiln_hstu_tma_kparams &a)
 
         const int group = TARGET ? kiln_max(p.target_group_size, 1) : 1;
 
-        /* Tiles the mask leaves whole for every row of this warpgroup: the same
-         * "full" test as hstu_fwd.cu, solved for n (each condition bounds n from
-         * one side, so they form one interval [f_lo, f_hi)).  Element masks run
-         * only outside it; the loop is split so that no branch sits between a
-         * wgmma and its wait (ptxas would serialize the wgmmas). */
-        int f_lo = n_begin, f_hi = L / BN;
-        if (CAUSAL) f_hi = kiln_min(f_hi, (wi_min + 1) / BN);
-        if (LOCAL) {
-            if (wl >= 0 && wi_max - wl > 0) f_lo = kiln_max(f_lo, (wi_max - wl + BN - 1) / BN);
-            if (wr >= 0) f_hi = kiln_min(f_hi, (wi_min + wr + 1) / BN);
-        }
-        if (TARGET) f_hi = kiln_min(f_hi, hist_end / BN);
-        f_hi = kiln_min(f_hi, n_end);
-        f_lo = kiln_min(f_lo, n_end);
-        if (f_hi < f_lo) f_hi = f_lo;
+        /* Tiles the mask leaves whole for every row of this warpgroup; element
+         * masks run only outside them.  The loop is split so that no branch sits
+         * between a wgmma and its wait (ptxas would serialize the wgmmas). */
+        int f_lo, f_hi;
+        kiln_fwd_whole_tiles<CAUSAL, LOCAL, TARGET, BN>(wi_min, wi_max, L, hist_end, wl, wr, n_begin, n_end,
+                                                        f_lo, f_hi);
 
         Ctx c;
         c.half_alpha = 0.5f * p.alpha;
@@ -1192,21 +1167,12 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_tma_kparams a)
             const int wi_min = m0 + cw * 64 + off;
             const int wi_max = m0 + wg_r1 + off;
 
-            /* Tiles the mask leaves whole for every row of this warpgroup: the same
-             * "full" test as hstu_fwd.cu, solved for n (each condition bounds n from
-             * one side, so they form one interval [f_lo, f_hi)).  Element masks run
-             * only outside it; the loop is split so that no branch sits between a
-             * wgmma and its wait (ptxas would serialize the wgmmas). */
-            int f_lo = n_begin, f_hi = L / BN;
-            if (CAUSAL) f_hi = kiln_min(f_hi, (wi_min + 1) / BN);
-            if (LOCAL) {
-                if (wl >= 0 && wi_max - wl > 0) f_lo = kiln_max(f_lo, (wi_max - wl + BN - 1) / BN);
-                if (wr >= 0) f_hi = kiln_min(f_hi, (wi_min + wr + 1) / BN);
-            }
-            if (TARGET) f_hi = kiln_min(f_hi, it.hist_end / BN);
-            f_hi = kiln_min(f_hi, n_end);
-            f_lo = kiln_min(f_lo, n_end);
-            if (f_hi < f_lo) f_hi = f_lo;
+            /* Tiles the mask leaves whole for every row of this warpgroup; element
+             * masks run only outside them.  The loop is split so that no branch sits
+             * between a wgmma and its wait (ptxas would serialize the wgmmas). */
+            int f_lo, f_hi;
+            kiln_fwd_whole_tiles<CAUSAL, LOCAL, TARGET, BN>(wi_min, wi_max, L, it.hist_end, wl, wr, n_begin, n_end,
+                                                            f_lo, f_hi);
 
             const uint32_t qb = j % QSTAGES;
             Ctx c;

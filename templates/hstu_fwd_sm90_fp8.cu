@@ -403,15 +403,8 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_kparams fp)
     const int rows_here = kiln_min(BM, len_q - m0);
     const int i_min = m0 + off;
     const int i_max = m0 + rows_here - 1 + off;
-    int kv_lo = 0, kv_hi = L;
-    if (CAUSAL) kv_hi = kiln_min(kv_hi, i_max + 1);
-    if (LOCAL) {
-        if (wr >= 0) kv_hi = kiln_min(kv_hi, i_max + wr + 1);
-        if (wl >= 0) kv_lo = kiln_max(kv_lo, i_min - wl);
-    }
-    if (CONTEXT && i_min < c_ctx) kv_hi = kiln_max(kv_hi, hist_end);
-    const int n_begin = kv_lo / BN;
-    const int n_end = kv_hi > kv_lo ? (kv_hi + BN - 1) / BN : n_begin;
+    int n_begin, n_end;
+    kiln_fwd_key_tiles<CAUSAL, LOCAL, CONTEXT, BN>(i_min, i_max, L, c_ctx, hist_end, wl, wr, n_begin, n_end);
     const int ntiles = n_end - n_begin;
 
     const uint32_t sbase = (kiln_smem_u32(kiln_smem) + 1023u) & ~1023u;
@@ -490,16 +483,9 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_kparams fp)
 
         /* Tiles the mask leaves whole for every row of this warpgroup (as
          * hstu_fwd_sm90.cu): element masks run only outside [f_lo, f_hi). */
-        int f_lo = n_begin, f_hi = L / BN;
-        if (CAUSAL) f_hi = kiln_min(f_hi, (wi_min + 1) / BN);
-        if (LOCAL) {
-            if (wl >= 0 && wi_max - wl > 0) f_lo = kiln_max(f_lo, (wi_max - wl + BN - 1) / BN);
-            if (wr >= 0) f_hi = kiln_min(f_hi, (wi_min + wr + 1) / BN);
-        }
-        if (TARGET) f_hi = kiln_min(f_hi, hist_end / BN);
-        f_hi = kiln_min(f_hi, n_end);
-        f_lo = kiln_min(f_lo, n_end);
-        if (f_hi < f_lo) f_hi = f_lo;
+        int f_lo, f_hi;
+        kiln_fwd_whole_tiles<CAUSAL, LOCAL, TARGET, BN>(wi_min, wi_max, L, hist_end, wl, wr, n_begin, n_end,
+                                                        f_lo, f_hi);
 
         Ctx c;
         c.qk_scale = dsq * dsk;

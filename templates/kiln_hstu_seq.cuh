@@ -63,4 +63,44 @@ KILN_DEV void kiln_seq_count_bad(const kiln_hstu_kparams &f)
         kiln_red_add_u64(f.debug_counter, 1ull);
 }
 
+/* The forward's key tiles of BN keys that query positions [i_min, i_max]
+ * of a sequence of L keys can see: [n_begin, n_end), empty when
+ * n_begin == n_end.  Context rows see every history key. */
+template <bool CAUSAL, bool LOCAL, bool CONTEXT, int BN>
+KILN_DEV void kiln_fwd_key_tiles(int i_min, int i_max, int L, int c_ctx, int hist_end, int wl, int wr,
+                                 int &n_begin, int &n_end)
+{
+    int kv_lo = 0, kv_hi = L;
+    if (CAUSAL) kv_hi = kiln_min(kv_hi, i_max + 1);
+    if (LOCAL) {
+        if (wr >= 0) kv_hi = kiln_min(kv_hi, i_max + wr + 1);
+        if (wl >= 0) kv_lo = kiln_max(kv_lo, i_min - wl);
+    }
+    if (CONTEXT && i_min < c_ctx) kv_hi = kiln_max(kv_hi, hist_end);
+    n_begin = kv_lo / BN;
+    n_end = kv_hi > kv_lo ? (kv_hi + BN - 1) / BN : n_begin;
+}
+
+/* Of those tiles, the ones the mask leaves whole for every position in
+ * [i_min, i_max]: the per-element "full" test solved for the tile index
+ * (each condition bounds it from one side, so they form one interval
+ * [f_lo, f_hi) inside [n_begin, n_end)).  The Hopper forwards run element
+ * masks only outside it. */
+template <bool CAUSAL, bool LOCAL, bool TARGET, int BN>
+KILN_DEV void kiln_fwd_whole_tiles(int i_min, int i_max, int L, int hist_end, int wl, int wr, int n_begin,
+                                   int n_end, int &f_lo, int &f_hi)
+{
+    f_lo = n_begin;
+    f_hi = L / BN;
+    if (CAUSAL) f_hi = kiln_min(f_hi, (i_min + 1) / BN);
+    if (LOCAL) {
+        if (wl >= 0 && i_max - wl > 0) f_lo = kiln_max(f_lo, (i_max - wl + BN - 1) / BN);
+        if (wr >= 0) f_hi = kiln_min(f_hi, (i_min + wr + 1) / BN);
+    }
+    if (TARGET) f_hi = kiln_min(f_hi, hist_end / BN);
+    f_hi = kiln_min(f_hi, n_end);
+    f_lo = kiln_min(f_lo, n_end);
+    if (f_hi < f_lo) f_hi = f_lo;
+}
+
 #endif /* KILN_HSTU_SEQ_CUH */

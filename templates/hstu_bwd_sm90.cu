@@ -232,6 +232,30 @@ KILN_DEV void release_staged(uint32_t sbase, int &pending)
     pending = -1;
 }
 
+/* After a tile's products (both warpgroups' dQ complete): this
+ * warpgroup's dQ (64 queries x DQN columns from cw DQN) staged in the
+ * tile's stage st, which both warpgroups are done with once past the first
+ * barrier, and added to dq_accum rows row.. by the issuer's bulk
+ * reductions.  Every other thread frees stage st now; the issuer, in
+ * release_staged(), once the reductions have read it. */
+template <int NF>
+KILN_DEV void bulk_dq_add(const kiln_hstu_bwd_tma_kparams &a, const float (&dq)[NF], uint32_t sbase, uint32_t sq,
+                          int st, float sds, int cw, int w4, int g, int tq, int h, int row, bool issuer,
+                          int &pending)
+{
+    kiln_named_bar_sync(1, CTHREADS);
+    const uint32_t stg = sq + (uint32_t)(cw * (DQN / 32) * BM * 128);
+    stage_dq(stg, dq, sds, w4, g, tq);
+    kiln_fence_proxy_async();
+    kiln_named_bar_sync(3 + cw, 128);
+    if (issuer) {
+        reduce_dq<DQN / 32>(a, stg, cw * DQN, h, row);
+        pending = st;
+    } else {
+        kiln_mbar_arrive(sbase + BAR_EMPTY + 8 * st);
+    }
+}
+
 /* ------------------------------------------------ head dim 256 consumers */
 /* dK and dV of 128 keys x 256 columns do not fit the registers of two
  * warpgroups, so at head dim 256 a CTA takes BN = 64 keys and the warpgroups
@@ -401,20 +425,7 @@ KILN_DEV void consume_cols(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s
         kiln_reg_fence(dv);
         kiln_reg_fence(dk);
         if (bulk_dq) {
-            /* this warpgroup's 128 columns as 4 boxes [64 rows][32 fp32] with
-             * the 128-byte swizzle, in stage st once both warpgroups are
-             * past their products */
-            kiln_named_bar_sync(1, CTHREADS);
-            const uint32_t stg = sq + (uint32_t)(cw * (DQN / 32) * BM * 128);
-            stage_dq(stg, dq, sds, w4, g, tq);
-            kiln_fence_proxy_async();
-            kiln_named_bar_sync(3 + cw, 128);
-            if (issuer) {
-                reduce_dq<DQN / 32>(a, stg, cw * DQN, h, (int)(s.q_beg + m0));
-                pending = st;
-            } else {
-                kiln_mbar_arrive(sbase + BAR_EMPTY + 8 * st);
-            }
+            bulk_dq_add(a, dq, sbase, sq, st, sds, cw, w4, g, tq, h, (int)(s.q_beg + m0), issuer, pending);
         } else {
             kiln_mbar_arrive(sbase + BAR_EMPTY + 8 * st);
             add_dq(dqa, m0, hd, dq, rows_here, sds, w4, g, tq);
@@ -590,17 +601,7 @@ KILN_DEV void consume_keys(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s
         kiln_reg_fence(pa);
         kiln_reg_fence(da);
         if (bulk_dq) {
-            kiln_named_bar_sync(1, CTHREADS);
-            const uint32_t stg = sq + (uint32_t)(cw * (DQN / 32) * BM * 128);
-            stage_dq(stg, dq, sds, w4, g, tq);
-            kiln_fence_proxy_async();
-            kiln_named_bar_sync(3 + cw, 128);
-            if (issuer) {
-                reduce_dq<DQN / 32>(a, stg, cw * DQN, h, (int)(s.q_beg + m0));
-                pending = st;
-            } else {
-                kiln_mbar_arrive(sbase + BAR_EMPTY + 8 * st);
-            }
+            bulk_dq_add(a, dq, sbase, sq, st, sds, cw, w4, g, tq, h, (int)(s.q_beg + m0), issuer, pending);
         } else {
             kiln_mbar_arrive(sbase + BAR_EMPTY + 8 * st);
         }

@@ -241,13 +241,8 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_kparams p)
     const int rows_here = kiln_min(BM, len_q - m0);
     const int i_min = m0 + off;
     const int i_max = m0 + rows_here - 1 + off;
-    int kv_lo = 0, kv_hi = L;
-    if (CAUSAL) kv_hi = kiln_min(kv_hi, i_max + 1);
-    if (LOCAL) {
-        if (wr >= 0) kv_hi = kiln_min(kv_hi, i_max + wr + 1);
-        if (wl >= 0) kv_lo = kiln_max(kv_lo, i_min - wl);
-    }
-    if (CONTEXT && i_min < c_ctx) kv_hi = kiln_max(kv_hi, hist_end);
+    int kv_lo, kv_hi;
+    kiln_fwd_key_span<CAUSAL, LOCAL, CONTEXT>(i_min, i_max, L, c_ctx, hist_end, wl, wr, kv_lo, kv_hi);
     if constexpr (FUNC) {
         /* keys between the smallest and the largest any row sees; K buffer 1
          * is free until the first prefetch, after the prologue's barrier */
@@ -257,8 +252,8 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_kparams p)
         kv_lo = lo;
         kv_hi = hi;
     }
-    const int n_begin = kv_lo / BN;
-    const int n_end = kv_hi > kv_lo ? (kv_hi + BN - 1) / BN : n_begin;
+    int n_begin, n_end;
+    kiln_key_tiles<BN>(kv_lo, kv_hi, n_begin, n_end);
 
     /* ---- global bases (64-bit) */
     const uint16_t *qg = (const uint16_t *)p.q + (q_beg + m0) * p.q_row_stride + (int64_t)h * p.q_head_stride;

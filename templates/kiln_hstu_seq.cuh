@@ -63,22 +63,39 @@ KILN_DEV void kiln_seq_count_bad(const kiln_hstu_kparams &f)
         kiln_red_add_u64(f.debug_counter, 1ull);
 }
 
-/* The forward's key tiles of BN keys that query positions [i_min, i_max]
- * of a sequence of L keys can see: [n_begin, n_end), empty when
- * n_begin == n_end.  Context rows see every history key. */
-template <bool CAUSAL, bool LOCAL, bool CONTEXT, int BN>
-KILN_DEV void kiln_fwd_key_tiles(int i_min, int i_max, int L, int c_ctx, int hist_end, int wl, int wr,
-                                 int &n_begin, int &n_end)
+/* The keys [kv_lo, kv_hi) that query positions [i_min, i_max] of a
+ * sequence of L keys can see under the forward's masks (context rows see
+ * every history key). */
+template <bool CAUSAL, bool LOCAL, bool CONTEXT>
+KILN_DEV void kiln_fwd_key_span(int i_min, int i_max, int L, int c_ctx, int hist_end, int wl, int wr, int &kv_lo,
+                                int &kv_hi)
 {
-    int kv_lo = 0, kv_hi = L;
+    kv_lo = 0;
+    kv_hi = L;
     if (CAUSAL) kv_hi = kiln_min(kv_hi, i_max + 1);
     if (LOCAL) {
         if (wr >= 0) kv_hi = kiln_min(kv_hi, i_max + wr + 1);
         if (wl >= 0) kv_lo = kiln_max(kv_lo, i_min - wl);
     }
     if (CONTEXT && i_min < c_ctx) kv_hi = kiln_max(kv_hi, hist_end);
+}
+
+/* The tiles of BN keys that hold keys [kv_lo, kv_hi): [n_begin, n_end),
+ * empty (n_begin == n_end) when the span is. */
+template <int BN> KILN_DEV void kiln_key_tiles(int kv_lo, int kv_hi, int &n_begin, int &n_end)
+{
     n_begin = kv_lo / BN;
     n_end = kv_hi > kv_lo ? (kv_hi + BN - 1) / BN : n_begin;
+}
+
+/* Both at once: the forward's key tiles of query positions [i_min, i_max]. */
+template <bool CAUSAL, bool LOCAL, bool CONTEXT, int BN>
+KILN_DEV void kiln_fwd_key_tiles(int i_min, int i_max, int L, int c_ctx, int hist_end, int wl, int wr,
+                                 int &n_begin, int &n_end)
+{
+    int kv_lo, kv_hi;
+    kiln_fwd_key_span<CAUSAL, LOCAL, CONTEXT>(i_min, i_max, L, c_ctx, hist_end, wl, wr, kv_lo, kv_hi);
+    kiln_key_tiles<BN>(kv_lo, kv_hi, n_begin, n_end);
 }
 
 /* Of those tiles, the ones the mask leaves whole for every position in

@@ -561,7 +561,7 @@ def _check_view(name, t, device):
     if t.dim() != 3:
         raise ValueError(f"kiln: {name} must be (rows, heads, dim), got shape "
                          f"{tuple(t.shape)}")
-    if not t.is_cuda or t.device != device:
+    if device is not None and (not t.is_cuda or t.device != device):
         raise ValueError(f"kiln: {name} is on {t.device}, expected {device}")
     if t.shape[2] > 1 and t.stride(2) != 1:
         raise ValueError(f"kiln: {name}'s last dimension must be contiguous "
@@ -569,7 +569,7 @@ def _check_view(name, t, device):
 
 
 def _check_index(name, t, device, dtypes):
-    if not t.is_cuda or t.device != device:
+    if device is not None and (not t.is_cuda or t.device != device):
         raise ValueError(f"kiln: {name} is on {t.device}, expected {device}")
     if t.dtype not in dtypes:
         raise TypeError(f"kiln: {name} has dtype {t.dtype}, expected one of "
@@ -578,9 +578,10 @@ def _check_index(name, t, device, dtypes):
         raise ValueError(f"kiln: {name} must be a contiguous 1-D tensor")
 
 
-def _check_descale(name, t, device):
+def _check_descale(name, t, device=None):
     """descale_q/k/v: None (0 in the struct: 1.0) or a one-element float32
-    CUDA tensor on q's device."""
+    tensor; on `device` (q's) unless that is None (the caller checks the
+    devices of all its tensors together)."""
     import torch
 
     if t is None:
@@ -593,7 +594,7 @@ def _check_descale(name, t, device):
     if t.numel() != 1:
         raise ValueError(f"kiln: {name} must have one element (shape (1,)), got shape "
                          f"{tuple(t.shape)}")
-    if not t.is_cuda or t.device != device:
+    if device is not None and (not t.is_cuda or t.device != device):
         raise ValueError(f"kiln: {name} is on {t.device}, expected {device}")
 
 

@@ -181,21 +181,6 @@ def _check_qkv(q, k, v, names=("q", "k", "v"), allow_fp8=False):
     return fp8
 
 
-def _check_descale(name, t):
-    """descale_q/k/v: None (1.0) or a one-element float32 tensor (its device
-    is checked with the others, last)."""
-    if t is None:
-        return
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"kiln: {name} must be None or a torch.Tensor, got "
-                        f"{type(t).__name__}")
-    if t.dtype != torch.float32:
-        raise TypeError(f"kiln: {name} has dtype {t.dtype}; it must be torch.float32")
-    if t.numel() != 1:
-        raise ValueError(f"kiln: {name} must have one element (shape (1,)), got shape "
-                         f"{tuple(t.shape)}")
-
-
 def _check_out_dtype(out_dtype):
     if out_dtype is None:
         return torch.bfloat16
@@ -873,7 +858,7 @@ def hstu_varlen(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_
                          f"{n['q']} is already {q.dtype} (pass quant_mode=-1 and "
                          "descale_q/k/v)")
     for name, t in zip(("descale_q", "descale_k", "descale_v"), descales):
-        _check_descale(name, t)
+        _capi._check_descale(name, t)
         if t is not None and not fp8:
             raise ValueError(f"kiln: {name} applies to float8_e4m3fn q, k, v only; "
                              f"{n['q']} has dtype {q.dtype}"

@@ -627,6 +627,8 @@ def kiln_cached_kernel(base):
     d = os.environ.get("KILN_CACHE_DIR")
     if not d:
         return None
+    if os.environ.get("KILN_FWD_IMPL") == "mma" and base.endswith("/persist"):
+        base = base[:-len("/persist")]  # the grid of wgmma keys; forced mma has one
     path = Path(d) / "kiln.db"
     if not path.exists():
         return None

@@ -65,7 +65,10 @@ kiln_status kiln__key_expand(const char *pattern, const char *arch_override,
             for (int ti = 0; ti < ndt; ti++)
                 for (int di = 0; di < 4; di++)
                     for (unsigned m = 0; m <= KILN_MASK_ALL; m++)
-                        for (int o = 0; o < 8; o++) {
+                        /* o: rab, drab, det, persist (validation keeps
+                         * persist to the Hopper forward's keys, which so
+                         * come in both grids) */
+                        for (int o = 0; o < 16; o++) {
                             kiln_key k;
                             memset(&k, 0, sizeof k);
                             k.family = families[fi];
@@ -79,6 +82,7 @@ kiln_status kiln__key_expand(const char *pattern, const char *arch_override,
                             k.rab = o & 1;
                             k.drab = (o >> 1) & 1;
                             k.det = (o >> 2) & 1;
+                            k.persist = (o >> 3) & 1;
                             k.impl = kiln__key_default_impl(&k);
                             kiln__key_default_tiles(&k);
                             if (kiln__key_validate(&k) != KILN_OK) continue;

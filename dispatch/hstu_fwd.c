@@ -5,6 +5,7 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "dispatch/hstu_fwd_sm90_tiles.h"
 #include "dispatch/hstu_tiles.h"
 #include "runtime/error.h"
 
@@ -17,7 +18,7 @@ _Static_assert(offsetof(kiln_hstu_kparams, func) == 232, "kparams layout");
 _Static_assert(offsetof(kiln_hstu_kparams, n_func) == 244, "kparams layout");
 /* The Hopper forward's TMA descriptors start at byte 256 (hstu_tma_params.h). */
 _Static_assert(sizeof(kiln_hstu_kparams) <= 256, "kparams must fit before the TMA maps");
-_Static_assert(sizeof(kiln_hstu_fp8_kparams) == 272, "fp8 kparams layout changed");
+_Static_assert(sizeof(kiln_hstu_fp8_kparams) == 280, "fp8 kparams layout changed");
 _Static_assert(offsetof(kiln_hstu_fp8_kparams, descale_q) == 248, "fp8 kparams layout");
 
 #define GRID_YZ_MAX 65535
@@ -158,6 +159,15 @@ kiln_status kiln__hstu_plan_inputs(const kiln_hstu_fwd_params *p, int arch, int 
             KILN_FAIL_IF(dv[i] % 4, KILN_EBADARG,
                          "%s 0x%llx is not 4-byte aligned (a device float)", dn[i],
                          (unsigned long long)dv[i]);
+        }
+        static const char *const sn[2] = {"descale_batch_stride", "descale_head_stride"};
+        const int64_t sv[2] = {p->descale_batch_stride, p->descale_head_stride};
+        for (int i = 0; i < 2; i++) {
+            KILN_FAIL_IF(sv[i] < 0 || sv[i] > INT32_MAX, KILN_EBADARG,
+                         "%s %lld is not in [0, 2^31 - 1]", sn[i], (long long)sv[i]);
+            KILN_FAIL_IF(sv[i] && !fp8, KILN_EBADARG,
+                         "%s %lld is set but dtype %d is not KILN_DTYPE_E4M3", sn[i],
+                         (long long)sv[i], p->dtype);
         }
     }
     KILN_FAIL_IF(p->head_dim != 32 && p->head_dim != 64 && p->head_dim != 128 &&
@@ -364,6 +374,13 @@ kiln_status kiln__hstu_fwd_plan_impl(const kiln_hstu_fwd_params *p, int arch, in
     if (impl == 1 && p && p->struct_size == sizeof *p && p->func) impl = -1;
     key->impl = impl;
     KILN_TRY(kiln__hstu_plan_inputs(p, arch, arch_a, 1, key, kp, empty));
+    if (key->impl == 1 && key->dtype != KILN_DTYPE_E4M3) {
+        /* The module holds the kernel of one grid: the key names it.  From
+         * max_seqlen_q (kp is not filled for batch 0), so that
+         * kiln_hstu_fwd_key reports a shape's key even for an empty call. */
+        int64_t mb = ((int64_t)p->max_seqlen_q + key->block_m - 1) / key->block_m;
+        key->persist = kiln__hstu_fwd_sm90_persistent((int)mb, key->rab);
+    }
     if (*empty) return KILN_OK;
     launch->grid[0] = (unsigned)kp->num_m_blocks;
     launch->grid[1] = (unsigned)p->num_heads;

@@ -3,8 +3,8 @@
  * kernel: 128 query rows, 12 warps (one producer and two consumer
  * warpgroups), Q in kiln__sm90_q_stages() buffers, BLOCK_N keys per tile in
  * K and V rings of kiln__sm90_ring_tiles() tiles, a persistent grid or, for
- * long sequences, a CTA per m-block (the kernel's blocks mode, whose own
- * layout fits in this one). */
+ * long sequences, a CTA per m-block (the key's persist chooses the module;
+ * the per-m-block kernel's own layout fits in this one, which both get). */
 #include "dispatch/hstu_fwd_sm90_tiles.h"
 
 #include "kiln.h"
@@ -64,10 +64,15 @@ size_t kiln__hstu_fwd_sm90_smem(int dtype, int head_dim, int block_m, int block_
            (size_t)kiln__sm90_ring_tiles(head_dim) * 2 * (size_t)block_n * d + 640;
 }
 
-void kiln__hstu_fwd_sm90_grid(int sm_count, int batch, int num_heads, int num_m_blocks,
-                              int rab, unsigned grid[3])
+int kiln__hstu_fwd_sm90_persistent(int num_m_blocks, int rab)
 {
-    if (rab || num_m_blocks > KILN_SM90_PERSIST_MAX_MBLOCKS) {
+    return !rab && num_m_blocks <= KILN_SM90_PERSIST_MAX_MBLOCKS;
+}
+
+void kiln__hstu_fwd_sm90_grid(int sm_count, int batch, int num_heads, int num_m_blocks,
+                              int persist, unsigned grid[3])
+{
+    if (!persist) {
         /* blocks mode: a CTA per m-block, scheduled by the hardware */
         grid[0] = (unsigned)num_m_blocks;
         grid[1] = (unsigned)num_heads;

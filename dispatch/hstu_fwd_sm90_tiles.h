@@ -28,13 +28,17 @@ size_t kiln__hstu_fwd_sm90_smem(int dtype, int head_dim, int block_m, int block_
  * hardware's block scheduler balances them. */
 #define KILN_SM90_PERSIST_MAX_MBLOCKS 16
 
-/* Grid of the 16-bit kernel: persistent, (G, 1, 1) with G = one CTA per SM
- * (sm_count; <= 0: unknown, 132 assumed) or fewer when there are fewer units
- * of work; or, past KILN_SM90_PERSIST_MAX_MBLOCKS or with rab (a key the
- * kernel compiles in blocks mode only), (m-blocks, heads, batch), which the
- * kernel reads as blocks mode.  The fp8 kernel keeps the grid of
- * kiln__hstu_fwd_plan. */
+/* 1: a call of the 16-bit kernel with sequences of up to num_m_blocks
+ * m-blocks runs the persistent kernel (the key's persist; its module holds
+ * no other); 0: a CTA per m-block, always so with rab, whose persistent
+ * consumers would spill. */
+int kiln__hstu_fwd_sm90_persistent(int num_m_blocks, int rab);
+
+/* Grid of the 16-bit kernel for a key of that persist: 1, (G, 1, 1) with G =
+ * one CTA per SM (sm_count; <= 0: unknown, 132 assumed) or fewer when there
+ * are fewer units of work; 0, (m-blocks, heads, batch).  The fp8 kernel
+ * keeps the grid of kiln__hstu_fwd_plan. */
 void kiln__hstu_fwd_sm90_grid(int sm_count, int batch, int num_heads, int num_m_blocks,
-                              int rab, unsigned grid[3]);
+                              int persist, unsigned grid[3]);
 
 #endif

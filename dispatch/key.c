@@ -117,7 +117,8 @@ void kiln__key_encode(const kiln_key *k, uint8_t out[KILN_KEY_BYTES])
     p = put16(p, 'm', (unsigned)k->block_m);
     p = put16(p, 'n', (unsigned)k->block_n);
     p = put8(p, 'w', (unsigned)k->warps);
-    /* 30 bytes: a change here is a KILN_KEY_VERSION change. */
+    p = put8(p, 'p', k->persist ? 1u : 0u);
+    /* 32 bytes: a change here is a KILN_KEY_VERSION change. */
     (void)p;
 }
 
@@ -205,6 +206,19 @@ kiln_status kiln__key_validate(const kiln_key *k)
     KILN_FAIL_IF(k->impl == 1 && !bwd && (k->arch != 90 || !k->arch_a), KILN_EUNSUPPORTED,
                  "wgmma: the Hopper kernel exists for hstu_fwd on sm_90a only (not %s %s)",
                  kiln__family_name(k->family), a);
+    KILN_FAIL_IF(k->persist != 0 && k->persist != 1, KILN_EBADARG,
+                 "persist %d is not 0 or 1", k->persist);
+    if (k->persist) {
+        KILN_FAIL_IF(bwd, KILN_EBADARG, "persist is an option of hstu_fwd only");
+        KILN_FAIL_IF(k->dtype == KILN_DTYPE_E4M3, KILN_EUNSUPPORTED,
+                     "persist: the fp8 (e4m3) kernel has one grid (a CTA per m-block)");
+        /* its consumers would spill rab's row pointers */
+        KILN_FAIL_IF(k->rab, KILN_EUNSUPPORTED,
+                     "persist: keys with rab run a CTA per m-block only");
+        KILN_FAIL_IF(k->impl != 1, KILN_EUNSUPPORTED,
+                     "persist: only the Hopper kernel (wgmma, sm_90a) has a persistent "
+                     "grid, not mma on %s", a);
+    }
     if (k->impl == 1 && bwd) {
         const char *no = kiln__hstu_bwd_sm90_serves(k->arch, k->arch_a, k->head_dim, k->rab,
                                                     k->drab, k->det);
@@ -267,10 +281,10 @@ int kiln__key_format(const kiln_key *k, char *buf, size_t n)
     char dt[24];
     snprintf(dt, sizeof dt, "%s%s%s", kiln__dtype_name(k->dtype), k->out_dtype ? "-" : "",
              k->out_dtype ? kiln__dtype_name(k->out_dtype) : "");
-    int len = snprintf(buf, n, "%s/%s/%s/d%d/%s%s%s%s%s", kiln__family_name(k->family),
+    int len = snprintf(buf, n, "%s/%s/%s/d%d/%s%s%s%s%s%s", kiln__family_name(k->family),
                        a, dt, k->head_dim, m,
                        k->rab ? "/rab" : "", k->drab ? "/drab" : "",
-                       k->det ? "/det" : "", impl);
+                       k->det ? "/det" : "", impl, k->persist ? "/persist" : "");
     if (len < 0 || (size_t)len >= n) return -1;
     kiln_key d = *k;
     kiln__key_default_tiles(&d);
@@ -397,13 +411,14 @@ kiln_status kiln__key_parse(const char *text, const char *arch_override,
         else if (strcmp(seg[i], "det") == 0) k.det = 1;
         else if (strcmp(seg[i], "mma") == 0) impl = 0;
         else if (strcmp(seg[i], "wgmma") == 0) impl = 1;
+        else if (strcmp(seg[i], "persist") == 0) k.persist = 1;
         else if (parse_num(seg[i], "bm", &v) == 0) bm = v;
         else if (parse_num(seg[i], "bn", &v) == 0) bn = v;
         else if (parse_num(seg[i], "w", &v) == 0) w = v;
         else
             return kiln__fail(KILN_EBADARG,
                               "key '%s': option '%s' is not one of rab, drab, det, "
-                              "mma, wgmma, bm<N>, bn<N>, w<N>",
+                              "mma, wgmma, persist, bm<N>, bn<N>, w<N>",
                               text, seg[i]);
     }
     k.impl = impl >= 0 ? impl : kiln__key_default_impl(&k);
@@ -434,7 +449,7 @@ int kiln__key_prelude(const kiln_key *k, char *buf, size_t n)
         "#define KILN_BLOCK_M %d\n#define KILN_BLOCK_N %d\n#define KILN_WARPS %d\n"
         "#define KILN_CAUSAL %d\n#define KILN_LOCAL %d\n#define KILN_CONTEXT %d\n"
         "#define KILN_TARGET %d\n#define KILN_DELTA_Q %d\n#define KILN_RAB %d\n"
-        "%s%s%s"
+        "%s%s%s%s"
         "#include \"%s\"\n",
         text, k->arch * 10, k->dtype, k->head_dim, k->block_m, k->block_n, k->warps,
         !!(k->mask & KILN_MASK_CAUSAL), !!(k->mask & KILN_MASK_LOCAL),
@@ -450,6 +465,10 @@ int kiln__key_prelude(const kiln_key *k, char *buf, size_t n)
                                           : "",
         /* only func keys name it: the other preludes stay as they were */
         (k->mask & KILN_MASK_FUNC) ? "#define KILN_FUNC 1\n" : "",
+        /* hstu_fwd_sm90.cu's grid; the other templates have one */
+        k->family != KILN_FAM_HSTU_FWD || k->impl != 1 || k->dtype == KILN_DTYPE_E4M3 ? ""
+        : k->persist ? "#define KILN_PERSIST 1\n"
+                     : "#define KILN_PERSIST 0\n",
         k->family == KILN_FAM_HSTU_BWD ? (k->impl == 1 ? "hstu_bwd_sm90.cu" : "hstu_bwd.cu")
         : k->dtype == KILN_DTYPE_E4M3  ? "hstu_fwd_sm90_fp8.cu"
         : k->impl == 1                 ? "hstu_fwd_sm90.cu"

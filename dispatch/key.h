@@ -36,19 +36,27 @@ typedef struct kiln_key {
     int drab;        /* backward: compute d(rab) */
     int det;         /* backward: deterministic (no atomics) */
     int impl;        /* 0: portable mma.sync; 1: Hopper wgmma + TMA (sm_90a) */
+    /* Hopper 16-bit forward (impl 1, not e4m3, no rab): 1 compiles the
+     * persistent kernel (grid of one CTA per SM), 0 the one of a CTA per
+     * m-block.  Two modules rather than one holding both: a cold compile of
+     * one takes a third (0) to two thirds (1) of the time.  0, the default
+     * of a text key without "/persist", serves every sequence length;
+     * planning picks 1 where kiln__hstu_fwd_sm90_persistent() says so.  0
+     * for every other key. */
+    int persist;
     int block_m, block_n, warps;
 } kiln_key;
 
 /* Canonical encoding: a version byte, then tagged little-endian fields of
  * fixed width.  Never a struct image (padding would leak into the hash). */
-#define KILN_KEY_VERSION 1
-#define KILN_KEY_BYTES 30
+#define KILN_KEY_VERSION 2
+#define KILN_KEY_BYTES 32
 void kiln__key_encode(const kiln_key *k, uint8_t out[KILN_KEY_BYTES]);
 
 /* Parse the text form "hstu_fwd/sm_90a/bf16/d128/causal+target/rab" (arch may
- * be omitted when arch_override is given; tile overrides "bm128", "bn64",
- * "w8" may follow), fill default tiles, validate.  arch_override (NULL: none)
- * replaces the key's arch.  KILN_EBADARG / KILN_EUNSUPPORTED name the field. */
+ * be omitted when arch_override is given; "persist", and tile overrides
+ * "bm128", "bn64", "w8" may follow), fill default tiles, validate.
+ * arch_override (NULL: none) replaces the key's arch.  KILN_EBADARG / KILN_EUNSUPPORTED name the field. */
 kiln_status kiln__key_parse(const char *text, const char *arch_override,
                             kiln_key *out);
 /* Check every field and combination (including tiles vs. the arch's shared

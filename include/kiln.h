@@ -333,8 +333,10 @@ typedef struct kiln_hstu_fwd_params {
      * dtype KILN_DTYPE_E4M3 it must be KILN_DTYPE_FP16 or _BF16 (the type
      * of out and of rab).  descale_q/k/v: device pointers to one float
      * each, the per-tensor factors that turn e4m3 values into real ones
-     * (q = descale_q * q8, ...; NVIDIA's quant_mode 5); 0 means 1.0.  They
-     * must be 0 unless dtype is E4M3.  e4m3 runs on sm_90a only (wgmma;
+     * (q = descale_q * q8, ...); 0 means 1.0.  One float per tensor is
+     * NVIDIA's quant_mode 5; descale_batch_stride / descale_head_stride
+     * (below) make them per sequence (mode 4) or per sequence and head
+     * (mode 3).  They must be 0 unless dtype is E4M3.  e4m3 runs on sm_90a only (wgmma;
      * KILN_EUNSUPPORTED elsewhere), head_dim 64, 128 or 256, and needs the
      * row and head strides of q, k and v to be multiples of 16 elements.
      * P = silu(s) is rounded to e4m3 for the second product (SPEC.md: about
@@ -363,6 +365,14 @@ typedef struct kiln_hstu_fwd_params {
     uint64_t func;
     int n_func;
     int64_t func_stride;
+    /* e4m3 only: sequence b, head h reads its factors at element
+     * b * descale_batch_stride + h * descale_head_stride of descale_q, _k
+     * and _v (all three laid out alike; the caller keeps them valid until
+     * the launch completes).  0, 0 (the default): one float per tensor;
+     * (num_heads, 1): a contiguous (B, H) array (NVIDIA's quant_mode 3);
+     * (1, 0): one per sequence (quant_mode 4).  Both in [0, 2^31 - 1];
+     * they must be 0 unless dtype is E4M3. */
+    int64_t descale_batch_stride, descale_head_stride;
 } kiln_hstu_fwd_params;
 
 /* The largest n_func of kiln_hstu_fwd_params.func. */

@@ -82,9 +82,10 @@ kiln_status kiln_hstu_fwd(kiln_engine *e, const kiln_hstu_fwd_params *params,
             ta.p = kp;
             KILN_TRY(kiln__kernel_get(e, &key, 1, &s));
             atomic_fetch_add_explicit(&e->mem_hits, 1, memory_order_relaxed);
-            /* persistent (one CTA per SM) or one CTA per m-block */
+            /* persistent (one CTA per SM) or one CTA per m-block: the
+             * grid of the kernel the key's module holds */
             kiln__hstu_fwd_sm90_grid(di->sm_count, kp.batch, kp.num_heads, kp.num_m_blocks,
-                                     key.rab, l.grid);
+                                     key.persist, l.grid);
             return kiln__launch(cu, s, 0, dev, l.grid, l.block, l.smem, stream, &ta);
         }
         uint64_t dbg = kp.debug_counter;
@@ -100,6 +101,8 @@ kiln_status kiln_hstu_fwd(kiln_engine *e, const kiln_hstu_fwd_params *params,
         f8.descale_q = params->descale_q;
         f8.descale_k = params->descale_k;
         f8.descale_v = params->descale_v;
+        f8.ds_batch_stride = (int32_t)params->descale_batch_stride; /* checked: <= INT32_MAX */
+        f8.ds_head_stride = (int32_t)params->descale_head_stride;
         return kiln__launch(cu, s, 0, dev, l.grid, l.block, l.smem, stream, &f8);
     }
     return kiln__launch(cu, s, 0, dev, l.grid, l.block, l.smem, stream, &kp);

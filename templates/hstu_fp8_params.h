@@ -8,8 +8,11 @@
 
 typedef struct kiln_hstu_fp8_kparams {
     kiln_hstu_kparams base;
-    /* device float[1] each, or 0 for 1.0: real q = descale_q * q8, etc. */
+    /* device floats, or 0 for 1.0: real q = descale_q[i] * q8, etc., with
+     * i = batch * ds_batch_stride + head * ds_head_stride (0, 0: one per
+     * tensor) */
     uint64_t descale_q, descale_k, descale_v;
+    int32_t ds_batch_stride, ds_head_stride;
 } kiln_hstu_fp8_kparams;
 
 #endif

@@ -9,14 +9,17 @@
  * differ.
  *
  * Work item = BLOCK_M = 128 query rows (an m-block) of one (batch, head).
- * Two grids (kiln__hstu_fwd_sm90_grid chooses by sequence length): a
- * persistent one, (G, 1, 1) with G up to the SM count, each CTA taking its
- * items from a static schedule (see "the static schedule" below: m-blocks
- * paired into units of equal cost, heaviest first, handed out in a snake
- * over the CTAs); or, for long sequences, "blocks mode", a CTA per m-block,
- * grid (m-blocks, heads, batch) with causal m-blocks reversed so heavy ones
- * go first, which runs the kernel before the persistent one (namespace blk
- * below; its layout fits in this one's).  The persistent kernel, 12 warps:
+ * Two grids, each with a kernel of its own; a module holds one of them
+ * (KILN_PERSIST, the key's persist, which planning sets by sequence length:
+ * kiln__hstu_fwd_sm90_persistent; a module of both took 1.5 to 3 times as
+ * long to compile).  A persistent one, (G, 1, 1) with G up to the SM count,
+ * each CTA taking its items from a static schedule (see "the static
+ * schedule" below: m-blocks paired into units of equal cost, heaviest
+ * first, handed out in a snake over the CTAs); or, for long sequences,
+ * "blocks mode", a CTA per m-block, grid (m-blocks, heads, batch) with
+ * causal m-blocks reversed so heavy ones go first, which runs the kernel
+ * before the persistent one (namespace blk below; its layout fits in this
+ * one's).  The persistent kernel, 12 warps:
  *   warpgroup 0 (producer, setmaxnreg 40): every warp walks the schedule;
  *     one thread hands each item to the consumers through a two-slot queue
  *     in shared memory (an Item and its full / empty mbarriers) and issues
@@ -86,6 +89,10 @@
 #ifndef KILN_RAB
 #define KILN_RAB 0
 #endif
+/* 1: the persistent kernel; 0 (the key's default): a CTA per m-block */
+#ifndef KILN_PERSIST
+#define KILN_PERSIST 0
+#endif
 
 namespace kiln_hstu_fwd_sm90_impl {
 
@@ -132,12 +139,15 @@ constexpr bool CONTEXT = KILN_CONTEXT != 0;
 constexpr bool TARGET = KILN_TARGET != 0;
 constexpr bool DELTA_Q = KILN_DELTA_Q != 0;
 constexpr bool RAB = KILN_RAB != 0;
+constexpr bool PERSIST = KILN_PERSIST != 0;
 
 static_assert(DT == KILN_DT_FP16 || DT == KILN_DT_BF16, "dtype");
 static_assert(D == 32 || D == 64 || D == 128 || D == 256, "head dim");
 static_assert(BM == 128 && NTHREADS == 384, "128 rows, 3 warpgroups");
 static_assert(BN == 64 || BN == 128, "BLOCK_N");
 static_assert(!(CONTEXT || TARGET) || CAUSAL, "context/target need causal");
+/* the persistent consumers with rab's row pointers would spill */
+static_assert(!(PERSIST && RAB), "rab runs a CTA per m-block only");
 
 constexpr uint32_t Q_BYTES = BM * D * 2;
 constexpr uint32_t KV_BYTES = BN * D * 2;
@@ -331,6 +341,9 @@ KILN_DEV void issue_pv(float (&o)[D / 2], const uint32_t (&pa)[PSTEPS][4], uint3
         kiln_wgmma_rs<D, DT>(o, pa[kk], desc_v(va + (uint32_t)(kk * 16 * ROWB)), kk > 0 || acc);
     kiln_wgmma_commit();
 }
+
+#if KILN_PERSIST
+/* ==== the persistent kernel's own helpers (a module holds one kernel) */
 
 KILN_DEV uint32_t k_addr(uint32_t sbase, int stage)
 {
@@ -582,9 +595,11 @@ KILN_DEV bool walk_find(const kiln_hstu_kparams &p, WarpSlot *ws)
     return found;
 }
 
+#else /* !KILN_PERSIST */
+
 /* ---- blocks mode: one CTA per m-block
  * Grid (m-blocks, heads, batch), causal m-blocks reversed so that heavy
- * ones go first; kiln__hstu_fwd_sm90_grid's choice for long sequences.
+ * ones go first; the kernel of keys of persist 0 (long sequences, rab).
  * This is the kernel before the persistent one, unchanged but for names:
  * with few items per CTA the hardware's block scheduler balances the SMs
  * better than the static schedule, and one item has no use for the
@@ -888,25 +903,24 @@ KILN_DEV void run(const kiln_hstu_tma_kparams &a)
 
 } /* namespace blk */
 
+#endif /* KILN_PERSIST */
+
 } /* namespace kiln_hstu_fwd_sm90_impl */
 
 extern "C" __global__ void __launch_bounds__(KILN_WARPS * 32, 1)
 kiln_hstu_fwd(const __grid_constant__ kiln_hstu_tma_kparams a)
 {
     using namespace kiln_hstu_fwd_sm90_impl;
+#if !KILN_PERSIST
+    /* blocks mode: grid (m-blocks, heads, batch), one item per CTA.  Keys
+     * with rab, which sm_90a serves with hstu_fwd.cu unless the Hopper
+     * kernel is forced, run it only. */
+    blk::run(a);
+#else
+    /* a persistent grid (G, 1, 1) walking the schedule */
     const kiln_hstu_kparams &p = a.p;
     extern __shared__ __align__(1024) unsigned char kiln_smem[];
 
-    /* blocks mode: grid (m-blocks, heads, batch), one item per CTA; else a
-     * persistent grid (G, 1, 1) walking the schedule.  (A blocks launch of
-     * one sequence and one head reads as persistent: also right.)  Keys
-     * with rab, which sm_90a serves with hstu_fwd.cu unless the Hopper
-     * kernel is forced, run blocks mode only: the persistent consumers with
-     * rab's row pointers would spill. */
-    if (RAB || gridDim.y > 1 || gridDim.z > 1) {
-        blk::run(a);
-        return;
-    }
     const int tid = threadIdx.x;
     const int wl = LOCAL ? p.window_left : -1;
     const int wr = LOCAL ? p.window_right : -1;
@@ -1250,4 +1264,5 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_tma_kparams a)
         }
         last_pv(o, pa, kt - 1, sbase, !prev.one_tile, prev, ostride, row0, tq, inv_scaling);
     }
+#endif /* KILN_PERSIST */
 }

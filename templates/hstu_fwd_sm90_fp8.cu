@@ -382,6 +382,9 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_kparams fp)
     const int tid = threadIdx.x;
     const int b = blockIdx.z;
     const int h = blockIdx.y;
+    /* this (sequence, head)'s element of the descale arrays */
+    const uint64_t ds_i = (uint64_t)b * (uint32_t)fp.ds_batch_stride +
+                          (uint64_t)h * (uint32_t)fp.ds_head_stride;
     const int m_block = CAUSAL ? (int)(p.num_m_blocks - 1 - blockIdx.x) : (int)blockIdx.x;
 
     /* ---- sequence bounds and the offsets guard (kiln_hstu_seq.cuh) */
@@ -418,7 +421,7 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_kparams fp)
             kiln_mbar_init(sbase + BAR_EMPTY + 8 * s, NTHREADS - PTHREADS);
         }
         kiln_mbar_init(sbase + BAR_Q, PTHREADS);
-        const float dsv = fp.descale_v ? kiln_ld_global_f32(fp.descale_v) : 1.f;
+        const float dsv = fp.descale_v ? kiln_ld_global_f32(fp.descale_v + 4 * ds_i) : 1.f;
         kiln_st_shared_f32(sbase + OUT_SCALE, dsv * p.inv_scaling);
     }
     __syncthreads();
@@ -471,8 +474,8 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_kparams fp)
         const int tq = lane & 3;            /* fragment column pair */
         const int row0 = cw * 64 + (t128 >> 5) * 16 + g;  /* local row (+8 for hf = 1) */
 
-        const float dsq = fp.descale_q ? kiln_ld_global_f32(fp.descale_q) : 1.f;
-        const float dsk = fp.descale_k ? kiln_ld_global_f32(fp.descale_k) : 1.f;
+        const float dsq = fp.descale_q ? kiln_ld_global_f32(fp.descale_q + 4 * ds_i) : 1.f;
+        const float dsk = fp.descale_k ? kiln_ld_global_f32(fp.descale_k + 4 * ds_i) : 1.f;
 
         /* rows of this warpgroup, for the per-tile "full" test */
         const int wg_r1 = kiln_min(cw * 64 + 63, rows_here - 1);

@@ -238,6 +238,10 @@ run $KILN key hstu_fwd/sm_90a/bf16/d128/target
 check_rc "target without causal exits 2" 2
 check_has "target without causal says why" "$err" "target needs causal"
 
+run $KILN key hstu_fwd/sm_90a/bf16/d128/causal/rab/persist
+check_rc "persist with rab exits 2" 2
+check_has "persist with rab names field and why" "$err" "persist: keys with rab"
+
 run $KILN key hstu_fwd/bf16/d128/causal
 check_rc "key without arch exits 2" 2
 check_has "key without arch says so" "$err" "arch missing"
@@ -271,7 +275,8 @@ c1=$out
 run $KILN key "$c1"
 check_eq "key round trip (canonical is a fixed point)" "$out" "$c1"
 for k in hstu_fwd/sm_80/bf16/d32/none hstu_fwd/sm_86/fp16/d256/causal+local/rab \
-         hstu_fwd/sm_89/bf16/d64/causal+context+target hstu_fwd/sm_90a/fp16/d128/local+deltaq; do
+         hstu_fwd/sm_89/bf16/d64/causal+context+target hstu_fwd/sm_90a/fp16/d128/local+deltaq \
+         hstu_fwd/sm_90a/bf16/d128/causal+target/persist; do
     run $KILN key "$k"
     c=$out
     run $KILN key "$c"
@@ -285,6 +290,12 @@ check_has "key --explain shows the block_m field" "$out" "block_m 128"
 check_has "key --explain shows the hash" "$out" "hash"
 
 # ------------------------------------------------------------ prewarm -n, --file
+run $KILN prewarm -n 'hstu_fwd/sm_90a/bf16/d64/causal*'
+check_has "prewarm -n expands both grids of the Hopper forward" "$out" "hstu_fwd/sm_90a/bf16/d64/causal
+hstu_fwd/sm_90a/bf16/d64/causal/rab
+hstu_fwd/sm_90a/bf16/d64/causal/persist
+hstu_fwd/sm_90a/bf16/d64/causal+local"
+
 run $KILN prewarm -n --arch sm_80 'hstu_fwd/sm_90a/*/d64/causal'
 check_rc "prewarm -n pattern exits 0" 0
 check_eq "prewarm -n expands the pattern (arch replaced)" "$out" "hstu_fwd/sm_80/fp16/d64/causal

@@ -5,7 +5,7 @@
  * reaches neither SQLite nor NVRTC; threads missing one key compile it once;
  * a second engine on the same cache loads without compiling; a no-compile
  * engine reports a miss clearly; an unusable cache directory degrades to
- * memory. */
+ * memory; the Hopper forward's launch grid is the one its key names. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -235,8 +235,10 @@ static void single_flight(void **state)
     assert_int_equal(kiln_cache_stats_get(e, &st), KILN_OK);
     assert_int_equal(st.compiles, 1);
     assert_int_equal(fake_loads(), loads0 + 1);
-    /* prewarm of the same key in the same engine: nothing to do */
-    assert_int_equal(kiln_prewarm(e, "hstu_fwd/sm_90a/bf16/d128/causal", NULL), KILN_OK);
+    /* prewarm of the same key in the same engine (200 rows: the persistent
+     * kernel's): nothing to do */
+    assert_int_equal(kiln_prewarm(e, "hstu_fwd/sm_90a/bf16/d128/causal/persist", NULL),
+                     KILN_OK);
     assert_int_equal(kiln_cache_stats_get(e, &st), KILN_OK);
     assert_int_equal(st.compiles, 1);
     pthread_barrier_destroy(&bar);
@@ -275,7 +277,8 @@ static void unusable_cache_dir_degrades_to_memory(void **state)
     assert_int_equal(st.compiles, 1);
     assert_int_equal(st.writable, 0);
     /* prewarm without a writable cache keeps the cubin for a later launch */
-    assert_int_equal(kiln_prewarm(e, "hstu_fwd/sm_90a/fp16/d32/none", NULL), KILN_OK);
+    assert_int_equal(kiln_prewarm(e, "hstu_fwd/sm_90a/fp16/d32/none/persist", NULL),
+                     KILN_OK);
     int loads0 = fake_loads();
     kiln_hstu_fwd_params q = params(32, 0);
     q.dtype = KILN_DTYPE_FP16;
@@ -283,6 +286,39 @@ static void unusable_cache_dir_degrades_to_memory(void **state)
     assert_int_equal(kiln_cache_stats_get(e, &st), KILN_OK);
     assert_int_equal(st.compiles, 2);
     assert_int_equal(fake_loads(), loads0 + 1);
+    kiln_engine_destroy(e);
+}
+
+/* The Hopper forward's module holds one grid's kernel: the key names it, and
+ * the launch takes that kernel's grid. */
+static void grid_follows_the_key(void **state)
+{
+    (void)state;
+    NEED_NVRTC();
+    kiln_engine *e = engine_at("f", 0);
+    kiln_hstu_fwd_params p = params(64, 1);
+    char key[160];
+    /* 17 m-blocks: past the persistent kernel's 16, a CTA per m-block */
+    p.max_seqlen_q = p.max_seqlen_k = 16 * 128 + 1;
+    assert_int_equal(kiln_hstu_fwd_key(&p, NULL, key, sizeof key), KILN_OK);
+    assert_string_equal(key, "hstu_fwd/sm_90a/bf16/d64/causal");
+    assert_int_equal(kiln_hstu_fwd(e, &p, NULL), KILN_OK);
+    kt_fakecu_launch fake = kt_fakecu_last_launch();
+    assert_int_equal(fake.grid[0], 17);
+    assert_int_equal(fake.grid[1], 2);
+    assert_int_equal(fake.grid[2], 3);
+    /* 16: persistent, a CTA per unit of two m-blocks (3 x 2 x 8 < 132 SMs) */
+    p.max_seqlen_q = p.max_seqlen_k = 16 * 128;
+    assert_int_equal(kiln_hstu_fwd_key(&p, NULL, key, sizeof key), KILN_OK);
+    assert_string_equal(key, "hstu_fwd/sm_90a/bf16/d64/causal/persist");
+    assert_int_equal(kiln_hstu_fwd(e, &p, NULL), KILN_OK);
+    fake = kt_fakecu_last_launch();
+    assert_int_equal(fake.grid[0], 48);
+    assert_int_equal(fake.grid[1], 1);
+    assert_int_equal(fake.grid[2], 1);
+    kiln_cache_stats st;
+    assert_int_equal(kiln_cache_stats_get(e, &st), KILN_OK);
+    assert_int_equal(st.compiles, 2);
     kiln_engine_destroy(e);
 }
 
@@ -332,6 +368,7 @@ int main(void)
         cmocka_unit_test(single_flight),
         cmocka_unit_test(load_failure_is_reported_and_retried),
         cmocka_unit_test(unusable_cache_dir_degrades_to_memory),
+        cmocka_unit_test(grid_follows_the_key),
         cmocka_unit_test(empty_batch_launches_nothing),
         cmocka_unit_test(info_and_key_for_params),
     };

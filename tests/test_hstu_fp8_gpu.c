@@ -112,15 +112,17 @@ typedef struct fcase {
     int saturates; /* P beyond 448 on purpose: no comparison with the exact reference */
     float alpha, scaling;
     float dq, dk, dv; /* descales; 0: pass a NULL pointer (1.0) */
+    int ds;           /* descale layout: 0 one per tensor, 3 per (sequence, head), 4 per sequence */
     uint64_t seed;
 } fcase;
 
 static void describe(const fcase *c, char *buf, size_t n)
 {
-    int len = snprintf(buf, n, "%s e4m3->%s d%d %s H%d B%d%s%s%s lens", c->label,
+    int len = snprintf(buf, n, "%s e4m3->%s d%d %s H%d B%d%s%s%s%s lens", c->label,
                        c->out_dtype == KILN_DTYPE_FP16 ? "fp16" : "bf16", c->D,
                        fam_name[c->fam], c->H, c->B, c->rab ? " rab" : "",
-                       c->pad ? " padded" : "", c->i64 ? " i64" : "");
+                       c->pad ? " padded" : "", c->i64 ? " i64" : "",
+                       c->ds == 3 ? " ds(b,h)" : c->ds == 4 ? " ds(b)" : "");
     for (int b = 0; b < c->B && len > 0 && (size_t)len < n; b++)
         len += snprintf(buf + len, n - (size_t)len, " %d", c->len_q[b]);
 }
@@ -137,7 +139,26 @@ typedef struct fdata {
     double *ref, *ref_exact;         /* out's layout; NaN where not written */
 } fdata;
 
-enum { M_NONE, M_DROP_DIAG, M_DESCALE_V };
+enum { M_NONE, M_DROP_DIAG, M_DESCALE_V, M_DESCALE_FLAT };
+
+/* Factor of sequence b, head h on the case's descales: with ds 3 or 4 they
+ * differ between sequences (and heads), so a kernel reading element 0 for
+ * every CTA fails (M_DESCALE_FLAT is that kernel). */
+static double ds_factor(const fcase *c, int b, int h, int mutation)
+{
+    if (mutation == M_DESCALE_FLAT) return 1;
+    if (c->ds == 3) return 1 + 0.25 * ((b * c->H + h) % 3);
+    if (c->ds == 4) return 1 + 0.25 * (b % 3);
+    return 1;
+}
+
+/* Element strides of the descale arrays: (H + 1, 1) when padded, to
+ * exercise a batch stride other than H. */
+static void ds_strides(const fcase *c, int64_t *sb, int64_t *sh)
+{
+    *sb = c->ds == 3 ? c->H + (c->pad ? 1 : 0) : c->ds == 4 ? 1 : 0;
+    *sh = c->ds == 3 ? 1 : 0;
+}
 
 static int valid_pair(const fcase *c, int i, int j, int L, int cc, int t, int mutation)
 {
@@ -158,12 +179,12 @@ static int valid_pair(const fcase *c, int i, int j, int L, int cc, int t, int mu
  * e4m3), exact (P exact) and nodiag (ref without the pair (i, i): a
  * negative control).  Any of them may be NULL. */
 static void reference(const fcase *c, const fdata *d, double *ref, double *exact,
-                      double *nodiag)
+                      double *nodiag, int mutation)
 {
     const kiln_hstu_fwd_params *p = &d->p;
     const int D = c->D, H = c->H;
-    const double dq = c->dq ? c->dq : 1, dk = c->dk ? c->dk : 1;
-    const double dv = c->dv ? c->dv : 1;
+    const double dq0 = c->dq ? c->dq : 1, dk0 = c->dk ? c->dk : 1;
+    const double dv0 = c->dv ? c->dv : 1;
     const double scaling = c->scaling > 0 ? c->scaling : (double)p->max_seqlen_q;
     double *acc = kt_xmalloc(sizeof(double) * (size_t)D * 3), *qd = kt_xmalloc(sizeof(double) * (size_t)D);
     for (int b = 0; b < c->B; b++) {
@@ -175,6 +196,9 @@ static void reference(const fcase *c, const fdata *d, double *ref, double *exact
         for (int h = 0; h < H; h++)
             for (int r = 0; r < lq; r++) {
                 const int i = r + off;
+                const double f = ds_factor(c, b, h, mutation);
+                const double dq = c->dq ? dq0 * f : 1, dk = c->dk ? dk0 * f : 1;
+                const double dv = c->dv ? dv0 * f : 1;
                 const uint8_t *qr = d->q + (d->offq[b] + r) * p->q_row_stride + h * p->q_head_stride;
                 for (int e = 0; e < D; e++) qd[e] = e4m3_to_double(qr[e]);
                 for (int e = 0; e < 3 * D; e++) acc[e] = 0;
@@ -218,7 +242,9 @@ static void mutated(const fcase *c, const fdata *d, double *m, int mu)
 {
     for (size_t k = 0; k < d->nout; k++) m[k] = NAN;
     if (mu == M_DROP_DIAG) {
-        reference(c, d, NULL, NULL, m);
+        reference(c, d, NULL, NULL, m, M_NONE);
+    } else if (mu == M_DESCALE_FLAT) {
+        reference(c, d, m, NULL, NULL, M_DESCALE_FLAT);
     } else { /* descale_v 6% off */
         for (size_t k = 0; k < d->nout; k++) m[k] = d->ref[k] * 1.06;
     }
@@ -294,6 +320,7 @@ static void build(const fcase *c, int params_only, fdata *d)
     if (c->dq) p->descale_q = fake + 0x40004000;
     if (c->dk) p->descale_k = fake + 0x40004010;
     if (c->dv) p->descale_v = fake + 0x40004020;
+    ds_strides(c, &p->descale_batch_stride, &p->descale_head_stride);
     if (c->rab) {
         p->rab = fake + 0x50000000;
         p->rab_heads = c->rab;
@@ -324,7 +351,7 @@ static void build(const fcase *c, int params_only, fdata *d)
     d->ref = kt_xmalloc(d->nout * sizeof(double));
     d->ref_exact = kt_xmalloc(d->nout * sizeof(double));
     for (size_t i = 0; i < d->nout; i++) d->ref[i] = d->ref_exact[i] = NAN;
-    reference(c, d, d->ref, d->ref_exact, NULL);
+    reference(c, d, d->ref, d->ref_exact, NULL, M_NONE);
 }
 
 static void free_data(fdata *d)
@@ -441,6 +468,7 @@ static int make_cases(fcase *out, uint64_t seed)
             c.msq_extra = n % 7 == 4 ? 5 : 0;
             c.scaling = n % 6 == 5 ? 77.0f : 0.0f;
             if (n % 8 == 6) c.dq = c.dk = c.dv = 0; /* NULL descales: 1.0 */
+            c.ds = n % 4 == 1 ? 3 : n % 4 == 3 ? 4 : 0;
             if (n % 8 == 6) c.alpha = 0.25f / sqrtf((float)c.D);
             if (f == F_LOCAL) {
                 c.wl = kt_rng_int(&r, 0, 80);
@@ -504,6 +532,15 @@ static uint64_t seed_of(void)
 /* CPU: for every case the rounded reference is within 2/3 of TOL_EXACT of
  * the exact one (the bound the GPU test relies on), and each negative
  * control moves it beyond TOL_ROUNDED. */
+static int flat_detectable(const fcase *c, const fdata *d)
+{
+    if (!c->ds || !c->dq) return 0;
+    for (int b = 0; b < c->B; b++)
+        for (int h = 0; h < c->H; h++)
+            if (ds_factor(c, b, h, M_NONE) != 1 && d->offq[b + 1] > d->offq[b]) return 1;
+    return 0;
+}
+
 static void test_rounding_error_bound(void **state)
 {
     (void)state;
@@ -523,7 +560,10 @@ static void test_rounding_error_bound(void **state)
         if (!cs[i].saturates) worst = fmax(worst, e);
         if (d.p.total_q > 0 && strcmp(cs[i].label, "all-empty") != 0) {
             double *m = kt_xmalloc(d.nout * sizeof(double));
-            for (int mu = M_DROP_DIAG; mu <= M_DESCALE_V; mu++) {
+            for (int mu = M_DROP_DIAG; mu <= M_DESCALE_FLAT; mu++) {
+                /* a flat descale differs only where some sequence other
+                 * than the first (or a head other than 0) has rows */
+                if (mu == M_DESCALE_FLAT && !flat_detectable(&cs[i], &d)) continue;
                 mutated(&cs[i], &d, m, mu);
                 double neg = compare(&cs[i], &d, m, &bad, NULL, 0);
                 weakest = fmin(weakest, neg / tol_rounded(cs[i].out_dtype));
@@ -584,6 +624,9 @@ static void test_bad_fp8_args(void **state)
         {"stride not a multiple of 16", 4, KILN_EBADARG, "q_row_stride 264"},
         {"head_dim 32", 5, KILN_EUNSUPPORTED, "head_dim 32"},
         {"out_dtype with bf16", 6, KILN_EBADARG, "out_dtype 1"},
+        {"negative descale stride", 7, KILN_EBADARG, "descale_batch_stride -1"},
+        {"descale stride with bf16", 8, KILN_EBADARG, "descale_head_stride 1"},
+        {"descale stride past int32", 9, KILN_EBADARG, "descale_head_stride 2147483648"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         fdata d;
@@ -599,6 +642,11 @@ static void test_bad_fp8_args(void **state)
                 p->out_head_stride = 32; break;
         case 6: p->dtype = KILN_DTYPE_BF16; p->out_dtype = KILN_DTYPE_FP16;
                 p->descale_q = p->descale_k = p->descale_v = 0; break;
+        case 7: p->descale_batch_stride = -1; break;
+        case 8: p->dtype = KILN_DTYPE_BF16; p->out_dtype = 0;
+                p->descale_q = p->descale_k = p->descale_v = 0;
+                p->descale_head_stride = 1; break;
+        case 9: p->descale_head_stride = 1ll << 31; break;
         }
         kiln_status s = kiln_hstu_fwd(g_nolaunch, p, NULL);
         if (s != bad[i].st || !strstr(kiln_last_error(), bad[i].needle))
@@ -631,7 +679,20 @@ static int run_gpu(fdata *d, const fcase *c, char *msg, size_t n)
     uint64_t dok = kt_gpu_alloc_copy(c->i64 ? (const void *)d->offk : (const void *)d->offk32, osz);
     uint64_t dctx = kt_gpu_alloc_copy(d->ctx, sizeof d->ctx);
     uint64_t dtgt = kt_gpu_alloc_copy(d->tgt, sizeof d->tgt);
-    const float sc[4] = {c->dq, c->dk, c->dv, 0};
+    /* descale_q | _k | _v, each (B, H + 1) floats laid out by ds_strides */
+    enum { DSN = MAXB * 8 };
+    float sc[3 * DSN];
+    int64_t sb, sh;
+    ds_strides(c, &sb, &sh);
+    for (int i = 0; i < 3 * DSN; i++) sc[i] = NAN; /* elements no CTA may read */
+    for (int b = 0; b < (c->ds ? c->B : 1); b++)
+        for (int h = 0; h < (c->ds == 3 ? c->H : 1); h++) {
+            const double f = ds_factor(c, b, h, M_NONE);
+            const int64_t at = b * sb + h * sh;
+            sc[at] = (float)(c->dq * f);
+            sc[DSN + at] = (float)(c->dk * f);
+            sc[2 * DSN + at] = (float)(c->dv * f);
+        }
     uint64_t dsc = kt_gpu_alloc_copy(sc, sizeof sc);
     uint64_t drab = d->rab ? kt_gpu_alloc_copy(d->rab, d->nrab * 2) : 0;
     int rc = -1;
@@ -649,8 +710,8 @@ static int run_gpu(fdata *d, const fcase *c, char *msg, size_t n)
     if (p->num_contexts) p->num_contexts = dctx;
     if (p->num_targets) p->num_targets = dtgt;
     if (p->descale_q) p->descale_q = dsc;
-    if (p->descale_k) p->descale_k = dsc + 4;
-    if (p->descale_v) p->descale_v = dsc + 8;
+    if (p->descale_k) p->descale_k = dsc + 4 * DSN;
+    if (p->descale_v) p->descale_v = dsc + 8 * DSN;
     if (p->rab) p->rab = drab;
     kiln_status s = kiln_hstu_fwd(g_engine, p, NULL);
     if (s != KILN_OK) {

@@ -11,6 +11,7 @@
 
 #include "dispatch/hstu_bwd.h"
 #include "dispatch/hstu_fwd.h"
+#include "dispatch/hstu_fwd_sm90_tiles.h"
 #include "dispatch/key.h"
 #include "kiln.h"
 
@@ -75,6 +76,12 @@ static void every_field_changes_encoding(void **state)
     vf.mask = KILN_MASK_FUNC;
     kiln__key_encode(&vf, got);
     assert_memory_not_equal(ref, got, KILN_KEY_BYTES);
+    kiln_key vp = k;
+    vp.persist = 1;
+    kiln__key_encode(&vp, got);
+    assert_memory_not_equal(ref, got, KILN_KEY_BYTES);
+    assert_int_equal(got[KILN_KEY_BYTES - 2], 'p');
+    assert_int_equal(got[KILN_KEY_BYTES - 1], 1);
     for (int i = 0; i < 9; i++) {
         kiln__key_encode(&v[i], got);
         assert_memory_not_equal(ref, got, KILN_KEY_BYTES);
@@ -110,8 +117,9 @@ static void text_roundtrips_for_every_key(void **state)
      * included) x 2 rab, less the tiles that do not fit an arch's shared
      * memory. */
     assert_true(count > 300);
-    /* plus e4m3 on sm_90a: 2 out dtypes x 3 dims x 11 masks (no func) x 2 rab */
-    assert_true(count <= 4 * 2 * 4 * 13 * (2 + 6) + 2 * 3 * 11 * 2);
+    /* plus e4m3 on sm_90a: 2 out dtypes x 3 dims x 11 masks (no func) x 2 rab,
+     * and the Hopper forward's persistent grid: 2 dtypes x 4 dims x 11 masks */
+    assert_true(count <= 4 * 2 * 4 * 13 * (2 + 6) + 2 * 3 * 11 * 2 + 2 * 4 * 11);
 }
 
 static void canonical_form_normalizes(void **state)
@@ -233,6 +241,20 @@ static void bad_keys_name_the_field(void **state)
         {"hstu_fwd/sm_80a/bf16/d128/causal", NULL, KILN_EBADARG, "sm_80a", "arch"},
         {"hstu_fwd/sm_90a/bf16/d128/causal", "sm90", KILN_EBADARG, "arch", "sm90"},
         {"hstu_fwd/sm_90a/bf16/d128/causal/bm7", NULL, KILN_EBADARG, "bm7", "block_m"},
+        {"hstu_fwd/sm_80/bf16/d128/causal/persist", NULL, KILN_EUNSUPPORTED, "persist",
+         "sm_80"},
+        {"hstu_fwd/sm_90a/bf16/d128/causal/mma/persist", NULL, KILN_EUNSUPPORTED, "persist",
+         "mma"},
+        {"hstu_fwd/sm_90a/bf16/d128/causal/rab/persist", NULL, KILN_EUNSUPPORTED, "persist",
+         "rab"},
+        {"hstu_fwd/sm_90a/bf16/d128/causal/rab/wgmma/persist", NULL, KILN_EUNSUPPORTED,
+         "persist", "rab"},
+        {"hstu_fwd/sm_90a/e4m3/d128/causal/persist", NULL, KILN_EUNSUPPORTED, "persist",
+         "e4m3"},
+        {"hstu_bwd/sm_90a/bf16/d128/causal/persist", NULL, KILN_EBADARG, "persist",
+         "hstu_fwd only"},
+        {"hstu_fwd/sm_90a/bf16/d128/causal/persistent", NULL, KILN_EBADARG, "option",
+         "persistent"},
         {"", NULL, KILN_EBADARG, "family", "''"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -313,8 +335,19 @@ static void expand_patterns(void **state)
                                      count_key, &n),
                      KILN_OK);
     /* causal + {context, target, context+target, local, deltaq, local+deltaq}
-     * x rab {0, 1} */
-    assert_int_equal(n, 12);
+     * x {rab 0, rab 1, rab 0 with the persistent grid} */
+    assert_int_equal(n, 18);
+    n = 0; /* causal and the six above, none with rab */
+    assert_int_equal(kiln_key_expand("hstu_fwd/sm_90a/bf16/d128/causal*/persist", NULL,
+                                     count_key, &n),
+                     KILN_OK);
+    assert_int_equal(n, 7);
+    assert_int_equal(kiln_key_expand("hstu_fwd/sm_80/bf16/*/persist", NULL, count_key, &n),
+                     KILN_EBADARG);
+    assert_int_equal(kiln_key_expand("hstu_*/sm_90a/e4m3*/persist", NULL, count_key, &n),
+                     KILN_EBADARG);
+    assert_int_equal(kiln_key_expand("hstu_bwd/sm_90a/*/persist", NULL, count_key, &n),
+                     KILN_EBADARG);
     n = 0;
     assert_int_equal(kiln_key_expand("hstu_fwd/*", "sm_80", count_key, &n), KILN_OK);
     int per_arch = n;
@@ -499,6 +532,107 @@ static void plan_derives_masks_and_geometry(void **state)
     assert_int_equal(empty, 1);
 }
 
+/* The Hopper 16-bit forward comes in two modules, one per grid: "/persist"
+ * names the persistent one; planning picks it by sequence length. */
+static void persist_names_the_grid(void **state)
+{
+    (void)state;
+    char buf[160], pre[1024];
+    kiln_key k, b;
+    assert_int_equal(kiln_key_canonical("hstu_fwd/bf16/d128/causal+target/persist", "sm_90a",
+                                        buf, sizeof buf),
+                     KILN_OK);
+    assert_string_equal(buf, "hstu_fwd/sm_90a/bf16/d128/causal+target/persist");
+    /* after a forced impl, before the tiles */
+    assert_int_equal(kiln_key_canonical("hstu_fwd/sm_90a/fp16/d64/none/bn64/persist/wgmma",
+                                        NULL, buf, sizeof buf),
+                     KILN_OK);
+    assert_string_equal(buf, "hstu_fwd/sm_90a/fp16/d64/none/persist/bm128/bn64/w12");
+    assert_int_equal(kiln__key_parse("hstu_fwd/sm_90a/bf16/d128/causal/persist", NULL, &k),
+                     KILN_OK);
+    assert_int_equal(kiln__key_parse("hstu_fwd/sm_90a/bf16/d128/causal", NULL, &b),
+                     KILN_OK);
+    assert_int_equal(k.persist, 1);
+    assert_int_equal(b.persist, 0); /* the default: a CTA per m-block */
+    uint8_t ek[KILN_KEY_BYTES], eb[KILN_KEY_BYTES];
+    kiln__key_encode(&k, ek);
+    kiln__key_encode(&b, eb);
+    assert_memory_not_equal(ek, eb, KILN_KEY_BYTES);
+    assert_memory_equal(ek, eb, KILN_KEY_BYTES - 1);
+    /* both preludes name the grid; other templates' preludes do not */
+    assert_true(kiln__key_prelude(&k, pre, sizeof pre) > 0);
+    assert_non_null(strstr(pre, "#define KILN_PERSIST 1\n"));
+    assert_non_null(strstr(pre, "hstu_fwd_sm90.cu"));
+    assert_true(kiln__key_prelude(&b, pre, sizeof pre) > 0);
+    assert_non_null(strstr(pre, "#define KILN_PERSIST 0\n"));
+    assert_int_equal(kiln__key_parse("hstu_fwd/sm_80/bf16/d128/causal", NULL, &b), KILN_OK);
+    assert_true(kiln__key_prelude(&b, pre, sizeof pre) > 0);
+    assert_null(strstr(pre, "KILN_PERSIST"));
+    assert_int_equal(kiln__key_parse("hstu_fwd/sm_90a/e4m3/d128/causal", NULL, &b), KILN_OK);
+    assert_true(kiln__key_prelude(&b, pre, sizeof pre) > 0);
+    assert_null(strstr(pre, "KILN_PERSIST"));
+    k.persist = 2;
+    assert_int_equal(kiln__key_validate(&k), KILN_EBADARG);
+    assert_non_null(strstr(kiln_last_error(), "persist 2"));
+
+    /* planning: up to KILN_SM90_PERSIST_MAX_MBLOCKS m-blocks of 128 rows */
+    static const struct {
+        int arch, arch_a, impl, max_len, rab, dtype, persist;
+    } c[] = {
+        {90, 1, -1, 64, 0, KILN_DTYPE_BF16, 1},
+        {90, 1, -1, 16 * 128, 0, KILN_DTYPE_FP16, 1},
+        {90, 1, -1, 16 * 128 + 1, 0, KILN_DTYPE_BF16, 0},
+        {90, 1, -1, 64, 1, KILN_DTYPE_BF16, 0},  /* rab: portable kernel */
+        {90, 1, 1, 64, 1, KILN_DTYPE_BF16, 0},   /* rab, Hopper forced: blocks */
+        {90, 1, 0, 64, 0, KILN_DTYPE_BF16, 0},   /* portable forced */
+        {80, 0, -1, 64, 0, KILN_DTYPE_BF16, 0},
+        {90, 1, -1, 64, 0, KILN_DTYPE_E4M3, 0},  /* fp8: one grid */
+    };
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        kiln_hstu_fwd_params p = good_params();
+        kiln_hstu_kparams kp;
+        kiln_launch l;
+        int empty;
+        p.max_seqlen_q = p.max_seqlen_k = c[i].max_len;
+        p.dtype = c[i].dtype;
+        if (c[i].dtype == KILN_DTYPE_E4M3) p.out_dtype = KILN_DTYPE_BF16;
+        if (c[i].rab) {
+            p.rab = 0x70000;
+            p.rab_row_stride = c[i].max_len;
+        }
+        kiln_status s = kiln__hstu_fwd_plan_impl(&p, c[i].arch, c[i].arch_a, c[i].impl, &k,
+                                                 &kp, &l, &empty);
+        if (s != KILN_OK || k.persist != c[i].persist)
+            fail_msg("case %zu: %s, persist %d; wanted %d", i, kiln_last_error(), k.persist,
+                     c[i].persist);
+        assert_int_equal(kiln__key_validate(&k), KILN_OK);
+        if (k.impl == 1 && k.dtype != KILN_DTYPE_E4M3) {
+            assert_int_equal(k.persist,
+                             kiln__hstu_fwd_sm90_persistent(kp.num_m_blocks, k.rab));
+            unsigned g[3];
+            kiln__hstu_fwd_sm90_grid(132, kp.batch, kp.num_heads, kp.num_m_blocks, k.persist, g);
+            if (k.persist) assert_true(g[1] == 1 && g[2] == 1);
+            else assert_true(g[0] == (unsigned)kp.num_m_blocks && g[1] == 4 && g[2] == 2);
+        }
+        /* kiln_hstu_fwd_key reports the key the call runs */
+        char a[16];
+        kiln__arch_format(c[i].arch, c[i].arch_a, a, sizeof a);
+        if (c[i].impl < 0) {
+            assert_int_equal(kiln_hstu_fwd_key(&p, a, buf, sizeof buf), KILN_OK);
+            assert_int_equal(strstr(buf, "/persist") != NULL, c[i].persist);
+        }
+    }
+    /* an empty call's key still follows its max_seqlen_q */
+    kiln_hstu_fwd_params p = good_params();
+    p.batch = 0;
+    p.max_seqlen_q = 4096;
+    assert_int_equal(kiln_hstu_fwd_key(&p, "sm_90a", buf, sizeof buf), KILN_OK);
+    assert_string_equal(buf, "hstu_fwd/sm_90a/bf16/d128/causal");
+    p.max_seqlen_q = 100;
+    assert_int_equal(kiln_hstu_fwd_key(&p, "sm_90a", buf, sizeof buf), KILN_OK);
+    assert_string_equal(buf, "hstu_fwd/sm_90a/bf16/d128/causal/persist");
+}
+
 /* A func backward asked for the Hopper kernel ($KILN_BWD_IMPL=wgmma) gets
  * the portable one, like every call that kernel does not serve. */
 static void func_backward_stays_portable(void **state)
@@ -567,6 +701,7 @@ int main(void)
         cmocka_unit_test(every_field_changes_encoding),
         cmocka_unit_test(text_roundtrips_for_every_key),
         cmocka_unit_test(fp8_keys_name_the_out_dtype),
+        cmocka_unit_test(persist_names_the_grid),
         cmocka_unit_test(canonical_form_normalizes),
         cmocka_unit_test(bad_keys_name_the_field),
         cmocka_unit_test(parser_survives_random_text),

@@ -151,6 +151,8 @@ class HstuFwdParams(ctypes.Structure):
         ("func", c_u64),  # NVIDIA's arbitrary mask: int32 device pointer, or 0
         ("n_func", c_int),
         ("func_stride", c_i64),
+        ("descale_batch_stride", c_i64),  # e4m3: descale element of (b, h) is
+        ("descale_head_stride", c_i64),   # b * batch_stride + h * head_stride
     ]
 
 
@@ -214,21 +216,22 @@ class CacheStats(ctypes.Structure):
 #   [pad 4], rab 208, rab_heads 216, [pad 4], rab_batch_stride 224,
 #   rab_head_stride 232, rab_row_stride 240, is_delta_q 248, out_dtype 252,
 #   descale_q 256, descale_k 264, descale_v 272, func 280, n_func 288, [pad 4],
-#   func_stride 296 -> 304 bytes.
-# kiln_hstu_bwd_params: struct_size 0, [pad 4], fwd 8 (304 bytes), dout 312,
-#   dout_row_stride 320, dout_head_stride 328, dq 336, dk 344, dv 352,
-#   dq_row_stride 360, dq_head_stride 368, dk_row_stride 376,
-#   dk_head_stride 384, dv_row_stride 392, dv_head_stride 400, drab 408,
-#   drab_batch_stride 416, drab_head_stride 424, drab_row_stride 432,
-#   deterministic 440, [pad 4], workspace 448, workspace_bytes 456
-#   -> 464 bytes.
+#   func_stride 296, descale_batch_stride 304, descale_head_stride 312
+#   -> 320 bytes.
+# kiln_hstu_bwd_params: struct_size 0, [pad 4], fwd 8 (320 bytes), dout 328,
+#   dout_row_stride 336, dout_head_stride 344, dq 352, dk 360, dv 368,
+#   dq_row_stride 376, dq_head_stride 384, dk_row_stride 392,
+#   dk_head_stride 400, dv_row_stride 408, dv_head_stride 416, drab 424,
+#   drab_batch_stride 432, drab_head_stride 440, drab_row_stride 448,
+#   deterministic 456, [pad 4], workspace 464, workspace_bytes 472
+#   -> 480 bytes.
 # kiln_cache_stats: path 0, writable 8, [pad 4], entries 16, bytes 24,
 #   file_bytes 32, hits 40, ro_layers 48, [pad 4], mem_hits 56, disk_hits 64,
 #   compiles 72, rejected 80 -> 88 bytes.
 _EXPECTED_LAYOUT = {
     EngineOptions: (48, {"cache_dir": 8, "log_level": 24, "flags": 28,
                          "log_fn": 32, "log_user": 40}),
-    HstuFwdParams: (304, {"total_q": 24, "q": 40, "out": 64,
+    HstuFwdParams: (320, {"total_q": 24, "q": 40, "out": 64,
                           "q_row_stride": 72, "out_head_stride": 128,
                           "seq_offsets_q": 136, "offsets_type": 152,
                           "window_right": 168, "num_contexts": 176,
@@ -237,12 +240,13 @@ _EXPECTED_LAYOUT = {
                           "rab_heads": 216, "rab_batch_stride": 224,
                           "rab_row_stride": 240, "is_delta_q": 248,
                           "out_dtype": 252, "descale_q": 256, "descale_v": 272,
-                          "func": 280, "n_func": 288, "func_stride": 296}),
-    HstuBwdParams: (464, {"fwd": 8, "dout": 312, "dout_head_stride": 328,
-                          "dq": 336, "dv": 352, "dq_row_stride": 360,
-                          "dv_head_stride": 400, "drab": 408,
-                          "drab_row_stride": 432, "deterministic": 440,
-                          "workspace": 448, "workspace_bytes": 456}),
+                          "func": 280, "n_func": 288, "func_stride": 296,
+                          "descale_batch_stride": 304, "descale_head_stride": 312}),
+    HstuBwdParams: (480, {"fwd": 8, "dout": 328, "dout_head_stride": 344,
+                          "dq": 352, "dv": 368, "dq_row_stride": 376,
+                          "dv_head_stride": 416, "drab": 424,
+                          "drab_row_stride": 448, "deterministic": 456,
+                          "workspace": 464, "workspace_bytes": 472}),
     CacheStats: (88, {"writable": 8, "entries": 16, "ro_layers": 48,
                       "mem_hits": 56, "rejected": 80}),
 }
@@ -579,9 +583,10 @@ def _check_index(name, t, device, dtypes):
 
 
 def _check_descale(name, t, device=None):
-    """descale_q/k/v: None (0 in the struct: 1.0) or a one-element float32
-    tensor; on `device` (q's) unless that is None (the caller checks the
-    devices of all its tensors together)."""
+    """descale_q/k/v: None (0 in the struct: 1.0) or a float32 tensor of one
+    element, or of shape (B,) or (B, H) (checked against B and H by
+    descale_layout); on `device` (q's) unless that is None (the caller checks
+    the devices of all its tensors together)."""
     import torch
 
     if t is None:
@@ -591,11 +596,41 @@ def _check_descale(name, t, device=None):
                         f"{type(t).__name__}")
     if t.dtype != torch.float32:
         raise TypeError(f"kiln: {name} has dtype {t.dtype}; it must be torch.float32")
-    if t.numel() != 1:
-        raise ValueError(f"kiln: {name} must have one element (shape (1,)), got shape "
-                         f"{tuple(t.shape)}")
+    if t.dim() > 2 or (t.numel() != 1 and t.dim() == 0):
+        raise ValueError(f"kiln: {name} must have one element, or shape (batch,) or "
+                         f"(batch, heads); got shape {tuple(t.shape)}")
     if device is not None and (not t.is_cuda or t.device != device):
         raise ValueError(f"kiln: {name} is on {t.device}, expected {device}")
+
+
+def descale_layout(descales, batch, heads):
+    """(batch_stride, head_stride) in elements of the descale tensors
+    [(name, tensor or None), ...]: (0, 0) for one element each (one factor
+    per tensor), (stride, 0) for shape (batch,) (one per sequence), the
+    tensor's strides for (batch, heads) (one per sequence and head).  All
+    given tensors must share the layout: the C struct has one pair."""
+    layout, first = None, None
+    for name, t in descales:
+        if t is None:
+            continue
+        shape = tuple(t.shape)
+        if t.numel() == 1:
+            lay = (0, 0)
+        elif t.dim() == 1 and shape[0] == batch:
+            lay = (t.stride(0), 0)
+        elif t.dim() == 2 and shape == (batch, heads):
+            lay = (t.stride(0), t.stride(1))
+        else:
+            raise ValueError(f"kiln: {name} has shape {shape}; it must have one element, "
+                             f"or shape ({batch},) or ({batch}, {heads}) (batch, heads)")
+        if any(x < 0 for x in lay):
+            raise ValueError(f"kiln: {name} has negative strides {t.stride()}")
+        if layout is None:
+            layout, first = lay, name
+        elif lay != layout:
+            raise ValueError(f"kiln: {name} (shape {shape}, strides {t.stride()}) is laid "
+                             f"out unlike {first}: the three descales share one layout")
+    return layout or (0, 0)
 
 
 def _fwd_params_init():
@@ -626,8 +661,10 @@ def hstu_fwd_params(q, k, v, out, seq_offsets, max_seqlen, *, alpha=1.0,
 
     fp8 (sm_90a, forward only): q, k, v torch.float8_e4m3fn; out float16 or
     bfloat16 (its dtype sets params.out_dtype; rab in the same dtype);
-    descale_q/k/v: None (1.0) or one-element float32 CUDA tensors on q's
-    device (q = descale_q * q_fp8, ...).  With 16-bit q they must be None.
+    descale_q/k/v: None (1.0) or float32 CUDA tensors on q's device of one
+    element (q = descale_q * q_fp8, ...), of shape (B,) (one factor per
+    sequence) or (B, H) (per sequence and head), all three alike.  With
+    16-bit q they must be None.
     """
     import torch
 
@@ -654,6 +691,8 @@ def hstu_fwd_params(q, k, v, out, seq_offsets, max_seqlen, *, alpha=1.0,
             _check_descale(name, t, dev)
         p.descale_q, p.descale_k, p.descale_v = (
             t.data_ptr() if t is not None else 0 for _, t in descales)
+        p.descale_batch_stride, p.descale_head_stride = descale_layout(
+            descales, int(seq_offsets.numel()) - 1, int(q.shape[1]))
     else:
         for name, t in descales:
             if t is not None:

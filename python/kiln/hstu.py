@@ -27,15 +27,17 @@ are not multiples of 16 bytes, a data pointer not 16-byte aligned) are
 copied first; NVIDIA's packed-qkv views need no copy.
 
 fp8 (sm_90a only, forward only): hstu_attn_varlen_func takes float8_e4m3fn
-q, k, v with per-tensor descale_q/k/v (a bf16 or fp16 out), and quant_mode=5
-quantizes 16-bit q, k, v per tensor itself (straight-through 16-bit
-backward).  Neither is a custom op: they call the C library directly and
-torch.compile graph-breaks around them (torch.compiler.disable).
+q, k, v with descale_q/k/v (one factor per tensor, per sequence or per
+sequence and head; a bf16 or fp16 out), and quant_mode 0, 3, 4 or 5
+quantizes 16-bit q, k, v itself with NVIDIA's scale layouts (a
+straight-through 16-bit backward at the dequantized values).  Neither is a
+custom op: they call the C library directly and torch.compile graph-breaks
+around them (torch.compiler.disable).
 
 Arguments are checked here, before any CUDA call: a wrong type or dtype raises
 TypeError, a wrong shape, value or device ValueError, each naming the
-argument; a valid argument that kiln does not implement yet (quant_mode other
-than -1 and 5, descale_do and fp8 backward, `func` with fp8, paged KV caches)
+argument; a valid argument that kiln does not implement yet (quant_mode 1
+and 2, descale_do and fp8 backward, `func` with fp8, paged KV caches)
 raises kiln.Unsupported, a NotImplementedError.  A failure inside the
 C library raises kiln.KilnError with the status name and kiln_last_error().
 """
@@ -48,7 +50,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from . import _capi
+from . import _capi, _quant
 
 __all__ = [
     "Unsupported",
@@ -67,7 +69,6 @@ _FP8 = tuple(getattr(torch, n) for n in
 _OFFSET_DTYPES = (torch.int32, torch.int64)
 _E4M3 = getattr(torch, "float8_e4m3fn", None)
 _FP8_HEAD_DIMS = (64, 128, 256)  # the sm_90a e4m3 kernel's
-_FP8_MAX = 448.0  # largest finite float8_e4m3fn
 # kiln_dtype of every input dtype the C library takes.
 _CODES = {**_DTYPES, **({_E4M3: _capi.KILN_DTYPE_E4M3} if _E4M3 is not None else {})}
 
@@ -190,21 +191,28 @@ def _check_out_dtype(out_dtype):
     return out_dtype
 
 
+_QUANT_MODES = (0, 3, 4, 5)  # NVIDIA's fp8 quant_mode values kiln runs
+
+
 def _check_quant_mode(quant_mode):
-    """True for quant_mode=5 (per-tensor fp8), False for -1 or None; anything
-    else raises kiln.Unsupported."""
+    """None for quant_mode -1 or None (no quantization); 0, 3, 4 or 5 as an
+    int (fp8 forward with that scale layout); 1 and 2 (per-token and block
+    scales) raise kiln.Unsupported, anything else ValueError / TypeError."""
     if quant_mode is None:
-        return False
-    if _is_int(quant_mode) and not isinstance(quant_mode, bool):
-        qm = int(quant_mode)
-        if qm == -1:
-            return False
-        if qm == 5:
-            return True
-    raise Unsupported("quant_mode", f"quant_mode={quant_mode!r} is not implemented in kiln; "
-                                    "supported: -1 (no quantization) and 5 (one fp8 e4m3 "
-                                    "scale per tensor for q, k, v: fp8 forward, 16-bit "
-                                    "backward)")
+        return None
+    if not _is_int(quant_mode) or isinstance(quant_mode, bool):
+        raise TypeError(f"kiln: quant_mode must be an int, got {type(quant_mode).__name__}")
+    qm = int(quant_mode)
+    if qm == -1:
+        return None
+    if qm in _QUANT_MODES:
+        return qm
+    if qm in (1, 2):
+        raise Unsupported("quant_mode", f"quant_mode={qm} ({'per-token' if qm == 1 else 'block'}"
+                                        " scales) is not implemented in kiln; supported: -1 "
+                                        "(none), 0 (a plain cast), 3 (a scale per sequence "
+                                        "and head), 4 (per sequence), 5 (per tensor)")
+    raise ValueError(f"kiln: quant_mode must be -1 or 0 to 5, got {qm}")
 
 
 def _check_offsets(name, t):
@@ -254,7 +262,7 @@ def _check_device(name, t, device):
         raise ValueError(f"kiln: {name} is on {t.device} but q is on {device}")
 
 
-def _check_func(func, total_q, window, num_contexts, num_targets, fp8, per_tensor_fp8,
+def _check_func(func, total_q, window, num_contexts, num_targets, fp8, quant,
                 q_name="q"):
     """NVIDIA's arbitrary mask: None, or an int32 tensor (1, n_func, L) with
     n_func odd (1 to 255) and L >= total_q (NVIDIA allocates total_q + 256);
@@ -285,7 +293,7 @@ def _check_func(func, total_q, window, num_contexts, num_targets, fp8, per_tenso
         raise ValueError("kiln: func is a mask of its own: num_contexts must be None with it")
     if num_targets is not None:
         raise ValueError("kiln: func is a mask of its own: num_targets must be None with it")
-    if fp8 or per_tensor_fp8:
+    if fp8 or quant is not None:
         raise Unsupported("func", "the fp8 forward has no arbitrary func mask in kiln; pass "
                                   "float16 or bfloat16 inputs (quant_mode=-1) with func")
 
@@ -294,7 +302,8 @@ def _unsupported_extras(quant_mode=-1, descales=(), others=()):
     if quant_mode is not None and not (_is_int(quant_mode) and int(quant_mode) == -1):
         raise Unsupported("quant_mode", f"fp8 quantization (quant_mode={quant_mode!r}) is "
                                         "not implemented here; pass quant_mode=-1 "
-                                        "(kiln.hstu_attn_varlen_func takes quant_mode=5)")
+                                        "(kiln.hstu_attn_varlen_func takes quant_mode 0, 3, "
+                                        "4 and 5)")
     for name, val in descales:
         if val is not None:
             raise Unsupported(name, "fp8 backward (descale_do) is not implemented in kiln: "
@@ -485,6 +494,8 @@ def _launch_fwd(q, k, v, out, descales, seq_offsets_q, seq_offsets_k, max_seqlen
         p.out_dtype = _DTYPES[out.dtype]
         p.descale_q, p.descale_k, p.descale_v = (
             t.data_ptr() if t is not None else 0 for t in descales)
+        p.descale_batch_stride, p.descale_head_stride = _capi.descale_layout(
+            zip(("descale_q", "descale_k", "descale_v"), descales), p.batch, p.num_heads)
     lib = _capi.library()
     with _on_device(q.device):
         st = lib.kiln_hstu_fwd(_capi.default_engine().handle, _capi.ctypes.byref(p),
@@ -717,20 +728,6 @@ torch.library.register_autograd("kiln::hstu_fwd_qkvpacked", _backward_fwd_packed
 # graph-breaks around them (torch.compiler.disable) instead of tracing them.
 
 
-def _quantize_per_tensor(x, fmax=_FP8_MAX, fp8_type=None):
-    """NVIDIA's quant_mode 5: (x / scale as fp8, scale) with scale =
-    amax |x| / fmax (the division in x's dtype, as NVIDIA's), stored float32
-    and clamped to >= 1e-6; scale is a (1,) tensor on x's device (no host
-    sync).  An empty x gets scale 1."""
-    fp8_type = _E4M3 if fp8_type is None else fp8_type
-    with torch.no_grad():
-        if x.numel() == 0:
-            d = torch.ones(1, dtype=torch.float32, device=x.device)
-        else:
-            d = (x.abs().amax().reshape(1) / fmax).to(torch.float32).clamp_min(1e-6)
-        return (x / d).to(fp8_type), d
-
-
 @torch.compiler.disable
 def _call_fp8(descales, out_dtype, q, k, v, so_q, so_k, mq, mk, nc, nt, tgs, wl, wr, alpha,
               scal, rab, has_drab, dlt, det, func=None):
@@ -745,47 +742,55 @@ def _call_fp8(descales, out_dtype, q, k, v, so_q, so_k, mq, mk, nc, nt, tgs, wl,
                          alpha, scal, rab, dlt)
 
 
-class _PerTensorFp8(torch.autograd.Function):
-    """quant_mode=5: the forward quantizes q, k, v per tensor to e4m3 and runs
-    the fp8 kernel (out in q's dtype); the backward is kiln's 16-bit backward
-    of the unquantized q, k, v (straight-through: the quantization counts as
-    the identity)."""
+class _QuantFp8(torch.autograd.Function):
+    """quant_mode 0, 3, 4 or 5: the forward quantizes q, k, v to e4m3 with
+    that mode's scales (kiln._quant) and runs the fp8 kernel (out in q's
+    dtype).  The backward is straight-through: the quantizer counts as the
+    identity, and kiln's 16-bit backward runs at the point the forward
+    computed, the dequantized q, k, v (so it saves the fp8 tensors, a byte
+    per element, not the 16-bit ones)."""
 
     @staticmethod
     def forward(ctx, q, k, v, rab, so_q, so_k, nc, nt, scalars):
-        mq, mk, tgs, wl, wr, alpha, scal, has_drab, dlt, det = scalars
+        mode, mq, mk, tgs, wl, wr, alpha, scal, has_drab, dlt, det = scalars
+        so_kk = so_q if so_k is None else so_k
         done = {}
         q8k8v8 = []
-        for t in (q, k, v):
-            if id(t) not in done:  # k is v (or q): quantize once
-                done[id(t)] = _quantize_per_tensor(t)
-            q8k8v8.append(done[id(t)])
+        for t, so in ((q, so_q), (k, so_kk), (v, so_kk)):
+            key = (id(t), id(so))
+            if key not in done:  # k is v (or q): quantize once
+                done[key] = _quant.quantize(t, so, mode)
+            q8k8v8.append(done[key])
         (q8, dq), (k8, dk), (v8, dv) = q8k8v8
         out = torch.empty((q.shape[0], q.shape[1], q.shape[2]), dtype=q.dtype,
                           device=q.device)
         _fwd_fp8_impl(q8, k8, v8, out, dq, dk, dv, so_q, so_k, mq, mk, nc, nt, tgs, wl, wr,
                       alpha, scal, rab, dlt)
-        ctx.save_for_backward(q, k, v, rab, so_q, so_k, nc, nt)
+        ctx.save_for_backward(q8, k8, v8, dq, dk, dv, rab, so_q, so_k, nc, nt)
         ctx.kiln_scalars = scalars
+        ctx.kiln_dtypes = (q.dtype, k.dtype, v.dtype)
         return out
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        q, k, v, rab, so_q, so_k, nc, nt = ctx.saved_tensors
-        mq, mk, tgs, wl, wr, alpha, scal, has_drab, dlt, det = ctx.kiln_scalars
-        dq, dk, dv, drab = torch.ops.kiln.hstu_bwd(grad, q, k, v, so_q, so_k, mq, mk, nc,
+        q8, k8, v8, dq, dk, dv, rab, so_q, so_k, nc, nt = ctx.saved_tensors
+        mode, mq, mk, tgs, wl, wr, alpha, scal, has_drab, dlt, det = ctx.kiln_scalars
+        so_kk = so_q if so_k is None else so_k
+        q, k, v = (_quant.dequantize(x8, d, so, mode, dt) for x8, d, so, dt in
+                   zip((q8, k8, v8), (dq, dk, dv), (so_q, so_kk, so_kk), ctx.kiln_dtypes))
+        gq, gk, gv, drab = torch.ops.kiln.hstu_bwd(grad, q, k, v, so_q, so_k, mq, mk, nc,
                                                    nt, tgs, wl, wr, alpha, scal, rab,
                                                    has_drab, dlt, det)
-        return dq, dk, dv, (drab if has_drab else None), None, None, None, None, None
+        return gq, gk, gv, (drab if has_drab else None), None, None, None, None, None
 
 
 @torch.compiler.disable
-def _call_per_tensor_fp8(q, k, v, so_q, so_k, mq, mk, nc, nt, tgs, wl, wr, alpha, scal,
-                         rab, has_drab, dlt, det, func=None):
+def _call_quant_fp8(mode, q, k, v, so_q, so_k, mq, mk, nc, nt, tgs, wl, wr, alpha, scal,
+                    rab, has_drab, dlt, det, func=None):
     assert func is None  # refused by hstu_varlen: the fp8 kernel has no func mask
-    return _PerTensorFp8.apply(q, k, v, rab, so_q, so_k, nc, nt,
-                               (mq, mk, tgs, wl, wr, alpha, scal, has_drab, dlt, det))
+    return _QuantFp8.apply(q, k, v, rab, so_q, so_k, nc, nt,
+                           (mode, mq, mk, tgs, wl, wr, alpha, scal, has_drab, dlt, det))
 
 
 # --------------------------------------------------------- seqused (FBGEMM)
@@ -830,7 +835,7 @@ def hstu_varlen(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_
                 window_size=(-1, -1), alpha=1.0, rab=None, has_drab=False,
                 is_delta_q=False, scaling_seqlen=-1, seqused_q=None, seqused_k=None,
                 deterministic=False, qkv=None, names=None, fp8_inputs=False,
-                descales=(None, None, None), out_dtype=None, per_tensor_fp8=False,
+                descales=(None, None, None), out_dtype=None, quant=None,
                 func=None):
     """The one implementation behind every public signature (kiln's, NVIDIA's,
     FBGEMM's).  Keyword arguments as in hstu_attn_varlen_func; is_delta_q may
@@ -842,7 +847,7 @@ def hstu_varlen(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_
     seq_offsets_k in error messages.
     fp8_inputs: accept float8_e4m3fn q, k, v (forward only) with descales
     (descale_q, descale_k, descale_v) and out_dtype (None: bfloat16).
-    per_tensor_fp8: quant_mode=5 for 16-bit q, k, v.
+    quant: None, or NVIDIA's quant_mode 0, 3, 4 or 5 for 16-bit q, k, v.
     func: NVIDIA's arbitrary mask (see hstu_attn_varlen_func)."""
     n = {"q": "q", "k": "k", "v": "v", "so_q": "seq_offsets_q", "so_k": "seq_offsets_k",
          **(names or {})}
@@ -853,8 +858,8 @@ def hstu_varlen(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_
                              f"{tuple(qkv.shape)}")
         q, k, v = _split_packed(qkv)
     fp8 = _check_qkv(q, k, v, (n["q"], n["k"], n["v"]), allow_fp8=fp8_inputs)
-    if fp8 and per_tensor_fp8:
-        raise ValueError(f"kiln: quant_mode=5 quantizes float16 or bfloat16 inputs; "
+    if fp8 and quant is not None:
+        raise ValueError(f"kiln: quant_mode={quant} quantizes float16 or bfloat16 inputs; "
                          f"{n['q']} is already {q.dtype} (pass quant_mode=-1 and "
                          "descale_q/k/v)")
     for name, t in zip(("descale_q", "descale_k", "descale_v"), descales):
@@ -862,8 +867,8 @@ def hstu_varlen(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_
         if t is not None and not fp8:
             raise ValueError(f"kiln: {name} applies to float8_e4m3fn q, k, v only; "
                              f"{n['q']} has dtype {q.dtype}"
-                             + ("; quant_mode=5 computes its own scales"
-                                if per_tensor_fp8 else ""))
+                             + (f"; quant_mode={quant} computes its own scales"
+                                if quant is not None else ""))
     if fp8:
         out_dtype = _check_out_dtype(out_dtype)
     elif out_dtype is not None and out_dtype != q.dtype:
@@ -876,6 +881,9 @@ def hstu_varlen(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_
             raise ValueError(f"kiln: {n['so_k']} has {seq_offsets_k.shape[0]} entries but "
                              f"{n['so_q']} has {seq_offsets_q.shape[0]}; both are batch + 1")
     batch = seq_offsets_q.shape[0] - 1
+    if fp8:
+        _capi.descale_layout(zip(("descale_q", "descale_k", "descale_v"), descales), batch,
+                             q.shape[1])
     max_seqlen_q = _as_int("max_seqlen_q", max_seqlen_q)
     max_seqlen_k = _as_int("max_seqlen_k", max_seqlen_k)
     if max_seqlen_q < 0:
@@ -889,7 +897,7 @@ def hstu_varlen(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_
     _check_per_batch("num_contexts", num_contexts, batch)
     _check_per_batch("num_targets", num_targets, batch)
     _check_func(func, q.shape[0], (window_left, window_right), num_contexts, num_targets,
-                fp8, per_tensor_fp8, n["q"])
+                fp8, quant, n["q"])
     if target_group_size is None:
         target_group_size = 1
     target_group_size = _as_int("target_group_size", target_group_size)
@@ -931,8 +939,8 @@ def hstu_varlen(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_
     if fp8 and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
         raise Unsupported(n["q"], f"{q.dtype} inputs have no backward in kiln (fp8 is "
                                   "forward only): detach q, k and v or run under "
-                                  "torch.no_grad(); quant_mode=5 with 16-bit inputs has "
-                                  "a backward")
+                                  "torch.no_grad(); quant_mode 0, 3, 4 and 5 with 16-bit "
+                                  "inputs have a backward")
     if is_delta_q == "auto":
         is_delta_q = (seq_offsets_k is not None and seq_offsets_k is not seq_offsets_q
                       and num_contexts is None and num_targets is None)
@@ -978,8 +986,8 @@ def hstu_varlen(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_
 
     if fp8:
         fwd = functools.partial(_call_fp8, tuple(descales), out_dtype)
-    elif per_tensor_fp8:
-        fwd = _call_per_tensor_fp8
+    elif quant is not None:
+        fwd = functools.partial(_call_quant_fp8, quant)
     else:
         fwd = torch.ops.kiln.hstu_fwd
     if seqused_q is not None or seqused_k is not None:
@@ -990,10 +998,9 @@ def hstu_varlen(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_
     rest = (seq_offsets_q, so_k, max_seqlen_q, max_seqlen_k, num_contexts, num_targets,
             target_group_size, window_left, window_right, alpha, scaling, rab, has_drab,
             is_delta_q, deterministic, func)
-    if qkv is not None:
-        if per_tensor_fp8:
-            raise Unsupported("quant_mode", "quant_mode=5 on a packed qkv is not "
-                                            "implemented in kiln; pass q, k, v")
+    if qkv is not None and quant is None:
+        # (quantized: q, k, v are views of qkv, whose gradient autograd
+        # gathers from theirs)
         return torch.ops.kiln.hstu_fwd_qkvpacked(qkv, *rest)
     return fwd(q, k, v, *rest)
 
@@ -1093,29 +1100,35 @@ def hstu_attn_varlen_func(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q,
     fp8 (the sm_90a e4m3 kernel, D 64, 128 or 256; KilnError
     KILN_EUNSUPPORTED on other GPUs):
     - q, k, v all torch.float8_e4m3fn: forward only.  descale_q, descale_k,
-      descale_v: None (1.0) or one-element float32 CUDA tensors on q's
-      device, the per-tensor factors with q = descale_q * q_fp8 and so on.
+      descale_v: None (1.0) or float32 CUDA tensors on q's device with
+      q = descale_q * q_fp8 and so on: one element (per tensor), shape (B,)
+      (per sequence) or (B, H) (per sequence and head, any strides); the
+      three given must share their layout.
       out_dtype: torch.bfloat16 (None, the default) or torch.float16; rab is
       cast to it.  If autograd would track q, k or v (grad enabled and one
       requires grad) this raises kiln.Unsupported naming q, and has_drab=True
       kiln.Unsupported naming has_drab: there is no fp8 backward.
-    - quant_mode=5 with float16 / bfloat16 q, k, v: each is quantized to e4m3
-      with one scale per tensor (amax / 448, >= 1e-6, as NVIDIA's
-      quantize_for_head_batch_tensor mode 5) and the fp8 kernel runs; out is
-      in q's dtype.  The backward is kiln's 16-bit backward of the
-      unquantized q, k, v (straight-through: quantization counts as the
-      identity), drab included.  Not on a packed qkv.
+    - quant_mode with float16 / bfloat16 q, k, v (and on a packed qkv): q, k
+      and v are quantized to e4m3 as NVIDIA's modes do and the fp8 kernel
+      runs; out is in q's dtype.  0: a plain cast (descales 1); 3: a scale
+      per sequence and head, 4: per sequence, 5: per tensor, each amax / 448
+      (>= 1e-6), as NVIDIA's quantize_for_head_batch_tensor.  The backward
+      is straight-through (quantization counts as the identity): kiln's
+      16-bit backward at the values the forward read, the dequantized q, k
+      and v (e4m3 value times its factor, rounded to q's dtype), drab
+      included.  1 and 2
+      (per-token and block scales) raise kiln.Unsupported.
     Neither is a torch.library custom op: they call the C library directly,
     so torch.compile does not trace them (a graph break,
-    torch.compiler.disable).  Other quant_mode values (0 to 4), descale_do
-    (fp8 backward) and func with fp8 raise kiln.Unsupported; descale_* with 16-bit
-    inputs and out_dtype other than q's dtype raise ValueError / TypeError.
+    torch.compiler.disable).  descale_do (fp8 backward) and func with fp8
+    raise kiln.Unsupported; descale_* with 16-bit inputs and out_dtype other
+    than q's dtype raise ValueError / TypeError.
 
     Returns out (total_q, H, D), a new contiguous tensor in q's dtype
     (out_dtype for float8_e4m3fn inputs).
     """
     _unsupported_extras(None, (("descale_do", descale_do),))
-    per_tensor = _check_quant_mode(quant_mode)
+    quant = _check_quant_mode(quant_mode)
     return hstu_varlen(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_k,
                        num_contexts=num_contexts, num_targets=num_targets,
                        target_group_size=target_group_size, window_size=window_size,
@@ -1123,7 +1136,7 @@ def hstu_attn_varlen_func(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q,
                        scaling_seqlen=scaling_seqlen, seqused_q=seqused_q,
                        seqused_k=seqused_k, deterministic=deterministic, fp8_inputs=True,
                        descales=(descale_q, descale_k, descale_v), out_dtype=out_dtype,
-                       per_tensor_fp8=per_tensor, func=func)
+                       quant=quant, func=func)
 
 
 def hstu_attn_qkvpacked_func(qkv, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
@@ -1137,11 +1150,12 @@ def hstu_attn_qkvpacked_func(qkv, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_
     NVIDIA's interface, a cu_seqlens_k other than cu_seqlens_q places each
     sequence's queries at its last positions (a no-op for equal lengths);
     func as there (its columns are the query rows)."""
-    _unsupported_extras(quant_mode)
+    quant = _check_quant_mode(quant_mode)
     return hstu_varlen(None, None, None, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                        max_seqlen_k, num_contexts=num_contexts, num_targets=num_targets,
                        target_group_size=target_group_size, window_size=window_size,
                        alpha=alpha, rab=rab, has_drab=has_drab, is_delta_q="auto",
                        scaling_seqlen=scaling_seqlen, deterministic=deterministic, qkv=qkv,
                        names=dict(q="qkv[:, 0]", k="qkv[:, 1]", v="qkv[:, 2]",
-                                  so_q="cu_seqlens_q", so_k="cu_seqlens_k"), func=func)
+                                  so_q="cu_seqlens_q", so_k="cu_seqlens_k"),
+                       quant=quant, func=func)

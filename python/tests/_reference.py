@@ -213,3 +213,24 @@ def make_func(lengths_q, n_func, *, lengths_k=None, pad=256, seed=0, device="cud
             f[0, :, row + r] = torch.tensor(v, dtype=torch.int32)
         row += lq
     return f.to(device)
+
+
+def dequantize(x8, descale, seq_offsets):
+    """x8 (total, H, D) e4m3 times its descale, in float64: descale None
+    (1.0), one element, (B,) (per sequence) or (B, H) (per sequence and
+    head); seq_offsets (B + 1,) says which sequence each row is in (rows
+    outside every sequence get factor 0)."""
+    x = x8.double()
+    if descale is None:
+        return x
+    d = descale.double()
+    if d.numel() == 1:
+        return x * d.reshape(())
+    off = seq_offsets.to(device=x.device, dtype=torch.int64)
+    rows = torch.arange(x.shape[0], device=x.device)
+    seg = torch.searchsorted(off[1:].contiguous(), rows, right=True)
+    inside = (seg < off.shape[0] - 1) & (rows >= off[0])
+    seg = seg.clamp(max=off.shape[0] - 2)
+    f = d.to(x.device)[seg]  # (total,) or (total, H)
+    f = torch.where(inside.view(-1, *([1] * (f.dim() - 1))), f, torch.zeros_like(f))
+    return x * (f[:, None, None] if f.dim() == 1 else f[:, :, None])

@@ -214,7 +214,10 @@ def _classify_nvidia(item):
         tk = params["max_context_len"] + mk + params["max_target_len"]
         early = early or (qm == 0 and alpha < 0.5) or (
             qm > 0 and (tq % 16 or tk % 16 or not fb))
-        return "fp8-early" if early else "fp8"
+        if early:
+            return "fp8-early"
+        # kiln runs quant_mode 0, 3, 4, 5 without func; 1, 2 are Unsupported
+        return "fp8" if qm in (0, 3, 4, 5) and not params["is_arbitrary"] else "fp8-unsupported"
     if early:
         return "early"
     if params["is_arbitrary"]:
@@ -258,17 +261,21 @@ def _select_nvidia(items, config):
     extra = []
     n_uns = int(os.environ.get("KILN_NV_UNSUPPORTED", "1") or 0)
     n_func = int(os.environ.get("KILN_NV_FUNC", "4") or 0)
+    n_fp8 = int(os.environ.get("KILN_NV_FP8", "4") or 0)
     if k == 1 and n_func > 0:
         extra += sorted(classes["func"], key=_stable_key)[:n_func]
+    if k == 1 and n_fp8 > 0:
+        extra += sorted(classes["fp8"], key=_stable_key)[:n_fp8]
     if k == 1 and n_uns > 0:
-        extra += sorted(classes["fp8"], key=_stable_key)[:n_uns]
+        extra += sorted(classes["fp8-unsupported"], key=_stable_key)[:n_uns]
     for it in extra:
-        if _classify_nvidia(it) == "fp8":
+        if _classify_nvidia(it) == "fp8-unsupported":
             it.add_marker(pytest.mark.kiln_unsupported)
     STATE["selection"] = dict(real=len(real), every=every, offset=offset, shard=shard,
                               cap=cap, selected_real=len(picked),
                               unsupported_samples=len(extra),
-                              func_samples=min(n_func, len(classes["func"])) if k == 1 else 0)
+                              func_samples=min(n_func, len(classes["func"])) if k == 1 else 0,
+                              fp8_samples=min(n_fp8, len(classes["fp8"])) if k == 1 else 0)
     keep = set(id(i) for i in picked + extra)
     return [i for i in items if id(i) in keep], [i for i in items if id(i) not in keep]
 
@@ -280,13 +287,8 @@ def pytest_collection_modifyitems(session, config, items):
             config.hook.pytest_deselected(items=dropped)
         items[:] = kept
     elif SUITE == "fbgemm":
-        import pytest
-
-        for it in items:
-            if "HSTU8Test" in it.nodeid:
-                it.add_marker(pytest.mark.skip(
-                    reason="kiln: fp8 (quant_mode) is not implemented; FBGEMM's fp8 "
-                           "class needs it in every example"))
+        # HSTU8Test runs: examples with quant_mode 1 or 2 (kiln.Unsupported)
+        # are rejected by hypothesis and counted as rejected
         STATE["classes"] = {"collected": len(items)}
     _save()
 
@@ -376,13 +378,14 @@ def summary(out):
         lines.append(
             "  classes: real = tested by test.py on kiln; early = test.py returns before "
             "testing (delta-q with contexts/targets, contexts without causal); func = "
-            "arbitrary mask; fp8 = quant_mode; paged = sm8x only")
+            "arbitrary mask; fp8 = quant_mode 0, 3, 4, 5; fp8-unsupported = quant_mode 1, "
+            "2 or fp8 with func; paged = sm8x only")
         if s:
             lines.append(f"  selected {s['selected_real']} of {s['real']} real cases "
                          f"(every {s['every']}th from {s['offset']}, shard {s['shard']}"
                          f"{', cap %d' % s['cap'] if s['cap'] else ''}) + "
-                         f"{s['unsupported_samples']} func and unsupported samples"
-                         f" ({s.get('func_samples', 0)} func)")
+                         f"{s['unsupported_samples']} func, fp8 and unsupported samples"
+                         f" ({s.get('func_samples', 0)} func, {s.get('fp8_samples', 0)} fp8)")
         lines += _outcome_lines(nv)
         if nv["passed_without_kiln"]:
             lines.append(f"  WARNING: {len(nv['passed_without_kiln'])} passed without "

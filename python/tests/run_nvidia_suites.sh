@@ -21,8 +21,11 @@
 #   --every N            NVIDIA: every Nth real case (default: about 48 cases)
 #   --offset K           NVIDIA: start the every-Nth walk at K (default 0)
 #   --max N              NVIDIA: at most N real cases
-#   --unsupported N      NVIDIA: also run N fp8 and N func cases to show them
-#                        skip with kiln's message (default 1; 0: none)
+#   --fp8 N              NVIDIA: also run N fp8 cases of quant_mode 0, 3, 4, 5
+#                        (default 4; 0: none)
+#   --unsupported N      NVIDIA: also run N fp8 cases kiln lacks (quant_mode
+#                        1, 2) to show them skip with kiln's message (default
+#                        1; 0: none); 4 func cases always run
 #   --fbgemm-examples N  FBGEMM: hypothesis examples per test (FBGEMM's: 20)
 #   --only nvidia|fbgemm run one suite
 #   --timeout S          per-suite wall-clock limit in seconds (default 600)
@@ -35,12 +38,12 @@
 # KILN_PEERS_DIR where the peers are (default <repo>/.peers).
 set -u
 
-usage() { sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [ $# -ge 1 ] || usage
 case "$1" in -h|--help) usage ;; esac
 OUT=$1; shift
 
-SHARD=1/1 EVERY=0 OFFSET=0 MAX=0 UNSUP=1 FB_EX= ONLY= TIMEOUT=600 COLLECT=
+SHARD=1/1 EVERY=0 OFFSET=0 MAX=0 UNSUP=1 FP8=4 FB_EX= ONLY= TIMEOUT=600 COLLECT=
 while [ $# -gt 0 ]; do
     case "$1" in
     --shard) SHARD=$2; shift 2 ;;
@@ -48,6 +51,7 @@ while [ $# -gt 0 ]; do
     --offset) OFFSET=$2; shift 2 ;;
     --max) MAX=$2; shift 2 ;;
     --unsupported) UNSUP=$2; shift 2 ;;
+    --fp8) FP8=$2; shift 2 ;;
     --fbgemm-examples) FB_EX=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
     --timeout) TIMEOUT=$2; shift 2 ;;
@@ -78,7 +82,7 @@ export KILN_CACHE_DIR=${KILN_CACHE_DIR:-${TMPDIR:-/tmp}/kiln-peers-cache}
 export PYTHONUNBUFFERED=1
 export KILN_PEERS_OUT=$OUT
 export KILN_NV_EVERY=$EVERY KILN_NV_OFFSET=$OFFSET KILN_NV_SHARD=$SHARD
-export KILN_NV_MAX=$MAX KILN_NV_UNSUPPORTED=$UNSUP
+export KILN_NV_MAX=$MAX KILN_NV_UNSUPPORTED=$UNSUP KILN_NV_FP8=$FP8
 
 "$PY" - <<'EOF' || exit 2
 import sys

@@ -1,18 +1,20 @@
 """kiln's fp8 (e4m3) HSTU forward on the GPU (sm_90 only).
 
-- float8_e4m3fn q, k, v with per-tensor descale_q/k/v: out (bf16 or fp16)
-  against a float64 reference computed from the dequantized inputs
-  (fp8 value times its descale);
-- quant_mode=5 on bf16/fp16 q, k, v: the forward against the float64
-  reference of the quantized inputs (as above) and against kiln's own
-  16-bit output, and the backward equal to the 16-bit backward
-  (straight-through).
+- float8_e4m3fn q, k, v with descale_q/k/v per tensor, per sequence or per
+  sequence and head: out (bf16 or fp16) against a float64 reference computed
+  from the dequantized inputs (fp8 value times its descale); inputs scaled
+  by a different factor per sequence and head make the per-sequence factors
+  differ by up to 16x, and reading the first factor everywhere must fail;
+- quant_mode 0, 3, 4 and 5 on bf16/fp16 q, k, v: the forward against the
+  float64 reference of the quantized inputs (as above) and against kiln's
+  own 16-bit output, and the backward equal to kiln's 16-bit backward at
+  the dequantized inputs (straight-through).
 
 Tolerances.  Against a float64 reference of the values the kernel reads,
 per sequence b: max |out - ref| over b <= 0.12 * scale_b, where scale_b =
 max(max |ref| over b, 1e-2 * max |ref| over the batch); 0.12 is
 tests/test_hstu_fp8_gpu.c's TOL_EXACT: the kernel rounds P = silu(s) to e4m3
-for its second product (up to 2^-4 relative per value).  quant_mode=5
+for its second product (up to 2^-4 relative per value).  quant_mode
 against the unquantized 16-bit output adds the quantization of q, k, v
 (each value off by up to 2^-4 relative), which a sequence of one or two keys
 does not average out: that comparison takes 0.12 * max |ref| over the whole
@@ -26,7 +28,7 @@ import pytest
 import torch
 
 import kiln
-from _reference import hstu_reference, make_batch
+from _reference import dequantize, hstu_reference, make_batch
 from conftest import HAS_CUDA
 
 E4 = getattr(torch, "float8_e4m3fn", None)
@@ -177,39 +179,99 @@ def test_fp8_argument_errors_on_the_gpu():
     assert ei.value.argument == "q"
 
 
-# ---------------------------------------------------------- quant_mode=5
+def _spread(x, off, seed):
+    """x with each (sequence, head) block scaled by its own factor in
+    [1/4, 4]: per-sequence and per-head descales then differ by up to 16x,
+    so a kernel reading the wrong one fails by far."""
+    g = torch.Generator().manual_seed(seed)
+    B, H = off.shape[0] - 1, x.shape[1]
+    f = torch.pow(4.0, torch.rand((B, H), generator=g) * 2 - 1)
+    o = [int(t) for t in off.tolist()]
+    y = x.clone()
+    for b in range(B):
+        y[o[b]:o[b + 1]] *= f[b].to(device=x.device, dtype=x.dtype)[None, :, None]
+    return y
+
+
+def _quantized(x, off, mode):
+    from kiln.compat import hstu_attn_interface as nv
+
+    if mode == 0:
+        return x.to(E4), None
+    return nv.quantize_for_head_batch_tensor(x, off, quant_mode=mode)
+
+
+# ------------------------------------------------ quant_mode 0, 3, 4, 5
+@pytest.mark.parametrize("mode", [0, 3, 4, 5])
 @pytest.mark.parametrize("c", CASES)
-def test_quant_mode_5_forward_matches_16_bit(c):
+def test_quant_mode_forward_matches_16_bit(c, mode):
     q, k, v, oq, ok, mq, mk, kw = _make(c, seed=1)
+    if mode in (3, 4):
+        q, k, v = _spread(q, oq, 1), _spread(k, ok, 2), _spread(v, ok, 3)
     with torch.no_grad():
-        out = kiln.hstu_attn_varlen_func(q, k, v, oq, ok, mq, mk, quant_mode=5, **kw)
+        out = kiln.hstu_attn_varlen_func(q, k, v, oq, ok, mq, mk, quant_mode=mode, **kw)
         out16 = kiln.hstu_attn_varlen_func(q, k, v, oq, ok, mq, mk, **kw)
     assert out.dtype == q.dtype and out.shape == q.shape
     _check_global("out vs 16-bit", out, out16)
     # the kernel's own accuracy on the values it read (the same quantization)
-    (q8, dq), (k8, dk), (v8, dv) = _quantize(q), _quantize(k), _quantize(v)
-    ref = hstu_reference(q8.double() * dq.double(), k8.double() * dk.double(),
-                         v8.double() * dv.double(), oq, ok, mq, mk, **kw)
+    (q8, dq), (k8, dk), (v8, dv) = (_quantized(x, o, mode) for x, o in
+                                    ((q, oq), (k, ok), (v, ok)))
+    ref = hstu_reference(dequantize(q8, dq, oq), dequantize(k8, dk, ok),
+                         dequantize(v8, dv, ok), oq, ok, mq, mk, **kw)
     _check_per_sequence("out vs quantized reference", out, ref, oq)
 
 
+@pytest.mark.parametrize("layout", ["per_sequence", "per_head", "per_head_strided"])
+@pytest.mark.parametrize("c", [CASES[i] for i in (0, 4, 5, 8)])
+def test_fp8_inputs_with_per_sequence_descales(c, layout):
+    q, k, v, oq, ok, mq, mk, kw = _make(c, seed=6)
+    q, k, v = _spread(q, oq, 4), _spread(k, ok, 5), _spread(v, ok, 6)
+    mode = 4 if layout == "per_sequence" else 3
+    (q8, dq), (k8, dk), (v8, dv) = (_quantized(x, o, mode) for x, o in
+                                    ((q, oq), (k, ok), (v, ok)))
+    if layout == "per_head_strided":  # (B, H) views of (H, B) tensors
+        dq, dk, dv = (d.t().contiguous().t() for d in (dq, dk, dv))
+        assert dq.stride() == (1, dq.shape[0])
+    if kw.get("rab") is not None:
+        kw["rab"] = kw["rab"].to(BF)
+    out = kiln.hstu_attn_varlen_func(q8, k8, v8, oq, ok, mq, mk, descale_q=dq,
+                                     descale_k=dk, descale_v=dv, **kw)
+    ref = hstu_reference(dequantize(q8, dq, oq), dequantize(k8, dk, ok),
+                         dequantize(v8, dv, ok), oq, ok, mq, mk, **kw)
+    _check_per_sequence("out", out, ref, oq)
+    # the negative control: the first factor for every sequence and head
+    flat = hstu_reference(*(dequantize(x8, d.reshape(-1)[:1], o) for x8, d, o in
+                            ((q8, dq, oq), (k8, dk, ok), (v8, dv, ok))), oq, ok, mq, mk,
+                          **kw)
+    with pytest.raises(AssertionError):
+        _check_per_sequence("flat descales", out, flat, oq)
+
+
 @requires_bwd
+@pytest.mark.parametrize("mode", [0, 3, 5])
 @pytest.mark.parametrize("c", [CASES[i] for i in (1, 4, 5, 7)])
-def test_quant_mode_5_backward_is_the_16_bit_backward(c):
+def test_quant_mode_backward_is_the_16_bit_backward_at_the_dequantized_inputs(c, mode):
     q, k, v, oq, ok, mq, mk, kw = _make(c, seed=2)
     leaves = [t.requires_grad_() for t in (q, k, v)]
     has_rab = kw.get("rab") is not None
     if has_rab:
         leaves.append(kw["rab"].requires_grad_())
-    out = kiln.hstu_attn_varlen_func(q, k, v, oq, ok, mq, mk, quant_mode=5,
+    out = kiln.hstu_attn_varlen_func(q, k, v, oq, ok, mq, mk, quant_mode=mode,
                                      has_drab=has_rab, deterministic=True, **kw)
-    out16 = kiln.hstu_attn_varlen_func(q, k, v, oq, ok, mq, mk, has_drab=has_rab,
-                                       deterministic=True, **kw)
+    # the point the forward computed at: e4m3 times its factor, in q's dtype
+    at = [dequantize(*_quantized(x.detach(), o, mode), o).float().to(x.dtype)
+          .requires_grad_() for x, o in ((q, oq), (k, ok), (v, ok))]
+    rkw = dict(kw)
+    if has_rab:
+        rkw["rab"] = kw["rab"].detach().clone().requires_grad_()
+        at.append(rkw["rab"])
+    out16 = kiln.hstu_attn_varlen_func(*at[:3], oq, ok, mq, mk, has_drab=has_rab,
+                                       deterministic=True, **rkw)
     _check_global("out", out.detach(), out16.detach())
     gen = torch.Generator(device=DEV).manual_seed(5)
     g = torch.rand(out.shape, generator=gen, device=DEV).to(out.dtype)
     got = torch.autograd.grad(out, leaves, g)
-    want = torch.autograd.grad(out16, leaves, g)
+    want = torch.autograd.grad(out16, at, g)
     for name, a, b in zip(("dq", "dk", "dv", "drab"), got, want):
         assert a.dtype == b.dtype and a.shape == b.shape, name
         assert torch.equal(a, b), f"{name} differs from the 16-bit backward"

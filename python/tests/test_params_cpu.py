@@ -264,8 +264,20 @@ def test_quant_mode_5_params_forward_fp8_backward_16_bit(rec):
     (b, _), = rec.bwd
     assert (b.fwd.dtype, b.fwd.out_dtype) == (2, 0)
     assert (b.fwd.descale_q, b.fwd.descale_k, b.fwd.descale_v) == (0, 0, 0)
-    assert (b.fwd.q, b.fwd.k, b.fwd.v) == (q.data_ptr(), k.data_ptr(), v.data_ptr())
+    # the backward runs at the dequantized inputs, new 16-bit tensors
+    assert b.fwd.q not in (q.data_ptr(), p.q, 0)
+    assert (b.fwd.q_row_stride, b.fwd.q_head_stride) == (H * D, D)
     assert q.grad is not None and q.grad.dtype == BF
+    # per-sequence-and-head descales (quant_mode 3) reach the struct as (H, 1)
+    rec.fwd.clear()
+    kiln.hstu_attn_varlen_func(q, k, v, off, off, 12, 12, quant_mode=3)
+    (p, _), = rec.fwd
+    assert (p.descale_batch_stride, p.descale_head_stride) == (H, 1) and all(
+        (p.descale_q, p.descale_k, p.descale_v))
+    rec.fwd.clear()
+    kiln.hstu_attn_varlen_func(q, k, v, off, off, 12, 12, quant_mode=0)
+    (p, _), = rec.fwd
+    assert (p.descale_q, p.descale_k, p.descale_v, p.descale_batch_stride) == (0, 0, 0, 0)
 
 
 # ------------------------------------------------------------- _capi fp8
@@ -278,8 +290,8 @@ def test_capi_descale_checks_name_the_argument():
         _capi._check_descale("descale_q", 1.0, dev)
     with pytest.raises(TypeError, match="descale_k.*float32"):
         _capi._check_descale("descale_k", torch.ones(1, dtype=torch.float64), dev)
-    with pytest.raises(ValueError, match=r"descale_v.*one element.*\(2,\)"):
-        _capi._check_descale("descale_v", torch.ones(2), dev)
+    with pytest.raises(ValueError, match=r"descale_v.*one element.*\(2, 2, 2\)"):
+        _capi._check_descale("descale_v", torch.ones(2, 2, 2), dev)
     with pytest.raises(ValueError, match="descale_q.*cpu.*cuda:0"):
         _capi._check_descale("descale_q", torch.ones(1), dev)
 
@@ -314,14 +326,44 @@ def test_capi_fwd_params_fp8(capi_cpu, monkeypatch):
     with pytest.raises(TypeError, match="descale_v.*float32"):
         _capi.hstu_fwd_params(q8, q8, q8, torch.empty(L, H, D, dtype=BF), off, 8,
                               descale_v=d.half())
-    with pytest.raises(ValueError, match="descale_q.*one element"):
+    monkeypatch.setattr(_capi, "_check_descale", lambda *a: None)
+    with pytest.raises(ValueError, match=r"descale_q has shape \(3,\).*\(1,\) or \(1, 2\)"):
         _capi.hstu_fwd_params(q8, q8, q8, torch.empty(L, H, D, dtype=BF), off, 8,
                               descale_q=torch.ones(3))
-    monkeypatch.setattr(_capi, "_check_descale", lambda *a: None)
     dq, dv = torch.ones(1), torch.ones(1)
     p = _capi.hstu_fwd_params(q8, q8, q8, torch.empty(L, H, D, dtype=BF), off, 8,
                               descale_q=dq, descale_v=dv)
     assert (p.descale_q, p.descale_k, p.descale_v) == (dq.data_ptr(), 0, dv.data_ptr())
+    assert (p.descale_batch_stride, p.descale_head_stride) == (0, 0)
+    # (B, H) descales: their strides go to the struct
+    bh = torch.ones(2, 1).t()  # (1, 2) with strides (1, 1)
+    p = _capi.hstu_fwd_params(q8, q8, q8, torch.empty(L, H, D, dtype=BF), off, 8,
+                              descale_k=bh)
+    assert (p.descale_k, p.descale_batch_stride, p.descale_head_stride) == (
+        bh.data_ptr(), 1, 1)
+
+
+def test_descale_layout_names_the_argument():
+    from kiln import _capi
+
+    lay = _capi.descale_layout
+    n = (None, None, None)
+    assert lay(zip(("descale_q", "descale_k", "descale_v"), n), 3, 4) == (0, 0)
+    one, per_b, per_bh = torch.ones(1), torch.ones(3), torch.ones(3, 4)
+    assert lay([("descale_q", one), ("descale_k", torch.ones(()))], 3, 4) == (0, 0)
+    assert lay([("descale_q", per_b), ("descale_v", per_b)], 3, 4) == (1, 0)
+    assert lay([("descale_q", per_bh)], 3, 4) == (4, 1)
+    assert lay([("descale_q", torch.ones(4, 3).t())], 3, 4) == (1, 3)  # any strides
+    assert lay([("descale_q", torch.ones(6)[::2])], 3, 4) == (2, 0)
+    assert lay([("descale_q", torch.ones(1))], 1, 1) == (0, 0)  # B = H = 1: one element
+    with pytest.raises(ValueError, match=r"descale_k has shape \(4,\).*\(3,\) or \(3, 4\)"):
+        lay([("descale_k", torch.ones(4))], 3, 4)
+    with pytest.raises(ValueError, match=r"descale_v has shape \(3, 5\)"):
+        lay([("descale_v", torch.ones(3, 5))], 3, 4)
+    with pytest.raises(ValueError, match="descale_k .* laid out unlike descale_q"):
+        lay([("descale_q", per_b), ("descale_k", per_bh)], 3, 4)
+    with pytest.raises(ValueError, match="descale_v .* laid out unlike descale_q"):
+        lay([("descale_q", one), ("descale_v", per_b)], 3, 4)
 
 
 def test_capi_fwd_params_16_bit_rejects_descales(capi_cpu):

@@ -10,7 +10,8 @@ custom ops' fake implementations (torch.library.opcheck).
 import pytest
 import torch
 
-from _reference import func_mask, hstu_reference, hstu_reference_bwd, make_batch, make_func
+from _reference import (dequantize, func_mask, hstu_reference, hstu_reference_bwd, make_batch,
+                        make_func)
 
 F64 = torch.float64
 
@@ -445,12 +446,21 @@ def test_fp8_descale_none_is_one_and_no_grad_is_allowed(cpu_kiln):
     assert ei.value.argument == "q"
 
 
-@needs_fp8
-@pytest.mark.parametrize("name,lq,lk,H,kw", CASES, ids=[c[0] for c in CASES])
-def test_quant_mode_5_quantizes_per_tensor_and_backward_is_16_bit(cpu_kiln, name, lq, lk,
-                                                                   H, kw):
-    import kiln
+def _nvidia_quantized(x, off, mode):
+    """NVIDIA's quantization of x for quant_mode `mode`: (x8, descale)."""
     from kiln.compat import hstu_attn_interface as nv
+
+    if mode == 0:
+        return x.to(E4), None
+    return nv.quantize_for_head_batch_tensor(x, off, quant_mode=mode)
+
+
+@needs_fp8
+@pytest.mark.parametrize("mode", [0, 3, 4, 5])
+@pytest.mark.parametrize("name,lq,lk,H,kw", CASES, ids=[c[0] for c in CASES])
+def test_quant_mode_quantizes_as_nvidia_and_backward_is_16_bit(cpu_kiln, name, lq, lk, H,
+                                                               kw, mode):
+    import kiln
 
     q, k, v, oq, ok, mq, mk, kw = _build(lq, lk, H, kw, D=64, dtype=torch.bfloat16)
     has_rab = kw.get("rab") is not None
@@ -459,29 +469,65 @@ def test_quant_mode_5_quantizes_per_tensor_and_backward_is_16_bit(cpu_kiln, name
         kw["rab"] = kw["rab"].float().requires_grad_()
         leaves.append(kw["rab"])
     out = kiln.hstu_attn_varlen_func(q, k, v, oq, ok, mq, mk, has_drab=has_rab,
-                                     quant_mode=5, **kw)
+                                     quant_mode=mode, **kw)
     assert out.dtype == q.dtype and out.shape == q.shape and out.requires_grad
     call, = cpu_kiln._fp8_calls
     assert call["out_dtype"] == q.dtype
-    # NVIDIA's quantize_for_head_batch_tensor(quant_mode=5), bit for bit
+    # NVIDIA's quantization (a cast, or quantize_for_head_batch_tensor), bit
+    # for bit; k and v by the key offsets
+    okk = oq if ok is None else ok
     for t8, d, x, off in zip((call["q"], call["k"], call["v"]), call["descales"],
-                             (q, k, v), (oq, ok, ok)):
-        x8, xd = nv.quantize_for_head_batch_tensor(x.detach(), off, quant_mode=5)
-        assert torch.equal(_u8(t8), _u8(x8)) and torch.equal(d, xd)
-        assert torch.equal(d, (x.detach().abs().amax() / 448.0).float().clamp_min(1e-6)
-                           .reshape(1))
+                             (q, k, v), (oq, okk, okk)):
+        x8, xd = _nvidia_quantized(x.detach(), off, mode)
+        assert torch.equal(_u8(t8), _u8(x8))
+        assert (d is None and xd is None) or torch.equal(d, xd)
+    if mode == 5:
+        assert torch.equal(call["descales"][0], (q.detach().abs().amax() / 448.0).float()
+                           .clamp_min(1e-6).reshape(1))
+    want_shape = {0: None, 3: (oq.shape[0] - 1, H), 4: (oq.shape[0] - 1,), 5: (1,)}[mode]
+    for d in call["descales"]:
+        assert (None if d is None else tuple(d.shape)) == want_shape
     rkw = {n: (t.detach().to(q.dtype) if n == "rab" else t) for n, t in kw.items()}
-    ref = hstu_reference(*(_deq(call[n], d) for n, d in zip("qkv", call["descales"])),
+    ref = hstu_reference(*(dequantize(call[n], d, off) for n, d, off in
+                           zip("qkv", call["descales"], (oq, okk, okk))),
                          oq, ok, mq, mk, **rkw)
     torch.testing.assert_close(out, ref.to(q.dtype), rtol=0, atol=0)
-    # straight-through: the gradients are those of the 16-bit path
+    # straight-through: the gradients are those of the 16-bit path at the
+    # dequantized inputs (rounded to q's dtype)
     g = torch.rand_like(out)
     got = torch.autograd.grad(out, leaves, g)
-    out16 = kiln.hstu_attn_varlen_func(q, k, v, oq, ok, mq, mk, has_drab=has_rab, **kw)
-    want = torch.autograd.grad(out16, leaves, g)
+    at = [dequantize(call[n], d, o).float().to(x.dtype).requires_grad_() for n, d, o, x in
+          zip("qkv", call["descales"], (oq, okk, okk), (q, k, v))]
+    if has_rab:
+        at.append(kw["rab"].detach().clone().requires_grad_())
+    out16 = kiln.hstu_attn_varlen_func(*at[:3], oq, ok, mq, mk, has_drab=has_rab,
+                                       **dict(kw, **({"rab": at[3]} if has_rab else {})))
+    want = torch.autograd.grad(out16, at, g)
     for a, b, leaf in zip(got, want, leaves):
         assert a.dtype == leaf.dtype and a.shape == leaf.shape
         assert torch.equal(a, b)
+
+
+@needs_fp8
+@pytest.mark.parametrize("mode", [0, 3, 4])
+def test_quant_mode_on_a_packed_qkv_is_the_unpacked_call(cpu_kiln, mode):
+    import kiln
+    from kiln.compat import hstu_attn_interface as nv
+
+    q, k, v, cu, _ = make_batch([5, 9, 1], 2, 64, dtype=torch.bfloat16, device="cpu", seed=8)
+    qkv = torch.stack([q, k, v], dim=1).requires_grad_()
+    outs, grads = [], []
+    for f in (kiln.hstu_attn_qkvpacked_func, nv.hstu_attn_qkvpacked_func):
+        out = f(qkv, cu, cu, 9, 9, window_size=(-1, 0), quant_mode=mode)
+        outs.append(out)
+        grads.append(torch.autograd.grad(out, qkv, torch.ones_like(out))[0])
+    leaves = [t.detach().clone().requires_grad_() for t in (q, k, v)]
+    want = kiln.hstu_attn_varlen_func(*leaves, cu, cu, 9, 9, window_size=(-1, 0),
+                                      quant_mode=mode)
+    g = torch.autograd.grad(want, leaves, torch.ones_like(want))
+    for out, dqkv in zip(outs, grads):
+        assert torch.equal(out, want)
+        assert dqkv.shape == qkv.shape and torch.equal(dqkv, torch.stack(g, dim=1))
 
 
 @needs_fp8
@@ -531,10 +577,8 @@ def test_fp8_and_quant_mode_5_with_seqused(cpu_kiln):
     assert torch.equal(out[rows], want) and torch.all(out[pad] == 0)
     g = torch.rand_like(out)
     got = torch.autograd.grad(out, leaves, g)
-    out16 = kiln.hstu_attn_varlen_func(q, k, v, cu, cu, 9, 9, seqused_q=u, seqused_k=u,
-                                       window_size=(-1, 0))
-    for a, b in zip(got, torch.autograd.grad(out16, leaves, g)):
-        assert torch.equal(a, b)
+    for a, b in zip(got, torch.autograd.grad(want, (qc, kc, vc), g[rows])):
+        assert torch.equal(a[rows], b) and torch.all(a[pad] == 0)
 
 
 @needs_fp8

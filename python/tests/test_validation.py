@@ -122,14 +122,11 @@ def test_bad_argument_names_it(exc, words, over):
 
 
 UNSUPPORTED = [
-    ("quant_mode", dict(quant_mode=0)),
     ("quant_mode", dict(quant_mode=1)),
     ("quant_mode", dict(quant_mode=2)),
-    ("quant_mode", dict(quant_mode=3)),
-    ("quant_mode", dict(quant_mode=4)),
-    ("quant_mode", dict(quant_mode="5")),
     ("descale_do", dict(descale_do=torch.ones(1))),
     ("func", dict(func=torch.zeros(1, 3, 266, dtype=torch.int32), quant_mode=5)),  # fp8
+    ("func", dict(func=torch.zeros(1, 3, 266, dtype=torch.int32), quant_mode=3)),
 ]
 
 
@@ -141,17 +138,22 @@ def test_unsupported_features_raise_not_implemented(arg, over):
 
 
 def test_unsupported_quant_mode_lists_what_is_supported():
-    e = expect(kiln.Unsupported, ["quant_mode=3", "supported", "-1", "5"], quant_mode=3)
-    assert e.argument == "quant_mode"
+    for qm, what in ((1, "per-token"), (2, "block")):
+        e = expect(kiln.Unsupported, [f"quant_mode={qm}", what, "supported", "-1", "0", "3",
+                                      "4", "5"], quant_mode=qm)
+        assert e.argument == "quant_mode"
 
 
-def test_quant_mode_default_none_and_5_are_accepted():
-    # -1 (NVIDIA's default), None (FBGEMM allows it) and 5 (per-tensor fp8) go
-    # on to the device check.
-    expect(ValueError, ["CUDA"], quant_mode=-1)
-    expect(ValueError, ["CUDA"], quant_mode=None)
-    expect(ValueError, ["CUDA"], quant_mode=5)
-    expect(ValueError, ["CUDA"], quant_mode=5, q=q0.half(), k=k0.half(), v=v0.half())
+def test_quant_mode_values_and_types():
+    # -1 (NVIDIA's default), None (FBGEMM allows it), 0, 3, 4 and 5 go on to
+    # the device check; other ints are ValueError, other types TypeError.
+    for qm in (-1, None, 0, 3, 4, 5):
+        expect(ValueError, ["CUDA"], quant_mode=qm)
+    expect(ValueError, ["CUDA"], quant_mode=3, q=q0.half(), k=k0.half(), v=v0.half())
+    for qm in (-2, 6, 100):
+        expect(ValueError, ["quant_mode", str(qm), "-1 or 0 to 5"], quant_mode=qm)
+    for qm in ("5", 5.0, True):
+        expect(TypeError, ["quant_mode", "int"], quant_mode=qm)
 
 
 # ------------------------------------------------------------ fp8 arguments
@@ -180,8 +182,12 @@ FP8_BAD = [
     (TypeError, "descale_k", ["descale_k", "float32"],
      dict(descale_k=torch.ones(1, dtype=torch.float16))),
     (TypeError, "descale_v", ["descale_v", "torch.Tensor"], dict(descale_v=0.5)),
-    (ValueError, "descale_q", ["descale_q", "one element", "(2,)"],
-     dict(descale_q=torch.ones(2))),
+    (ValueError, "descale_q", ["descale_q", "one element", "(3,)", "(2,) or (2, 2)"],
+     dict(descale_q=torch.ones(3))),
+    (ValueError, "descale_q", ["descale_q", "one element", "(2, 2, 1)"],
+     dict(descale_q=torch.ones(2, 2, 1))),
+    (ValueError, "descale_k", ["descale_k", "laid out unlike descale_q"],
+     dict(descale_q=torch.ones(2), descale_k=torch.ones(2, 2))),
     (ValueError, "descale_k", ["descale_k", "one element"], dict(descale_k=torch.ones(0))),
     (ValueError, "descale_v", ["descale_v", "one element", "(1, 2)"],
      dict(descale_v=torch.ones(1, 2))),
@@ -190,13 +196,18 @@ FP8_BAD = [
     (ValueError, "quant_mode", ["quant_mode=5", "float8_e4m3fn"], dict(quant_mode=5)),
     (kiln.Unsupported, "has_drab", ["has_drab", "forward only"],
      dict(rab=torch.zeros(2, 1, 6, 6, dtype=BF), has_drab=True)),
-    (kiln.Unsupported, "quant_mode", ["quant_mode=4"], dict(quant_mode=4)),
+    (kiln.Unsupported, "quant_mode", ["quant_mode=1"], dict(quant_mode=1)),
+    (ValueError, "quant_mode", ["quant_mode=3", "float8_e4m3fn"], dict(quant_mode=3)),
     (kiln.Unsupported, "descale_do", ["descale_do", "forward only"],
      dict(descale_do=torch.ones(1))),
     (ValueError, "q", ["q", "CUDA"], dict()),  # every other check passed
     (ValueError, "q", ["q", "CUDA"],          # valid fp8 arguments, all given
      dict(descale_q=_d(), descale_k=_d(2.0), descale_v=_d().reshape(()),
           out_dtype=torch.float16, rab=torch.zeros(2, 1, 6, 6))),
+    (ValueError, "q", ["q", "CUDA"],          # per sequence
+     dict(descale_q=torch.ones(2), descale_v=torch.ones(2))),
+    (ValueError, "q", ["q", "CUDA"],          # per sequence and head, any strides
+     dict(descale_q=torch.ones(2, 2).t(), descale_k=torch.ones(2, 2).t())),
 ]
 
 
@@ -285,23 +296,22 @@ def test_fp8_is_for_hstu_attn_varlen_func_only():
 
 def test_quant_mode_in_the_compat_modules():
     q, k, v, off = _inputs()
-    # NVIDIA's varlen: 5 is kiln's per-tensor fp8; 0-4 are not implemented.
-    with pytest.raises(ValueError, match="CUDA"):
-        nv.hstu_attn_varlen_func(q, k, v, off, off, 6, 6, quant_mode=5)
-    for qm in (0, 1, 2, 3, 4):
-        with pytest.raises(kiln.Unsupported, match="supported") as ei:
-            nv.hstu_attn_varlen_func(q, k, v, off, off, 6, 6, quant_mode=qm)
-        assert ei.value.argument == "quant_mode"
-    # packed qkv, and FBGEMM's quant_mode (its own numbering): not implemented.
+    # 0, 3, 4, 5 run kiln's fp8 forward (on to the device check here); 1 and
+    # 2 are not implemented: in NVIDIA's and FBGEMM's varlen and both packed.
     qkv = torch.zeros(10, 3, 2, 64, dtype=BF)
-    for f in (nv.hstu_attn_qkvpacked_func, kiln.hstu_attn_qkvpacked_func):
-        with pytest.raises(kiln.Unsupported) as ei:
-            f(qkv, off, off, 6, 6, quant_mode=5)
-        assert ei.value.argument == "quant_mode"
-    with pytest.raises(kiln.Unsupported) as ei:
-        fb.hstu_attn_varlen_func(q, k, v, off, off, None, None, 6, 6, -1, None, None,
-                                 quant_mode=5)
-    assert ei.value.argument == "quant_mode"
+    calls = (lambda qm: nv.hstu_attn_varlen_func(q, k, v, off, off, 6, 6, quant_mode=qm),
+             lambda qm: fb.hstu_attn_varlen_func(q, k, v, off, off, None, None, 6, 6, -1,
+                                                 None, None, quant_mode=qm),
+             lambda qm: nv.hstu_attn_qkvpacked_func(qkv, off, off, 6, 6, quant_mode=qm),
+             lambda qm: kiln.hstu_attn_qkvpacked_func(qkv, off, off, 6, 6, quant_mode=qm))
+    for f in calls:
+        for qm in (0, 3, 4, 5):
+            with pytest.raises(ValueError, match="CUDA"):
+                f(qm)
+        for qm in (1, 2):
+            with pytest.raises(kiln.Unsupported, match="supported") as ei:
+                f(qm)
+            assert ei.value.argument == "quant_mode"
 
 
 def test_compat_spellings_in_messages():

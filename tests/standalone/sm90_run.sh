@@ -30,8 +30,9 @@ echo "port_bf16_d32_causal 2 32 128 64 4 1 0 0 0 0 0 hstu_fwd.cu"
 build_one() {
     set -- $1
     f=$work/cubins/$1
-    printf '#define KILN_ARCH 900\n#define KILN_DTYPE %s\n#define KILN_HEAD_DIM %s\n#define KILN_BLOCK_M %s\n#define KILN_BLOCK_N %s\n#define KILN_WARPS %s\n#define KILN_CAUSAL %s\n#define KILN_LOCAL %s\n#define KILN_CONTEXT %s\n#define KILN_TARGET %s\n#define KILN_DELTA_Q %s\n#define KILN_RAB %s\n#include "%s"\n' \
-        $2 $3 $4 $5 $6 $7 $8 $9 ${10} ${11} ${12} ${13} > $f.cu
+    # the harness launches the persistent grid unless rab: the cubin's kernel
+    printf '#define KILN_ARCH 900\n#define KILN_DTYPE %s\n#define KILN_HEAD_DIM %s\n#define KILN_BLOCK_M %s\n#define KILN_BLOCK_N %s\n#define KILN_WARPS %s\n#define KILN_CAUSAL %s\n#define KILN_LOCAL %s\n#define KILN_CONTEXT %s\n#define KILN_TARGET %s\n#define KILN_DELTA_Q %s\n#define KILN_RAB %s\n#define KILN_PERSIST %s\n#include "%s"\n' \
+        $2 $3 $4 $5 $6 $7 $8 $9 ${10} ${11} ${12} $((1 - ${12})) ${13} > $f.cu
     nvcc -cubin -gencode=arch=compute_90a,code=sm_90a -std=c++17 -Xptxas -v -DKILN_NVRTC=1 -I$root/templates $f.cu -o $f.cubin > $f.log 2>&1 || echo "COMPILE FAIL $1"
     echo "$1 $(grep -o 'Used [0-9]* registers' $f.log) $(grep -o '[0-9]* bytes spill stores' $f.log) $(grep -c C751 $f.log) serialization-notes"
 }

@@ -20,19 +20,21 @@ positions (a cu_seqlens_k other than cu_seqlens_q is a delta-q batch), rab is
 func (arbitrary masks, int32 (1, n_func, total_q + 256)) works as NVIDIA's,
 forward and backward, with window_size (-1, -1) and no contexts or targets
 (ValueError otherwise; kiln.Unsupported with fp8).
-Differences: quant_mode other than -1 and 5 raises kiln.Unsupported; quant_mode=5 (one fp8 e4m3 scale per tensor) runs kiln's
-fp8 forward (sm_90a) with a straight-through 16-bit backward (NVIDIA's has an
-fp8 backward), in hstu_attn_varlen_func only (not on a packed qkv), and is
-not traced by torch.compile (a graph break); rab may have any number of heads
-that divides H (NVIDIA: 1 or H).  The quantize helpers are written for kiln from what NVIDIA's compute
+Differences: quant_mode 0 (a plain cast), 3 (a scale per sequence and
+head), 4 (per sequence) and 5 (per tensor) run kiln's fp8 forward (sm_90a)
+with a straight-through 16-bit backward at the dequantized q, k, v
+(NVIDIA's has an fp8 backward); 1
+and 2 (per-token and block scales) raise kiln.Unsupported.  The fp8 calls
+are not traced by torch.compile (a graph break).  rab may have any number of
+heads that divides H (NVIDIA: 1 or H).  The quantize helpers are written for kiln from what NVIDIA's compute
 (same outputs, layouts and dtypes), vectorized; they take the device from x.
 """
 
 import torch
 import torch.nn.functional as F
 
-from ..hstu import (_check_quant_mode, _quantize_per_tensor, _unsupported_extras,
-                    hstu_varlen)
+from .. import _quant
+from ..hstu import _check_quant_mode, hstu_varlen
 
 __all__ = [
     "hstu_attn_varlen_func",
@@ -67,16 +69,17 @@ def hstu_attn_varlen_func(
     scaling_seqlen=-1,
 ):
     """HSTU attention over a jagged batch; returns out (total_q, H, D).
-    quant_mode=5: fp8 forward with per-tensor scales, 16-bit backward of the
-    unquantized inputs (see kiln.hstu_attn_varlen_func); func: NVIDIA's
+    quant_mode 0, 3, 4, 5: fp8 forward with those scales, straight-through
+    16-bit backward at the dequantized inputs (see
+    kiln.hstu_attn_varlen_func); func: NVIDIA's
     arbitrary mask (see there)."""
-    per_tensor = _check_quant_mode(quant_mode)
+    quant = _check_quant_mode(quant_mode)
     return hstu_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                        num_contexts=num_contexts, num_targets=num_targets,
                        target_group_size=target_group_size, window_size=window_size,
                        alpha=alpha, rab=rab, has_drab=has_drab, is_delta_q="auto",
                        scaling_seqlen=scaling_seqlen, names=_NAMES,
-                       per_tensor_fp8=per_tensor, func=func)
+                       quant=quant, func=func)
 
 
 def hstu_attn_qkvpacked_func(
@@ -98,14 +101,14 @@ def hstu_attn_qkvpacked_func(
 ):
     """HSTU attention on a packed qkv (total, 3, H, D); the gradient is one
     dqkv (total, 3, H, D)."""
-    _unsupported_extras(quant_mode)
+    quant = _check_quant_mode(quant_mode)
     return hstu_varlen(None, None, None, cu_seqlens_q, cu_seqlens_k, max_seqlen_q,
                        max_seqlen_k, num_contexts=num_contexts, num_targets=num_targets,
                        target_group_size=target_group_size, window_size=window_size,
                        alpha=alpha, rab=rab, has_drab=has_drab, is_delta_q="auto",
                        scaling_seqlen=scaling_seqlen, qkv=qkv,
                        names=dict(_NAMES, q="qkv[:, 0]", k="qkv[:, 1]", v="qkv[:, 2]"),
-                       func=func)
+                       quant=quant, func=func)
 
 
 # ------------------------------------------------------------ fp8 helpers
@@ -124,8 +127,7 @@ def get_bm_and_bn_block_size_bwd():
     return 64, 128
 
 
-def _fp8_max(fp8_type):
-    return 448.0 if fp8_type == torch.float8_e4m3fn else 57344.0
+_fp8_max = _quant.fp8_max
 
 
 def _need_3d(x, fn):
@@ -134,22 +136,11 @@ def _need_3d(x, fn):
         raise ValueError(f"{fn}: x must be 3-D (total, heads, dim), got {shape}")
 
 
-def _segments(seq_offsets, total, device):
-    """(offsets int64, lengths, seg, inside) where row r belongs to sequence
-    seg[r] when inside[r]."""
-    off = seq_offsets.to(device=device, dtype=torch.int64)
-    nb = off.shape[0] - 1
-    rows = torch.arange(total, device=device, dtype=torch.int64)
-    seg = torch.searchsorted(off[1:].contiguous(), rows, right=True)
-    inside = (seg < nb) & (rows >= off[0])
-    return off, off[1:] - off[:-1], seg.clamp(max=max(nb, 0)), inside
-
-
 def _blocks(seq_offsets, total, block, device):
     """Per-sequence blocks of `block` rows: (cu_blocks int32 (B+1,), number of
     blocks, block id of each row (the number of blocks for rows outside every
     sequence), inside)."""
-    off, lens, seg, inside = _segments(seq_offsets, total, device)
+    off, lens, seg, inside = _quant.segments(seq_offsets, total, device)
     nblk = torch.div(lens.clamp(min=0) + block - 1, block, rounding_mode="floor")
     cu = torch.zeros(off.shape[0], dtype=torch.int64, device=device)
     cu[1:] = torch.cumsum(nblk, 0)
@@ -159,16 +150,6 @@ def _blocks(seq_offsets, total, block, device):
     blk = cu[segc] + torch.div(rows - off[segc], block, rounding_mode="floor")
     blk = torch.where(inside, blk, n)
     return cu.to(torch.int32), n, blk, inside
-
-
-def _amax_rows(vals, index, n):
-    """out[b] = max over rows r with index[r] == b of vals[r] (vals >= 0);
-    rows with index n are dropped.  out has n rows."""
-    out = torch.zeros((n + 1,) + tuple(vals.shape[1:]), dtype=vals.dtype,
-                      device=vals.device)
-    idx = index.view((-1,) + (1,) * (vals.dim() - 1)).expand_as(vals)
-    out.scatter_reduce_(0, idx, vals, "amax", include_self=True)
-    return out[:n]
 
 
 def quantize_for_two_directions(x, seq_offsets, fp8_type=torch.float8_e4m3fn):
@@ -194,7 +175,7 @@ def quantize_for_two_directions(x, seq_offsets, fp8_type=torch.float8_e4m3fn):
         x_descale = F.pad(row_scale.squeeze(-1), (0, 0, 0, 128)).transpose(0, 1).contiguous()
 
         cu, n, blk, inside = _blocks(seq_offsets, total, 128, dev)
-        amax = _amax_rows(ax.to(torch.float32), blk, n)
+        amax = _quant.amax_rows(ax.to(torch.float32), blk, n)
         # NVIDIA divides the block amax in x's dtype, then stores float32.
         xt_descale = (amax.to(x.dtype) / fmax).to(torch.float32).clamp_min(1e-6)
         scale_rows = torch.cat([xt_descale, torch.ones((1, h, d), dtype=torch.float32,
@@ -219,7 +200,7 @@ def quantize_for_block_scale(x, seq_offsets, block_size=128, fp8_type=torch.floa
     with torch.no_grad():
         total, h, d = x.shape
         cu, n, blk, inside = _blocks(seq_offsets, total, int(block_size), dev)
-        amax = _amax_rows(x.abs().amax(dim=-1).to(torch.float32), blk, n)  # (n, H)
+        amax = _quant.amax_rows(x.abs().amax(dim=-1).to(torch.float32), blk, n)  # (n, H)
         scale = (amax / fmax).clamp_min(1e-6)
         rows = torch.cat([scale, torch.ones((1, h), dtype=torch.float32, device=dev)])
         rows = rows.index_select(0, blk)[:, :, None]
@@ -240,27 +221,6 @@ def quantize_for_head_batch_tensor(x, seq_offsets, quant_mode=3,
         raise ValueError("quantize_for_head_batch_tensor: quant_mode must be 3, 4 or 5, "
                          f"got {quant_mode!r}")
     fmax = _fp8_max(fp8_type)
-    dev = x.device
-    with torch.no_grad():
-        if quant_mode == 5:  # shared with kiln's quant_mode=5 path
-            return _quantize_per_tensor(x, fmax, fp8_type)
-        total, h, d = x.shape
-        ax = x.abs()
-        off, _, seg, inside = _segments(seq_offsets, total, dev)
-        nb = off.shape[0] - 1
-        idx = torch.where(inside, seg, nb)
-        per_row = ax.amax(dim=-1) if quant_mode == 3 else ax.amax(dim=(1, 2))
-        amax = _amax_rows(per_row.to(torch.float32), idx, nb)
-        # NVIDIA divides in x's dtype, then stores float32.
-        x_descale = (amax.to(x.dtype) / fmax).to(torch.float32).clamp_min(1e-6)
-        pad = torch.ones((1,) + tuple(x_descale.shape[1:]), dtype=torch.float32, device=dev)
-        rows = torch.cat([x_descale, pad]).index_select(0, idx)
-        if quant_mode == 3:
-            rows = rows[:, :, None]
-        else:
-            # NVIDIA divides by a 0-dim float32 scale, which torch's promotion
-            # rules evaluate in x's dtype: do the same.
-            rows = rows.to(x.dtype)[:, None, None]
-        x_quantized = torch.where(inside[:, None, None], x / rows,
-                                  torch.zeros((), dtype=x.dtype, device=dev))
-        return x_quantized.to(fp8_type), x_descale
+    if quant_mode == 5:  # shared with kiln's quant_mode=5 path
+        return _quant.per_tensor(x, fmax, fp8_type)
+    return _quant.head_batch(x, seq_offsets, quant_mode, fmax, fp8_type)

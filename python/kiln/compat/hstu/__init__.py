@@ -24,11 +24,13 @@ the first seqused[b] rows of a segment take part, the rest of the output and
 of the gradients is zero, and queries sit at positions seqused_k - seqused_q
 onwards.  func (arbitrary masks, int32 (1, n_func, total + 256) indexed by
 the padded query row) works as NVIDIA's, with window_size (-1, -1) and no
-contexts or targets.  Paged KV (kv_cache, page_offsets, page_ids,
-last_page_lens) and fp8 quant_mode raise kiln.Unsupported.
+contexts or targets.  quant_mode 0, 3, 4 and 5 run kiln's fp8 forward (on
+sm_90a) with a straight-through 16-bit backward, as in
+kiln.compat.hstu_attn_interface.  Paged KV (kv_cache, page_offsets,
+page_ids, last_page_lens) and quant_mode 1 and 2 raise kiln.Unsupported.
 """
 
-from ...hstu import _unsupported_extras, hstu_varlen
+from ...hstu import _check_quant_mode, _unsupported_extras, hstu_varlen
 from ..hstu_attn_interface import (  # noqa: F401
     get_bm_and_bn_block_size_bwd,
     get_bm_and_bn_block_size_fwd,
@@ -78,15 +80,16 @@ def hstu_attn_varlen_func(
     quant_mode=-1,
 ):
     """HSTU attention over a jagged batch; returns out (total_q, H, D)."""
-    _unsupported_extras(quant_mode, others=(
+    _unsupported_extras(None, others=(
         ("kv_cache", kv_cache), ("page_offsets", page_offsets), ("page_ids", page_ids),
         ("last_page_lens", last_page_lens)))
+    quant = _check_quant_mode(quant_mode)
     return hstu_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                        num_contexts=num_contexts, num_targets=num_targets,
                        target_group_size=target_group_size, window_size=window_size,
                        alpha=alpha, rab=rab, has_drab=bool(has_drab), is_delta_q="auto",
                        scaling_seqlen=scaling_seqlen, seqused_q=seqused_q,
-                       seqused_k=seqused_k, names=_NAMES, func=func)
+                       seqused_k=seqused_k, names=_NAMES, quant=quant, func=func)
 
 
 def hstu_attn_qkvpacked_func(

@@ -61,16 +61,21 @@ kiln_status kiln_key_explain(kiln_engine *e, const char *key_text, const char *a
                      "  D dim     %d\n"
                      "  M mask    %s (0x%02x)\n"
                      "  R rab     %d\n"
+                     "  r drab    %d\n"
+                     "  x det     %d\n"
+                     "  i impl    %d (%s)\n"
                      "  m block_m %d\n"
                      "  n block_n %d\n"
                      "  w warps   %d\n"
+                     "  p persist %d\n"
                      "templates   %s\n"
                      "nvrtc       %s\n"
                      "options     %s\n"
                      "hash        %s\n",
                      text, KILN_KEY_VERSION, hex, kiln__family_name(k.family), a,
-                     kiln__dtype_name(k.dtype), k.head_dim, mask, k.mask, k.rab,
-                     k.block_m, k.block_n, k.warps, digest, kiln__engine_nvrtc(e), opts,
+                     kiln__dtype_name(k.dtype), k.head_dim, mask, k.mask, k.rab, k.drab,
+                     k.det, k.impl, k.impl ? "wgmma" : "mma", k.block_m, k.block_n, k.warps,
+                     k.persist, digest, kiln__engine_nvrtc(e), opts,
                      hash);
     KILN_FAIL_IF(w < 0 || (size_t)w >= n, KILN_EBADARG,
                  "buf of %zu bytes is too small", n);

@@ -288,6 +288,9 @@ check_rc "key --explain exits 0" 0
 check_has "key --explain names the key" "$out" "hstu_fwd/sm_90a/bf16/d128/causal+target/rab"
 check_has "key --explain shows the block_m field" "$out" "block_m 128"
 check_has "key --explain shows the hash" "$out" "hash"
+run $KILN key --explain hstu_fwd/sm_90a/bf16/d64/causal/persist
+check_has "key --explain shows every tagged field" "$out" "i impl    1 (wgmma)"
+check_has "key --explain shows persist" "$out" "p persist 1"
 
 # ------------------------------------------------------------ prewarm -n, --file
 run $KILN prewarm -n 'hstu_fwd/sm_90a/bf16/d64/causal*'

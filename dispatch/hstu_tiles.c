@@ -97,6 +97,10 @@ void kiln__hstu_fwd_default_tiles(int arch, int dtype, int head_dim,
     }
     if (last != NULL) {
         *t = last->t;
+        /* e4m3 holds the next K and V tile in registers while it computes
+         * (templates/hstu_fwd.cu): at head dim 256, 32 keys of them spilled
+         * 8 bytes on sm_80; 16 keys fit. */
+        if (dtype == KILN_DTYPE_E4M3 && head_dim == 256 && t->block_n > 16) t->block_n = 16;
     } else { /* unsupported head_dim: something valid-looking */
         t->block_m = 64;
         t->block_n = 32;

@@ -134,7 +134,9 @@ int kiln__key_default_impl(const kiln_key *k)
         return KILN_SM90_BWD_DEFAULT && !kiln__hstu_bwd_sm90_serves(k->arch, k->arch_a,
                                                                     k->head_dim, k->rab,
                                                                     k->drab, k->det);
-    /* e4m3 has only the Hopper kernel (templates/hstu_fwd_sm90_fp8.cu). */
+    /* e4m3: the Hopper kernel (templates/hstu_fwd_sm90_fp8.cu, fp8 wgmma)
+     * on sm_90a; elsewhere the portable one, which widens e4m3 to 16 bits
+     * as it loads (hstu_fwd.cu with KILN_DTYPE e4m3). */
     if (k->dtype == KILN_DTYPE_E4M3)
         return k->family == KILN_FAM_HSTU_FWD && k->arch == 90 && k->arch_a;
     /* The Hopper forward wins on every shape measured except with rab, whose
@@ -192,10 +194,6 @@ kiln_status kiln__key_validate(const kiln_key *k)
                      k->out_dtype);
         KILN_FAIL_IF(bwd, KILN_EUNSUPPORTED,
                      "dtype e4m3: fp8 HSTU is forward only (no hstu_bwd)");
-        KILN_FAIL_IF(k->arch != 90 || !k->arch_a, KILN_EUNSUPPORTED,
-                     "dtype e4m3: fp8 HSTU forward needs sm_90a (wgmma), not %s", a);
-        KILN_FAIL_IF(k->impl != 1, KILN_EUNSUPPORTED,
-                     "dtype e4m3: fp8 HSTU has only the wgmma kernel (not mma)");
         KILN_FAIL_IF(k->head_dim != 64 && k->head_dim != 128 && k->head_dim != 256,
                      KILN_EUNSUPPORTED,
                      "dtype e4m3: head_dim %d is not one of 64, 128, 256", k->head_dim);
@@ -470,9 +468,9 @@ int kiln__key_prelude(const kiln_key *k, char *buf, size_t n)
         : k->persist ? "#define KILN_PERSIST 1\n"
                      : "#define KILN_PERSIST 0\n",
         k->family == KILN_FAM_HSTU_BWD ? (k->impl == 1 ? "hstu_bwd_sm90.cu" : "hstu_bwd.cu")
+        : k->impl != 1                 ? "hstu_fwd.cu" /* e4m3 too: widened as loaded */
         : k->dtype == KILN_DTYPE_E4M3  ? "hstu_fwd_sm90_fp8.cu"
-        : k->impl == 1                 ? "hstu_fwd_sm90.cu"
-                                       : "hstu_fwd.cu");
+                                       : "hstu_fwd_sm90.cu");
     return len < 0 || (size_t)len >= n ? -1 : len;
 }
 

@@ -336,11 +336,14 @@ typedef struct kiln_hstu_fwd_params {
      * (q = descale_q * q8, ...); 0 means 1.0.  One float per tensor is
      * NVIDIA's quant_mode 5; descale_batch_stride / descale_head_stride
      * (below) make them per sequence (mode 4) or per sequence and head
-     * (mode 3).  They must be 0 unless dtype is E4M3.  e4m3 runs on sm_90a only (wgmma;
-     * KILN_EUNSUPPORTED elsewhere), head_dim 64, 128 or 256, and needs the
-     * row and head strides of q, k and v to be multiples of 16 elements.
-     * P = silu(s) is rounded to e4m3 for the second product (SPEC.md: about
-     * 1% of typical and at most a few % of the largest output). */
+     * (mode 3).  They must be 0 unless dtype is E4M3.  e4m3 takes head_dim
+     * 64, 128 or 256 and row and head strides of q, k and v that are
+     * multiples of 16 elements.  On sm_90a its kernel multiplies in e4m3
+     * (wgmma) and rounds P = silu(s) to e4m3 for the second product
+     * (SPEC.md: about 1% of typical and at most a few % of the largest
+     * output); on other sm_80+ GPUs, and with $KILN_FWD_IMPL=mma, the
+     * portable kernel widens e4m3 to the out dtype as it loads (exactly;
+     * the NaN codes read as +-480) and keeps P in 16 bits. */
     int out_dtype;
     uint64_t descale_q, descale_k, descale_v;
     /* Arbitrary mask (NVIDIA's `func` argument): 0 (none), or a device

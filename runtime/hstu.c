@@ -45,10 +45,7 @@ static kiln_status check_sm80(const void *params, int *empty)
     kiln_key key;
     kiln_hstu_kparams kp;
     kiln_launch l;
-    /* e4m3 exists on sm_90a only: check its arguments there */
-    const kiln_hstu_fwd_params *p = params;
-    int e4m3 = p && p->struct_size == sizeof *p && p->dtype == KILN_DTYPE_E4M3;
-    return kiln__hstu_fwd_plan(params, e4m3 ? 90 : 80, e4m3, &key, &kp, &l, empty);
+    return kiln__hstu_fwd_plan(params, 80, 0, &key, &kp, &l, empty);
 }
 
 kiln_status kiln_hstu_fwd(kiln_engine *e, const kiln_hstu_fwd_params *params,
@@ -66,7 +63,6 @@ kiln_status kiln_hstu_fwd(kiln_engine *e, const kiln_hstu_fwd_params *params,
     if (empty) return KILN_OK;
     /* Everything the host can see is checked here, before the GPU is. */
     int impl = e->fwd_impl == 1 && !(di->arch == 90 && di->arch_a) ? -1 : e->fwd_impl;
-    if (params && params->dtype == KILN_DTYPE_E4M3) impl = -1; /* one kernel: $KILN_FWD_IMPL moot */
     KILN_TRY(kiln__hstu_fwd_plan_impl(params, di->arch, di->arch_a, impl, &key, &kp, &l,
                                       &empty));
     if (empty) return KILN_OK;

@@ -35,9 +35,20 @@
  *
  * Requirements on the inputs (checked by the runtime, not here): q, k, v, out
  * 16-byte aligned; their row and head strides multiples of 8 elements; the
- * last dimension contiguous.  rab may be unaligned (a slower path loads it). */
+ * last dimension contiguous.  rab may be unaligned (a slower path loads it).
+ *
+ * fp8 (KILN_DTYPE 3, e4m3 q, k, v, out and rab in KILN_OUT_DTYPE): the fp8
+ * forward for GPUs without the Hopper kernel (sm_80, sm_86, sm_89) and for
+ * $KILN_FWD_IMPL=mma.  Each 16-byte chunk of e4m3 is loaded into registers
+ * and widened (exactly) to the out dtype into the same swizzled 16-bit
+ * tiles, so everything after the loads is the 16-bit kernel, on 16-bit
+ * tensor cores: the gain is the halved reads of q, k and v.  A key tile's
+ * loads are issued before the tile before it is computed and widened after,
+ * hiding their latency as cp.async does.  descale_q * descale_k scales S
+ * (before rab), descale_v the output; strides multiples of 16 elements. */
 #include "kiln_common.cuh"
 #include "hstu_params.h"
+#include "hstu_fp8_params.h"
 #include "kiln_hstu_seq.cuh"
 #include "kiln_func.cuh"
 
@@ -66,10 +77,18 @@
 #if defined(KILN_ARCH) && KILN_ARCH < 80
 #error "hstu_fwd.cu needs sm_80 or newer"
 #endif
+#if KILN_DTYPE == 3 /* e4m3 in, computed in the out dtype */
+#define KILN_E4M3 1
+#define KILN_CDTYPE KILN_OUT_DTYPE
+#else
+#define KILN_E4M3 0
+#define KILN_CDTYPE KILN_DTYPE
+#endif
 
 namespace kiln_hstu_fwd_impl {
 
-constexpr int DT = KILN_DTYPE;
+constexpr int DT = KILN_CDTYPE; /* of the tiles, the tensor-core inputs, out and rab */
+constexpr bool E4M3 = KILN_E4M3 != 0;
 constexpr int D = KILN_HEAD_DIM;
 constexpr int BM = KILN_BLOCK_M;
 constexpr int BN = KILN_BLOCK_N;
@@ -101,6 +120,7 @@ static_assert(BN % 16 == 0 && BN >= 16 && BN <= 128, "BLOCK_N");
 static_assert(!(CONTEXT || TARGET) || CAUSAL, "context/target need causal");
 static_assert(!FUNC || !(CAUSAL || LOCAL || CONTEXT || TARGET), "func is a mask of its own");
 static_assert(2 * SN <= 32, "func slots per row");
+static_assert(!E4M3 || (!FUNC && D >= 64), "e4m3: no func mask; head dim 64 to 256");
 
 constexpr uint32_t Q_BYTES = BM * D * 2;
 constexpr uint32_t KV_BYTES = BN * D * 2;
@@ -162,6 +182,80 @@ KILN_DEV void load_tile(uint32_t sdst, const uint16_t *gbase, int64_t stride,
     }
 }
 
+/* Four e4m3 bytes -> four DT values, two packed pairs.  Each byte goes to
+ * the top of its 16-bit half (prmt), its magnitude bits shift into DT's
+ * exponent and mantissa fields, and one packed multiply by 2^(bias(DT) -
+ * bias(e4m3)) restores the scale: exact for every finite e4m3 value,
+ * subnormals included.  The NaN codes (0x7f, 0xff) read as +-480. */
+KILN_DEV void e4m3x4_widen(uint32_t x, uint32_t &lo, uint32_t &hi)
+{
+    uint32_t a, b;
+    asm("prmt.b32 %0, %1, 0, 0x1404;\n" : "=r"(a) : "r"(x)); /* bytes 0, 1 */
+    asm("prmt.b32 %0, %1, 0, 0x3424;\n" : "=r"(b) : "r"(x)); /* bytes 2, 3 */
+    if constexpr (DT == KILN_DT_FP16) {
+        a = (a & 0x80008000u) | ((a >> 1) & 0x3f803f80u);
+        b = (b & 0x80008000u) | ((b >> 1) & 0x3f803f80u);
+        asm("mul.rn.f16x2 %0, %0, %1;\n" : "+r"(a) : "r"(0x5c005c00u)); /* 2^8 */
+        asm("mul.rn.f16x2 %0, %0, %1;\n" : "+r"(b) : "r"(0x5c005c00u));
+    } else {
+        a = (a & 0x80008000u) | ((a >> 4) & 0x07f007f0u);
+        b = (b & 0x80008000u) | ((b >> 4) & 0x07f007f0u);
+        /* x 2^120 + (-0): fma is the packed bf16 product sm_80 has */
+        asm("fma.rn.bf16x2 %0, %0, %1, %2;\n" : "+r"(a) : "r"(0x7b807b80u), "r"(0x80008000u));
+        asm("fma.rn.bf16x2 %0, %0, %1, %2;\n" : "+r"(b) : "r"(0x7b807b80u), "r"(0x80008000u));
+    }
+    lo = a;
+    hi = b;
+}
+
+/* An e4m3 tile of ROWS rows in registers: each thread's 16-byte chunks
+ * (16 elements: 16-bit chunks 2c and 2c + 1 of its row).  fp8_issue loads
+ * them (rows >= nvalid read 0), fp8_store widens them into the swizzled
+ * 16-bit tile at sdst. */
+constexpr int CH8 = D / 16; /* 16-byte e4m3 chunks per row */
+template <int ROWS> struct Fp8Regs {
+    static constexpr int N = (ROWS * CH8 + NTHREADS - 1) / NTHREADS;
+    uint32_t v[N][4];
+};
+
+template <int ROWS>
+KILN_DEV void fp8_issue(Fp8Regs<ROWS> &r, const uint8_t *gbase, int64_t stride, int nvalid,
+                        int tid)
+{
+#pragma unroll
+    for (int i = 0; i < Fp8Regs<ROWS>::N; ++i) {
+        const int c = tid + i * NTHREADS;
+        const int row = c / CH8, ch = c % CH8;
+        r.v[i][0] = r.v[i][1] = r.v[i][2] = r.v[i][3] = 0u;
+        if (c < ROWS * CH8 && row < nvalid)
+            asm volatile("ld.global.nc.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+                         : "=r"(r.v[i][0]), "=r"(r.v[i][1]), "=r"(r.v[i][2]), "=r"(r.v[i][3])
+                         : "l"(gbase + (int64_t)row * stride + ch * 16));
+    }
+}
+
+template <int ROWS>
+KILN_DEV void fp8_store(uint32_t sdst, const Fp8Regs<ROWS> &r, int tid)
+{
+#pragma unroll
+    for (int i = 0; i < Fp8Regs<ROWS>::N; ++i) {
+        const int c = tid + i * NTHREADS;
+        const int row = c / CH8, ch = c % CH8;
+        if (c < ROWS * CH8) {
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {
+                uint32_t w[4];
+                e4m3x4_widen(r.v[i][2 * half], w[0], w[1]);
+                e4m3x4_widen(r.v[i][2 * half + 1], w[2], w[3]);
+                asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};\n"
+                             ::"r"(sdst + chunk_off<CH>(row, 2 * ch + half)), "r"(w[0]), "r"(w[1]),
+                             "r"(w[2]), "r"(w[3])
+                             : "memory");
+            }
+        }
+    }
+}
+
 /* rab tile: BM rows (query rows m0.., positions i = m0 + r + off) by BN keys
  * starting at n0.  Rows >= nrows and keys >= L are zero-filled. */
 KILN_DEV void load_rab(uint32_t sdst, const uint16_t *rbase, int64_t rstride,
@@ -209,8 +303,14 @@ KILN_DEV void load_rab(uint32_t sdst, const uint16_t *rbase, int64_t rstride,
 #define KILN_HSTU_MIN_CTAS 1
 #endif
 extern "C" __global__ void __launch_bounds__(KILN_WARPS * 32, KILN_HSTU_MIN_CTAS)
+#if KILN_E4M3
+kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_kparams fp)
+{
+    const kiln_hstu_kparams &p = fp.base;
+#else
 kiln_hstu_fwd(const __grid_constant__ kiln_hstu_kparams p)
 {
+#endif
     using namespace kiln_hstu_fwd_impl;
     extern __shared__ __align__(128) unsigned char kiln_smem[];
 
@@ -260,6 +360,20 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_kparams p)
     const uint16_t *kg = (const uint16_t *)p.k + k_beg * p.k_row_stride + (int64_t)h * p.k_head_stride;
     const uint16_t *vg = (const uint16_t *)p.v + k_beg * p.v_row_stride + (int64_t)h * p.v_head_stride;
     uint16_t *og = (uint16_t *)p.out + (q_beg + m0) * p.out_row_stride + (int64_t)h * p.out_head_stride;
+    /* e4m3: the same rows, one byte per element */
+    const uint8_t *qg8 = (const uint8_t *)p.q + (q_beg + m0) * p.q_row_stride + (int64_t)h * p.q_head_stride;
+    const uint8_t *kg8 = (const uint8_t *)p.k + k_beg * p.k_row_stride + (int64_t)h * p.k_head_stride;
+    const uint8_t *vg8 = (const uint8_t *)p.v + k_beg * p.v_row_stride + (int64_t)h * p.v_head_stride;
+    float dqk = 1.f, dsv = 1.f; /* e4m3: descale_q * descale_k, descale_v */
+#if KILN_E4M3
+    {
+        const uint64_t di = (uint64_t)b * (uint32_t)fp.ds_batch_stride +
+                            (uint64_t)h * (uint32_t)fp.ds_head_stride;
+        if (fp.descale_q) dqk = ((const float *)fp.descale_q)[di];
+        if (fp.descale_k) dqk *= ((const float *)fp.descale_k)[di];
+        if (fp.descale_v) dsv = ((const float *)fp.descale_v)[di];
+    }
+#endif
     const uint16_t *rg = nullptr;
     bool rab_aligned = true;
     if (RAB) {
@@ -273,13 +387,30 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_kparams p)
     const uint32_t sQ = sbase + OFF_Q;
 
     /* ---- prologue: Q and the first key tile */
-    load_tile<BM>(sQ, qg, p.q_row_stride, rows_here, tid);
-    if (n_begin < n_end) {
-        const int n0 = n_begin * BN;
-        load_tile<BN>(sbase + OFF_K, kg + (int64_t)n0 * p.k_row_stride, p.k_row_stride, L - n0, tid);
-        load_tile<BN>(sbase + OFF_V, vg + (int64_t)n0 * p.v_row_stride, p.v_row_stride, L - n0, tid);
-        if (RAB) load_rab(sbase + OFF_RAB, rg, p.rab_row_stride, rows_here, n0, L, rab_aligned, tid);
+    if constexpr (E4M3) {
+        {
+            Fp8Regs<BM> rq;
+            fp8_issue<BM>(rq, qg8, p.q_row_stride, rows_here, tid);
+            fp8_store<BM>(sQ, rq, tid);
+        }
+        if (n_begin < n_end) {
+            const int n0 = n_begin * BN;
+            Fp8Regs<BN> rk, rv;
+            fp8_issue<BN>(rk, kg8 + (int64_t)n0 * p.k_row_stride, p.k_row_stride, L - n0, tid);
+            fp8_issue<BN>(rv, vg8 + (int64_t)n0 * p.v_row_stride, p.v_row_stride, L - n0, tid);
+            fp8_store<BN>(sbase + OFF_K, rk, tid);
+            fp8_store<BN>(sbase + OFF_V, rv, tid);
+        }
+    } else {
+        load_tile<BM>(sQ, qg, p.q_row_stride, rows_here, tid);
+        if (n_begin < n_end) {
+            const int n0 = n_begin * BN;
+            load_tile<BN>(sbase + OFF_K, kg + (int64_t)n0 * p.k_row_stride, p.k_row_stride, L - n0, tid);
+            load_tile<BN>(sbase + OFF_V, vg + (int64_t)n0 * p.v_row_stride, p.v_row_stride, L - n0, tid);
+        }
     }
+    if (RAB && n_begin < n_end)
+        load_rab(sbase + OFF_RAB, rg, p.rab_row_stride, rows_here, n_begin * BN, L, rab_aligned, tid);
     kiln_cp_async_commit();
     kiln_cp_async_wait<0>();
     __syncthreads();
@@ -322,20 +453,28 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_kparams p)
 #pragma unroll
             for (int e = 0; e < 4; ++e) acc[mt][dn][e] = 0.f;
 
-    const float half_alpha = 0.5f * p.alpha;
+    /* e4m3 without rab: descale_q * descale_k folds into alpha */
+    const float half_alpha = 0.5f * p.alpha * (RAB ? 1.f : dqk);
 
     for (int n = n_begin; n < n_end; ++n) {
         const int buf = (n - n_begin) & 1;
         const int n0 = n * BN;
+        const uint32_t nb = (uint32_t)(buf ^ 1);
 
-        /* prefetch the next key tile into the other buffer */
+        /* prefetch the next key tile into the other buffer (e4m3: into
+         * registers, widened into it after this tile) */
+        Fp8Regs<BN> fk, fv;
         if (n + 1 < n_end) {
             const int n1 = n0 + BN;
-            const uint32_t nb = (uint32_t)(buf ^ 1);
-            load_tile<BN>(sbase + OFF_K + nb * KV_BYTES, kg + (int64_t)n1 * p.k_row_stride, p.k_row_stride,
-                          L - n1, tid);
-            load_tile<BN>(sbase + OFF_V + nb * KV_BYTES, vg + (int64_t)n1 * p.v_row_stride, p.v_row_stride,
-                          L - n1, tid);
+            if constexpr (E4M3) {
+                fp8_issue<BN>(fk, kg8 + (int64_t)n1 * p.k_row_stride, p.k_row_stride, L - n1, tid);
+                fp8_issue<BN>(fv, vg8 + (int64_t)n1 * p.v_row_stride, p.v_row_stride, L - n1, tid);
+            } else {
+                load_tile<BN>(sbase + OFF_K + nb * KV_BYTES, kg + (int64_t)n1 * p.k_row_stride,
+                              p.k_row_stride, L - n1, tid);
+                load_tile<BN>(sbase + OFF_V + nb * KV_BYTES, vg + (int64_t)n1 * p.v_row_stride,
+                              p.v_row_stride, L - n1, tid);
+            }
             if (RAB)
                 load_rab(sbase + OFF_RAB + nb * RAB_BYTES, rg, p.rab_row_stride, rows_here, n1, L,
                          rab_aligned, tid);
@@ -379,8 +518,22 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_kparams p)
             }
         }
 
+        /* e4m3: the next K tile's registers are free before P V needs its
+         * accumulators' (head dim 256 on sm_80 spilled otherwise) */
+        if constexpr (E4M3) {
+            if (n + 1 < n_end) fp8_store<BN>(sbase + OFF_K + nb * KV_BYTES, fk, tid);
+        }
+
         /* ---- rab, alpha, SiLU (inv_scaling is applied at the end) */
         if constexpr (RAB) {
+            if constexpr (E4M3) {
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+                    for (int nt = 0; nt < SN; ++nt)
+#pragma unroll
+                        for (int e = 0; e < 4; ++e) s[mt][nt][e] *= dqk;
+            }
             const uint32_t sR = sbase + OFF_RAB + (uint32_t)buf * RAB_BYTES + r_lane;
 #pragma unroll
             for (int mt = 0; mt < MT; ++mt)
@@ -475,12 +628,15 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_kparams p)
             }
         }
 
+        if constexpr (E4M3) {
+            if (n + 1 < n_end) fp8_store<BN>(sbase + OFF_V + nb * KV_BYTES, fv, tid);
+        }
         kiln_cp_async_wait<0>();
         __syncthreads();
     }
 
     /* ---- epilogue: scale, pack, stage this warp's rows in its Q rows, store */
-    const float inv_scaling = p.inv_scaling;
+    const float inv_scaling = p.inv_scaling * dsv;
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt)
 #pragma unroll

@@ -29,6 +29,7 @@ run test_hstu_fp8_gpu 200 build/tests/test_hstu_fp8_gpu
 # On sm_90a the defaults are the Hopper kernels: run the portable ones too.
 run test_hstu_gpu_mma 300 env KILN_FWD_IMPL=mma build/tests/test_hstu_gpu
 run test_hstu_bwd_gpu_mma 300 env KILN_BWD_IMPL=mma build/tests/test_hstu_bwd_gpu
+run test_hstu_fp8_gpu_mma 200 env KILN_FWD_IMPL=mma build/tests/test_hstu_fp8_gpu
 run test_engine 120 build/tests/test_engine
 for a in "$@"; do
     case "$a" in

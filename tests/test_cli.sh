@@ -302,7 +302,9 @@ hstu_fwd/sm_90a/bf16/d64/causal+local"
 run $KILN prewarm -n --arch sm_80 'hstu_fwd/sm_90a/*/d64/causal'
 check_rc "prewarm -n pattern exits 0" 0
 check_eq "prewarm -n expands the pattern (arch replaced)" "$out" "hstu_fwd/sm_80/fp16/d64/causal
-hstu_fwd/sm_80/bf16/d64/causal"
+hstu_fwd/sm_80/bf16/d64/causal
+hstu_fwd/sm_80/e4m3-bf16/d64/causal
+hstu_fwd/sm_80/e4m3-fp16/d64/causal"
 
 cat >"$tmp/spec" <<'EOF'
 # kernels for the test
@@ -315,7 +317,9 @@ run $KILN prewarm -n --file "$tmp/spec" hstu_fwd/sm_80/bf16/d64/causal
 check_rc "prewarm -n --file exits 0" 0
 check_eq "prewarm --file: comments, blanks and duplicates dropped" "$out" "hstu_fwd/sm_80/bf16/d64/causal
 hstu_fwd/sm_80/fp16/d64/none/rab
-hstu_fwd/sm_80/bf16/d64/none/rab"
+hstu_fwd/sm_80/bf16/d64/none/rab
+hstu_fwd/sm_80/e4m3-bf16/d64/none/rab
+hstu_fwd/sm_80/e4m3-fp16/d64/none/rab"
 
 out=$(printf 'hstu_fwd/sm_90a/bf16/d64/none\n' | $KILN prewarm -n --arch sm_86 --file - 2>&1)
 check_eq "prewarm --file - reads stdin" "$out" "hstu_fwd/sm_86/bf16/d64/none"
@@ -430,7 +434,7 @@ $k2"
     check_has "prewarm of cached keys summary" "$err" "prewarm: 2 keys: 0 compiled, 2 already cached, 0 failed in "
 
     # a pattern: fp16 and bf16 (cached) of d64/causal; worker processes
-    run $K prewarm --workers processes 'hstu_fwd/sm_80/*/d64/causal'
+    run $K prewarm --workers processes 'hstu_fwd/sm_80/[bf][fp]16/d64/causal'
     check_rc "prewarm of a pattern exits 0" 0
     check_has "prewarm of a pattern compiles the new key" "$err" "ok $k3 "
     check_has "prewarm of a pattern summary" "$err" "prewarm: 2 keys: 1 compiled, 1 already cached, 0 failed in "

@@ -117,9 +117,10 @@ static void text_roundtrips_for_every_key(void **state)
      * included) x 2 rab, less the tiles that do not fit an arch's shared
      * memory. */
     assert_true(count > 300);
-    /* plus e4m3 on sm_90a: 2 out dtypes x 3 dims x 11 masks (no func) x 2 rab,
-     * and the Hopper forward's persistent grid: 2 dtypes x 4 dims x 11 masks */
-    assert_true(count <= 4 * 2 * 4 * 13 * (2 + 6) + 2 * 3 * 11 * 2 + 2 * 4 * 11);
+    /* plus e4m3 on every arch: 2 out dtypes x 3 dims x 11 masks (no func) x
+     * 2 rab, and the Hopper forward's persistent grid: 2 dtypes x 4 dims x 11
+     * masks */
+    assert_true(count <= 4 * 2 * 4 * 13 * (2 + 6) + 4 * 2 * 3 * 11 * 2 + 2 * 4 * 11);
 }
 
 static void canonical_form_normalizes(void **state)
@@ -169,7 +170,7 @@ static void fp8_keys_name_the_out_dtype(void **state)
     assert_int_equal(kiln_key_canonical("hstu_fwd/e4m3-fp16/d64/none/rab", "sm_90a", buf,
                                         sizeof buf),
                      KILN_OK);
-    /* e4m3 has only the wgmma kernel, rab or not: no "/wgmma" suffix */
+    /* on sm_90a e4m3 defaults to the wgmma kernel, rab or not: no "/wgmma" */
     assert_string_equal(buf, "hstu_fwd/sm_90a/e4m3-fp16/d64/none/rab");
     kiln_key a, b, c;
     assert_int_equal(kiln__key_parse("hstu_fwd/sm_90a/e4m3-bf16/d128/causal", NULL, &a),
@@ -190,15 +191,29 @@ static void fp8_keys_name_the_out_dtype(void **state)
     c.out_dtype = KILN_DTYPE_FP16;
     assert_int_equal(kiln__key_validate(&c), KILN_EBADARG);
     assert_non_null(strstr(kiln_last_error(), "out dtype"));
-    /* expanding covers both out dtypes on sm_90a only */
+    /* expanding covers both out dtypes, on sm_90a (the wgmma kernel) and
+     * elsewhere (the portable one) */
     int n = 0;
     assert_int_equal(kiln_key_expand("hstu_fwd/sm_90a/e4m3-*/d128/causal", NULL, count_key_fp8,
                                      &n),
                      KILN_OK);
     assert_int_equal(n, 2);
     n = 0;
-    assert_int_equal(kiln_key_expand("hstu_fwd/e4m3*", "sm_80", count_key_fp8, &n),
-                     KILN_EBADARG);
+    assert_int_equal(kiln_key_expand("hstu_fwd/e4m3*/d128/causal", "sm_80", count_key_fp8, &n),
+                     KILN_OK);
+    assert_int_equal(n, 2);
+    /* the portable e4m3 key: impl 0, the 16-bit kernel's template */
+    kiln_key pk;
+    assert_int_equal(kiln__key_parse("hstu_fwd/sm_89/e4m3-fp16/d256/causal", NULL, &pk), KILN_OK);
+    assert_int_equal(pk.impl, 0);
+    assert_int_equal(pk.block_n, 16); /* next K and V tiles in registers: d256 needs 16 keys */
+    char pre[1024];
+    assert_true(kiln__key_prelude(&pk, pre, sizeof pre) > 0);
+    assert_non_null(strstr(pre, "#include \"hstu_fwd.cu\""));
+    assert_non_null(strstr(pre, "#define KILN_DTYPE 3\n"));
+    assert_non_null(strstr(pre, "#define KILN_OUT_DTYPE 1\n"));
+    assert_int_equal(kiln__key_parse("hstu_fwd/sm_90a/e4m3/d128/causal/mma", NULL, &pk), KILN_OK);
+    assert_int_equal(pk.impl, 0);
 }
 
 struct bad_case {
@@ -232,11 +247,10 @@ static void bad_keys_name_the_field(void **state)
         {"hstu_bwd/sm_90a/bf16/d128/func/wgmma", NULL, KILN_EUNSUPPORTED, "func", "wgmma"},
         {"hstu_fwd/sm_90a/e4m3/d128/func", NULL, KILN_EUNSUPPORTED, "func", "e4m3"},
         {"hstu_fwd/sm_90a/bf16/d128/funk", NULL, KILN_EBADARG, "mask", "funk"},
-        {"hstu_fwd/sm_80/e4m3/d128/causal", NULL, KILN_EUNSUPPORTED, "e4m3", "sm_90a"},
         {"hstu_fwd/sm_90a/e4m3/d32/causal", NULL, KILN_EUNSUPPORTED, "e4m3", "head_dim 32"},
         {"hstu_bwd/sm_90a/e4m3/d128/causal", NULL, KILN_EUNSUPPORTED, "e4m3", "forward only"},
         {"hstu_fwd/sm_90a/e4m3-e4m3/d128/causal", NULL, KILN_EBADARG, "dtype", "e4m3-e4m3"},
-        {"hstu_fwd/sm_90a/e4m3/d128/causal/mma", NULL, KILN_EUNSUPPORTED, "e4m3", "wgmma"},
+        {"hstu_fwd/sm_80/e4m3/d128/causal/wgmma", NULL, KILN_EUNSUPPORTED, "wgmma", "sm_80"},
         {"hstu_fwd/sm_75/bf16/d128/causal", NULL, KILN_EUNSUPPORTED, "sm_75", "sm_80"},
         {"hstu_fwd/sm_80a/bf16/d128/causal", NULL, KILN_EBADARG, "sm_80a", "arch"},
         {"hstu_fwd/sm_90a/bf16/d128/causal", "sm90", KILN_EBADARG, "arch", "sm90"},
@@ -351,7 +365,9 @@ static void expand_patterns(void **state)
     n = 0;
     assert_int_equal(kiln_key_expand("hstu_fwd/*", "sm_80", count_key, &n), KILN_OK);
     int per_arch = n;
-    assert_true(per_arch > 0 && per_arch <= 2 * 4 * 13 * 2);
+    /* 2 dtypes x 4 dims x 13 masks x 2 rab, and e4m3: 2 out dtypes x 3 dims
+     * x 11 masks x 2 rab */
+    assert_true(per_arch > 0 && per_arch <= 2 * 4 * 13 * 2 + 2 * 3 * 11 * 2);
     n = 0; /* func, deltaq+func x rab {0, 1} */
     assert_int_equal(kiln_key_expand("hstu_fwd/sm_90a/bf16/d128/*func*", NULL, count_key, &n),
                      KILN_OK);

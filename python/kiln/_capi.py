@@ -659,7 +659,8 @@ def hstu_fwd_params(q, k, v, out, seq_offsets, max_seqlen, *, alpha=1.0,
     num_contexts / num_targets: int32[B] or None.  rab: (B, rab_heads,
     max_seqlen_k, max_seqlen_k) or None.
 
-    fp8 (sm_90a, forward only): q, k, v torch.float8_e4m3fn; out float16 or
+    fp8 (forward only; fp8 tensor cores on sm_90a, widened to 16 bits on
+    other sm_80+ GPUs): q, k, v torch.float8_e4m3fn; out float16 or
     bfloat16 (its dtype sets params.out_dtype; rab in the same dtype);
     descale_q/k/v: None (1.0) or float32 CUDA tensors on q's device of one
     element (q = descale_q * q_fp8, ...), of shape (B,) (one factor per

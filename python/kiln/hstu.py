@@ -26,8 +26,9 @@ cannot take (a last dimension that is not contiguous, row or head strides that
 are not multiples of 16 bytes, a data pointer not 16-byte aligned) are
 copied first; NVIDIA's packed-qkv views need no copy.
 
-fp8 (sm_90a only, forward only): hstu_attn_varlen_func takes float8_e4m3fn
-q, k, v with descale_q/k/v (one factor per tensor, per sequence or per
+fp8 (forward only; the fp8 wgmma kernel on sm_90a, a kernel that widens
+e4m3 to 16 bits as it loads on other sm_80+ GPUs): hstu_attn_varlen_func
+takes float8_e4m3fn q, k, v with descale_q/k/v (one factor per tensor, per sequence or per
 sequence and head; a bf16 or fp16 out), and quant_mode 0, 3, 4 or 5
 quantizes 16-bit q, k, v itself with NVIDIA's scale layouts (a
 straight-through 16-bit backward at the dequantized values).  Neither is a
@@ -68,7 +69,7 @@ _FP8 = tuple(getattr(torch, n) for n in
              if hasattr(torch, n))
 _OFFSET_DTYPES = (torch.int32, torch.int64)
 _E4M3 = getattr(torch, "float8_e4m3fn", None)
-_FP8_HEAD_DIMS = (64, 128, 256)  # the sm_90a e4m3 kernel's
+_FP8_HEAD_DIMS = (64, 128, 256)  # the e4m3 kernels' (both)
 # kiln_dtype of every input dtype the C library takes.
 _CODES = {**_DTYPES, **({_E4M3: _capi.KILN_DTYPE_E4M3} if _E4M3 is not None else {})}
 
@@ -1097,8 +1098,10 @@ def hstu_attn_varlen_func(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q,
     (kiln.Unsupported).  Runs on the portable kernels (never the Hopper
     wgmma ones).
 
-    fp8 (the sm_90a e4m3 kernel, D 64, 128 or 256; KilnError
-    KILN_EUNSUPPORTED on other GPUs):
+    fp8 (D 64, 128 or 256; on sm_90a the e4m3 wgmma kernel, which rounds P
+    to e4m3; on other sm_80+ GPUs, and with $KILN_FWD_IMPL=mma, the
+    portable kernel, which widens e4m3 to the out dtype as it loads and
+    keeps P in 16 bits: it halves the reads, not the tensor-core work):
     - q, k, v all torch.float8_e4m3fn: forward only.  descale_q, descale_k,
       descale_v: None (1.0) or float32 CUDA tensors on q's device with
       q = descale_q * q_fp8 and so on: one element (per tensor), shape (B,)

@@ -15,4 +15,14 @@ typedef struct kiln_hstu_fp8_kparams {
     int32_t ds_batch_stride, ds_head_stride;
 } kiln_hstu_fp8_kparams;
 
+#ifdef KILN_NVRTC
+/* The element of descale_q/k/v that sequence b, head h reads (both fp8
+ * kernels). */
+static __device__ __forceinline__ uint64_t kiln_fp8_descale_index(const kiln_hstu_fp8_kparams &fp,
+                                                                  int b, int h)
+{
+    return (uint64_t)b * (uint32_t)fp.ds_batch_stride + (uint64_t)h * (uint32_t)fp.ds_head_stride;
+}
+#endif
+
 #endif

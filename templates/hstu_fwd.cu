@@ -367,8 +367,7 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_kparams p)
     float dqk = 1.f, dsv = 1.f; /* e4m3: descale_q * descale_k, descale_v */
 #if KILN_E4M3
     {
-        const uint64_t di = (uint64_t)b * (uint32_t)fp.ds_batch_stride +
-                            (uint64_t)h * (uint32_t)fp.ds_head_stride;
+        const uint64_t di = kiln_fp8_descale_index(fp, b, h);
         if (fp.descale_q) dqk = ((const float *)fp.descale_q)[di];
         if (fp.descale_k) dqk *= ((const float *)fp.descale_k)[di];
         if (fp.descale_v) dsv = ((const float *)fp.descale_v)[di];

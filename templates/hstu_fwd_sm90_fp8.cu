@@ -383,8 +383,7 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_kparams fp)
     const int b = blockIdx.z;
     const int h = blockIdx.y;
     /* this (sequence, head)'s element of the descale arrays */
-    const uint64_t ds_i = (uint64_t)b * (uint32_t)fp.ds_batch_stride +
-                          (uint64_t)h * (uint32_t)fp.ds_head_stride;
+    const uint64_t ds_i = kiln_fp8_descale_index(fp, b, h);
     const int m_block = CAUSAL ? (int)(p.num_m_blocks - 1 - blockIdx.x) : (int)blockIdx.x;
 
     /* ---- sequence bounds and the offsets guard (kiln_hstu_seq.cuh) */

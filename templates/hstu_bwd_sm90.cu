@@ -267,6 +267,25 @@ KILN_DEV void bulk_dq_add(const kiln_hstu_bwd_tma_kparams &a, const float (&dq)[
  *   and dQ = dS' K for its 128 columns (128 cw..), all operands from shared
  *   memory.
  * No product is computed twice, and each warpgroup issues the same work. */
+/* Element mask of an S^T accumulator of NT n8 tiles: bit 4 nt + 2 hf + e
+ * is set when key j0 + 8 hf sees query i0 + 8 nt + 2 tq + e (positions). */
+template <int NT>
+KILN_DEV uint32_t st_mask_bits(const kiln_seq &s, int i0, int j0, int tq)
+{
+    uint32_t mbits = 0;
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            int lo1, hi1, lo2, hi2;
+            M::row_iv(s, i0 + nt * 8 + 2 * tq + e, lo1, hi1, lo2, hi2);
+#pragma unroll
+            for (int hf = 0; hf < 2; ++hf)
+                if (M::iv_has(j0 + 8 * hf, lo1, hi1, lo2, hi2)) mbits |= 1u << (nt * 4 + 2 * hf + e);
+        }
+    return mbits;
+}
+
 KILN_DEV void issue_s_dp_cols(float (&sa)[16], float (&dp)[16], uint32_t k_rows, uint32_t v_rows,
                               uint32_t sq, uint32_t so)
 {
@@ -345,21 +364,8 @@ KILN_DEV void consume_cols(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s
          * have zero rows, so they need no bits */
         uint32_t mbits = 0xffffffffu;
         const int i0 = m0 + 32 * cw, i1 = kiln_min(i0 + 31, m0 + rows_here - 1);
-        if (i1 >= i0 && !M::tile_full(s, i0 + off, i1 + off, n0, jl)) {
-            mbits = 0;
-            const int j0 = n0 + w4 * 16 + g;
-#pragma unroll
-            for (int nt = 0; nt < 4; ++nt)
-#pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    const int i = i0 + nt * 8 + 2 * tq + e + off;
-                    int lo1, hi1, lo2, hi2;
-                    M::row_iv(s, i, lo1, hi1, lo2, hi2);
-#pragma unroll
-                    for (int hf = 0; hf < 2; ++hf)
-                        if (M::iv_has(j0 + 8 * hf, lo1, hi1, lo2, hi2)) mbits |= 1u << (nt * 4 + 2 * hf + e);
-                }
-        }
+        if (i1 >= i0 && !M::tile_full(s, i0 + off, i1 + off, n0, jl))
+            mbits = st_mask_bits<4>(s, i0 + off, n0 + w4 * 16 + g, tq);
 
         kiln_mbar_wait(sbase + BAR_FULL + 8 * st, (uint32_t)((it / STAGES) & 1));
         kiln_fence_proxy_async();
@@ -511,21 +517,8 @@ KILN_DEV void consume_keys(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s
         /* ---- mask bits (bit 4 nt + 2 hf + e of the accumulator layout:
          * key row 16 w4 + g + 8 hf, query column 8 nt + 2 tq + e) */
         uint32_t mbits = 0xffffffffu;
-        if (!(jw1 < jw0 || M::tile_full(s, m0 + off, m0 + rows_here - 1 + off, jw0, jw1))) {
-            mbits = 0;
-            const int j0 = jw0 + w4 * 16 + g;
-#pragma unroll
-            for (int nt = 0; nt < BM / 8; ++nt)
-#pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    const int i = m0 + nt * 8 + 2 * tq + e + off;
-                    int lo1, hi1, lo2, hi2;
-                    M::row_iv(s, i, lo1, hi1, lo2, hi2);
-#pragma unroll
-                    for (int hf = 0; hf < 2; ++hf)
-                        if (M::iv_has(j0 + 8 * hf, lo1, hi1, lo2, hi2)) mbits |= 1u << (nt * 4 + 2 * hf + e);
-                }
-        }
+        if (!(jw1 < jw0 || M::tile_full(s, m0 + off, m0 + rows_here - 1 + off, jw0, jw1)))
+            mbits = st_mask_bits<BM / 8>(s, m0 + off, jw0 + w4 * 16 + g, tq);
 
         kiln_mbar_wait(sbase + BAR_FULL + 8 * st, (uint32_t)((it / STAGES) & 1));
         kiln_fence_proxy_async();

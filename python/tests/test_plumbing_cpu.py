@@ -63,15 +63,35 @@ def test_reference_backward_formulas_match_autograd(name, lq, lk, H, kw):
     g = torch.rand_like(out)
     want = torch.autograd.grad(out, [q, k, v] + ([kw["rab"]] if "rab" in kw else []), g)
     got = hstu_reference_bwd(g, q.detach(), k.detach(), v.detach(), oq, ok, mq, mk,
-                             **{n: (t.detach() if torch.is_tensor(t) else t)
-                                for n, t in kw.items()})
+                             **_detached(kw))
     for w, x in zip(want, got):
         torch.testing.assert_close(x, w, rtol=1e-10, atol=1e-12)
 
 
-def _kiln_kwargs(kw):
-    kw = dict(kw)
-    return kw
+def _detached(kw, rab_dtype=None):
+    """kw with its tensors detached (rab cast to rab_dtype if given)."""
+    return {n: (t.detach().to(rab_dtype) if n == "rab" and rab_dtype is not None else
+                (t.detach() if torch.is_tensor(t) else t))
+            for n, t in kw.items()}
+
+
+def _check_fwd(out, q, k, v, oq, ok, mq, mk, kw):
+    """out against the float64 reference of the same arguments; returns it."""
+    ref = hstu_reference(q.detach(), k.detach(), v.detach(), oq, ok, mq, mk, **_detached(kw))
+    torch.testing.assert_close(out.double(), ref, rtol=2e-2, atol=2e-2)
+    return ref
+
+
+def _check_grads(out, leaves, q, k, v, oq, ok, mq, mk, kw):
+    """The gradients of leaves (q, k, v[, rab]) for a random dout against
+    the float64 reference backward (rab as bf16, as kiln reads it)."""
+    g = torch.rand_like(out)
+    grads = torch.autograd.grad(out, leaves, g)
+    want = hstu_reference_bwd(g, q.detach(), k.detach(), v.detach(), oq, ok, mq, mk,
+                              **_detached(kw, torch.bfloat16))
+    for got, w, leaf in zip(grads, want, leaves):
+        assert got.dtype == leaf.dtype and got.shape == leaf.shape
+        torch.testing.assert_close(got.double(), w, rtol=3e-2, atol=3e-2)
 
 
 @pytest.mark.parametrize("name,lq,lk,H,kw", CASES, ids=[c[0] for c in CASES])
@@ -87,19 +107,8 @@ def test_varlen_forward_and_grads_route(cpu_kiln, name, lq, lk, H, kw):
     out = kiln.hstu_attn_varlen_func(q, k, v, oq, ok, mq, mk, has_drab=has_rab,
                                      **{n: t for n, t in kw.items()})
     assert out.shape == q.shape and out.dtype == q.dtype and out.is_contiguous()
-    ref = hstu_reference(q.detach(), k.detach(), v.detach(), oq, ok, mq, mk,
-                         **{n: (t.detach() if torch.is_tensor(t) else t)
-                            for n, t in kw.items()})
-    torch.testing.assert_close(out.double(), ref, rtol=2e-2, atol=2e-2)
-    g = torch.rand_like(out)
-    grads = torch.autograd.grad(out, leaves, g)
-    want = hstu_reference_bwd(g, q.detach(), k.detach(), v.detach(), oq, ok, mq, mk,
-                              **{n: (t.detach().to(torch.bfloat16) if n == "rab" else
-                                     (t.detach() if torch.is_tensor(t) else t))
-                                 for n, t in kw.items()})
-    for got, w, leaf in zip(grads, want, leaves):
-        assert got.dtype == leaf.dtype and got.shape == leaf.shape
-        torch.testing.assert_close(got.double(), w, rtol=3e-2, atol=3e-2)
+    _check_fwd(out, q, k, v, oq, ok, mq, mk, kw)
+    _check_grads(out, leaves, q, k, v, oq, ok, mq, mk, kw)
 
 
 def test_has_drab_false_gives_rab_no_grad(cpu_kiln):
@@ -268,8 +277,7 @@ def test_func_reference_backward_matches_autograd(name, lq, lk, H, nf, pad, kw):
     g = torch.rand_like(out)
     want = torch.autograd.grad(out, leaves, g)
     got = hstu_reference_bwd(g, q.detach(), k.detach(), v.detach(), oq, ok, mq, mk,
-                             **{n: (t.detach() if torch.is_tensor(t) else t)
-                                for n, t in kw.items()})
+                             **_detached(kw))
     for w, x in zip(want, got):
         torch.testing.assert_close(x, w, rtol=1e-10, atol=1e-12)
 
@@ -285,24 +293,12 @@ def test_func_forward_and_grads_route(cpu_kiln, name, lq, lk, H, nf, pad, kw):
         kw["rab"] = kw["rab"].float().requires_grad_()
         leaves.append(kw["rab"])
     out = kiln.hstu_attn_varlen_func(q, k, v, oq, ok, mq, mk, has_drab=has_rab, **kw)
-    ref = hstu_reference(q.detach(), k.detach(), v.detach(), oq, ok, mq, mk,
-                         **{n: (t.detach() if torch.is_tensor(t) else t)
-                            for n, t in kw.items()})
-    torch.testing.assert_close(out.double(), ref, rtol=2e-2, atol=2e-2)
+    ref = _check_fwd(out, q, k, v, oq, ok, mq, mk, kw)
     # the mask matters: without func the result differs
     plain = hstu_reference(q.detach(), k.detach(), v.detach(), oq, ok, mq, mk,
-                           **{n: (t.detach() if torch.is_tensor(t) else t)
-                              for n, t in kw.items() if n != "func"})
+                           **_detached({n: t for n, t in kw.items() if n != "func"}))
     assert (plain - ref).abs().max() > 1e-3
-    g = torch.rand_like(out)
-    grads = torch.autograd.grad(out, leaves, g)
-    want = hstu_reference_bwd(g, q.detach(), k.detach(), v.detach(), oq, ok, mq, mk,
-                              **{n: (t.detach().to(torch.bfloat16) if n == "rab" else
-                                     (t.detach() if torch.is_tensor(t) else t))
-                                 for n, t in kw.items()})
-    for got, w, leaf in zip(grads, want, leaves):
-        assert got.dtype == leaf.dtype and got.shape == leaf.shape
-        torch.testing.assert_close(got.double(), w, rtol=3e-2, atol=3e-2)
+    _check_grads(out, leaves, q, k, v, oq, ok, mq, mk, kw)
 
 
 def test_func_packed_and_compat_modules(cpu_kiln):

@@ -94,6 +94,12 @@ KILN_DEV void kiln_named_bar_sync(int id, int count)
     asm volatile("bar.sync %0, %1;\n" :: "r"(id), "r"(count) : "memory");
 }
 
+/* Arrival on a named barrier, without waiting for it. */
+KILN_DEV void kiln_named_bar_arrive(int id, int count)
+{
+    asm volatile("bar.arrive %0, %1;\n" :: "r"(id), "r"(count) : "memory");
+}
+
 /* ------------------------------------------------------------- registers */
 template <int N> KILN_DEV void kiln_setmaxnreg_inc(void)
 {

@@ -489,6 +489,13 @@ static int edge_cases(kt_case *out) {
     c.layout = KT_L_PACKED;
     c.func_pad = 3;
     out[n++] = c;
+    /* past KILN_SM90_PERSIST_MAX_MBLOCKS m-blocks: the Hopper forward's
+     * CTA-per-m-block kernel (every other case runs the persistent one) */
+    c = kt_base_case("blocks-mode", KT_F_CTX_TGT, bf, 64, 2, 2, L(2200, 130));
+    memcpy(c.ctx, L(70, 3), 2 * sizeof(int));
+    memcpy(c.tgt, L(100, 30), 2 * sizeof(int));
+    out[n++] = c;
+    out[n++] = kt_base_case("blocks-mode-causal", KT_F_CAUSAL, fp, 128, 1, 1, L(2077));
 #undef L
     return n;
 }

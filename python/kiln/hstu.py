@@ -31,14 +31,18 @@ e4m3 to 16 bits as it loads on other sm_80+ GPUs): hstu_attn_varlen_func
 takes float8_e4m3fn q, k, v with descale_q/k/v (one factor per tensor, per sequence or per
 sequence and head; a bf16 or fp16 out), and quant_mode 0, 3, 4 or 5
 quantizes 16-bit q, k, v itself with NVIDIA's scale layouts (a
-straight-through 16-bit backward at the dequantized values).  Neither is a
-custom op: they call the C library directly and torch.compile graph-breaks
-around them (torch.compiler.disable).
+straight-through 16-bit backward at the dequantized values).  quant_mode 1
+(per-token) and 2 (block scales) quantize q, k, v exactly as NVIDIA's do but
+compute at 16 bits: the dequantized values go through the 16-bit kernels
+(NVIDIA's quantization error, no fp8 tensor-core speedup), with the same
+straight-through backward.  None of these is a custom op: they call the C
+library directly and torch.compile graph-breaks around them
+(torch.compiler.disable).
 
 Arguments are checked here, before any CUDA call: a wrong type or dtype raises
 TypeError, a wrong shape, value or device ValueError, each naming the
-argument; a valid argument that kiln does not implement yet (quant_mode 1
-and 2, descale_do and fp8 backward, `func` with fp8, paged KV caches)
+argument; a valid argument that kiln does not implement yet (descale_do
+and fp8 backward, `func` with fp8 or quant_mode, paged KV caches)
 raises kiln.Unsupported, a NotImplementedError.  A failure inside the
 C library raises kiln.KilnError with the status name and kiln_last_error().
 """
@@ -192,13 +196,17 @@ def _check_out_dtype(out_dtype):
     return out_dtype
 
 
-_QUANT_MODES = (0, 3, 4, 5)  # NVIDIA's fp8 quant_mode values kiln runs
+# NVIDIA's quant_mode values: 0, 3, 4, 5 run kiln's fp8 kernel; 1 and 2
+# quantize as NVIDIA's do and run the 16-bit kernel on the dequantized values.
+_QUANT_MODES = (0, 1, 2, 3, 4, 5)
+_QUANT_16BIT = (1, 2)
 
 
 def _check_quant_mode(quant_mode):
-    """None for quant_mode -1 or None (no quantization); 0, 3, 4 or 5 as an
-    int (fp8 forward with that scale layout); 1 and 2 (per-token and block
-    scales) raise kiln.Unsupported, anything else ValueError / TypeError."""
+    """None for quant_mode -1 or None (no quantization); 0 to 5 as an int
+    (q, k, v quantized with that mode's scale layout: the fp8 forward for 0,
+    3, 4, 5, the 16-bit forward at the dequantized values for 1 and 2);
+    anything else ValueError / TypeError."""
     if quant_mode is None:
         return None
     if not _is_int(quant_mode) or isinstance(quant_mode, bool):
@@ -208,11 +216,6 @@ def _check_quant_mode(quant_mode):
         return None
     if qm in _QUANT_MODES:
         return qm
-    if qm in (1, 2):
-        raise Unsupported("quant_mode", f"quant_mode={qm} ({'per-token' if qm == 1 else 'block'}"
-                                        " scales) is not implemented in kiln; supported: -1 "
-                                        "(none), 0 (a plain cast), 3 (a scale per sequence "
-                                        "and head), 4 (per sequence), 5 (per tensor)")
     raise ValueError(f"kiln: quant_mode must be -1 or 0 to 5, got {qm}")
 
 
@@ -295,16 +298,17 @@ def _check_func(func, total_q, window, num_contexts, num_targets, fp8, quant,
     if num_targets is not None:
         raise ValueError("kiln: func is a mask of its own: num_targets must be None with it")
     if fp8 or quant is not None:
-        raise Unsupported("func", "the fp8 forward has no arbitrary func mask in kiln; pass "
-                                  "float16 or bfloat16 inputs (quant_mode=-1) with func")
+        raise Unsupported("func", "kiln's fp8 inputs and quant_mode (0 to 5) take no "
+                                  "arbitrary func mask; pass float16 or bfloat16 inputs "
+                                  "(quant_mode=-1) with func")
 
 
 def _unsupported_extras(quant_mode=-1, descales=(), others=()):
     if quant_mode is not None and not (_is_int(quant_mode) and int(quant_mode) == -1):
         raise Unsupported("quant_mode", f"fp8 quantization (quant_mode={quant_mode!r}) is "
                                         "not implemented here; pass quant_mode=-1 "
-                                        "(kiln.hstu_attn_varlen_func takes quant_mode 0, 3, "
-                                        "4 and 5)")
+                                        "(kiln.hstu_attn_varlen_func takes quant_mode 0 "
+                                        "to 5)")
     for name, val in descales:
         if val is not None:
             raise Unsupported(name, "fp8 backward (descale_do) is not implemented in kiln: "
@@ -744,33 +748,58 @@ def _call_fp8(descales, out_dtype, q, k, v, so_q, so_k, mq, mk, nc, nt, tgs, wl,
 
 
 class _QuantFp8(torch.autograd.Function):
-    """quant_mode 0, 3, 4 or 5: the forward quantizes q, k, v to e4m3 with
-    that mode's scales (kiln._quant) and runs the fp8 kernel (out in q's
-    dtype).  The backward is straight-through: the quantizer counts as the
-    identity, and kiln's 16-bit backward runs at the point the forward
-    computed, the dequantized q, k, v (so it saves the fp8 tensors, a byte
-    per element, not the 16-bit ones)."""
+    """quant_mode 0 to 5: the forward quantizes q, k, v to e4m3 with that
+    mode's scales, as NVIDIA's does (kiln._quant.layouts: k and v by the key
+    offsets).  Modes 0, 3, 4, 5 run the fp8 kernel; modes 1 and 2 (scales
+    per row or per block of rows, which kiln's fp8 kernel does not read)
+    dequantize q, k, v to q's dtype and run the 16-bit kernel: NVIDIA's
+    quantization, computed at 16 bits.  out is in q's dtype.  The backward
+    is straight-through: the quantizer counts as the identity, and kiln's
+    16-bit backward runs at the point the forward computed, the dequantized
+    q, k, v (so it saves the fp8 tensors and their scales, a byte per
+    element, not 16-bit copies, and dequantizes them again)."""
 
     @staticmethod
     def forward(ctx, q, k, v, rab, so_q, so_k, nc, nt, scalars):
         mode, mq, mk, tgs, wl, wr, alpha, scal, has_drab, dlt, det = scalars
         so_kk = so_q if so_k is None else so_k
+        lay = _quant.layouts(mode, rab is not None, q.shape[2])
         done = {}
         q8k8v8 = []
-        for t, so in ((q, so_q), (k, so_kk), (v, so_kk)):
-            key = (id(t), id(so))
-            if key not in done:  # k is v (or q): quantize once
-                done[key] = _quant.quantize(t, so, mode)
+        for t, so, ly in zip((q, k, v), (so_q, so_kk, so_kk), lay):
+            key = (id(t), id(so), ly)
+            if key not in done:  # k is v (or q) in one layout: quantize once
+                done[key] = _quant.quantize(t, so, ly)
             q8k8v8.append(done[key])
         (q8, dq), (k8, dk), (v8, dv) = q8k8v8
         out = torch.empty((q.shape[0], q.shape[1], q.shape[2]), dtype=q.dtype,
                           device=q.device)
-        _fwd_fp8_impl(q8, k8, v8, out, dq, dk, dv, so_q, so_k, mq, mk, nc, nt, tgs, wl, wr,
-                      alpha, scal, rab, dlt)
+        if mode in _QUANT_16BIT:
+            qd, kd, vd = _QuantFp8._dequantized((q8, k8, v8), (dq, dk, dv),
+                                                (so_q, so_kk, so_kk), lay,
+                                                (q.dtype, k.dtype, v.dtype))
+            _fwd_impl(qd, kd, vd, out, so_q, so_k, mq, mk, nc, nt, tgs, wl, wr, alpha,
+                      scal, rab, dlt)
+        else:
+            _fwd_fp8_impl(q8, k8, v8, out, dq, dk, dv, so_q, so_k, mq, mk, nc, nt, tgs, wl,
+                          wr, alpha, scal, rab, dlt)
         ctx.save_for_backward(q8, k8, v8, dq, dk, dv, rab, so_q, so_k, nc, nt)
         ctx.kiln_scalars = scalars
+        ctx.kiln_layouts = lay
         ctx.kiln_dtypes = (q.dtype, k.dtype, v.dtype)
         return out
+
+    @staticmethod
+    def _dequantized(x8s, descales, offsets, lay, dtypes):
+        """q, k, v as the kernels read them, dequantized once per distinct
+        (tensor, layout)."""
+        done, res = {}, []
+        for x8, d, so, ly, dt in zip(x8s, descales, offsets, lay, dtypes):
+            key = (id(x8), ly)
+            if key not in done:
+                done[key] = _quant.dequantize(x8, d, so, ly, dt)
+            res.append(done[key])
+        return res
 
     @staticmethod
     @torch.autograd.function.once_differentiable
@@ -778,8 +807,8 @@ class _QuantFp8(torch.autograd.Function):
         q8, k8, v8, dq, dk, dv, rab, so_q, so_k, nc, nt = ctx.saved_tensors
         mode, mq, mk, tgs, wl, wr, alpha, scal, has_drab, dlt, det = ctx.kiln_scalars
         so_kk = so_q if so_k is None else so_k
-        q, k, v = (_quant.dequantize(x8, d, so, mode, dt) for x8, d, so, dt in
-                   zip((q8, k8, v8), (dq, dk, dv), (so_q, so_kk, so_kk), ctx.kiln_dtypes))
+        q, k, v = _QuantFp8._dequantized((q8, k8, v8), (dq, dk, dv), (so_q, so_kk, so_kk),
+                                         ctx.kiln_layouts, ctx.kiln_dtypes)
         gq, gk, gv, drab = torch.ops.kiln.hstu_bwd(grad, q, k, v, so_q, so_k, mq, mk, nc,
                                                    nt, tgs, wl, wr, alpha, scal, rab,
                                                    has_drab, dlt, det)
@@ -789,7 +818,7 @@ class _QuantFp8(torch.autograd.Function):
 @torch.compiler.disable
 def _call_quant_fp8(mode, q, k, v, so_q, so_k, mq, mk, nc, nt, tgs, wl, wr, alpha, scal,
                     rab, has_drab, dlt, det, func=None):
-    assert func is None  # refused by hstu_varlen: the fp8 kernel has no func mask
+    assert func is None  # refused by hstu_varlen: no func mask with quant_mode
     return _QuantFp8.apply(q, k, v, rab, so_q, so_k, nc, nt,
                            (mode, mq, mk, tgs, wl, wr, alpha, scal, has_drab, dlt, det))
 
@@ -848,7 +877,7 @@ def hstu_varlen(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_
     seq_offsets_k in error messages.
     fp8_inputs: accept float8_e4m3fn q, k, v (forward only) with descales
     (descale_q, descale_k, descale_v) and out_dtype (None: bfloat16).
-    quant: None, or NVIDIA's quant_mode 0, 3, 4 or 5 for 16-bit q, k, v.
+    quant: None, or NVIDIA's quant_mode 0 to 5 for 16-bit q, k, v.
     func: NVIDIA's arbitrary mask (see hstu_attn_varlen_func)."""
     n = {"q": "q", "k": "k", "v": "v", "so_q": "seq_offsets_q", "so_k": "seq_offsets_k",
          **(names or {})}
@@ -940,7 +969,7 @@ def hstu_varlen(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_
     if fp8 and torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v)):
         raise Unsupported(n["q"], f"{q.dtype} inputs have no backward in kiln (fp8 is "
                                   "forward only): detach q, k and v or run under "
-                                  "torch.no_grad(); quant_mode 0, 3, 4 and 5 with 16-bit "
+                                  "torch.no_grad(); quant_mode 0 to 5 with 16-bit "
                                   "inputs have a backward")
     if is_delta_q == "auto":
         is_delta_q = (seq_offsets_k is not None and seq_offsets_k is not seq_offsets_q
@@ -1119,12 +1148,25 @@ def hstu_attn_varlen_func(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q,
       is straight-through (quantization counts as the identity): kiln's
       16-bit backward at the values the forward read, the dequantized q, k
       and v (e4m3 value times its factor, rounded to q's dtype), drab
-      included.  1 and 2
-      (per-token and block scales) raise kiln.Unsupported.
-    Neither is a torch.library custom op: they call the C library directly,
+      included.
+    - quant_mode 1 and 2 with float16 / bfloat16 q, k, v (and on a packed
+      qkv): q, k and v are quantized to e4m3 exactly as NVIDIA's modes do,
+      but kiln computes at 16 bits: it dequantizes them (e4m3 value times
+      its factor, in float32, rounded to q's dtype) and runs its 16-bit
+      forward, so out carries NVIDIA's quantization error but gets no fp8
+      tensor-core speedup (head dims and GPUs as the 16-bit path).  1: q and k
+      one scale per row and head (NVIDIA's quantize_for_two_directions
+      x_quantized), v one per sequence, 128-row block, head and column (its
+      xt_quantized); 2: one per sequence, block of rows and head
+      (quantize_for_block_scale), q in blocks of BM rows, k and v of BN,
+      (BM, BN) = get_bm_and_bn_block_size_fwd(rab, head dim) (128 x 128 for
+      head dim 64, and 128 without rab; otherwise 128 x 64).  Scales are
+      amax / 448 (>= 1e-6).  The backward is the same straight-through one
+      (the 16-bit backward at the dequantized q, k, v).
+    None of these is a torch.library custom op: they call the C library directly,
     so torch.compile does not trace them (a graph break,
-    torch.compiler.disable).  descale_do (fp8 backward) and func with fp8
-    raise kiln.Unsupported; descale_* with 16-bit inputs and out_dtype other
+    torch.compiler.disable).  descale_do (fp8 backward) and func with fp8 or
+    quant_mode raise kiln.Unsupported; descale_* with 16-bit inputs and out_dtype other
     than q's dtype raise ValueError / TypeError.
 
     Returns out (total_q, H, D), a new contiguous tensor in q's dtype

@@ -234,3 +234,53 @@ def dequantize(x8, descale, seq_offsets):
     f = d.to(x.device)[seg]  # (total,) or (total, H)
     f = torch.where(inside.view(-1, *([1] * (f.dim() - 1))), f, torch.zeros_like(f))
     return x * (f[:, None, None] if f.dim() == 1 else f[:, :, None])
+
+
+def nvidia_block_sizes_fwd(has_rab, dim):
+    """NVIDIA's get_bm_and_bn_block_size_fwd, written out: (BM, BN)."""
+    if has_rab:
+        return (128, 128) if dim == 64 else (128, 64)
+    return (128, 128) if dim in (64, 128) else (128, 64)
+
+
+def nvidia_quant_dequant(x, seq_offsets, quant_mode, role, *, has_rab=False):
+    """What NVIDIA's quant_mode 1 or 2 makes of x (total, H, D), bf16 or
+    fp16, as q, k or v (role "q", "k" or "v"; k and v by the key offsets):
+    (x8 e4m3, the values the kernel reads: e4m3 value times its scale in
+    float32, rounded to x's dtype).  Written from NVIDIA's loops
+    (quantize_for_two_directions, quantize_for_block_scale), independent of
+    kiln._quant: per sequence, per block of rows, on the host's offsets.
+    Mode 1: q and k one scale per row and head (every row); v per 128-row
+    block, head and column, amax divided in x's dtype.  Mode 2: per block of
+    BM (q) or BN (k, v) rows and head.  Rows outside every sequence: cast
+    unscaled (modes 1's v and 2)."""
+    e4 = torch.float8_e4m3fn
+    dev = x.device
+    tiny = torch.tensor([1e-6], dtype=torch.float32, device=dev)
+    if quant_mode == 1 and role in ("q", "k"):
+        d = torch.amax(x.abs(), dim=-1, keepdim=True).to(torch.float32) / 448.0
+        d = torch.max(d, tiny)
+        x8 = (x / d).to(e4)
+        return x8, (x8.to(torch.float32) * d).to(x.dtype)
+    if quant_mode == 1:
+        block = 128
+    elif quant_mode == 2:
+        bm, bn = nvidia_block_sizes_fwd(has_rab, x.shape[2])
+        block = bm if role == "q" else bn
+    else:
+        raise ValueError(f"quant_mode {quant_mode}")
+    o = [int(t) for t in seq_offsets.tolist()]
+    x8 = x.to(e4)
+    f = torch.ones(x.shape, dtype=torch.float32, device=dev)
+    for b in range(len(o) - 1):
+        for s in range(o[b], o[b + 1], block):
+            e = min(o[b + 1], s + block)
+            blk = x[s:e]
+            if quant_mode == 1:  # xt: amax / fp8 max in x's dtype, stored float32
+                d = (torch.amax(blk.abs(), dim=0, keepdim=True) / 448.0).to(torch.float32)
+            else:
+                d = torch.amax(blk.abs(), dim=(0, 2), keepdim=True).to(torch.float32) / 448.0
+            d = torch.max(d, tiny)
+            x8[s:e] = (blk / d).to(e4)
+            f[s:e] = d.expand(e - s, x.shape[1], x.shape[2])
+    return x8, (x8.to(torch.float32) * f).to(x.dtype)

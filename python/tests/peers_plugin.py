@@ -39,6 +39,7 @@ What it does:
 
 import collections
 import functools
+import itertools
 import json
 import logging
 import os
@@ -216,8 +217,8 @@ def _classify_nvidia(item):
             qm > 0 and (tq % 16 or tk % 16 or not fb))
         if early:
             return "fp8-early"
-        # kiln runs quant_mode 0, 3, 4, 5 without func; 1, 2 are Unsupported
-        return "fp8" if qm in (0, 3, 4, 5) and not params["is_arbitrary"] else "fp8-unsupported"
+        # kiln runs every quant_mode without func (1 and 2 at 16 bits)
+        return "fp8" if not params["is_arbitrary"] else "fp8-unsupported"
     if early:
         return "early"
     if params["is_arbitrary"]:
@@ -265,7 +266,13 @@ def _select_nvidia(items, config):
     if k == 1 and n_func > 0:
         extra += sorted(classes["func"], key=_stable_key)[:n_func]
     if k == 1 and n_fp8 > 0:
-        extra += sorted(classes["fp8"], key=_stable_key)[:n_fp8]
+        # round-robin over quant_mode, so that a few cases cover every mode
+        by_mode = collections.defaultdict(list)
+        for it in sorted(classes["fp8"], key=_stable_key):
+            by_mode[getattr(getattr(it, "callspec", None), "params", {}).get("quant_mode")].append(it)
+        rr = [x for grp in itertools.zip_longest(*[by_mode[m] for m in sorted(by_mode)])
+              for x in grp if x is not None]
+        extra += rr[:n_fp8]
     if k == 1 and n_uns > 0:
         extra += sorted(classes["fp8-unsupported"], key=_stable_key)[:n_uns]
     for it in extra:
@@ -378,8 +385,8 @@ def summary(out):
         lines.append(
             "  classes: real = tested by test.py on kiln; early = test.py returns before "
             "testing (delta-q with contexts/targets, contexts without causal); func = "
-            "arbitrary mask; fp8 = quant_mode 0, 3, 4, 5; fp8-unsupported = quant_mode 1, "
-            "2 or fp8 with func; paged = sm8x only")
+            "arbitrary mask; fp8 = quant_mode 0 to 5 (1 and 2 computed at 16 bits); "
+            "fp8-unsupported = fp8 with func; paged = sm8x only")
         if s:
             lines.append(f"  selected {s['selected_real']} of {s['real']} real cases "
                          f"(every {s['every']}th from {s['offset']}, shard {s['shard']}"

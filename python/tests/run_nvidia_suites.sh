@@ -21,11 +21,11 @@
 #   --every N            NVIDIA: every Nth real case (default: about 48 cases)
 #   --offset K           NVIDIA: start the every-Nth walk at K (default 0)
 #   --max N              NVIDIA: at most N real cases
-#   --fp8 N              NVIDIA: also run N fp8 cases of quant_mode 0, 3, 4, 5
-#                        (default 4; 0: none)
-#   --unsupported N      NVIDIA: also run N fp8 cases kiln lacks (quant_mode
-#                        1, 2) to show them skip with kiln's message (default
-#                        1; 0: none); 4 func cases always run
+#   --fp8 N              NVIDIA: also run N fp8 cases, round-robin over
+#                        quant_mode 0 to 5 (default 4; 0: none)
+#   --unsupported N      NVIDIA: also run N fp8 cases kiln lacks (fp8 with an
+#                        arbitrary func mask) to show them skip with kiln's
+#                        message (default 1; 0: none); 4 func cases always run
 #   --fbgemm-examples N  FBGEMM: hypothesis examples per test (FBGEMM's: 20)
 #   --only nvidia|fbgemm run one suite
 #   --timeout S          per-suite wall-clock limit in seconds (default 600)

@@ -9,7 +9,13 @@ kernel on sm_90, the portable widening one elsewhere).
 - quant_mode 0, 3, 4 and 5 on bf16/fp16 q, k, v: the forward against the
   float64 reference of the quantized inputs (as above) and against kiln's
   own 16-bit output, and the backward equal to kiln's 16-bit backward at
-  the dequantized inputs (straight-through).
+  the dequantized inputs (straight-through);
+- quant_mode 1 and 2 (NVIDIA's per-token and block scales, which kiln
+  computes at 16 bits): out equal, bit for bit, to kiln's 16-bit output at
+  NVIDIA's dequantized inputs (_reference.nvidia_quant_dequant), and within
+  the 16-bit tolerance of tests/test_hstu.py (2x the error torch makes in
+  q's dtype) of the float64 reference over those inputs; the backward as
+  above; no host sync.
 
 Tolerances.  Against a float64 reference of the values the kernel reads,
 per sequence b: max |out - ref| over b <= 0.12 * scale_b, where scale_b =
@@ -28,7 +34,7 @@ import pytest
 import torch
 
 import kiln
-from _reference import dequantize, hstu_reference, make_batch
+from _reference import dequantize, hstu_reference, make_batch, nvidia_quant_dequant
 from conftest import HAS_CUDA
 
 E4 = getattr(torch, "float8_e4m3fn", None)
@@ -247,8 +253,55 @@ def test_fp8_inputs_with_per_sequence_descales(c, layout):
         _check_per_sequence("flat descales", out, flat, oq)
 
 
+def _spread_rows(x, seed):
+    """x with each row scaled by its own factor in [1/16, 16]: per-row and
+    per-block scales then differ by far."""
+    g = torch.Generator().manual_seed(seed)
+    f = torch.pow(16.0, torch.rand((x.shape[0], 1, 1), generator=g) * 2 - 1)
+    return (x.float() * f.to(x.device)).to(x.dtype)
+
+
+def _at(x, off, mode, role, has_rab):
+    """The point the forward computes at: e4m3 times its factor, in x's
+    dtype (NVIDIA's quantization, written out, for modes 1 and 2)."""
+    if mode in (1, 2):
+        return nvidia_quant_dequant(x.detach(), off, mode, role, has_rab=has_rab)[1]
+    return dequantize(*_quantized(x.detach(), off, mode), off).float().to(x.dtype)
+
+
+def _check_16_bit(name, out, ref64, lowp, factor=2):
+    """tests/test_hstu.py's criterion: kiln's max error against the float64
+    reference at most factor x torch's own in the input dtype, plus a floor."""
+    e = (out.double() - ref64).abs().max().item() if out.numel() else 0.0
+    b = (lowp.double() - ref64).abs().max().item() if out.numel() else 0.0
+    floor = 1e-6 * (1.0 + (ref64.abs().max().item() if ref64.numel() else 0.0))
+    assert e <= factor * b + floor, (
+        f"{name}: max error {e:.3e} exceeds {factor} x the torch {out.dtype} error {b:.3e}")
+
+
+# ------------------------------------------------ quant_mode 1, 2 (16-bit)
+@pytest.mark.parametrize("mode", [1, 2])
+@pytest.mark.parametrize("c", CASES)
+def test_quant_mode_1_2_is_the_16_bit_forward_at_nvidias_quantization(c, mode):
+    q, k, v, oq, ok, mq, mk, kw = _make(c, seed=1)
+    q, k, v = _spread_rows(q, 1), _spread_rows(k, 2), _spread_rows(v, 3)
+    has_rab = kw.get("rab") is not None
+    at = [_at(x, o, mode, r, has_rab) for x, o, r in ((q, oq, "q"), (k, ok, "k"),
+                                                      (v, ok, "v"))]
+    with torch.no_grad():
+        out = kiln.hstu_attn_varlen_func(q, k, v, oq, ok, mq, mk, quant_mode=mode, **kw)
+        out16 = kiln.hstu_attn_varlen_func(*at, oq, ok, mq, mk, **kw)
+        raw16 = kiln.hstu_attn_varlen_func(q, k, v, oq, ok, mq, mk, **kw)
+    assert out.dtype == q.dtype and out.shape == q.shape
+    assert torch.equal(out, out16), "not the 16-bit forward at NVIDIA's quantization"
+    ref = hstu_reference(*at, oq, ok, mq, mk, dtype=torch.float64, **kw)
+    low = hstu_reference(*at, oq, ok, mq, mk, dtype=q.dtype, **kw)
+    _check_16_bit("out vs float64 reference at the dequantized inputs", out, ref, low)
+    _check_global("out vs unquantized 16-bit", out, raw16)  # the quantization error
+
+
 @requires_bwd
-@pytest.mark.parametrize("mode", [0, 3, 5])
+@pytest.mark.parametrize("mode", [0, 1, 2, 3, 5])
 @pytest.mark.parametrize("c", [CASES[i] for i in (1, 4, 5, 7)])
 def test_quant_mode_backward_is_the_16_bit_backward_at_the_dequantized_inputs(c, mode):
     q, k, v, oq, ok, mq, mk, kw = _make(c, seed=2)
@@ -259,8 +312,8 @@ def test_quant_mode_backward_is_the_16_bit_backward_at_the_dequantized_inputs(c,
     out = kiln.hstu_attn_varlen_func(q, k, v, oq, ok, mq, mk, quant_mode=mode,
                                      has_drab=has_rab, deterministic=True, **kw)
     # the point the forward computed at: e4m3 times its factor, in q's dtype
-    at = [dequantize(*_quantized(x.detach(), o, mode), o).float().to(x.dtype)
-          .requires_grad_() for x, o in ((q, oq), (k, ok), (v, ok))]
+    at = [_at(x, o, mode, r, has_rab).requires_grad_() for x, o, r in
+          ((q, oq, "q"), (k, ok, "k"), (v, ok, "v"))]
     rkw = dict(kw)
     if has_rab:
         rkw["rab"] = kw["rab"].detach().clone().requires_grad_()
@@ -290,15 +343,16 @@ def test_nvidia_compat_quant_mode_5():
 
 
 @requires_bwd
-def test_quant_mode_5_no_host_sync():
+@pytest.mark.parametrize("mode", [5, 1, 2])
+def test_quant_mode_no_host_sync(mode):
     c = CASES[4].values[0]
     q, k, v, oq, ok, mq, mk, kw = _make(c)
     leaves = [t.requires_grad_() for t in (q, k, v)]
-    kiln.hstu_attn_varlen_func(q, k, v, oq, ok, mq, mk, quant_mode=5, **kw)  # warm up
+    kiln.hstu_attn_varlen_func(q, k, v, oq, ok, mq, mk, quant_mode=mode, **kw)  # warm up
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        out = kiln.hstu_attn_varlen_func(q, k, v, oq, ok, mq, mk, quant_mode=5, **kw)
+        out = kiln.hstu_attn_varlen_func(q, k, v, oq, ok, mq, mk, quant_mode=mode, **kw)
         torch.autograd.grad(out, leaves, torch.ones_like(out))
     finally:
         torch.cuda.set_sync_debug_mode("default")

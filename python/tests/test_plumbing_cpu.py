@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from _reference import (dequantize, func_mask, hstu_reference, hstu_reference_bwd, make_batch,
-                        make_func)
+                        make_func, nvidia_block_sizes_fwd, nvidia_quant_dequant)
 
 F64 = torch.float64
 
@@ -505,7 +505,7 @@ def test_quant_mode_quantizes_as_nvidia_and_backward_is_16_bit(cpu_kiln, name, l
 
 
 @needs_fp8
-@pytest.mark.parametrize("mode", [0, 3, 4])
+@pytest.mark.parametrize("mode", [0, 1, 2, 3, 4])
 def test_quant_mode_on_a_packed_qkv_is_the_unpacked_call(cpu_kiln, mode):
     import kiln
     from kiln.compat import hstu_attn_interface as nv
@@ -592,14 +592,15 @@ def test_nvidia_compat_quant_mode_5_is_kilns(cpu_kiln):
 
 
 @needs_fp8
-def test_quant_mode_5_under_torch_compile_graph_breaks(cpu_kiln):
+@pytest.mark.parametrize("mode", [5, 1, 2])
+def test_quant_mode_under_torch_compile_graph_breaks(cpu_kiln, mode):
     import kiln
 
     q, k, v, oq, _, mq, _, _ = _build([5, 7], None, 2, {}, D=64, dtype=torch.bfloat16)
 
     def f(q, k, v):
         o = kiln.hstu_attn_varlen_func(q, k, v, oq, oq, mq, mq, window_size=(-1, 0),
-                                       quant_mode=5)
+                                       quant_mode=mode)
         return (o.float() * 2).sum()
 
     torch._dynamo.reset()
@@ -610,3 +611,243 @@ def test_quant_mode_5_under_torch_compile_graph_breaks(cpu_kiln):
     torch.testing.assert_close(c, e)
     for x, y in zip(torch.autograd.grad(e, a), torch.autograd.grad(c, b)):
         torch.testing.assert_close(x, y)
+
+
+# ------------------------------------------- quant_mode 1 and 2 (16-bit)
+# NVIDIA's per-token (1) and block (2) scales: kiln quantizes q, k, v as
+# NVIDIA's does, dequantizes them to q's dtype and runs the 16-bit forward;
+# the backward is the 16-bit one at the same dequantized values.  The
+# reference quantizer is _reference.nvidia_quant_dequant (NVIDIA's loops
+# written out, not kiln._quant).
+
+
+def _spread_rows(x, seed):
+    """x with each row scaled by its own factor in [1/16, 16]: block and row
+    scales then differ by far, so a scale read from the wrong row, block or
+    column shows."""
+    g = torch.Generator().manual_seed(seed)
+    f = torch.pow(16.0, torch.rand((x.shape[0], 1, 1), generator=g) * 2 - 1)
+    return (x.float() * f).to(x.dtype)
+
+
+def _record_16_bit(monkeypatch, kh):
+    """Record the q, k, v each 16-bit forward launch reads."""
+    seen = []
+    real = kh._fwd_impl
+
+    def rec(q, k, v, out, *rest, **kw):
+        seen.append((q, k, v))
+        return real(q, k, v, out, *rest, **kw)
+
+    monkeypatch.setattr(kh, "_fwd_impl", rec)
+    return seen
+
+
+def _nv(x, off, mode, role, has_rab):
+    return nvidia_quant_dequant(x.detach(), off, mode, role, has_rab=has_rab)[1]
+
+
+@needs_fp8
+@pytest.mark.parametrize("mode", [1, 2])
+@pytest.mark.parametrize("name,lq,lk,H,kw", CASES, ids=[c[0] for c in CASES])
+def test_quant_mode_1_2_quantize_as_nvidia_compute_16_bit(cpu_kiln, monkeypatch, name, lq,
+                                                          lk, H, kw, mode):
+    import kiln
+
+    q, k, v, oq, ok, mq, mk, kw = _build(lq, lk, H, kw, D=128, dtype=torch.bfloat16)
+    q, k, v = _spread_rows(q, 1), _spread_rows(k, 2), _spread_rows(v, 3)
+    has_rab = kw.get("rab") is not None
+    leaves = [q.requires_grad_(), k.requires_grad_(), v.requires_grad_()]
+    if has_rab:
+        kw["rab"] = kw["rab"].float().requires_grad_()
+        leaves.append(kw["rab"])
+    seen = _record_16_bit(monkeypatch, cpu_kiln)
+    out = kiln.hstu_attn_varlen_func(q, k, v, oq, ok, mq, mk, has_drab=has_rab,
+                                     quant_mode=mode, **kw)
+    assert out.dtype == q.dtype and out.shape == q.shape and out.requires_grad
+    assert not cpu_kiln._fp8_calls  # the 16-bit kernel, not the fp8 one
+    assert len(seen) == 1
+    okk = oq if ok is None else ok
+    # what the forward read: NVIDIA's quantization, dequantized to bf16, bit
+    # for bit (mode 2: blocks of 128 rows for q, 64 for k and v with rab at
+    # head dim 128, 128 without)
+    want = [_nv(x, o, mode, r, has_rab) for x, o, r in zip((q, k, v), (oq, okk, okk), "qkv")]
+    for got, w, r in zip(seen[0], want, "qkv"):
+        assert got.dtype == q.dtype and torch.equal(got, w), r
+    rkw = {n: (t.detach().to(q.dtype) if n == "rab" else t) for n, t in kw.items()}
+    ref = hstu_reference(*want, oq, ok, mq, mk, **rkw)
+    torch.testing.assert_close(out, ref.to(q.dtype), rtol=0, atol=0)
+    # straight-through: the gradients of the 16-bit path at those values
+    g = torch.rand_like(out)
+    got = torch.autograd.grad(out, leaves, g)
+    at = [w.clone().requires_grad_() for w in want]
+    if has_rab:
+        at.append(kw["rab"].detach().clone().requires_grad_())
+    out16 = kiln.hstu_attn_varlen_func(*at[:3], oq, ok, mq, mk, has_drab=has_rab,
+                                       **dict(kw, **({"rab": at[3]} if has_rab else {})))
+    assert torch.equal(out, out16)
+    for a, b, leaf in zip(got, torch.autograd.grad(out16, at, g), leaves):
+        assert a.dtype == leaf.dtype and a.shape == leaf.shape
+        assert torch.equal(a, b)
+
+
+RAGGED_Q = [0, 1, 130, 5, 0, 257, 129, 1]  # empty, one row, and not multiples of 64 or 128
+
+
+@needs_fp8
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("D,has_rab", [(32, False), (64, True), (128, False), (128, True),
+                                       (256, False)])
+@pytest.mark.parametrize("mode", [1, 2])
+def test_quant_mode_1_2_ragged_blocks_and_rows_outside(cpu_kiln, monkeypatch, mode, D,
+                                                       has_rab, dtype):
+    """Ragged lengths (0 and 1 rows, lengths past a multiple of the block),
+    delta-q key lengths, and rows before and after every sequence: the
+    values the forward reads are NVIDIA's quantization of each tensor, for
+    each head dim and with or without rab (mode 2's block sizes)."""
+    import kiln
+
+    lk = [n + d for n, d in zip(RAGGED_Q, [3, 0, 70, 0, 2, 0, 1, 64])]
+    pre, post = 3, 2
+    g = torch.Generator().manual_seed(D)
+
+    def rows(lens):
+        t = sum(lens) + pre + post
+        x = torch.rand((t, 1, D), generator=g) * 2 - 1
+        off = torch.tensor([pre + sum(lens[:i]) for i in range(len(lens) + 1)],
+                           dtype=torch.int32)
+        return _spread_rows(x.to(dtype), D), off
+
+    q, oq = rows(RAGGED_Q)
+    k, ok = rows(lk)
+    v, _ = rows(lk)
+    kw = {}
+    if has_rab:
+        kw["rab"] = torch.rand((len(lk), 1, max(lk), max(lk)), generator=g).to(dtype)
+    seen = _record_16_bit(monkeypatch, cpu_kiln)
+    with torch.no_grad():
+        kiln.hstu_attn_varlen_func(q, k, v, oq, ok, max(RAGGED_Q), max(lk), is_delta_q=True,
+                                   window_size=(-1, 0), quant_mode=mode, **kw)
+    (gq, gk, gv), = seen
+    for got, x, o, r in ((gq, q, oq, "q"), (gk, k, ok, "k"), (gv, v, ok, "v")):
+        assert torch.equal(got, _nv(x, o, mode, r, has_rab)), r
+        # rows outside every sequence: the plain cast (mode 1's q, k: their
+        # own row scale)
+        for sl in (slice(0, pre), slice(x.shape[0] - post, None)):
+            if mode == 2 or r == "v":
+                assert torch.equal(got[sl], x[sl].to(E4).to(dtype)), r
+    if mode == 2 and D == 128:
+        # negative control: the other block size for k reads different values
+        other = nvidia_quant_dequant(k, ok, 2, "k", has_rab=not has_rab)[1]
+        assert not torch.equal(gk, other)
+        assert nvidia_block_sizes_fwd(has_rab, D) == (128, 64 if has_rab else 128)
+
+
+@needs_fp8
+@pytest.mark.parametrize("mode", [1, 2])
+def test_quant_mode_1_2_one_tensor_for_q_k_v(cpu_kiln, monkeypatch, mode):
+    """q is k is v: mode 1 reads q and k in the row layout and v in the
+    column-block one (two quantizations), mode 2 at head dim 256 q in blocks
+    of 128 rows, k and v of 64."""
+    import kiln
+
+    q, _, _, oq, _, mq, _, _ = _build([130, 70], None, 2, {}, D=256, dtype=torch.float16)
+    q = _spread_rows(q, 4).requires_grad_()
+    seen = _record_16_bit(monkeypatch, cpu_kiln)
+    out = kiln.hstu_attn_varlen_func(q, q, q, oq, oq, mq, mq, quant_mode=mode)
+    (gq, gk, gv), = seen
+    if mode == 1:
+        assert gq is gk and not torch.equal(gk, gv)
+    else:
+        assert gk is gv and not torch.equal(gq, gk)
+    for got, r in zip((gq, gk, gv), "qkv"):
+        assert torch.equal(got, _nv(q, oq, mode, r, False)), r
+    (dq,) = torch.autograd.grad(out, q, torch.ones_like(out))
+    at = [t.clone().requires_grad_() for t in (gq, gk, gv)]
+    out16 = kiln.hstu_attn_varlen_func(*at, oq, oq, mq, mq)
+    assert torch.equal(out, out16)
+    want = sum(torch.autograd.grad(out16, at, torch.ones_like(out16)))
+    assert torch.equal(dq, want)
+
+
+@needs_fp8
+@pytest.mark.parametrize("mode", [1, 2])
+def test_quant_mode_1_2_with_seqused_and_compat(cpu_kiln, mode):
+    """FBGEMM's seqused quantizes the used rows (the compacted batch);
+    NVIDIA's module (delta-q by its offsets) is kiln's call."""
+    import kiln
+    from kiln.compat import hstu as fb
+    from kiln.compat import hstu_attn_interface as nv
+
+    seg, used = [140, 4, 9], [131, 4, 0]
+    q, k, v, cu, _ = make_batch(seg, 2, 64, dtype=torch.bfloat16, device="cpu", seed=5)
+    u = torch.tensor(used, dtype=torch.int32)
+    rows, s = [], 0
+    for n, m in zip(seg, used):
+        rows += list(range(s, s + m))
+        s += n
+    cu_c = torch.tensor([0, 131, 135, 135], dtype=torch.int32)
+    out = fb.hstu_attn_varlen_func(q, k, v, cu, cu, u, u, 140, 140, -1, None, None,
+                                   window_size=(-1, 0), quant_mode=mode)
+    want = kiln.hstu_attn_varlen_func(q[rows], k[rows], v[rows], cu_c, cu_c, 140, 140,
+                                      window_size=(-1, 0), quant_mode=mode)
+    assert torch.equal(out[rows], want)
+
+    q, k, v, oq, ok = make_batch([3, 130], 2, 128, lengths_k=[5, 200],
+                                 dtype=torch.bfloat16, device="cpu", seed=3)
+    a = nv.hstu_attn_varlen_func(q, k, v, oq, ok, 130, 200, window_size=(-1, 0),
+                                 quant_mode=mode)
+    b = kiln.hstu_attn_varlen_func(q, k, v, oq, ok, 130, 200, window_size=(-1, 0),
+                                   is_delta_q=True, quant_mode=mode)
+    assert torch.equal(a, b)
+
+
+_HOST_READS = ("item", "tolist", "__bool__", "__int__", "__index__", "__float__", "nonzero",
+               "numpy", "__len__", "__iter__")
+
+
+@needs_fp8
+@pytest.mark.parametrize("mode", [1, 2])
+def test_quant_mode_1_2_read_no_device_value_on_the_host(cpu_kiln, monkeypatch, mode):
+    """The no-sync property, on CPU: with the kernels stubbed out, every
+    Tensor method that hands a value to the host (item, tolist, bool, int,
+    nonzero, ...) raises while kiln quantizes, launches and runs the
+    backward.  (tests/test_hstu_fp8.py checks the same on a GPU with
+    torch.cuda.set_sync_debug_mode.)"""
+    import kiln
+
+    def fwd(q, k, v, out, *a, **kw):
+        return out.zero_()
+
+    def bwd(dout, q, k, v, dq, dk, dv, *a, **kw):
+        for t in (dq, dk, dv):
+            t.zero_()
+
+    monkeypatch.setattr(cpu_kiln, "_fwd_impl", fwd)
+    monkeypatch.setattr(cpu_kiln, "_bwd_impl", bwd)
+    q, k, v, oq, ok, mq, mk, kw = _build([0, 1, 130, 7], [3, 1, 200, 7], 2,
+                                         dict(window_size=(-1, 0), is_delta_q=True,
+                                              rab_heads=1), D=128, dtype=torch.bfloat16)
+    kw["rab"] = kw["rab"].requires_grad_()
+    leaves = [t.requires_grad_() for t in (q, k, v)] + [kw["rab"]]
+    g = torch.ones(q.shape, dtype=q.dtype)
+
+    def host_read(self, *a, **k):
+        raise AssertionError("a tensor value was read on the host")
+
+    with monkeypatch.context() as m:
+        for name in _HOST_READS:
+            m.setattr(torch.Tensor, name, host_read)
+        m.setattr(torch, "nonzero", host_read)
+        out = kiln.hstu_attn_varlen_func(q, k, v, oq, ok, mq, mk, quant_mode=mode,
+                                         has_drab=True, **kw)
+        grads = torch.autograd.grad(out, leaves, g)
+    assert len(grads) == 4
+    # the probe works: the compat helper sizes its exact outputs on the host
+    from kiln.compat import hstu_attn_interface as nv
+
+    with monkeypatch.context() as m:
+        for name in _HOST_READS:
+            m.setattr(torch.Tensor, name, host_read)
+        with pytest.raises(AssertionError, match="on the host"):
+            nv.quantize_for_block_scale(q.detach(), oq)

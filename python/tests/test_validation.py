@@ -122,11 +122,12 @@ def test_bad_argument_names_it(exc, words, over):
 
 
 UNSUPPORTED = [
-    ("quant_mode", dict(quant_mode=1)),
-    ("quant_mode", dict(quant_mode=2)),
     ("descale_do", dict(descale_do=torch.ones(1))),
     ("func", dict(func=torch.zeros(1, 3, 266, dtype=torch.int32), quant_mode=5)),  # fp8
     ("func", dict(func=torch.zeros(1, 3, 266, dtype=torch.int32), quant_mode=3)),
+    # quant_mode 1 and 2 compute at 16 bits but take no func either (as 0, 3, 4, 5)
+    ("func", dict(func=torch.zeros(1, 3, 266, dtype=torch.int32), quant_mode=1)),
+    ("func", dict(func=torch.zeros(1, 3, 266, dtype=torch.int32), quant_mode=2)),
 ]
 
 
@@ -137,17 +138,28 @@ def test_unsupported_features_raise_not_implemented(arg, over):
     assert isinstance(e, kiln.Unsupported) and e.argument == arg
 
 
-def test_unsupported_quant_mode_lists_what_is_supported():
-    for qm, what in ((1, "per-token"), (2, "block")):
-        e = expect(kiln.Unsupported, [f"quant_mode={qm}", what, "supported", "-1", "0", "3",
-                                      "4", "5"], quant_mode=qm)
-        assert e.argument == "quant_mode"
+def test_quant_mode_1_and_2_are_not_unsupported():
+    # per-token (1) and block (2) scales: quantized as NVIDIA's, computed at
+    # 16 bits; every argument check passes (on to the device check), with
+    # rab (mode 2's block sizes depend on it), packed or not, fp16 or bf16
+    import kiln.hstu as kh
+
+    for qm in (1, 2):
+        assert kh._check_quant_mode(qm) == qm
+        e = expect(ValueError, ["q", "CUDA"], quant_mode=qm)
+        assert not isinstance(e, NotImplementedError)
+        expect(ValueError, ["CUDA"], quant_mode=qm, q=q0.half(), k=k0.half(), v=v0.half())
+        expect(ValueError, ["CUDA"], quant_mode=qm, rab=torch.zeros(2, 1, 6, 6), has_drab=True)
+        expect(ValueError, ["CUDA"], quant_mode=qm, window_size=(-1, 0),
+               num_targets=torch.ones(2, dtype=torch.int32))
+        expect(ValueError, ["CUDA"], quant_mode=qm, q=q0[..., :32], k=k0[..., :32],
+               v=v0[..., :32])  # 16-bit compute: head dim 32 too
 
 
 def test_quant_mode_values_and_types():
-    # -1 (NVIDIA's default), None (FBGEMM allows it), 0, 3, 4 and 5 go on to
-    # the device check; other ints are ValueError, other types TypeError.
-    for qm in (-1, None, 0, 3, 4, 5):
+    # -1 (NVIDIA's default), None (FBGEMM allows it) and 0 to 5 go on to the
+    # device check; other ints are ValueError, other types TypeError.
+    for qm in (-1, None, 0, 1, 2, 3, 4, 5):
         expect(ValueError, ["CUDA"], quant_mode=qm)
     expect(ValueError, ["CUDA"], quant_mode=3, q=q0.half(), k=k0.half(), v=v0.half())
     for qm in (-2, 6, 100):
@@ -196,7 +208,8 @@ FP8_BAD = [
     (ValueError, "quant_mode", ["quant_mode=5", "float8_e4m3fn"], dict(quant_mode=5)),
     (kiln.Unsupported, "has_drab", ["has_drab", "forward only"],
      dict(rab=torch.zeros(2, 1, 6, 6, dtype=BF), has_drab=True)),
-    (kiln.Unsupported, "quant_mode", ["quant_mode=1"], dict(quant_mode=1)),
+    (ValueError, "quant_mode", ["quant_mode=1", "float8_e4m3fn"], dict(quant_mode=1)),
+    (ValueError, "quant_mode", ["quant_mode=2", "float8_e4m3fn"], dict(quant_mode=2)),
     (ValueError, "quant_mode", ["quant_mode=3", "float8_e4m3fn"], dict(quant_mode=3)),
     (kiln.Unsupported, "descale_do", ["descale_do", "forward only"],
      dict(descale_do=torch.ones(1))),
@@ -253,8 +266,9 @@ def test_fp8_with_grad_requested_is_unsupported_naming_q(which):
 def test_descale_with_16_bit_inputs_is_a_value_error(name):
     e = expect(ValueError, [name, "float8_e4m3fn", "bfloat16"], **{name: _d()})
     assert not isinstance(e, NotImplementedError)
-    expect(ValueError, [name, "quant_mode=5 computes its own scales"], quant_mode=5,
-           **{name: _d()})
+    for qm in (5, 1, 2):
+        expect(ValueError, [name, f"quant_mode={qm} computes its own scales"],
+               quant_mode=qm, **{name: _d()})
 
 
 def test_out_dtype_with_16_bit_inputs_must_be_q_dtype():
@@ -296,8 +310,9 @@ def test_fp8_is_for_hstu_attn_varlen_func_only():
 
 def test_quant_mode_in_the_compat_modules():
     q, k, v, off = _inputs()
-    # 0, 3, 4, 5 run kiln's fp8 forward (on to the device check here); 1 and
-    # 2 are not implemented: in NVIDIA's and FBGEMM's varlen and both packed.
+    # 0, 3, 4, 5 run kiln's fp8 forward, 1 and 2 its 16-bit one on the
+    # dequantized values (on to the device check here): in NVIDIA's and
+    # FBGEMM's varlen and both packed; other values are ValueError.
     qkv = torch.zeros(10, 3, 2, 64, dtype=BF)
     calls = (lambda qm: nv.hstu_attn_varlen_func(q, k, v, off, off, 6, 6, quant_mode=qm),
              lambda qm: fb.hstu_attn_varlen_func(q, k, v, off, off, None, None, 6, 6, -1,
@@ -305,13 +320,11 @@ def test_quant_mode_in_the_compat_modules():
              lambda qm: nv.hstu_attn_qkvpacked_func(qkv, off, off, 6, 6, quant_mode=qm),
              lambda qm: kiln.hstu_attn_qkvpacked_func(qkv, off, off, 6, 6, quant_mode=qm))
     for f in calls:
-        for qm in (0, 3, 4, 5):
+        for qm in (0, 1, 2, 3, 4, 5):
             with pytest.raises(ValueError, match="CUDA"):
                 f(qm)
-        for qm in (1, 2):
-            with pytest.raises(kiln.Unsupported, match="supported") as ei:
-                f(qm)
-            assert ei.value.argument == "quant_mode"
+        with pytest.raises(ValueError, match="quant_mode"):
+            f(6)
 
 
 def test_compat_spellings_in_messages():
@@ -331,9 +344,9 @@ def test_compat_spellings_in_messages():
         with pytest.raises(NotImplementedError, match=name):
             fb.hstu_attn_varlen_func(q, k, v, off, off, None, None, 6, 6, -1, None, None,
                                      **{name: torch.zeros(1)})
-    with pytest.raises(NotImplementedError, match="quant_mode"):
+    with pytest.raises(ValueError, match="quant_mode"):
         fb.hstu_attn_varlen_func(q, k, v, off, off, None, None, 6, 6, -1, None, None,
-                                 quant_mode=1)
+                                 quant_mode=7)
 
 
 # ------------------------------------------------------------- signatures

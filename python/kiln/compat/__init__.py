@@ -11,8 +11,7 @@ original, computing with kiln.  To run code written for them unchanged:
     import sys, kiln.compat.hstu_attn_interface as m
     sys.modules["hstu_attn_interface"] = m
 
-What kiln does not implement yet (fp8 quant_mode 1 and 2, paged KV caches)
-raises kiln.Unsupported (a NotImplementedError) naming the argument.  The quantize_* helpers are plain torch functions and work.
+What kiln does not implement yet (paged KV caches) raises kiln.Unsupported (a NotImplementedError) naming the argument.  The quantize_* helpers are plain torch functions and work.
 """
 
 __all__ = ["hstu_attn_interface", "hstu"]

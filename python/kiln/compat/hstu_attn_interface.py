@@ -23,9 +23,14 @@ forward and backward, with window_size (-1, -1) and no contexts or targets
 Differences: quant_mode 0 (a plain cast), 3 (a scale per sequence and
 head), 4 (per sequence) and 5 (per tensor) run kiln's fp8 forward (sm_90a)
 with a straight-through 16-bit backward at the dequantized q, k, v
-(NVIDIA's has an fp8 backward); 1
-and 2 (per-token and block scales) raise kiln.Unsupported.  The fp8 calls
-are not traced by torch.compile (a graph break).  rab may have any number of
+(NVIDIA's has an fp8 backward).  quant_mode 1 (per-token scales for q and
+k, per 128-row block and column for v) and 2 (per block of rows and head,
+blocks of get_bm_and_bn_block_size_fwd's BM rows for q, BN for k and v)
+quantize q, k, v exactly as NVIDIA's do but compute at 16 bits: kiln
+dequantizes them to q's dtype and runs its 16-bit forward (the
+quantization error without the fp8 tensor-core speedup), with the same
+straight-through backward.  The quantized calls are not traced by
+torch.compile (a graph break).  rab may have any number of
 heads that divides H (NVIDIA: 1 or H).  The quantize helpers are written for kiln from what NVIDIA's compute
 (same outputs, layouts and dtypes), vectorized; they take the device from x.
 """
@@ -69,10 +74,12 @@ def hstu_attn_varlen_func(
     scaling_seqlen=-1,
 ):
     """HSTU attention over a jagged batch; returns out (total_q, H, D).
-    quant_mode 0, 3, 4, 5: fp8 forward with those scales, straight-through
+    quant_mode 0, 3, 4, 5: fp8 forward with those scales; 1, 2: q, k, v
+    quantized with NVIDIA's per-token / block scales but computed at 16 bits
+    (the dequantized values, no fp8 speedup); all with a straight-through
     16-bit backward at the dequantized inputs (see
-    kiln.hstu_attn_varlen_func); func: NVIDIA's
-    arbitrary mask (see there)."""
+    kiln.hstu_attn_varlen_func); func: NVIDIA's arbitrary mask (see
+    there)."""
     quant = _check_quant_mode(quant_mode)
     return hstu_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
                        num_contexts=num_contexts, num_targets=num_targets,
@@ -117,9 +124,7 @@ def hstu_attn_qkvpacked_func(
 def get_bm_and_bn_block_size_fwd(rab, dim):
     """(BM, BN): the forward tile NVIDIA's fp8 block scaling is laid out for.
     128 x 128 for head dim 64 (and 128 without rab), otherwise 128 x 64."""
-    if dim == 64 or (rab is None and dim == 128):
-        return 128, 128
-    return 128, 64
+    return _quant.block_sizes_fwd(rab is not None, dim)
 
 
 def get_bm_and_bn_block_size_bwd():
@@ -136,20 +141,10 @@ def _need_3d(x, fn):
         raise ValueError(f"{fn}: x must be 3-D (total, heads, dim), got {shape}")
 
 
-def _blocks(seq_offsets, total, block, device):
-    """Per-sequence blocks of `block` rows: (cu_blocks int32 (B+1,), number of
-    blocks, block id of each row (the number of blocks for rows outside every
-    sequence), inside)."""
-    off, lens, seg, inside = _quant.segments(seq_offsets, total, device)
-    nblk = torch.div(lens.clamp(min=0) + block - 1, block, rounding_mode="floor")
-    cu = torch.zeros(off.shape[0], dtype=torch.int64, device=device)
-    cu[1:] = torch.cumsum(nblk, 0)
-    n = int(cu[-1])  # a host read: these helpers size their outputs by it
-    segc = seg.clamp(max=max(off.shape[0] - 2, 0))
-    rows = torch.arange(total, device=device, dtype=torch.int64)
-    blk = cu[segc] + torch.div(rows - off[segc], block, rounding_mode="floor")
-    blk = torch.where(inside, blk, n)
-    return cu.to(torch.int32), n, blk, inside
+def _exact(cu):
+    """The number of blocks (a host read: these helpers size their outputs
+    by it, as NVIDIA's do) and cu as int32."""
+    return int(cu[-1]), cu.to(torch.int32)
 
 
 def quantize_for_two_directions(x, seq_offsets, fp8_type=torch.float8_e4m3fn):
@@ -163,26 +158,19 @@ def quantize_for_two_directions(x, seq_offsets, fp8_type=torch.float8_e4m3fn):
       xt_descale    (blocks, H, D) float32: per sequence, per block of 128
                     rows, amax over the block / fp8 max (>= 1e-6)
       cu_seqlens_xt_descale  (B + 1,) int32 offsets of each sequence's blocks
+
+    The math is kiln._quant's (per_row, column_blocks), which
+    kiln.hstu_attn_varlen_func(quant_mode=1) uses too.
     """
     _need_3d(x, "quantize_for_two_directions")
     fmax = _fp8_max(fp8_type)
-    dev = x.device
     with torch.no_grad():
-        total, h, d = x.shape
-        ax = x.abs()
-        row_scale = (ax.amax(dim=-1, keepdim=True).to(torch.float32) / fmax).clamp_min(1e-6)
-        x_quantized = (x / row_scale).to(fp8_type)
-        x_descale = F.pad(row_scale.squeeze(-1), (0, 0, 0, 128)).transpose(0, 1).contiguous()
-
-        cu, n, blk, inside = _blocks(seq_offsets, total, 128, dev)
-        amax = _quant.amax_rows(ax.to(torch.float32), blk, n)
-        # NVIDIA divides the block amax in x's dtype, then stores float32.
-        xt_descale = (amax.to(x.dtype) / fmax).to(torch.float32).clamp_min(1e-6)
-        scale_rows = torch.cat([xt_descale, torch.ones((1, h, d), dtype=torch.float32,
-                                                       device=dev)]).index_select(0, blk)
-        xt_quantized = torch.where(inside[:, None, None], x / scale_rows,
-                                   x.to(torch.float32)).to(fp8_type)
-    return x_quantized, x_descale, xt_quantized, xt_descale, cu
+        x_quantized, row_scale = _quant.per_row(x, fmax, fp8_type)
+        x_descale = F.pad(row_scale, (0, 0, 0, 128)).transpose(0, 1).contiguous()
+        xt_quantized, xt_descale, cu = _quant.column_blocks(x, seq_offsets, 128, fmax,
+                                                            fp8_type)
+        n, cu = _exact(cu)
+    return x_quantized, x_descale, xt_quantized, xt_descale[:n], cu
 
 
 def quantize_for_block_scale(x, seq_offsets, block_size=128, fp8_type=torch.float8_e4m3fn):
@@ -193,20 +181,21 @@ def quantize_for_block_scale(x, seq_offsets, block_size=128, fp8_type=torch.floa
       x_descale     (H, blocks) float32: amax over the block's rows and D /
                     fp8 max (>= 1e-6)
       cu_seqlens_x_descale  (B + 1,) int32 offsets of each sequence's blocks
+
+    The math is kiln._quant.head_blocks, which
+    kiln.hstu_attn_varlen_func(quant_mode=2) uses too.
     """
     _need_3d(x, "quantize_for_block_scale")
+    block_size = int(block_size)
+    if block_size < 1:
+        raise ValueError(f"quantize_for_block_scale: block_size must be >= 1, got "
+                         f"{block_size}")
     fmax = _fp8_max(fp8_type)
-    dev = x.device
     with torch.no_grad():
-        total, h, d = x.shape
-        cu, n, blk, inside = _blocks(seq_offsets, total, int(block_size), dev)
-        amax = _quant.amax_rows(x.abs().amax(dim=-1).to(torch.float32), blk, n)  # (n, H)
-        scale = (amax / fmax).clamp_min(1e-6)
-        rows = torch.cat([scale, torch.ones((1, h), dtype=torch.float32, device=dev)])
-        rows = rows.index_select(0, blk)[:, :, None]
-        x_quantized = torch.where(inside[:, None, None], x / rows,
-                                  x.to(torch.float32)).to(fp8_type)
-        x_descale = scale.transpose(0, 1).contiguous()
+        x_quantized, scale, cu = _quant.head_blocks(x, seq_offsets, block_size, fmax,
+                                                    fp8_type)
+        n, cu = _exact(cu)
+        x_descale = scale[:n].transpose(0, 1).contiguous()
     return x_quantized, x_descale, cu
 
 

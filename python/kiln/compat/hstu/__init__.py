@@ -26,8 +26,9 @@ onwards.  func (arbitrary masks, int32 (1, n_func, total + 256) indexed by
 the padded query row) works as NVIDIA's, with window_size (-1, -1) and no
 contexts or targets.  quant_mode 0, 3, 4 and 5 run kiln's fp8 forward (on
 sm_90a) with a straight-through 16-bit backward, as in
-kiln.compat.hstu_attn_interface.  Paged KV (kv_cache, page_offsets,
-page_ids, last_page_lens) and quant_mode 1 and 2 raise kiln.Unsupported.
+kiln.compat.hstu_attn_interface; 1 and 2 quantize as NVIDIA does and compute
+at 16 bits.  Paged KV (kv_cache, page_offsets, page_ids, last_page_lens)
+raises kiln.Unsupported.
 """
 
 from ...hstu import _check_quant_mode, _unsupported_extras, hstu_varlen

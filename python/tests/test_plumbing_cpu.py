@@ -301,6 +301,15 @@ def test_func_forward_and_grads_route(cpu_kiln, name, lq, lk, H, nf, pad, kw):
     _check_grads(out, leaves, q, k, v, oq, ok, mq, mk, kw)
 
 
+def _used_rows(seg, used):
+    """Rows of the first used[i] of each sequence of seg[i] rows."""
+    rows, s = [], 0
+    for n, m in zip(seg, used):
+        rows += list(range(s, s + m))
+        s += n
+    return rows
+
+
 def test_func_packed_and_compat_modules(cpu_kiln):
     """func through the packed qkv op, NVIDIA's module (delta-q from the
     offsets) and FBGEMM's, whose seqused gathers func's columns with the
@@ -340,14 +349,7 @@ def test_func_packed_and_compat_modules(cpu_kiln):
     uk = torch.tensor(used_k, dtype=torch.int32)
     out = fb.hstu_attn_varlen_func(q, k, v, cq, ck, uq, uk, 7, 9, -1, None, None, func=f3)
 
-    def pick(seg, used):
-        rows, s0 = [], 0
-        for n, u in zip(seg, used):
-            rows += list(range(s0, s0 + u))
-            s0 += n
-        return rows
-
-    rq, rk = pick(seg_q, used_q), pick(seg_k, used_k)
+    rq, rk = _used_rows(seg_q, used_q), _used_rows(seg_k, used_k)
     ocq = torch.tensor([0] + list(torch.tensor(used_q).cumsum(0)), dtype=torch.int32)
     ock = torch.tensor([0] + list(torch.tensor(used_k).cumsum(0)), dtype=torch.int32)
     ref_c = hstu_reference(q[rq], k[rk], v[rk], ocq, ock, 7, 9, is_delta_q=True,
@@ -549,10 +551,7 @@ def test_fp8_and_quant_mode_5_with_seqused(cpu_kiln):
     seg, used = [6, 4, 9], [3, 4, 0]
     q, k, v, cu, _ = make_batch(seg, 2, 64, dtype=torch.bfloat16, device="cpu", seed=5)
     u = torch.tensor(used, dtype=torch.int32)
-    rows, s = [], 0
-    for n, m in zip(seg, used):
-        rows += list(range(s, s + m))
-        s += n
+    rows = _used_rows(seg, used)
     pad = [r for r in range(q.shape[0]) if r not in set(rows)]
     cu_c = torch.tensor([0, 3, 7, 7], dtype=torch.int32)
     d = torch.tensor([0.75], dtype=torch.float32)
@@ -782,10 +781,7 @@ def test_quant_mode_1_2_with_seqused_and_compat(cpu_kiln, mode):
     seg, used = [140, 4, 9], [131, 4, 0]
     q, k, v, cu, _ = make_batch(seg, 2, 64, dtype=torch.bfloat16, device="cpu", seed=5)
     u = torch.tensor(used, dtype=torch.int32)
-    rows, s = [], 0
-    for n, m in zip(seg, used):
-        rows += list(range(s, s + m))
-        s += n
+    rows = _used_rows(seg, used)
     cu_c = torch.tensor([0, 131, 135, 135], dtype=torch.int32)
     out = fb.hstu_attn_varlen_func(q, k, v, cu, cu, u, u, 140, 140, -1, None, None,
                                    window_size=(-1, 0), quant_mode=mode)

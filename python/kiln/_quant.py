@@ -30,7 +30,7 @@ COL_BLOCK = 128  # NVIDIA's block of rows for mode 1's v
 
 
 def fp8_max(fp8_type):
-    return 448.0 if fp8_type == E4M3 else 57344.0
+    return FP8_MAX if fp8_type == E4M3 else 57344.0
 
 
 def block_sizes_fwd(has_rab, dim):
@@ -69,10 +69,9 @@ def segments(seq_offsets, total, device):
 
 def blocks(seq_offsets, total, block, device):
     """Each sequence's rows in blocks of `block` rows (the last one short),
-    numbered sequence after sequence.  Returns (cu, blk, inside, n): cu
-    (B + 1,) int64, sequence b's blocks are cu[b] .. cu[b + 1] - 1; row r is
-    in block blk[r] when inside[r], and blk[r] == n for rows outside every
-    sequence.  n = total // block + B + 1 bounds the number of blocks from
+    numbered sequence after sequence.  Returns (cu, blk, n): cu (B + 1,)
+    int64, sequence b's blocks are cu[b] .. cu[b + 1] - 1; row r is in block
+    blk[r], and blk[r] == n for rows outside every sequence.  n = total // block + B + 1 bounds the number of blocks from
     above for nondecreasing offsets, without reading them on the host
     (cu[B] is the exact count); blocks cu[B] .. n - 1 hold no row."""
     off, lens, seg, inside = segments(seq_offsets, total, device)
@@ -85,7 +84,7 @@ def blocks(seq_offsets, total, block, device):
     rows = torch.arange(total, device=device, dtype=torch.int64)
     blk = cu[segc] + torch.div(rows - off[segc], block, rounding_mode="floor")
     inside = inside & (blk >= 0) & (blk < n)  # (always, for valid offsets)
-    return cu, torch.where(inside, blk, n), inside, n
+    return cu, torch.where(inside, blk, n), n
 
 
 def amax_rows(vals, index, n):
@@ -99,7 +98,8 @@ def amax_rows(vals, index, n):
 
 
 def _block_rows(descale, blk):
-    """descale[blk[r]] for each row r, 1.0 where blk[r] == len(descale)."""
+    """descale[blk[r]] for each row r (blk: a block or sequence number), 1.0
+    where blk[r] == len(descale)."""
     one = torch.ones((1,) + tuple(descale.shape[1:]), dtype=descale.dtype,
                      device=descale.device)
     return torch.cat([descale, one]).index_select(0, blk)
@@ -134,8 +134,7 @@ def head_batch(x, seq_offsets, quant_mode, fmax=FP8_MAX, fp8_type=None):
         per_row = ax.amax(dim=-1) if quant_mode == 3 else ax.amax(dim=(1, 2))
         amax = amax_rows(per_row.to(torch.float32), idx, nb)
         x_descale = (amax.to(x.dtype) / fmax).to(torch.float32).clamp_min(1e-6)
-        pad = torch.ones((1,) + tuple(x_descale.shape[1:]), dtype=torch.float32, device=dev)
-        rows = torch.cat([x_descale, pad]).index_select(0, idx)
+        rows = _block_rows(x_descale, idx)
         if quant_mode == 3:
             rows = rows[:, :, None]
         else:
@@ -168,7 +167,7 @@ def column_blocks(x, seq_offsets, block=COL_BLOCK, fmax=FP8_MAX, fp8_type=None):
     (descale rows cu[B] .. n - 1 belong to no block)."""
     fp8_type = E4M3 if fp8_type is None else fp8_type
     with torch.no_grad():
-        cu, blk, _, n = blocks(seq_offsets, x.shape[0], block, x.device)
+        cu, blk, n = blocks(seq_offsets, x.shape[0], block, x.device)
         amax = amax_rows(x.abs().to(torch.float32), blk, n)
         # NVIDIA divides the block amax in x's dtype, then stores float32.
         descale = (amax.to(x.dtype) / fmax).to(torch.float32).clamp_min(1e-6)
@@ -183,7 +182,7 @@ def head_blocks(x, seq_offsets, block, fmax=FP8_MAX, fp8_type=None):
     descale (n, H) float32, cu) with n and cu as blocks() gives them."""
     fp8_type = E4M3 if fp8_type is None else fp8_type
     with torch.no_grad():
-        cu, blk, _, n = blocks(seq_offsets, x.shape[0], block, x.device)
+        cu, blk, n = blocks(seq_offsets, x.shape[0], block, x.device)
         amax = amax_rows(x.abs().amax(dim=-1).to(torch.float32), blk, n)  # (n, H)
         descale = (amax / fmax).clamp_min(1e-6)
         return (x / _block_rows(descale, blk)[:, :, None]).to(fp8_type), descale, cu
@@ -229,6 +228,6 @@ def dequantize(x8, descale, seq_offsets, layout, dtype):
                             descale.index_select(0, seg.clamp(max=descale.shape[0] - 1)), 0)
             return (x * (f[:, None, None] if f.dim() == 1 else f[:, :, None])).to(dtype)
         kind, block = layout
-        _, blk, _, _ = blocks(seq_offsets, x.shape[0], block, x.device)
+        _, blk, _ = blocks(seq_offsets, x.shape[0], block, x.device)
         f = _block_rows(descale, blk)
         return (x * (f if kind == COL else f[:, :, None])).to(dtype)

@@ -140,12 +140,12 @@ KILN_DEV void issue_s_dp(float (&sa)[BM / 2], float (&dp)[BM / 2], uint32_t k_ro
     const uint32_t ka = kiln_opaque_u32(k_rows), qa = kiln_opaque_u32(sq);
 #pragma unroll
     for (int ks = 0; ks < KSTEPS; ++ks)
-        kiln_wgmma_ss<BM, DT>(sa, desc_k(ka + kstep<BN>(ks)), desc_k(qa + kstep<BM>(ks)), ks > 0);
+        kiln_wgmma_ss<BM, DT>(sa, desc_k(ka, kstep<BN>(ks)), desc_k(qa, kstep<BM>(ks)), ks > 0);
     kiln_wgmma_commit();
     const uint32_t va = kiln_opaque_u32(v_rows), oa = kiln_opaque_u32(so);
 #pragma unroll
     for (int ks = 0; ks < KSTEPS; ++ks)
-        kiln_wgmma_ss<BM, DT>(dp, desc_k(va + kstep<BN>(ks)), desc_k(oa + kstep<BM>(ks)), ks > 0);
+        kiln_wgmma_ss<BM, DT>(dp, desc_k(va, kstep<BN>(ks)), desc_k(oa, kstep<BM>(ks)), ks > 0);
     kiln_wgmma_commit();
 }
 
@@ -155,7 +155,7 @@ KILN_DEV void issue_kv_grad(float (&acc)[D / 2], const uint32_t (&a)[MSTEPS][4],
 {
     const uint32_t ta = kiln_opaque_u32(t);
 #pragma unroll
-    for (int kk = 0; kk < MSTEPS; ++kk) kiln_wgmma_rs<D, DT>(acc, a[kk], desc_mn<BM>(ta + (uint32_t)(kk * 16 * 128)), 1);
+    for (int kk = 0; kk < MSTEPS; ++kk) kiln_wgmma_rs<D, DT>(acc, a[kk], desc_mn<BM>(ta, (uint32_t)(kk * 16 * 128)), 1);
     kiln_wgmma_commit();
 }
 
@@ -166,8 +166,8 @@ KILN_DEV void issue_dq(float (&dq)[DQN / 2], uint32_t ds, uint32_t kcol)
     const uint32_t da = kiln_opaque_u32(ds), ka = kiln_opaque_u32(kcol);
 #pragma unroll
     for (int ks = 0; ks < NSTEPS; ++ks)
-        kiln_wgmma_sstt<DQN, DT>(dq, desc_mn<BN>(da + (uint32_t)(ks * 16 * 128)),
-                                 desc_mn<BN>(ka + (uint32_t)(ks * 16 * 128)), ks > 0);
+        kiln_wgmma_sstt<DQN, DT>(dq, desc_mn<BN>(da, (uint32_t)(ks * 16 * 128)),
+                                 desc_mn<BN>(ka, (uint32_t)(ks * 16 * 128)), ks > 0);
     kiln_wgmma_commit();
 }
 
@@ -292,12 +292,12 @@ KILN_DEV void issue_s_dp_cols(float (&sa)[16], float (&dp)[16], uint32_t k_rows,
     const uint32_t ka = kiln_opaque_u32(k_rows), qa = kiln_opaque_u32(sq);
 #pragma unroll
     for (int ks = 0; ks < KSTEPS; ++ks)
-        kiln_wgmma_ss_n32<DT>(sa, desc_k(ka + kstep<BN>(ks)), desc_k(qa + kstep<BM>(ks)), ks > 0);
+        kiln_wgmma_ss_n32<DT>(sa, desc_k(ka, kstep<BN>(ks)), desc_k(qa, kstep<BM>(ks)), ks > 0);
     kiln_wgmma_commit();
     const uint32_t va = kiln_opaque_u32(v_rows), oa = kiln_opaque_u32(so);
 #pragma unroll
     for (int ks = 0; ks < KSTEPS; ++ks)
-        kiln_wgmma_ss_n32<DT>(dp, desc_k(va + kstep<BN>(ks)), desc_k(oa + kstep<BM>(ks)), ks > 0);
+        kiln_wgmma_ss_n32<DT>(dp, desc_k(va, kstep<BN>(ks)), desc_k(oa, kstep<BM>(ks)), ks > 0);
     kiln_wgmma_commit();
 }
 
@@ -308,7 +308,7 @@ KILN_DEV void issue_kv_cols(float (&acc)[64], uint32_t a, uint32_t b)
     const uint32_t aa = kiln_opaque_u32(a), ba = kiln_opaque_u32(b);
 #pragma unroll
     for (int kk = 0; kk < MSTEPS; ++kk)
-        kiln_wgmma_sskt_n128<DT>(acc, desc_k(aa + (uint32_t)(kk * 32)), desc_mn<BM>(ba + (uint32_t)(kk * 16 * 128)), 1);
+        kiln_wgmma_sskt_n128<DT>(acc, desc_k(aa, (uint32_t)(kk * 32)), desc_mn<BM>(ba, (uint32_t)(kk * 16 * 128)), 1);
 }
 
 KILN_DEV void consume_cols(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s, const MRange &mr, uint32_t sbase,
@@ -422,8 +422,8 @@ KILN_DEV void consume_cols(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s
             const uint32_t da = kiln_opaque_u32(xds), ka = kiln_opaque_u32(k_cols);
 #pragma unroll
             for (int ks = 0; ks < NSTEPS; ++ks)
-                kiln_wgmma_sstt_n128<DT>(dq, desc_mn<BN>(da + (uint32_t)(ks * 16 * 128)),
-                                         desc_mn<BN>(ka + (uint32_t)(ks * 16 * 128)), ks > 0);
+                kiln_wgmma_sstt_n128<DT>(dq, desc_mn<BN>(da, (uint32_t)(ks * 16 * 128)),
+                                         desc_mn<BN>(ka, (uint32_t)(ks * 16 * 128)), ks > 0);
             kiln_wgmma_commit();
         }
         kiln_wgmma_wait<0>();

@@ -319,22 +319,22 @@ KILN_DEV void process(const Ctx &c, float (&s)[BN / 2], int n, uint32_t (&pa)[PS
  * would pin registers across the key loop). */
 KILN_DEV void issue_s(float (&s)[BN / 2], uint32_t q_addr, uint32_t k_addr)
 {
-    const uint32_t qa = kiln_opaque_u32(q_addr);
-    const uint32_t ka = kiln_opaque_u32(k_addr);
+    const uint64_t dq = desc_qk(kiln_opaque_u32(q_addr));
+    const uint64_t dk = desc_qk(kiln_opaque_u32(k_addr));
 #pragma unroll
     for (int ks = 0; ks < KSTEPS; ++ks)
-        kiln_wgmma8_ss<BN>(s, desc_qk(qa + kstep_addr<BM>(0, 0, ks)),
-                           desc_qk(ka + kstep_addr<BN>(0, 0, ks)), ks > 0);
+        kiln_wgmma8_ss<BN>(s, kiln_desc_add(dq, kstep_addr<BM>(0, 0, ks)),
+                           kiln_desc_add(dk, kstep_addr<BN>(0, 0, ks)), ks > 0);
     kiln_wgmma_commit();
 }
 
 /* O += P V with the V^T tile at vt_addr. */
 KILN_DEV void issue_pv(float (&o)[D / 2], const uint32_t (&pa)[PSTEPS][4], uint32_t vt_addr)
 {
-    const uint32_t va = kiln_opaque_u32(vt_addr);
+    const uint64_t dv = desc_vt(kiln_opaque_u32(vt_addr));
 #pragma unroll
     for (int kk = 0; kk < PSTEPS; ++kk)
-        kiln_wgmma8_rs<D>(o, pa[kk], desc_vt(va + (uint32_t)(kk * 32)), 1);
+        kiln_wgmma8_rs<D>(o, pa[kk], kiln_desc_add(dv, (uint32_t)(kk * 32)), 1);
     kiln_wgmma_commit();
 }
 

@@ -212,6 +212,18 @@ template <int ROWS> KILN_DEV uint64_t desc_mn(uint32_t addr)
     return kiln_gmma_desc(addr, ROWS * 128, 1024, 1);
 }
 
+/* The descriptors of the operand `off` bytes into such a tile (a k step):
+ * the base's descriptor plus an add (kiln_desc_add). */
+KILN_DEV uint64_t desc_k(uint32_t addr, uint32_t off)
+{
+    return kiln_desc_add(desc_k(addr), off);
+}
+
+template <int ROWS> KILN_DEV uint64_t desc_mn(uint32_t addr, uint32_t off)
+{
+    return kiln_desc_add(desc_mn<ROWS>(addr), off);
+}
+
 /* Byte offset of k16 step ks in a K-major tile of ROWS rows: four steps per
  * 128-byte row, then the next column block. */
 template <int ROWS> KILN_DEV uint32_t kstep(int ks)

@@ -43,6 +43,11 @@
  *     then stored.  After S (P V) of a tile completes, each consumer thread
  *     arrives on the K (V) stage's "empty" mbarrier (256), and after the
  *     item's last S on its Q buffer's.
+ * A consumer does not fence the proxies after it waits on a "full"
+ * barrier: the TMA writes and the wgmma reads are both in the async proxy,
+ * and the producer fences its own cp.async (generic) writes of a partial
+ * tile before it arrives.  (The fence, MEMBAR.ALL.CTA + FENCE.VIEW.ASYNC
+ * per step, cost 1 to 2% on an H100.)
  * inv_scaling is applied to O at the end.  Epilogue: straight from the
  * registers (a quad-wide transpose makes each thread's store 16 bytes),
  * guarded by row < len_q.  rab is read from global memory straight into the
@@ -449,7 +454,6 @@ KILN_DEV void step(const Ctx &c, float (&s)[BN / 2], float (&o)[D / 2], uint32_t
     const bool pv = !FIRST || prev.rows > 0;
     kiln_mbar_wait(sbase + BAR_FULL_K + 8 * ks, (kt / KSTAGES) & 1);
     if (pv) kiln_mbar_wait(sbase + BAR_FULL_V + 8 * vs, ((kt - 1) / VSTAGES) & 1);
-    kiln_fence_proxy_async();
     pp_wait(c.cw);
     kiln_reg_fence(pa);
     kiln_wgmma_fence();
@@ -482,7 +486,6 @@ KILN_DEV void last_pv(float (&o)[D / 2], uint32_t (&pa)[PSTEPS][4], uint32_t kt,
     const uint32_t vs = kt % VSTAGES;
     const bool pv = prev.rows > 0;
     if (pv) kiln_mbar_wait(sbase + BAR_FULL_V + 8 * vs, (kt / VSTAGES) & 1);
-    kiln_fence_proxy_async();
     pp_wait(cw);
     kiln_reg_fence(pa);
     kiln_wgmma_fence();
@@ -667,7 +670,6 @@ KILN_DEV void step(const Ctx &c, float (&s)[BN / 2], float (&o)[D / 2], uint32_t
     const int ks = t % KSTAGES, vs = (t - 1) % VSTAGES;
     kiln_mbar_wait(sbase + BAR_FULL_K + 8 * ks, (uint32_t)((t / KSTAGES) & 1));
     kiln_mbar_wait(sbase + BAR_FULL_V + 8 * vs, (uint32_t)(((t - 1) / VSTAGES) & 1));
-    kiln_fence_proxy_async();
     pp_wait(c.cw);
     kiln_reg_fence(pa);
     kiln_wgmma_fence();
@@ -865,13 +867,11 @@ KILN_DEV void run(const kiln_hstu_tma_kparams &a)
         for (int e = 0; e < D / 2; ++e) o[e] = 0.f;
 
         kiln_mbar_wait(sbase + BAR_Q, 0);
-        kiln_fence_proxy_async();
 
         if (ntiles > 0) {
             float s[BN / 2];
             uint32_t pa[PSTEPS][4];
             kiln_mbar_wait(sbase + BAR_FULL_K, 0);
-            kiln_fence_proxy_async();
             if (cw == 1) pp_pass(cw); /* the first turn is the first warpgroup's */
             pp_wait(cw);
             kiln_wgmma_fence();
@@ -894,7 +894,6 @@ KILN_DEV void run(const kiln_hstu_tma_kparams &a)
             /* last tile: P V only */
             const int sl = (ntiles - 1) % VSTAGES;
             kiln_mbar_wait(sbase + BAR_FULL_V + 8 * sl, (uint32_t)(((ntiles - 1) / VSTAGES) & 1));
-            kiln_fence_proxy_async();
             pp_wait(cw);
             kiln_reg_fence(pa);
             kiln_wgmma_fence();
@@ -1263,7 +1262,6 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_tma_kparams a)
             const uint32_t q_addr = kstep_addr<BM>(kiln_opaque_u32(sbase + OFF_Q + qb * Q_BYTES), cw * 64, 0);
 
             kiln_mbar_wait(sbase + BAR_Q + 8 * qb, (j / QSTAGES) & 1);
-            kiln_fence_proxy_async();
 
             if (ntiles == 0) {
                 /* no key tile: O = 0 (the item before first) */

@@ -393,10 +393,12 @@ KILN_DEV void mbar_arrive_if(uint32_t bar, bool pred)
 /* O of a finished item, scaled, packed to 16 bits and stored straight from
  * the registers (shared memory has no room left for it; the stores do not
  * wait).  The four threads of a quad hold column pairs 2 tq of each
- * 8-column chunk; a 4 x 4 transpose of 32-bit words among them (two
- * butterfly stages) gives each one whole chunk, so that the stores are 16
- * bytes wide and fill their sectors: 4-byte stores of the pairs took
- * (256, 1024, 4, 128) causal from 377 down to 324 TFLOP/s on an H100. */
+ * 8-column chunk.  One xor-1 exchange per pair of chunks gives each thread
+ * two neighbouring words, stored as one 8-byte write: the quad's even
+ * threads fill one chunk's 16 bytes and its odd threads the next, with half
+ * the shuffles of a full 4 x 4 transpose to 16-byte stores (H100, causal, TFLOP/s, 2 runs:
+ * (256, 1024, 4, 128) 376/374 -> 383/378).  4-byte stores of the pairs
+ * took the same shape from 377 down to 324. */
 template <bool ZERO = false>
 KILN_DEV void store_o(const float (&o)[D / 2], const Out &out, int64_t ostride, int row0, int tq,
                       float scale)
@@ -413,20 +415,17 @@ KILN_DEV void store_o(const float (&o)[D / 2], const Out &out, int64_t ostride, 
                 const int dn = 4 * q4 + k;
                 w[k] = ZERO ? 0u : kiln_pack2<DT>(o[4 * dn + 2 * hf] * scale, o[4 * dn + 2 * hf + 1] * scale);
             }
-            const bool hi = (tq & 2) != 0, odd = (tq & 1) != 0;
+            const bool odd = (tq & 1) != 0;
 #pragma unroll
-            for (int k2 = 0; k2 < 2; ++k2) {
-                const uint32_t r = __shfl_xor_sync(0xffffffffu, hi ? w[k2] : w[2 + k2], 2);
-                if (hi) w[k2] = r;
-                else w[2 + k2] = r;
+            for (int j = 0; j < 2; ++j) {
+                const uint32_t mine = odd ? w[2 * j + 1] : w[2 * j];
+                const uint32_t r = __shfl_xor_sync(0xffffffffu, odd ? w[2 * j] : w[2 * j + 1], 1);
+                uint32_t v2[2];
+                v2[0] = odd ? r : mine;
+                v2[1] = odd ? mine : r;
+                if (row < out.rows)
+                    kiln_st_global_v2(orow + 8 * (4 * q4 + 2 * j + (odd ? 1 : 0)) + 4 * (tq >> 1), v2);
             }
-#pragma unroll
-            for (int k1 = 0; k1 < 4; k1 += 2) {
-                const uint32_t r = __shfl_xor_sync(0xffffffffu, odd ? w[k1] : w[k1 + 1], 1);
-                if (odd) w[k1] = r;
-                else w[k1 + 1] = r;
-            }
-            if (row < out.rows) kiln_st_global_v4(orow + 8 * (4 * q4 + tq), w);
         }
     }
 }

@@ -124,6 +124,11 @@ KILN_DEV void kiln_st_global_v4(void *ptr, const uint32_t v[4])
                  : "memory");
 }
 
+KILN_DEV void kiln_st_global_v2(void *ptr, const uint32_t v[2])
+{
+    asm volatile("st.global.v2.u32 [%0], {%1, %2};\n" :: "l"(ptr), "r"(v[0]), "r"(v[1]) : "memory");
+}
+
 KILN_DEV uint16_t kiln_ld_global_nc_u16(const void *ptr)
 {
     uint16_t v;

@@ -194,11 +194,26 @@ KILN_DEV void add_dq(float *dqa, int m0, int hd, const float (&dq)[NF], int rows
     }
 }
 
+/* Where warpgroup cw stages box j (dQ columns 32 j.. of its DQN) in the
+ * Q/dO stage at sq.  With the head dim split (COLSPLIT) its boxes go to the
+ * column blocks that only its own dV / dK products read (Q's and dO's
+ * columns 128 cw..: blocks 2 cw, 2 cw + 1 of each), so that it need not
+ * wait for the other warpgroup's products before it stages; with the keys
+ * split, both read the whole stage, and box j is the j-th from
+ * sq + cw (DQN / 32) boxes. */
+KILN_DEV uint32_t dq_box(uint32_t sq, int cw, int j)
+{
+    if constexpr (COLSPLIT)
+        return sq + (uint32_t)((j >> 1) * QT_BYTES + (2 * cw + (j & 1)) * BM * 128);
+    else
+        return sq + (uint32_t)((cw * (DQN / 32) + j) * BM * 128);
+}
+
 /* A warpgroup's dQ (64 queries x 2 NF columns), scaled by sds, into NF / 16
- * boxes [64 rows][32 fp32] at stg with the 128-byte swizzle (chunk c of row
- * r at c ^ (r & 7)): the source of the bulk reductions into dq_accum. */
+ * boxes [64 rows][32 fp32] (dq_box()) with the 128-byte swizzle (chunk c of
+ * row r at c ^ (r & 7)): the source of the bulk reductions into dq_accum. */
 template <int NF>
-KILN_DEV void stage_dq(uint32_t stg, const float (&dq)[NF], float sds, int w4, int g, int tq)
+KILN_DEV void stage_dq(uint32_t sq, int cw, const float (&dq)[NF], float sds, int w4, int g, int tq)
 {
 #pragma unroll
     for (int nt = 0; nt < NF / 4; ++nt)
@@ -206,24 +221,33 @@ KILN_DEV void stage_dq(uint32_t stg, const float (&dq)[NF], float sds, int w4, i
         for (int hf = 0; hf < 2; ++hf) {
             const int r = w4 * 16 + g + 8 * hf;
             const int ch = ((nt & 3) * 2 + (tq >> 1)) ^ g;
-            kiln_st_shared_v2_f32(stg + (uint32_t)((nt >> 2) * BM * 128 + r * 128 + (ch << 4) + (tq & 1) * 8),
+            kiln_st_shared_v2_f32(dq_box(sq, cw, nt >> 2) + (uint32_t)(r * 128 + (ch << 4) + (tq & 1) * 8),
                                   dq[4 * nt + 2 * hf] * sds, dq[4 * nt + 2 * hf + 1] * sds);
         }
 }
 
-/* Add the NB boxes at stg to dq_accum rows row.., columns col.. of head h;
- * one thread, one bulk group. */
+/* Add warpgroup cw's NB boxes to dq_accum rows row.., columns col.. of head
+ * h; one thread, one bulk group. */
 template <int NB>
-KILN_DEV void reduce_dq(const kiln_hstu_bwd_tma_kparams &a, uint32_t stg, int col, int h, int row)
+KILN_DEV void reduce_dq(const kiln_hstu_bwd_tma_kparams &a, uint32_t sq, int cw, int col, int h, int row)
 {
 #pragma unroll
     for (int j = 0; j < NB; ++j)
-        kiln_tma_reduce_add_3d(&a.tmap[KILN_BTMA_DQ][0], stg + (uint32_t)(j * BM * 128), col + 32 * j, h, row);
+        kiln_tma_reduce_add_3d(&a.tmap[KILN_BTMA_DQ][0], dq_box(sq, cw, j), col + 32 * j, h, row);
     kiln_bulk_commit();
 }
 
 /* The issuer of the last bulk reductions frees their stage once they have
- * read it (its arrival on "empty" held back until then). */
+ * read it (its arrival on "empty" held back until then).  The reductions
+ * stream to the L2 at its pace, so the wait is placed late in the next
+ * tile: while its products run at head dim 256 (between the dQ wgmma's
+ * commit and its wait), after its pointwise step at 64 and 128.  Right
+ * after the next tile's S / dP issue, the issuer's warp sat in this wait
+ * and held its whole warpgroup at the next barrier.  On an H100 (ragged
+ * causal, backward TFLOP/s, 2 runs each): (32, 4099, 4, 256) + 3 context
+ * 316 -> 342 / 343, (32, 4096, 4, 128) 346 / 349 -> 376 / 376,
+ * (64, 2048, 8, 64) 226 / 226 -> 233 / 233.  The stage still comes back
+ * in time for the producer to fill it for the next tile (2 stages). */
 KILN_DEV void release_staged(uint32_t sbase, int &pending)
 {
     if (pending < 0) return;
@@ -232,24 +256,27 @@ KILN_DEV void release_staged(uint32_t sbase, int &pending)
     pending = -1;
 }
 
-/* After a tile's products (both warpgroups' dQ complete): this
- * warpgroup's dQ (64 queries x DQN columns from cw DQN) staged in the
- * tile's stage st, which both warpgroups are done with once past the first
- * barrier, and added to dq_accum rows row.. by the issuer's bulk
- * reductions.  Every other thread frees stage st now; the issuer, in
- * release_staged(), once the reductions have read it. */
+/* After a tile's products: this warpgroup's dQ (64 queries x DQN columns
+ * from cw DQN) staged in the tile's stage st and added to dq_accum rows
+ * row.. by the issuer's bulk reductions.  The staging waits for the other
+ * warpgroup's products only where they read the same bytes (keys split);
+ * with the head dim split, its boxes are in column blocks only this
+ * warpgroup's products read, done once its own wgmmas are (on an H100,
+ * (32, 4099, 4, 256) causal + 3 context: backward 315 / 316 -> 319 / 319
+ * TFLOP/s).
+ * Every other thread frees stage st now; the issuer, in release_staged(),
+ * once the reductions have read it. */
 template <int NF>
 KILN_DEV void bulk_dq_add(const kiln_hstu_bwd_tma_kparams &a, const float (&dq)[NF], uint32_t sbase, uint32_t sq,
                           int st, float sds, int cw, int w4, int g, int tq, int h, int row, bool issuer,
                           int &pending)
 {
-    kiln_named_bar_sync(1, CTHREADS);
-    const uint32_t stg = sq + (uint32_t)(cw * (DQN / 32) * BM * 128);
-    stage_dq(stg, dq, sds, w4, g, tq);
+    if constexpr (!COLSPLIT) kiln_named_bar_sync(1, CTHREADS);
+    stage_dq(sq, cw, dq, sds, w4, g, tq);
     kiln_fence_proxy_async();
     kiln_named_bar_sync(3 + cw, 128);
     if (issuer) {
-        reduce_dq<DQN / 32>(a, stg, cw * DQN, h, row);
+        reduce_dq<DQN / 32>(a, sq, cw, cw * DQN, h, row);
         pending = st;
     } else {
         kiln_mbar_arrive(sbase + BAR_EMPTY + 8 * st);
@@ -374,7 +401,6 @@ KILN_DEV void consume_cols(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s
         kiln_wgmma_fence();
         issue_s_dp_cols(sa, dp, sbase + OFF_K, sbase + OFF_V, sq + (uint32_t)(cw * 32 * 128),
                         so + (uint32_t)(cw * 32 * 128));
-        if (issuer) release_staged(sbase, pending);
         kiln_wgmma_wait<1>();
         kiln_reg_fence(sa);
 
@@ -426,6 +452,10 @@ KILN_DEV void consume_cols(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s
                                          desc_mn<BN>(ka, (uint32_t)(ks * 16 * 128)), ks > 0);
             kiln_wgmma_commit();
         }
+        /* the previous tile's stage, freed once its reductions have read
+         * it: here, under this tile's products, the wait costs nothing
+         * (see release_staged()) */
+        if (issuer) release_staged(sbase, pending);
         kiln_wgmma_wait<0>();
         kiln_reg_fence(dq);
         kiln_reg_fence(dv);
@@ -528,7 +558,6 @@ KILN_DEV void consume_keys(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s
         float sa[BM / 2], dp[BM / 2];
         kiln_wgmma_fence();
         issue_s_dp(sa, dp, k_rows, v_rows, sq, so);
-        if (issuer) release_staged(sbase, pending);
         kiln_wgmma_wait<1>();
         kiln_reg_fence(sa);
 
@@ -555,6 +584,8 @@ KILN_DEV void consume_keys(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s
                 fk[kk][q] = kiln_pack2<DT>(fv[0], fv[1]);
             }
 
+        /* the previous tile's stage (see release_staged()) */
+        if (issuer) release_staged(sbase, pending);
         /* ---- dV += P'^T dO */
         kiln_wgmma_fence();
         issue_kv_grad(dv, pa, so);

@@ -35,8 +35,9 @@
  *     more: "full" expects 256).
  *   warpgroups 1, 2 (consumers): 64 query rows each, the S / P V software
  *     pipeline of hstu_fwd_sm90.cu.  The epilogue stores O from registers
- *     (4-byte stores, guarded by row < len_q): it is a small part of the
- *     time, and it leaves the shared memory of the pipeline alone.
+ *     (8-byte stores after a pairwise exchange, guarded by row < len_q): it
+ *     is a small part of the time, and it leaves the shared memory of the
+ *     pipeline alone.
  *
  * Shared memory (bytes; see kiln__hstu_fwd_sm90_smem()): up to 1024 of
  * alignment slack, then
@@ -553,22 +554,31 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_kparams fp)
             kiln_mbar_arrive(sbase + BAR_EMPTY + 8 * sl);
         }
 
-        /* ---- epilogue: scale, pack, store row pairs straight from registers.
+        /* ---- epilogue: scale, pack, store straight from registers, with
+         * one xor-1 exchange per pair of 8-column chunks so that each store
+         * is 8 bytes (the quad's even threads fill one chunk, its odd ones
+         * the next), as in hstu_fwd_sm90.cu's store_o.
          * The scale and the row offset are read again here rather than kept
          * in registers across the key loop (ptxas hoists a global load of
          * descale_v to the top and then spills it). */
         const float osc = kiln_ld_shared_f32(sbase + OUT_SCALE);
         const int64_t q_row0 = kiln_ld_offset(p.seq_offsets_q, p.offsets_i64, b) + m0;
         uint16_t *og = (uint16_t *)p.out + q_row0 * p.out_row_stride + (int64_t)h * p.out_head_stride;
+        const bool odd = (tq & 1) != 0;
 #pragma unroll
         for (int hf = 0; hf < 2; ++hf) {
             const int row = row0 + 8 * hf;
-            if (row < rows_here) {
-                uint16_t *orow = og + (int64_t)row * p.out_row_stride + 2 * tq;
+            uint16_t *orow = og + (int64_t)row * p.out_row_stride + 4 * (tq >> 1);
 #pragma unroll
-                for (int dn = 0; dn < D / 8; ++dn)
-                    kiln_st_global_u32(orow + dn * 8, kiln_pack2<OT>(o[4 * dn + 2 * hf] * osc,
-                                                                     o[4 * dn + 2 * hf + 1] * osc));
+            for (int dp = 0; dp < D / 16; ++dp) {
+                const int d0 = 2 * dp, d1 = 2 * dp + 1;
+                const uint32_t w0 = kiln_pack2<OT>(o[4 * d0 + 2 * hf] * osc, o[4 * d0 + 2 * hf + 1] * osc);
+                const uint32_t w1 = kiln_pack2<OT>(o[4 * d1 + 2 * hf] * osc, o[4 * d1 + 2 * hf + 1] * osc);
+                const uint32_t r = __shfl_xor_sync(0xffffffffu, odd ? w0 : w1, 1);
+                uint32_t v2[2];
+                v2[0] = odd ? r : w0;
+                v2[1] = odd ? w1 : r;
+                if (row < rows_here) kiln_st_global_v2(orow + 8 * (odd ? d1 : d0), v2);
             }
         }
     }

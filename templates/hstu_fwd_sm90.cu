@@ -396,36 +396,69 @@ KILN_DEV void mbar_arrive_if(uint32_t bar, bool pred)
  * 8-column chunk.  One xor-1 exchange per pair of chunks gives each thread
  * two neighbouring words, stored as one 8-byte write: the quad's even
  * threads fill one chunk's 16 bytes and its odd threads the next, with half
- * the shuffles of a full 4 x 4 transpose to 16-byte stores (H100, causal, TFLOP/s, 2 runs:
- * (256, 1024, 4, 128) 376/374 -> 383/378).  4-byte stores of the pairs
- * took the same shape from 377 down to 324. */
+ * the shuffles of a 4 x 4 transpose to 16-byte stores (H100, causal,
+ * TFLOP/s, 2 runs: (256, 1024, 4, 128) 376/374 -> 383/378).  With twice
+ * as many store instructions ptxas spills in some variants (head dim 256;
+ * context with targets): those keep the transpose (STORE_PAIRS false).
+ * 4-byte stores of the pairs took (256, 1024, 4, 128) from 377 down to
+ * 324. */
+constexpr bool STORE_PAIRS = D <= 128 && !(CONTEXT && TARGET);
 template <bool ZERO = false>
 KILN_DEV void store_o(const float (&o)[D / 2], const Out &out, int64_t ostride, int row0, int tq,
                       float scale)
 {
+    const bool odd = (tq & 1) != 0;
+    if constexpr (!STORE_PAIRS) {
+#pragma unroll
+        for (int hf = 0; hf < 2; ++hf) {
+            const int row = row0 + 8 * hf;
+            uint16_t *orow = out.og + (int64_t)row * ostride;
+#pragma unroll
+            for (int q4 = 0; q4 < D / 32; ++q4) {
+                uint32_t w[4];
+#pragma unroll
+                for (int k = 0; k < 4; ++k) {
+                    const int dn = 4 * q4 + k;
+                    w[k] = ZERO ? 0u : kiln_pack2<DT>(o[4 * dn + 2 * hf] * scale, o[4 * dn + 2 * hf + 1] * scale);
+                }
+                const bool hi = (tq & 2) != 0;
+#pragma unroll
+                for (int k2 = 0; k2 < 2; ++k2) {
+                    const uint32_t r = __shfl_xor_sync(0xffffffffu, hi ? w[k2] : w[2 + k2], 2);
+                    if (hi) w[k2] = r;
+                    else w[2 + k2] = r;
+                }
+#pragma unroll
+                for (int k1 = 0; k1 < 4; k1 += 2) {
+                    const uint32_t r = __shfl_xor_sync(0xffffffffu, odd ? w[k1] : w[k1 + 1], 1);
+                    if (odd) w[k1] = r;
+                    else w[k1 + 1] = r;
+                }
+                if (row < out.rows) kiln_st_global_v4(orow + 8 * (4 * q4 + tq), w);
+            }
+        }
+        return;
+    }
+    /* one base address per row and constant offsets: an address per store
+     * (the first form of this) made the mask-heavy variants spill */
+    const int lane_off = 8 * (tq & 1) + 4 * (tq >> 1);
 #pragma unroll
     for (int hf = 0; hf < 2; ++hf) {
         const int row = row0 + 8 * hf;
-        uint16_t *orow = out.og + (int64_t)row * ostride;
+        uint16_t *ob = out.og + (int64_t)row * ostride + lane_off;
+        const bool ok = row < out.rows;
 #pragma unroll
-        for (int q4 = 0; q4 < D / 32; ++q4) {
-            uint32_t w[4];
-#pragma unroll
-            for (int k = 0; k < 4; ++k) {
-                const int dn = 4 * q4 + k;
-                w[k] = ZERO ? 0u : kiln_pack2<DT>(o[4 * dn + 2 * hf] * scale, o[4 * dn + 2 * hf + 1] * scale);
-            }
-            const bool odd = (tq & 1) != 0;
-#pragma unroll
-            for (int j = 0; j < 2; ++j) {
-                const uint32_t mine = odd ? w[2 * j + 1] : w[2 * j];
-                const uint32_t r = __shfl_xor_sync(0xffffffffu, odd ? w[2 * j] : w[2 * j + 1], 1);
-                uint32_t v2[2];
-                v2[0] = odd ? r : mine;
-                v2[1] = odd ? mine : r;
-                if (row < out.rows)
-                    kiln_st_global_v2(orow + 8 * (4 * q4 + 2 * j + (odd ? 1 : 0)) + 4 * (tq >> 1), v2);
-            }
+        for (int dp = 0; dp < D / 16; ++dp) {
+            const int d0 = 2 * dp, d1 = 2 * dp + 1;
+            const uint32_t w0 =
+                ZERO ? 0u : kiln_pack2<DT>(o[4 * d0 + 2 * hf] * scale, o[4 * d0 + 2 * hf + 1] * scale);
+            const uint32_t w1 =
+                ZERO ? 0u : kiln_pack2<DT>(o[4 * d1 + 2 * hf] * scale, o[4 * d1 + 2 * hf + 1] * scale);
+            const uint32_t r = __shfl_xor_sync(0xffffffffu, odd ? w0 : w1, 1);
+            uint32_t v2[2];
+            v2[0] = odd ? r : w0;
+            v2[1] = odd ? w1 : r;
+            if (ok) kiln_st_global_v2(ob + 16 * dp, v2);
         }
     }
 }

@@ -568,7 +568,7 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_kparams fp)
 #pragma unroll
         for (int hf = 0; hf < 2; ++hf) {
             const int row = row0 + 8 * hf;
-            uint16_t *orow = og + (int64_t)row * p.out_row_stride + 4 * (tq >> 1);
+            uint16_t *orow = og + (int64_t)row * p.out_row_stride + 8 * (tq & 1) + 4 * (tq >> 1);
 #pragma unroll
             for (int dp = 0; dp < D / 16; ++dp) {
                 const int d0 = 2 * dp, d1 = 2 * dp + 1;
@@ -578,7 +578,7 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_kparams fp)
                 uint32_t v2[2];
                 v2[0] = odd ? r : w0;
                 v2[1] = odd ? w1 : r;
-                if (row < rows_here) kiln_st_global_v2(orow + 8 * (odd ? d1 : d0), v2);
+                if (row < rows_here) kiln_st_global_v2(orow + 16 * dp, v2);
             }
         }
     }

@@ -240,14 +240,15 @@ KILN_DEV void reduce_dq(const kiln_hstu_bwd_tma_kparams &a, uint32_t sq, int cw,
 /* The issuer of the last bulk reductions frees their stage once they have
  * read it (its arrival on "empty" held back until then).  The reductions
  * stream to the L2 at its pace, so the wait is placed late in the next
- * tile: while its products run at head dim 256 (between the dQ wgmma's
- * commit and its wait), after its pointwise step at 64 and 128.  Right
- * after the next tile's S / dP issue, the issuer's warp sat in this wait
- * and held its whole warpgroup at the next barrier.  On an H100 (ragged
- * causal, backward TFLOP/s, 2 runs each): (32, 4099, 4, 256) + 3 context
- * 316 -> 342 / 343, (32, 4096, 4, 128) 346 / 349 -> 376 / 376,
- * (64, 2048, 8, 64) 226 / 226 -> 233 / 233.  The stage still comes back
- * in time for the producer to fill it for the next tile (2 stages). */
+ * tile, under its last products (between the dQ wgmma's commit and its
+ * wait).  Right after the next tile's S / dP issue, the issuer's warp sat
+ * in this wait and held its whole warpgroup at the next barrier.  On an
+ * H100 (ragged causal, backward TFLOP/s, 2 runs each): (32, 4099, 4, 256)
+ * + 3 context 316 -> 342 / 343, (32, 4096, 4, 128) 346 / 349 -> 368 / 368,
+ * (64, 2048, 8, 64) 226 / 226 -> 235 / 235.  (At 64 and 128, right after
+ * the pointwise step gave 376 and 233, but ptxas spills there in the
+ * local + delta_q keys.)  The stage still comes back in time for the
+ * producer to fill it for the next tile (2 stages). */
 KILN_DEV void release_staged(uint32_t sbase, int &pending)
 {
     if (pending < 0) return;
@@ -584,8 +585,6 @@ KILN_DEV void consume_keys(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s
                 fk[kk][q] = kiln_pack2<DT>(fv[0], fv[1]);
             }
 
-        /* the previous tile's stage (see release_staged()) */
-        if (issuer) release_staged(sbase, pending);
         /* ---- dV += P'^T dO */
         kiln_wgmma_fence();
         issue_kv_grad(dv, pa, so);
@@ -618,6 +617,8 @@ KILN_DEV void consume_keys(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s
         kiln_named_bar_sync(1, CTHREADS);
         kiln_wgmma_fence();
         issue_dq(dq, sdsb, k_cols);
+        /* the previous tile's stage (see release_staged()) */
+        if (issuer) release_staged(sbase, pending);
         kiln_wgmma_wait<0>();
         kiln_reg_fence(dq);
         kiln_reg_fence(dv);

@@ -397,7 +397,8 @@ KILN_DEV void mbar_arrive_if(uint32_t bar, bool pred)
  * two neighbouring words, stored as one 8-byte write: the quad's even
  * threads fill one chunk's 16 bytes and its odd threads the next, with half
  * the shuffles of a 4 x 4 transpose to 16-byte stores (H100, causal,
- * TFLOP/s, 2 runs: (256, 1024, 4, 128) 376/374 -> 383/378).  With twice
+ * TFLOP/s, 2 runs: (256, 1024, 4, 128) 376/374 -> 383/378 on one machine,
+ * 363/375 -> 373/374 on another; (64, 2048, 8, 64) even).  With twice
  * as many store instructions ptxas spills in some variants (head dim 256;
  * context with targets): those keep the transpose (STORE_PAIRS false).
  * 4-byte stores of the pairs took (256, 1024, 4, 128) from 377 down to

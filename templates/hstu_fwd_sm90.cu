@@ -393,10 +393,9 @@ KILN_DEV void mbar_arrive_if(uint32_t bar, bool pred)
 /* O of a finished item, scaled, packed to 16 bits and stored straight from
  * the registers (shared memory has no room left for it; the stores do not
  * wait).  The four threads of a quad hold column pairs 2 tq of each
- * 8-column chunk.  One xor-1 exchange per pair of chunks gives each thread
- * two neighbouring words, stored as one 8-byte write: the quad's even
- * threads fill one chunk's 16 bytes and its odd threads the next, with half
- * the shuffles of a 4 x 4 transpose to 16-byte stores (H100, causal,
+ * 8-column chunk.  One xor-1 exchange per pair of chunks and 8-byte
+ * stores (kiln_st_chunk_pair) take half the shuffles of a 4 x 4 transpose
+ * to 16-byte stores and still fill whole sectors (H100, causal,
  * TFLOP/s, 2 runs: (256, 1024, 4, 128) 376/374 -> 383/378 on one machine,
  * 363/375 -> 373/374 on another; (64, 2048, 8, 64) even).  With twice
  * as many store instructions ptxas spills in some variants (head dim 256;
@@ -408,8 +407,8 @@ template <bool ZERO = false>
 KILN_DEV void store_o(const float (&o)[D / 2], const Out &out, int64_t ostride, int row0, int tq,
                       float scale)
 {
-    const bool odd = (tq & 1) != 0;
     if constexpr (!STORE_PAIRS) {
+        const bool odd = (tq & 1) != 0;
 #pragma unroll
         for (int hf = 0; hf < 2; ++hf) {
             const int row = row0 + 8 * hf;
@@ -442,24 +441,18 @@ KILN_DEV void store_o(const float (&o)[D / 2], const Out &out, int64_t ostride, 
     }
     /* one base address per row and constant offsets: an address per store
      * (the first form of this) made the mask-heavy variants spill */
-    const int lane_off = 8 * (tq & 1) + 4 * (tq >> 1);
 #pragma unroll
     for (int hf = 0; hf < 2; ++hf) {
         const int row = row0 + 8 * hf;
-        uint16_t *ob = out.og + (int64_t)row * ostride + lane_off;
-        const bool ok = row < out.rows;
+        uint16_t *ob = out.og + (int64_t)row * ostride + kiln_chunk_pair_lane(tq);
 #pragma unroll
-        for (int dp = 0; dp < D / 16; ++dp) {
-            const int d0 = 2 * dp, d1 = 2 * dp + 1;
+        for (int c = 0; c < D / 16; ++c) {
+            const int d0 = 2 * c, d1 = 2 * c + 1;
             const uint32_t w0 =
                 ZERO ? 0u : kiln_pack2<DT>(o[4 * d0 + 2 * hf] * scale, o[4 * d0 + 2 * hf + 1] * scale);
             const uint32_t w1 =
                 ZERO ? 0u : kiln_pack2<DT>(o[4 * d1 + 2 * hf] * scale, o[4 * d1 + 2 * hf + 1] * scale);
-            const uint32_t r = __shfl_xor_sync(0xffffffffu, odd ? w0 : w1, 1);
-            uint32_t v2[2];
-            v2[0] = odd ? r : w0;
-            v2[1] = odd ? w1 : r;
-            if (ok) kiln_st_global_v2(ob + 16 * dp, v2);
+            kiln_st_chunk_pair(ob + 16 * c, w0, w1, tq, row < out.rows);
         }
     }
 }

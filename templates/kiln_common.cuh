@@ -129,6 +129,29 @@ KILN_DEV void kiln_st_global_v2(void *ptr, const uint32_t v[2])
     asm volatile("st.global.v2.u32 [%0], {%1, %2};\n" :: "l"(ptr), "r"(v[0]), "r"(v[1]) : "memory");
 }
 
+/* Epilogue stores of an mma/wgmma accumulator row, two 8-column chunks at
+ * a time.  The quad's thread tq holds the 16-bit column pair 2 tq of each
+ * chunk (w0: chunk 2 c, w1: chunk 2 c + 1).  One xor-1 exchange leaves the
+ * even threads two neighbouring words of chunk 2 c and the odd ones two of
+ * chunk 2 c + 1, so each thread makes one 8-byte store and the quad fills
+ * both chunks.  row + kiln_chunk_pair_lane(tq) is the thread's base; pair
+ * c goes to base + 16 c.  Every lane of the warp must call it (ok guards
+ * only the store). */
+KILN_DEV int kiln_chunk_pair_lane(int tq)
+{
+    return 8 * (tq & 1) + 4 * (tq >> 1);
+}
+
+KILN_DEV void kiln_st_chunk_pair(uint16_t *dst, uint32_t w0, uint32_t w1, int tq, bool ok)
+{
+    const bool odd = (tq & 1) != 0;
+    const uint32_t r = __shfl_xor_sync(0xffffffffu, odd ? w0 : w1, 1);
+    uint32_t v[2];
+    v[0] = odd ? r : w0;
+    v[1] = odd ? w1 : r;
+    if (ok) kiln_st_global_v2(dst, v);
+}
+
 KILN_DEV uint16_t kiln_ld_global_nc_u16(const void *ptr)
 {
     uint16_t v;

@@ -31,9 +31,12 @@
  *     whole dS'^T tile (64 queries x 128 keys) is there and each warpgroup
  *     computes dQ = dS' K for half of the head dim (A = dS'^T read M-major,
  *     B = K read N-major) and releases the stage ("empty" mbarrier, 256
- *     arrivals).  The dQ is added to dq_accum (red.global.add.v4) at the
- *     start of the next tile, after its proxy fence: a proxy fence waits for
- *     the thread's outstanding reductions.
+ *     arrivals).  With a TMA descriptor of dq_accum from the runtime, each
+ *     warpgroup stages its dQ in the tile's Q/dO stage and one thread adds
+ *     it by bulk reductions, freeing the stage once they have read it
+ *     (bulk_dq_add(), release_staged()); without one, the dQ is added by
+ *     red.global.add.v4 at the start of the next tile, after its proxy
+ *     fence: a proxy fence waits for the thread's outstanding reductions.
  * Scale factors stay out of the 16-bit operands (silu(s), dS' = dP 2 silu');
  * inv_scaling and alpha inv_scaling / 2 are applied to the fp32 results.
  * Element masks run only on tiles the mask does not leave whole, and are

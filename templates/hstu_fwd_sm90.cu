@@ -49,8 +49,8 @@
  * tile before it arrives.  (The fence, MEMBAR.ALL.CTA + FENCE.VIEW.ASYNC
  * per step, cost 1 to 2% on an H100.)
  * inv_scaling is applied to O at the end.  Epilogue: straight from the
- * registers (a quad-wide transpose makes each thread's store 16 bytes),
- * guarded by row < len_q.  rab is read from global memory straight into the
+ * registers, 8-byte stores after a pairwise exchange within each quad
+ * (store_o), guarded by row < len_q.  rab is read from global memory straight into the
  * S registers (16-bit loads, column clamped in bounds) after the S wait.
  * Key tiles the mask leaves whole run a mask-free copy of the loop body; the
  * loop is split in three so that no branch sits between a wgmma and its

@@ -71,9 +71,10 @@ def blocks(seq_offsets, total, block, device):
     """Each sequence's rows in blocks of `block` rows (the last one short),
     numbered sequence after sequence.  Returns (cu, blk, n): cu (B + 1,)
     int64, sequence b's blocks are cu[b] .. cu[b + 1] - 1; row r is in block
-    blk[r], and blk[r] == n for rows outside every sequence.  n = total // block + B + 1 bounds the number of blocks from
-    above for nondecreasing offsets, without reading them on the host
-    (cu[B] is the exact count); blocks cu[B] .. n - 1 hold no row."""
+    blk[r], and blk[r] == n for rows outside every sequence.
+    n = total // block + B + 1 bounds the number of blocks from above for
+    nondecreasing offsets, without reading them on the host (cu[B] is the
+    exact count); blocks cu[B] .. n - 1 hold no row."""
     off, lens, seg, inside = segments(seq_offsets, total, device)
     nb = off.shape[0] - 1
     n = total // block + nb + 1

@@ -7,8 +7,10 @@
  * Same grid, params, masks, tile skipping, offsets guard and debug counter
  * as hstu_fwd_sm90.cu; the differences are all about 8-bit operands:
  *
- *   S = Q K^T: wgmma m64nBNk32 .e4m3, both operands K-major from shared
- *     memory (rows of D bytes, the 128-byte swizzle; 64-byte for D = 64).
+ *   S = Q K^T: wgmma m64nBNk32 .e4m3, K-major (rows of D bytes, the
+ *     128-byte swizzle; 64-byte for D = 64); K from shared memory, Q from
+ *     registers where QREG allows (ldmatrix once per CTA), else from shared
+ *     memory too.
  *   P = silu(s) is quantized to e4m3 in registers with no scale: e4m3
  *     covers [2^-9, 448], silu(s) > 448 saturates to 448 and |silu(s)| below
  *     2^-10 rounds to 0.  Rounding is to nearest, at most 2^-4 relative
@@ -28,11 +30,11 @@
  * One CTA = 128 query rows of one (batch, head); 12 warps:
  *   warpgroup 0 (producer): Q once; per key tile K with cp.async straight
  *     into its stage (completing on the stage's "full" mbarrier through
- *     cp.async.mbarrier.arrive.noinc, 128 arrivals) and V through the
- *     staging buffer (two of them: V of tile t+1 is in flight while tile t
- *     is transposed), then one ordinary arrival per thread on "full" after
- *     the transposed tile is written and fenced for the async proxy (128
- *     more: "full" expects 256).
+ *     cp.async.mbarrier.arrive.noinc, 128 arrivals) and V through a staging
+ *     buffer (NSTG = 3 of them: V of tiles t+1 and t+2 are in flight
+ *     while tile t is transposed), then one ordinary arrival per thread on
+ *     "full" after the transposed tile is written and fenced for the async
+ *     proxy (128 more: "full" expects 256).
  *   warpgroups 1, 2 (consumers): 64 query rows each, the S / P V software
  *     pipeline of hstu_fwd_sm90.cu.  The epilogue stores O from registers
  *     (8-byte stores after a pairwise exchange, guarded by row < len_q): it
@@ -41,7 +43,7 @@
  *
  * Shared memory (bytes; see kiln__hstu_fwd_sm90_smem()): up to 1024 of
  * alignment slack, then
- *   Q [128 x D] | STAGES x (K [BN x D] | V^T [D x BN]) | 2 x staging
+ *   Q [128 x D] | STAGES x (K [BN x D] | V^T [D x BN]) | NSTG x staging
  *   [BN x (D + 16)] | mbarriers (64)
  * Q and K: D/128 column blocks of [rows][128 bytes], 128-byte swizzle (16-
  * byte chunk c of row r at chunk c ^ (r & 7)); D = 64: [rows][64], 64-byte
@@ -111,6 +113,17 @@ constexpr bool CONTEXT = KILN_CONTEXT != 0;
 constexpr bool TARGET = KILN_TARGET != 0;
 constexpr bool DELTA_Q = KILN_DELTA_Q != 0;
 constexpr bool RAB = KILN_RAB != 0;
+/* V staging buffers: V(t + 1) and V(t + 2) are in flight while V(t) is
+ * transposed (with two, V(t + 1) alone: (256, 1024, 4, 128) ran ~2% slower
+ * on an H100).  Must match kiln__hstu_fwd_sm90_smem(). */
+constexpr int NSTG = 3;
+/* Q K^T takes Q from registers (loaded once per CTA) rather than shared
+ * memory: an e4m3 wgmma with both operands in shared memory reads 6 KB per
+ * 64 clocks of tensor work (96 of shared memory's 128 bytes a clock), on
+ * top of the producer's traffic.  On an H100, (256, 1024, 4, 128): 371 ->
+ * 384 TFLOP/s; (64, 2048, 8, 64) and (32, 4096, 4, 128) even.  Not with rab (ptxas spills there) nor at head dim
+ * 256 (its 32 registers do not fit beside O). */
+constexpr bool QREG = D <= 128 && !RAB;
 
 static_assert(KILN_DTYPE == KILN_DT_E4M3, "dtype");
 static_assert(OT == KILN_DT_FP16 || OT == KILN_DT_BF16, "out dtype");
@@ -127,7 +140,7 @@ constexpr uint32_t VS_BYTES = BN * VROWB;
 constexpr uint32_t OFF_Q = 0;
 constexpr uint32_t OFF_KV = Q_BYTES;
 constexpr uint32_t OFF_VS = OFF_KV + STAGES * 2 * KV_BYTES;
-constexpr uint32_t OFF_BAR = OFF_VS + 2 * VS_BYTES;
+constexpr uint32_t OFF_BAR = OFF_VS + NSTG * VS_BYTES;
 constexpr uint32_t BAR_FULL = OFF_BAR;              /* [STAGES] */
 constexpr uint32_t BAR_EMPTY = OFF_BAR + 8 * STAGES; /* [STAGES] */
 constexpr uint32_t BAR_Q = OFF_BAR + 16 * STAGES;
@@ -329,6 +342,16 @@ KILN_DEV void issue_s(float (&s)[BN / 2], uint32_t q_addr, uint32_t k_addr)
     kiln_wgmma_commit();
 }
 
+/* The same with Q's A fragments in registers (QREG). */
+KILN_DEV void issue_s_rq(float (&s)[BN / 2], const uint32_t (&qa)[KSTEPS][4], uint32_t k_addr)
+{
+    const uint64_t dk = desc_qk(kiln_opaque_u32(k_addr));
+#pragma unroll
+    for (int ks = 0; ks < KSTEPS; ++ks)
+        kiln_wgmma8_rs<BN>(s, qa[ks], kiln_desc_add(dk, kstep_addr<BN>(0, 0, ks)), ks > 0);
+    kiln_wgmma_commit();
+}
+
 /* O += P V with the V^T tile at vt_addr. */
 KILN_DEV void issue_pv(float (&o)[D / 2], const uint32_t (&pa)[PSTEPS][4], uint32_t vt_addr)
 {
@@ -348,14 +371,15 @@ KILN_DEV uint32_t k_addr(uint32_t sbase, int stage)
  * then SiLU of tile n while P V(n - 1) runs; frees the stage of n - 1. */
 template <bool MASK>
 KILN_DEV void step(const Ctx &c, float (&s)[BN / 2], float (&o)[D / 2], uint32_t (&pa)[PSTEPS][4],
-                   int n, int t, uint32_t sbase, uint32_t q_addr)
+                   int n, int t, uint32_t sbase, uint32_t q_addr, const uint32_t (&qa)[KSTEPS][4])
 {
     const int st = t % STAGES, sp = (t - 1) % STAGES;
     kiln_mbar_wait(sbase + BAR_FULL + 8 * st, (uint32_t)((t / STAGES) & 1));
     kiln_fence_proxy_async();
     kiln_reg_fence(pa);
     kiln_wgmma_fence();
-    issue_s(s, q_addr, k_addr(sbase, st));
+    if constexpr (QREG) issue_s_rq(s, qa, k_addr(sbase, st));
+    else issue_s(s, q_addr, k_addr(sbase, st));
     issue_pv(o, pa, k_addr(sbase, sp) + KV_BYTES);
     uint32_t pn[PSTEPS][4];
     kiln_wgmma_wait<1>();
@@ -437,9 +461,16 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_kparams fp)
         const uint32_t sVS = sbase + OFF_VS;
         load_rows<BM, false>(sQ, qg, p.q_row_stride, rows_here, tid);
         kiln_cp_async_mbar_arrive(sbase + BAR_Q);
-        if (ntiles > 0) {
-            const int n0 = n_begin * BN;
-            load_rows<BN, true>(sVS, vg + (int64_t)n0 * p.v_row_stride, p.v_row_stride, L - n0, tid);
+        /* V(0 .. NSTG - 2) in flight before the loop; one commit group per
+         * V tile (empty past the last), so that wait_group NSTG - 2 means
+         * "V(t) has landed" */
+#pragma unroll
+        for (int i = 0; i < NSTG - 1; ++i) {
+            if (i < ntiles) {
+                const int n0 = (n_begin + i) * BN;
+                load_rows<BN, true>(sVS + (uint32_t)i * VS_BYTES, vg + (int64_t)n0 * p.v_row_stride,
+                                    p.v_row_stride, L - n0, tid);
+            }
             kiln_cp_async_commit();
         }
 #pragma unroll 1
@@ -451,16 +482,19 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_kparams fp)
             load_rows<BN, false>(sK, kg + (int64_t)n0 * p.k_row_stride, p.k_row_stride, L - n0, tid);
             kiln_cp_async_mbar_arrive(sbase + BAR_FULL + 8 * stage);
             /* V(t) has landed for every producer thread, and every thread is
-             * done reading the staging buffer that V(t + 1) goes to */
-            kiln_cp_async_wait<0>();
+             * done reading the staging buffer that V(t + NSTG - 1) goes to
+             * (V(t - 1)'s) */
+            kiln_cp_async_wait<NSTG - 2>();
             kiln_named_bar_sync(PBAR, PTHREADS);
-            if (t + 1 < ntiles) {
-                load_rows<BN, true>(sVS + (uint32_t)((t + 1) & 1) * VS_BYTES,
-                                    vg + (int64_t)(n0 + BN) * p.v_row_stride, p.v_row_stride,
-                                    L - n0 - BN, tid);
+            {
+                const int ta = t + NSTG - 1;
+                if (ta < ntiles)
+                    load_rows<BN, true>(sVS + (uint32_t)(ta % NSTG) * VS_BYTES,
+                                        vg + (int64_t)(n0 + (NSTG - 1) * BN) * p.v_row_stride, p.v_row_stride,
+                                        L - n0 - (NSTG - 1) * BN, tid);
                 kiln_cp_async_commit();
             }
-            transpose_v(sVS + (uint32_t)(t & 1) * VS_BYTES, sK + KV_BYTES, tid);
+            transpose_v(sVS + (uint32_t)(t % NSTG) * VS_BYTES, sK + KV_BYTES, tid);
             kiln_fence_proxy_async();
             kiln_mbar_arrive(sbase + BAR_FULL + 8 * stage);
         }
@@ -522,6 +556,19 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_kparams fp)
 
         kiln_mbar_wait(sbase + BAR_Q, 0);
         kiln_fence_proxy_async();
+        /* Q as A fragments (QREG): ldmatrix's b16 fragment is the e4m3 k32
+         * fragment byte for byte (kiln_sm90_fp8.cuh) */
+        uint32_t qa[KSTEPS][4];
+#pragma unroll
+        for (int ks = 0; ks < KSTEPS; ++ks) {
+            if constexpr (QREG) {
+                const int r = cw * 64 + (t128 >> 5) * 16 + (lane & 7) + 8 * ((lane >> 3) & 1);
+                kiln_ldmatrix_x4(qa[ks], sQ + tile_off<BM>(r, 2 * ks + (lane >> 4)));
+            } else {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) qa[ks][e] = 0;
+            }
+        }
 
         if (ntiles > 0) {
             float s[BN / 2];
@@ -529,7 +576,8 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_kparams fp)
             kiln_mbar_wait(sbase + BAR_FULL, 0);
             kiln_fence_proxy_async();
             kiln_wgmma_fence();
-            issue_s(s, q_addr, k_addr(sbase, 0));
+            if constexpr (QREG) issue_s_rq(s, qa, k_addr(sbase, 0));
+            else issue_s(s, q_addr, k_addr(sbase, 0));
             kiln_wgmma_wait<0>();
             kiln_reg_fence(s);
             if (n_begin >= f_lo && n_begin < f_hi) process<false>(c, s, n_begin, pa);
@@ -537,11 +585,11 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_kparams fp)
 
             int n = n_begin + 1;
 #pragma unroll 1
-            for (; n < f_lo; ++n) step<true>(c, s, o, pa, n, n - n_begin, sbase, q_addr);
+            for (; n < f_lo; ++n) step<true>(c, s, o, pa, n, n - n_begin, sbase, q_addr, qa);
 #pragma unroll 1
-            for (; n < f_hi; ++n) step<false>(c, s, o, pa, n, n - n_begin, sbase, q_addr);
+            for (; n < f_hi; ++n) step<false>(c, s, o, pa, n, n - n_begin, sbase, q_addr, qa);
 #pragma unroll 1
-            for (; n < n_end; ++n) step<true>(c, s, o, pa, n, n - n_begin, sbase, q_addr);
+            for (; n < n_end; ++n) step<true>(c, s, o, pa, n, n - n_begin, sbase, q_addr, qa);
 
             /* last tile: P V only */
             const int sl = (ntiles - 1) % STAGES;

@@ -20,8 +20,8 @@
  * causal m-blocks reversed so heavy ones go first, which runs the kernel
  * before the persistent one (namespace blk below; its layout fits in this
  * one's).  The persistent kernel, 12 warps:
- *   warpgroup 0 (producer, setmaxnreg 40): every warp walks the schedule;
- *     one thread hands each item to the consumers through a two-slot queue
+ *   warpgroup 0 (producer, setmaxnreg 40): warps 0 and 1 walk the
+ *     schedule; one thread hands each item to the consumers through a two-slot queue
  *     in shared memory (an Item and its full / empty mbarriers) and issues
  *     TMA copies (descriptors built by the host per call, hstu_tma_params.h)
  *     straight into the wgmma-canonical swizzled layout: Q per item into
@@ -30,8 +30,8 @@
  *     on across items, so the next item's copies overlap this one's end.
  *     The copies complete on the stage's "full" mbarrier (one arrival plus
  *     the transaction bytes).  The last tile of a sequence, which runs past
- *     its end, is copied by all 128 threads with cp.async, zero-filled past
- *     the end.
+ *     its end, comes by TMA too; warp 1 zeroes its V rows past the end
+ *     before it hands the tile over.
  *   warpgroups 1, 2 (consumers, setmaxnreg 232): 64 query rows each.
  *     S = Q K^T: wgmma m64nBNk16, A = Q and B = K from shared memory
  *     (K-major).  P = silu(alpha (S + rab)) (masked -> 0) packed to 16 bits
@@ -45,13 +45,13 @@
  *     item's last S on its Q buffer's.
  * A consumer does not fence the proxies after it waits on a "full"
  * barrier: the TMA writes and the wgmma reads are both in the async proxy,
- * and the producer fences its own cp.async (generic) writes of a partial
- * tile before it arrives.  (The fence, MEMBAR.ALL.CTA + FENCE.VIEW.ASYNC
+ * and the producer fences its own (generic) zeroing of a partial V tile
+ * before it arrives.  (The fence, MEMBAR.ALL.CTA + FENCE.VIEW.ASYNC
  * per step, cost 1 to 2% on an H100.)
  * inv_scaling is applied to O at the end.  Epilogue: straight from the
  * registers, 8-byte stores after a pairwise exchange within each quad
- * (store_o), guarded by row < len_q.  rab is read from global memory straight into the
- * S registers (16-bit loads, column clamped in bounds) after the S wait.
+ * (store_o), guarded by row < len_q.  rab is read from global memory
+ * straight into the S registers (16-bit loads, column clamped in bounds) after the S wait.
  * Key tiles the mask leaves whole run a mask-free copy of the loop body; the
  * loop is split in three so that no branch sits between a wgmma and its
  * wait, and O is written by wgmmas only (ptxas serializes every wgmma of
@@ -168,9 +168,10 @@ constexpr uint32_t BAR_Q = BAR_EMPTY_V + 8 * VSTAGES;      /* [2] Q landed */
 constexpr uint32_t BAR_Q_EMPTY = BAR_Q + 16;               /* [2] consumers are done with Q */
 constexpr uint32_t BAR_ITEM_FULL = BAR_Q_EMPTY + 16;       /* [2] */
 constexpr uint32_t BAR_ITEM_EMPTY = BAR_ITEM_FULL + 16;    /* [2] */
+constexpr uint32_t BAR_LAND_V = BAR_ITEM_EMPTY + 16;       /* [VSTAGES] a partial V tile landed */
 constexpr uint32_t OFF_ITEM = OFF_BAR + 256;               /* [2] x Item, 64 bytes apart */
 constexpr uint32_t OFF_WARP = OFF_ITEM + 128;              /* [4] x WarpSlot, 64 bytes apart */
-static_assert(BAR_ITEM_EMPTY + 16 <= OFF_ITEM, "barrier area");
+static_assert(BAR_LAND_V + 8 * VSTAGES <= OFF_ITEM, "barrier area");
 /* bytes past the rings: must match kiln__hstu_fwd_sm90_smem() */
 static_assert(OFF_WARP + 256 - OFF_BAR == 640, "tail of the shared memory");
 
@@ -580,6 +581,7 @@ struct WarpSlot {
     int b, h, u;    /* the unit: sequence, head, number (w.s m-blocks) */
     int L;
     int64_t k_beg;
+    uint32_t land;  /* warp 1: bit v, the phase parity of BAR_LAND_V[v] */
 };
 static_assert(sizeof(WarpSlot) <= 64, "warp slot");
 
@@ -1012,6 +1014,8 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_tma_kparams a)
             kiln_mbar_init(sbase + BAR_ITEM_FULL + 8 * s, 1);
             kiln_mbar_init(sbase + BAR_ITEM_EMPTY + 8 * s, NTHREADS - PTHREADS);
         }
+#pragma unroll
+        for (int s = 0; s < VSTAGES; ++s) kiln_mbar_init(sbase + BAR_LAND_V + 8 * s, 1);
         /* make the initialized barriers visible to the TMA unit */
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
@@ -1020,19 +1024,30 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_tma_kparams a)
     const int wg = tid >> 7;
     if (wg == 0) {
         /* ================= producer =================
-         * Every producer warp walks the schedule (the same items in the
-         * same order); thread 0 hands each item to the consumers through
-         * a two-slot queue in shared memory and issues TMA copies: for each
+         * Warps 0 and 1 walk the schedule (the same items in the same
+         * order); thread 0 hands each item to the consumers through a
+         * two-slot queue in shared memory and issues TMA copies: for each
          * item its Q (into the buffer its item before last freed; with one
          * Q buffer, after the first K and V tiles, once the consumers' last
          * S of the item before has freed it), then its K and V tiles.  The
          * rings run on across items, so the copies of the next item overlap
          * the end of this one.  A tile that runs past the end of its
-         * sequence is copied instead by all 128 threads with cp.async,
-         * zero-filling the rows >= L: TMA would bring the next sequence's
-         * rows there, and although P is 0 in those columns, 0 * (an Inf or
-         * NaN in a V row) is not 0. */
+         * sequence comes by TMA too, with the rows of whatever follows (the
+         * next sequence, padding): in K they only make S columns that the
+         * mask replaces, but 0 * (an Inf or NaN in a V row) is not 0, so
+         * such a V tile lands on BAR_LAND_V instead, and warp 1 zeroes its
+         * rows >= L before it arrives on the stage's "full" barrier.  The
+         * leader goes on issuing meanwhile.  (All 128 threads used to copy
+         * such a tile with cp.async while the leader waited: on an H100,
+         * (64, 2048, 8, 64) 364 -> 373 TFLOP/s, (256, 1024, 4, 128) even
+         * at 393, means of 4 runs.  TMA without the zeroing, wrong only
+         * for non-finite neighbours, ran the latter at 402: the zeroing's
+         * latency, it seems; three warps zeroing were no faster.)  Warp 1
+         * is at most one phase behind on each BAR_LAND_V[v]: the leader
+         * reuses V stage v only once the consumers are done with it, which
+         * takes warp 1's arrival. */
         kiln_setmaxnreg_dec<PREGS>();
+        if ((tid >> 5) >= 2) return; /* warps 2 and 3: nothing to do */
         const bool leader = tid == 0;
         const void *tm_q = &a.tmap[KILN_TMA_Q][0];
         const void *tm_k = &a.tmap[KILN_TMA_K][0];
@@ -1047,6 +1062,7 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_tma_kparams a)
             if ((tid & 31) == 0) {
                 ws->w = w;
                 ws->round = 0;
+                ws->land = 0;
             }
         }
         if ((tid & 31) == 0) ws->second = 0;
@@ -1144,42 +1160,33 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_tma_kparams a)
                      * their own, could fall two phases behind (and wait
                      * forever) or run two ahead (and pass at once).  For a
                      * partial tile they follow it through a named barrier. */
-                    if (kq >= KSTAGES && leader)
-                        kiln_mbar_wait(sbase + BAR_EMPTY_K + 8 * ks, ((kq / KSTAGES) - 1) & 1);
-                    if (whole) {
-                        if (leader) {
-                            kiln_mbar_arrive_expect_tx(full_k, KV_BYTES);
+                    if (leader) {
+                        if (kq >= KSTAGES)
+                            kiln_mbar_wait(sbase + BAR_EMPTY_K + 8 * ks, ((kq / KSTAGES) - 1) & 1);
+                        kiln_mbar_arrive_expect_tx(full_k, KV_BYTES);
 #pragma unroll
-                            for (int cb = 0; cb < NCB; ++cb)
-                                kiln_tma_load_3d(sK + (uint32_t)(cb * BN * ROWB), tm_k, cb * CBE, h, row, full_k);
-                        }
-                    }
-                    if (kq >= VSTAGES && leader)
-                        kiln_mbar_wait(sbase + BAR_EMPTY_V + 8 * vs, ((kq / VSTAGES) - 1) & 1);
-                    if (whole) {
-                        if (leader) {
-                            kiln_mbar_arrive_expect_tx(full_v, KV_BYTES);
+                        for (int cb = 0; cb < NCB; ++cb)
+                            kiln_tma_load_3d(sK + (uint32_t)(cb * BN * ROWB), tm_k, cb * CBE, h, row, full_k);
+                        if (kq >= VSTAGES)
+                            kiln_mbar_wait(sbase + BAR_EMPTY_V + 8 * vs, ((kq / VSTAGES) - 1) & 1);
+                        const uint32_t bar_v = whole ? full_v : sbase + BAR_LAND_V + 8 * vs;
+                        kiln_mbar_arrive_expect_tx(bar_v, KV_BYTES);
 #pragma unroll
-                            for (int cb = 0; cb < NCB; ++cb)
-                                kiln_tma_load_3d(sV + (uint32_t)(cb * BN * ROWB), tm_v, cb * CBE, h, row, full_v);
-                        }
-                    } else {
-                        kiln_named_bar_sync(3, PTHREADS); /* both stages are free */
-                        const int64_t k_beg = ws->k_beg;
-                        const int n = n_off + (int)kq;
-                        const int nvalid = ws->L - n * BN;
-                        const int64_t r0 = k_beg + (int64_t)n * BN;
-                        load_tile<BN>(sK, (const uint16_t *)p.k + r0 * p.k_row_stride + (int64_t)h * p.k_head_stride,
-                                      p.k_row_stride, nvalid, tid);
-                        load_tile<BN>(sV, (const uint16_t *)p.v + r0 * p.v_row_stride + (int64_t)h * p.v_head_stride,
-                                      p.v_row_stride, nvalid, tid);
-                        kiln_cp_async_wait_all();
+                        for (int cb = 0; cb < NCB; ++cb)
+                            kiln_tma_load_3d(sV + (uint32_t)(cb * BN * ROWB), tm_v, cb * CBE, h, row, bar_v);
+                    } else if (!whole && tid >= 32) {
+                        /* warp 1: zero V's rows >= L once the tile has landed */
+                        const uint32_t par = (ws->land >> vs) & 1u;
+                        __syncwarp();
+                        if (tid == 32) ws->land ^= 1u << vs;
+                        const int nvalid = ws->L - (n_off + (int)kq) * BN;
+                        kiln_mbar_wait(sbase + BAR_LAND_V + 8 * vs, par);
+#pragma unroll 1
+                        for (int i = nvalid * CPR + tid - 32; i < BN * CPR; i += 32)
+                            kiln_st_shared_zero16(sV + tile_off<BN>(i / CPR, i % CPR));
                         kiln_fence_proxy_async();
-                        kiln_named_bar_sync(3, PTHREADS);
-                        if (leader) {
-                            kiln_mbar_arrive(full_k);
-                            kiln_mbar_arrive(full_v);
-                        }
+                        __syncwarp();
+                        if (tid == 32) kiln_mbar_arrive(full_v);
                     }
                 }
                 kt = kq_end;

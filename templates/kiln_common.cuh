@@ -103,6 +103,11 @@ KILN_DEV void kiln_st_shared_u16(uint32_t addr, uint16_t v)
     asm volatile("st.shared.u16 [%0], %1;\n" :: "r"(addr), "h"(v) : "memory");
 }
 
+KILN_DEV void kiln_st_shared_zero16(uint32_t addr)
+{
+    asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n" :: "r"(addr), "r"(0) : "memory");
+}
+
 KILN_DEV uint32_t kiln_ld_shared_u32(uint32_t addr)
 {
     uint32_t v;

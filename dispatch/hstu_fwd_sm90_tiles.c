@@ -55,7 +55,7 @@ size_t kiln__hstu_fwd_sm90_smem(int dtype, int head_dim, int block_m, int block_
     size_t d = (size_t)head_dim;
     if (dtype == KILN_DTYPE_E4M3)
         /* templates/hstu_fwd_sm90_fp8.cu: alignment slack | Q | 3 stages x
-         * (K | V^T) | up to 3 V staging buffers of rows padded by 16 | mbarriers */
+         * (K | V^T) | 3 V staging buffers of rows padded by 16 | mbarriers */
         return 1024 + (size_t)block_m * d + 3 * 2 * (size_t)block_n * d +
                3 * (size_t)block_n * (d + 16) + 64;
     /* alignment slack | Q buffers | K ring | V ring | mbarriers (256) | item

@@ -21,8 +21,9 @@
  * before the persistent one (namespace blk below; its layout fits in this
  * one's).  The persistent kernel, 12 warps:
  *   warpgroup 0 (producer, setmaxnreg 40): warps 0 and 1 walk the
- *     schedule; one thread hands each item to the consumers through a two-slot queue
- *     in shared memory (an Item and its full / empty mbarriers) and issues
+ *     schedule; one thread hands each item to the consumers through a
+ *     two-slot queue in shared memory (an Item and its full / empty
+ *     mbarriers) and issues
  *     TMA copies (descriptors built by the host per call, hstu_tma_params.h)
  *     straight into the wgmma-canonical swizzled layout: Q per item into
  *     QSTAGES buffers, and K and V tiles of BLOCK_N keys into two rings
@@ -51,7 +52,8 @@
  * inv_scaling is applied to O at the end.  Epilogue: straight from the
  * registers, 8-byte stores after a pairwise exchange within each quad
  * (store_o), guarded by row < len_q.  rab is read from global memory
- * straight into the S registers (16-bit loads, column clamped in bounds) after the S wait.
+ * straight into the S registers (16-bit loads, column clamped in bounds)
+ * after the S wait.
  * Key tiles the mask leaves whole run a mask-free copy of the loop body; the
  * loop is split in three so that no branch sits between a wgmma and its
  * wait, and O is written by wgmmas only (ptxas serializes every wgmma of
@@ -1158,8 +1160,8 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_tma_kparams a)
                      * phase from the one two before or after it, and the
                      * other producer threads, which walk the schedule on
                      * their own, could fall two phases behind (and wait
-                     * forever) or run two ahead (and pass at once).  For a
-                     * partial tile they follow it through a named barrier. */
+                     * forever) or run two ahead (and pass at once).  Warp
+                     * 1 waits only on BAR_LAND_V (see above). */
                     if (leader) {
                         if (kq >= KSTAGES)
                             kiln_mbar_wait(sbase + BAR_EMPTY_K + 8 * ks, ((kq / KSTAGES) - 1) & 1);

@@ -121,8 +121,9 @@ constexpr int NSTG = 3;
  * memory: an e4m3 wgmma with both operands in shared memory reads 6 KB per
  * 64 clocks of tensor work (96 of shared memory's 128 bytes a clock), on
  * top of the producer's traffic.  On an H100, (256, 1024, 4, 128): 371 ->
- * 384 TFLOP/s; (64, 2048, 8, 64) and (32, 4096, 4, 128) even.  Not with rab (ptxas spills there) nor at head dim
- * 256 (its 32 registers do not fit beside O). */
+ * 384 TFLOP/s; (64, 2048, 8, 64) and (32, 4096, 4, 128) even.  Not with
+ * rab (ptxas spills there) nor at head dim 256 (its 32 registers do not
+ * fit beside O). */
 constexpr bool QREG = D <= 128 && !RAB;
 
 static_assert(KILN_DTYPE == KILN_DT_E4M3, "dtype");
@@ -556,8 +557,9 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_kparams fp)
 
         kiln_mbar_wait(sbase + BAR_Q, 0);
         kiln_fence_proxy_async();
-        /* Q as A fragments (QREG): ldmatrix's b16 fragment is the e4m3 k32
-         * fragment byte for byte (kiln_sm90_fp8.cuh) */
+        /* Q as A fragments (QREG; zeros, unused, without): ldmatrix's b16
+         * fragment is the e4m3 k32 fragment byte for byte
+         * (kiln_sm90_fp8.cuh) */
         uint32_t qa[KSTEPS][4];
 #pragma unroll
         for (int ks = 0; ks < KSTEPS; ++ks) {

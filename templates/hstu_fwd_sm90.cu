@@ -574,15 +574,15 @@ struct Walk {
 };
 
 /* What a producer warp keeps in shared memory rather than in registers
- * (it has 40): its walk, the unit it found, and the item's sequence for a
- * partial tile.  Written by lane 0 between __syncwarp()s. */
+ * (it has 40): its walk, the unit it found, the item's sequence length for
+ * a partial tile and warp 1's landing parities.  Written by lane 0 between
+ * __syncwarp()s. */
 struct WarpSlot {
     Walk w;
     int round;      /* the CTA's next unit is its round-th */
     int second;     /* the unit's second m-block comes next */
     int b, h, u;    /* the unit: sequence, head, number (w.s m-blocks) */
-    int L;
-    int64_t k_beg;
+    int L;          /* the item's sequence length, for a partial tile */
     uint32_t land;  /* warp 1: bit v, the phase parity of BAR_LAND_V[v] */
 };
 static_assert(sizeof(WarpSlot) <= 64, "warp slot");
@@ -1098,7 +1098,6 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_tma_kparams a)
             __syncwarp();
             if ((tid & 31) == 0) {
                 ws->second = !second && unit_mblock(ws->w.s, ws->u, nf, 1) >= 0;
-                ws->k_beg = sq.k_beg;
                 ws->L = sq.L;
             }
             __syncwarp();

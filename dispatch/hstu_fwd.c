@@ -20,6 +20,9 @@ _Static_assert(offsetof(kiln_hstu_kparams, n_func) == 244, "kparams layout");
 _Static_assert(sizeof(kiln_hstu_kparams) <= 256, "kparams must fit before the TMA maps");
 _Static_assert(sizeof(kiln_hstu_fp8_kparams) == 280, "fp8 kparams layout changed");
 _Static_assert(offsetof(kiln_hstu_fp8_kparams, descale_q) == 248, "fp8 kparams layout");
+_Static_assert(offsetof(kiln_hstu_fp8_tma_kparams, tmap) == 320 &&
+                   sizeof(kiln_hstu_fp8_tma_kparams) == 576,
+               "fp8 tma kparams layout changed");
 
 #define GRID_YZ_MAX 65535
 #define KILN_MAX_SEQLEN (1 << 30)
@@ -382,7 +385,11 @@ kiln_status kiln__hstu_fwd_plan_impl(const kiln_hstu_fwd_params *p, int arch, in
         key->persist = kiln__hstu_fwd_sm90_persistent((int)mb, key->rab);
     }
     if (*empty) return KILN_OK;
-    launch->grid[0] = (unsigned)kp->num_m_blocks;
+    /* the Hopper fp8 kernel takes a unit of two m-blocks per CTA
+     * (templates/hstu_fwd_sm90_fp8.cu) */
+    launch->grid[0] = key->impl == 1 && key->dtype == KILN_DTYPE_E4M3
+                          ? (unsigned)((kp->num_m_blocks + 1) / 2)
+                          : (unsigned)kp->num_m_blocks;
     launch->grid[1] = (unsigned)p->num_heads;
     launch->grid[2] = (unsigned)p->batch;
     launch->block[0] = (unsigned)key->warps * 32;

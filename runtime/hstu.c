@@ -89,18 +89,30 @@ kiln_status kiln_hstu_fwd(kiln_engine *e, const kiln_hstu_fwd_params *params,
                                           &empty));
         kp.debug_counter = dbg;
     }
+    if (key.dtype == KILN_DTYPE_E4M3) {
+        kiln_hstu_fp8_tma_kparams t8;
+        kiln_hstu_fp8_kparams *f8 = &t8.f;
+        f8->base = kp;
+        f8->descale_q = params->descale_q;
+        f8->descale_k = params->descale_k;
+        f8->descale_v = params->descale_v;
+        f8->ds_batch_stride = (int32_t)params->descale_batch_stride; /* checked: <= INT32_MAX */
+        f8->ds_head_stride = (int32_t)params->descale_head_stride;
+        if (key.impl == 1 && kiln__hstu_fp8_tma_fill(cu, params, &key, &t8) != 0) {
+            /* q or k that TMA cannot describe: the portable kernel */
+            uint64_t dbg = kp.debug_counter;
+            KILN_TRY(kiln__hstu_fwd_plan_impl(params, di->arch, di->arch_a, 0, &key, &kp, &l,
+                                              &empty));
+            kp.debug_counter = dbg;
+            f8->base = kp;
+        }
+        KILN_TRY(kiln__kernel_get(e, &key, 1, &s));
+        atomic_fetch_add_explicit(&e->mem_hits, 1, memory_order_relaxed);
+        return kiln__launch(cu, s, 0, dev, l.grid, l.block, l.smem, stream,
+                            key.impl == 1 ? (void *)&t8 : (void *)f8);
+    }
     KILN_TRY(kiln__kernel_get(e, &key, 1, &s));
     atomic_fetch_add_explicit(&e->mem_hits, 1, memory_order_relaxed);
-    if (key.dtype == KILN_DTYPE_E4M3) {
-        kiln_hstu_fp8_kparams f8;
-        f8.base = kp;
-        f8.descale_q = params->descale_q;
-        f8.descale_k = params->descale_k;
-        f8.descale_v = params->descale_v;
-        f8.ds_batch_stride = (int32_t)params->descale_batch_stride; /* checked: <= INT32_MAX */
-        f8.ds_head_stride = (int32_t)params->descale_head_stride;
-        return kiln__launch(cu, s, 0, dev, l.grid, l.block, l.smem, stream, &f8);
-    }
     return kiln__launch(cu, s, 0, dev, l.grid, l.block, l.smem, stream, &kp);
 }
 

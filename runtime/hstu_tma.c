@@ -1,5 +1,5 @@
 /* hstu_tma.c -- TMA descriptors of q, k and v for the Hopper HSTU forward
- * (and of q, k, v and dout for its backward).
+ * (q and k of the fp8 one; q, k, v and dout for the backward).
  *
  * Each tensor is described as 3-D (head_dim, heads, rows), innermost first,
  * with the box the kernel copies: one column block (64 elements, or 32 at
@@ -21,6 +21,7 @@ _Static_assert(offsetof(kiln_hstu_bwd_tma_kparams, tmap) % 64 == 0 &&
                "bwd tma kparams layout");
 
 enum {
+    TM_UINT8 = 0,
     TM_FLOAT16 = 6, TM_FLOAT32 = 7, TM_BFLOAT16 = 9, /* CUtensorMapDataType */
     TM_SWIZZLE_64B = 2, TM_SWIZZLE_128B = 3, /* CUtensorMapSwizzle */
     TM_L2_128B = 2                           /* CUtensorMapL2promotion */
@@ -77,6 +78,22 @@ int kiln__hstu_tma_fill(const kiln_cu_api *cu, const kiln_hstu_fwd_params *p,
         return -1;
     return encode(cu, a->tmap[KILN_TMA_V], dt, p->v, p->total_k, p->v_row_stride, h,
                   p->v_head_stride, d, (unsigned)key->block_n);
+}
+
+int kiln__hstu_fp8_tma_fill(const kiln_cu_api *cu, const kiln_hstu_fwd_params *p,
+                            const kiln_key *key, kiln_hstu_fp8_tma_kparams *a)
+{
+    if (!cu->TensorMapEncodeTiled) return -1;
+    /* rows of d bytes: one box of them up to 128, else 128-byte column
+     * blocks; the 128-byte swizzle, or the 64-byte one for 64-byte rows */
+    const int d = key->head_dim, h = p->num_heads;
+    const unsigned cols = d >= 128 ? 128u : (unsigned)d;
+    const int sw = d >= 128 ? TM_SWIZZLE_128B : TM_SWIZZLE_64B;
+    if (encode_as(cu, a->tmap[KILN_TMA8_Q], TM_UINT8, 1, p->q, p->total_q, p->q_row_stride, h,
+                  p->q_head_stride, d, cols, (unsigned)key->block_m, sw) != 0)
+        return -1;
+    return encode_as(cu, a->tmap[KILN_TMA8_K], TM_UINT8, 1, p->k, p->total_k, p->k_row_stride, h,
+                     p->k_head_stride, d, cols, (unsigned)key->block_n, sw);
 }
 
 int kiln__hstu_bwd_tma_fill(const kiln_cu_api *cu, const kiln_hstu_bwd_params *p,

@@ -9,6 +9,7 @@
 #include "kiln.h"
 #include "runtime/cuda.h"
 #include "templates/hstu_bwd_tma_params.h"
+#include "templates/hstu_fp8_params.h"
 #include "templates/hstu_tma_params.h"
 
 /* Fill a->tmap for the tensors of p and the tiles of key (a->p is not
@@ -17,6 +18,11 @@
  * overlap or outrun a row); the caller then uses a kernel without TMA. */
 int kiln__hstu_tma_fill(const kiln_cu_api *cu, const kiln_hstu_fwd_params *p,
                         const kiln_key *key, kiln_hstu_tma_kparams *a);
+
+/* The same for the Hopper fp8 forward: q and k only (its V goes through a
+ * transpose, not TMA); a->f is not touched. */
+int kiln__hstu_fp8_tma_fill(const kiln_cu_api *cu, const kiln_hstu_fwd_params *p,
+                            const kiln_key *key, kiln_hstu_fp8_tma_kparams *a);
 
 /* Fill a->tmap, a->tma and a->tma_dq for the backward: q and dout with
  * boxes of key->block_m rows, k and v of key->block_n rows, and dq_accum

@@ -5,6 +5,7 @@
 #define KILN_HSTU_FP8_PARAMS_H
 
 #include "hstu_params.h"
+#include "hstu_tma_params.h" /* KILN_ALIGN64 */
 
 typedef struct kiln_hstu_fp8_kparams {
     kiln_hstu_kparams base;
@@ -14,6 +15,18 @@ typedef struct kiln_hstu_fp8_kparams {
     uint64_t descale_q, descale_k, descale_v;
     int32_t ds_batch_stride, ds_head_stride;
 } kiln_hstu_fp8_kparams;
+
+#define KILN_TMA8_Q 0
+#define KILN_TMA8_K 1
+
+/* The Hopper fp8 kernel's: the above plus TMA descriptors of q and k, each
+ * 3-D over (head_dim bytes, heads, rows) with boxes of (up to 128 bytes, 1
+ * head, 128 rows for q / BLOCK_N for k) and the swizzle of the kernel's
+ * tiles (runtime/hstu_tma.c). */
+typedef struct kiln_hstu_fp8_tma_kparams {
+    kiln_hstu_fp8_kparams f;
+    KILN_ALIGN64 uint64_t tmap[2][16];
+} kiln_hstu_fp8_tma_kparams;
 
 #ifdef KILN_NVRTC
 /* The element of descale_q/k/v that sequence b, head h reads (both fp8

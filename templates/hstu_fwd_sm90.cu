@@ -538,14 +538,10 @@ KILN_DEV void kv_tiles(const Item &it, int wl, int wr, int &n_begin, int &n_end)
 }
 
 /* ---- the static schedule
- * A sequence of s m-blocks is cut into units of about equal cost (key
- * tiles).  Rank its m-blocks by cost: first the nf m-blocks holding
- * context rows (they see every key), then the others from the last down
- * (under a causal mask m-block mb sees mb + 1 tiles).  For even s, unit u
- * < s / 2 is ranks u and s - 1 - u; for odd s, unit 0 is rank 0 alone and
- * unit u >= 1 ranks u and s - u: with nf = 0, s + 1 or s tiles each.  The
- * units of every (sequence, head) are numbered densely in the order: s
- * descending (heaviest first), sequence, head, unit; in round r, CTA c of
+ * A sequence of s m-blocks is cut into units of about equal cost
+ * (kiln_unit_mblock in kiln_hstu_seq.cuh).  The units of every (sequence,
+ * head) are numbered densely in the order: s descending (heaviest first),
+ * sequence, head, unit; in round r, CTA c of
  * G takes unit r G + c (r even) or r G + G - 1 - c (r odd).  A snake over
  * a list sorted by cost leaves the CTAs within about one unit of each
  * other, and the units of one (sequence, head), adjacent in the list, run
@@ -554,19 +550,6 @@ KILN_DEV void kv_tiles(const Item &it, int wl, int wr, int &n_begin, int &n_end)
  * warp walks the sequences 32 at a time, once for each s, to find its
  * CTA's next unit; every CTA walks the whole list, so CTA b % G also
  * counts bad sequence b for the debug counter. */
-KILN_DEV int units_of(int s)
-{
-    return (s + 1) >> 1;
-}
-
-/* M-block i (0: the heavier; < 0: none) of unit u of a sequence of s
- * m-blocks, nf of them with context rows. */
-KILN_DEV int unit_mblock(int s, int u, int nf, int i)
-{
-    const int r = i == 0 ? u : (s & 1) ? (u == 0 ? -1 : s - u) : s - 1 - u;
-    return r < 0 ? -1 : r < nf ? r : s - 1 - (r - nf);
-}
-
 struct Walk {
     int64_t cbase;  /* number of the first unit of the chunk */
     int s, b0;      /* chunk: sequences b0 .. b0 + 31 that have s m-blocks */
@@ -616,14 +599,14 @@ KILN_DEV bool walk_find(const kiln_hstu_kparams &p, WarpSlot *ws)
     int b = 0, h = 0, u = 0;
     for (;;) {
         if (w.s <= 0) break;
-        const int per_seq = H * units_of(w.s);
+        const int per_seq = H * kiln_units_of(w.s);
         const int64_t n = (int64_t)__popc(w.mask) * per_seq;
         if (want < w.cbase + n) {
             const int k = (int)(want - w.cbase);
             const int sk = k / per_seq;
             const int rem = k - sk * per_seq;
-            h = rem / units_of(w.s);
-            u = rem - h * units_of(w.s);
+            h = rem / kiln_units_of(w.s);
+            u = rem - h * kiln_units_of(w.s);
             /* the sk-th set bit of the mask */
             const bool mine = ((w.mask >> lane) & 1u) && __popc(w.mask & ((1u << lane) - 1u)) == sk;
             b = w.b0 + __ffs(__ballot_sync(0xffffffffu, mine)) - 1;
@@ -1094,10 +1077,10 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_tma_kparams a)
             kiln_seq sq = {};
             kiln_seq_load<DELTA_Q, CONTEXT, TARGET, LOCAL>(p, b, sq);
             const int nf = CONTEXT ? kiln_min(ws->w.s, (sq.c_ctx + BM - 1) / BM) : 0;
-            const int mb = unit_mblock(ws->w.s, ws->u, nf, second ? 1 : 0);
+            const int mb = kiln_unit_mblock(ws->w.s, ws->u, nf, second ? 1 : 0);
             __syncwarp();
             if ((tid & 31) == 0) {
-                ws->second = !second && unit_mblock(ws->w.s, ws->u, nf, 1) >= 0;
+                ws->second = !second && kiln_unit_mblock(ws->w.s, ws->u, nf, 1) >= 0;
                 ws->L = sq.L;
             }
             __syncwarp();

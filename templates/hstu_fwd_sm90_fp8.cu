@@ -4,13 +4,14 @@
  * out_r = sum over valid j of silu(alpha * (dq dk q8_r . k8_j + rab[i, j]))
  *         * inv_scaling * dv v8_j                    (SPEC.md section 1)
  *
- * Same grid, params, masks, tile skipping, offsets guard and debug counter
- * as hstu_fwd_sm90.cu; the differences are all about 8-bit operands:
+ * Same masks, tile skipping, offsets guard and debug counter as
+ * hstu_fwd_sm90.cu, with a grid and params of its own (below); the other
+ * differences are all about 8-bit operands:
  *
  *   S = Q K^T: wgmma m64nBNk32 .e4m3, K-major (rows of D bytes, the
  *     128-byte swizzle; 64-byte for D = 64); K from shared memory, Q from
- *     registers where QREG allows (ldmatrix once per CTA), else from shared
- *     memory too.
+ *     registers where QREG allows (ldmatrix once per m-block), else from
+ *     shared memory too.
  *   P = silu(s) is quantized to e4m3 in registers with no scale: e4m3
  *     covers [2^-9, 448], silu(s) > 448 saturates to 448 and |silu(s)| below
  *     2^-10 rounds to 0.  Rounding is to nearest, at most 2^-4 relative
@@ -27,24 +28,37 @@
  *     order kiln_p8_perm() gives (kiln_sm90_fp8.cuh explains the layouts).
  *   dq dk scale S before the SiLU, dv and inv_scaling scale O at the end.
  *
- * One CTA = 128 query rows of one (batch, head); 12 warps:
- *   warpgroup 0 (producer): Q once; per key tile K with cp.async straight
- *     into its stage (completing on the stage's "full" mbarrier through
- *     cp.async.mbarrier.arrive.noinc, 128 arrivals) and V through a staging
- *     buffer (NSTG = 3 of them: V of tiles t+1 and t+2 are in flight
- *     while tile t is transposed), then one ordinary arrival per thread on
+ * One CTA = a unit of one (batch, head): its m-blocks of 128 query rows
+ * paired so that the pairs cost about the same (kiln_unit_mblock: under a
+ * causal mask the heaviest with the lightest); grid (units of the longest
+ * sequence, heads, batch).  The second m-block's loads overlap the first's
+ * key loop, and its first S goes to the tensor cores beside the first's
+ * last P V, whose O is then stored: the fill and drain that one m-block
+ * per CTA paid each time (its Q wait, its first tile's wait, a lone S, a
+ * lone P V and the stores, about 14% of the consumers' stall samples at
+ * (32, 4096, 4, 128) in ncu) are paid once per two.  On an H100, with Q
+ * and K by TMA (below), means of 2 runs in TFLOP/s: (256, 1024, 4, 128)
+ * 377 -> 402, (64, 2048, 8, 64) 344 -> 363, (32, 4096, 4, 128) 661 -> 686.
+ * 12 warps:
+ *   warpgroup 0 (producer): thread 0 issues TMA copies of both Qs (a buffer
+ *     each) and of K per key tile, straight into the swizzled tiles (the
+ *     stage's "full" mbarrier: one arrival and the bytes); all 128 threads
+ *     bring V through a staging buffer (NSTG = 3 of them: V of tiles t+1
+ *     and t+2 are in flight while tile t is transposed), then arrive on
  *     "full" after the transposed tile is written and fenced for the async
- *     proxy (128 more: "full" expects 256).
+ *     proxy (128 more: "full" expects 129).  So a consumer needs no proxy
+ *     fence after its wait (K used to come by cp.async, a generic-proxy
+ *     write, and every step paid a MEMBAR.ALL.CTA for it).
  *   warpgroups 1, 2 (consumers): 64 query rows each, the S / P V software
- *     pipeline of hstu_fwd_sm90.cu.  The epilogue stores O from registers
- *     (8-byte stores after a pairwise exchange, guarded by row < len_q): it
- *     is a small part of the time, and it leaves the shared memory of the
- *     pipeline alone.
+ *     pipeline of hstu_fwd_sm90.cu, across the unit's two m-blocks.  O is
+ *     stored from registers (8-byte stores after a pairwise exchange,
+ *     guarded by row < len_q): it is a small part of the time, and it
+ *     leaves the shared memory of the pipeline alone.
  *
  * Shared memory (bytes; see kiln__hstu_fwd_sm90_smem()): up to 1024 of
  * alignment slack, then
- *   Q [128 x D] | STAGES x (K [BN x D] | V^T [D x BN]) | NSTG x staging
- *   [BN x (D + 16)] | mbarriers (64)
+ *   2 x Q [128 x D] | STAGES x (K [BN x D] | V^T [D x BN]) | NSTG x staging
+ *   [BN x (D + 16)] | mbarriers and the output scale (128)
  * Q and K: D/128 column blocks of [rows][128 bytes], 128-byte swizzle (16-
  * byte chunk c of row r at chunk c ^ (r & 7)); D = 64: [rows][64], 64-byte
  * swizzle (c ^ ((r >> 1) & 3)).  V^T: [D][BN] with the 128-byte swizzle
@@ -54,7 +68,8 @@
  *
  * Requirements on the inputs (checked by the runtime): q, k, v, out 16-byte
  * aligned; q, k, v row and head strides multiples of 16 elements, out's of
- * 8. */
+ * 8; q and k describable by TMA (runtime/hstu_tma.c; else the portable
+ * kernel runs). */
 #include "kiln_common.cuh"
 #include "kiln_sm90.cuh"
 #include "kiln_sm90_fp8.cuh"
@@ -117,7 +132,7 @@ constexpr bool RAB = KILN_RAB != 0;
  * transposed (with two, V(t + 1) alone: (256, 1024, 4, 128) ran ~2% slower
  * on an H100).  Must match kiln__hstu_fwd_sm90_smem(). */
 constexpr int NSTG = 3;
-/* Q K^T takes Q from registers (loaded once per CTA) rather than shared
+/* Q K^T takes Q from registers (loaded once per m-block) rather than shared
  * memory: an e4m3 wgmma with both operands in shared memory reads 6 KB per
  * 64 clocks of tensor work (96 of shared memory's 128 bytes a clock), on
  * top of the producer's traffic.  On an H100, (256, 1024, 4, 128): 371 ->
@@ -125,6 +140,9 @@ constexpr int NSTG = 3;
  * rab (ptxas spills there) nor at head dim 256 (its 32 registers do not
  * fit beside O). */
 constexpr bool QREG = D <= 128 && !RAB;
+/* Head dim 256 with rab packs P with fewer registers (kiln_pack4_e4m3_merge):
+ * with the other form ptxas spilled 8 to 60 bytes in those variants. */
+constexpr bool PACK_MERGE = D == 256 && RAB;
 
 static_assert(KILN_DTYPE == KILN_DT_E4M3, "dtype");
 static_assert(OT == KILN_DT_FP16 || OT == KILN_DT_BF16, "out dtype");
@@ -138,16 +156,17 @@ static_assert(PTHREADS * PREGS + (NTHREADS - PTHREADS) * CREGS <= NTHREADS * 168
 constexpr uint32_t Q_BYTES = BM * D;
 constexpr uint32_t KV_BYTES = BN * D;    /* K, and V^T */
 constexpr uint32_t VS_BYTES = BN * VROWB;
-constexpr uint32_t OFF_Q = 0;
-constexpr uint32_t OFF_KV = Q_BYTES;
+constexpr uint32_t OFF_Q = 0;                        /* [2]: the CTA's m-blocks */
+constexpr uint32_t OFF_KV = 2 * Q_BYTES;
 constexpr uint32_t OFF_VS = OFF_KV + STAGES * 2 * KV_BYTES;
 constexpr uint32_t OFF_BAR = OFF_VS + NSTG * VS_BYTES;
 constexpr uint32_t BAR_FULL = OFF_BAR;              /* [STAGES] */
 constexpr uint32_t BAR_EMPTY = OFF_BAR + 8 * STAGES; /* [STAGES] */
-constexpr uint32_t BAR_Q = OFF_BAR + 16 * STAGES;
-constexpr uint32_t OUT_SCALE = BAR_Q + 8;            /* float: descale_v / scaling */
+constexpr uint32_t BAR_Q = OFF_BAR + 16 * STAGES;    /* [2] */
+constexpr uint32_t OUT_SCALE = BAR_Q + 16;           /* float: descale_v / scaling */
 constexpr int PBAR = 1;                  /* named barrier of the producer */
-static_assert(16 * STAGES + 12 <= 64, "barrier area");
+/* bytes from OFF_BAR on: must match kiln__hstu_fwd_sm90_smem() */
+static_assert(OUT_SCALE + 4 - OFF_BAR <= 128, "barrier area");
 static_assert(Q_BYTES % 1024 == 0 && KV_BYTES % 1024 == 0, "swizzle alignment");
 
 /* Byte offset of 16-byte chunk c of row `row` in a Q or K tile of ROWS rows. */
@@ -174,23 +193,21 @@ KILN_DEV uint32_t vt_off(int d, int blk)
         return (uint32_t)(d * 64 + ((blk ^ ((d >> 1) & 3)) << 4));
 }
 
-/* Producer: copy ROWS rows of D bytes (row r at gbase + r * stride) to
- * offsets off(r, c) from sdst; rows >= nvalid are zero-filled (so padding
- * keys meet finite V and K values). */
-template <int ROWS, bool STAGING>
-KILN_DEV void load_rows(uint32_t sdst, const uint8_t *gbase, int64_t stride, int nvalid, int ptid)
+/* Producer: copy BN rows of V, D bytes each (row r at gbase + r * stride),
+ * into a staging buffer; rows >= nvalid are zero-filled (0 * (an Inf or
+ * NaN in the next sequence's row) would not be 0 in P V). */
+KILN_DEV void load_v(uint32_t sdst, const uint8_t *gbase, int64_t stride, int nvalid, int ptid)
 {
     constexpr int RSTEP = PTHREADS / CPR;
-    static_assert(ROWS % RSTEP == 0, "rows per pass");
+    static_assert(BN % RSTEP == 0, "rows per pass");
     const int ch = ptid % CPR;
     int row = ptid / CPR;
     const uint8_t *src = gbase + (int64_t)row * stride + ch * 16;
     const int64_t step = (int64_t)RSTEP * stride;
 #pragma unroll 4
-    for (int it = 0; it < ROWS / RSTEP; ++it) {
+    for (int it = 0; it < BN / RSTEP; ++it) {
         const bool ok = row < nvalid;
-        const uint32_t dst = STAGING ? stage_off(row, ch) : tile_off<ROWS>(row, ch);
-        kiln_cp_async16(sdst + dst, ok ? (const void *)src : (const void *)gbase, ok ? 16 : 0);
+        kiln_cp_async16(sdst + stage_off(row, ch), ok ? (const void *)src : (const void *)gbase, ok ? 16 : 0);
         row += RSTEP;
         src += step;
     }
@@ -325,7 +342,8 @@ KILN_DEV void process(const Ctx &c, float (&s)[BN / 2], int n, uint32_t (&pa)[PS
 #pragma unroll
         for (int r = 0; r < 4; ++r) {
             const int b = 16 * kk + 8 * (r >> 1) + 2 * (r & 1);
-            pa[kk][r] = kiln_pack4_e4m3(s[b], s[b + 1], s[b + 4], s[b + 5]);
+            pa[kk][r] = PACK_MERGE ? kiln_pack4_e4m3_merge(s[b], s[b + 1], s[b + 4], s[b + 5])
+                                   : kiln_pack4_e4m3(s[b], s[b + 1], s[b + 4], s[b + 5]);
         }
 }
 
@@ -353,35 +371,106 @@ KILN_DEV void issue_s_rq(float (&s)[BN / 2], const uint32_t (&qa)[KSTEPS][4], ui
     kiln_wgmma_commit();
 }
 
-/* O += P V with the V^T tile at vt_addr. */
-KILN_DEV void issue_pv(float (&o)[D / 2], const uint32_t (&pa)[PSTEPS][4], uint32_t vt_addr)
+/* O += P V with the V^T tile at vt_addr; O = P V for an m-block's first
+ * tile (acc false: the wgmma's scale-d, so that only wgmmas write O, which
+ * ptxas would otherwise answer by serializing them). */
+KILN_DEV void issue_pv(float (&o)[D / 2], const uint32_t (&pa)[PSTEPS][4], uint32_t vt_addr, bool acc)
 {
     const uint64_t dv = desc_vt(kiln_opaque_u32(vt_addr));
 #pragma unroll
     for (int kk = 0; kk < PSTEPS; ++kk)
-        kiln_wgmma8_rs<D>(o, pa[kk], kiln_desc_add(dv, (uint32_t)(kk * 32)), 1);
+        kiln_wgmma8_rs<D>(o, pa[kk], kiln_desc_add(dv, (uint32_t)(kk * 32)), kk > 0 || acc);
     kiln_wgmma_commit();
 }
 
-KILN_DEV uint32_t k_addr(uint32_t sbase, int stage)
+KILN_DEV uint32_t k_addr(uint32_t sbase, uint32_t stage)
 {
-    return sbase + OFF_KV + (uint32_t)stage * 2 * KV_BYTES;
+    return sbase + OFF_KV + stage * 2 * KV_BYTES;
 }
 
-/* Tile n (t = n - n_begin >= 1): S(n) and P V(n - 1) on the tensor cores,
- * then SiLU of tile n while P V(n - 1) runs; frees the stage of n - 1. */
-template <bool MASK>
-KILN_DEV void step(const Ctx &c, float (&s)[BN / 2], float (&o)[D / 2], uint32_t (&pa)[PSTEPS][4],
-                   int n, int t, uint32_t sbase, uint32_t q_addr, const uint32_t (&qa)[KSTEPS][4])
+/* mbarrier arrival when pred holds: a predicated instruction, not a branch
+ * (a branch between a wgmma and its wait serializes the wgmmas). */
+KILN_DEV void mbar_arrive_if(uint32_t bar, bool pred)
 {
-    const int st = t % STAGES, sp = (t - 1) % STAGES;
-    kiln_mbar_wait(sbase + BAR_FULL + 8 * st, (uint32_t)((t / STAGES) & 1));
-    kiln_fence_proxy_async();
+    asm volatile("{\n\t.reg .pred p;\n\tsetp.ne.b32 p, %1, 0;\n\t"
+                 "@p mbarrier.arrive.shared.b64 _, [%0];\n\t}\n"
+                 :: "r"(bar), "r"((int)pred) : "memory");
+}
+
+/* Which O: an m-block's first row within its sequence, m0 (a multiple of
+ * BM; bit 0 set: the m-block has one key tile, so its last P V is its
+ * first and sets O), and how many rows exist; rows 0: nothing (no m-block
+ * before).  Two registers: held across the key loop, a third spilled with
+ * rab and targets. */
+struct Out {
+    int m0, rows;
+};
+
+KILN_DEV bool out_one_tile(const Out &out)
+{
+    return (out.m0 & 1) != 0;
+}
+
+/* %ctaid read where used (volatile: not hoisted): values held across the
+ * key loop, ptxas spilled them with rab and targets. */
+KILN_DEV int ctaid(int dim)
+{
+    uint32_t v;
+    if (dim == 0) asm volatile("mov.u32 %0, %%ctaid.x;\n" : "=r"(v));
+    else if (dim == 1) asm volatile("mov.u32 %0, %%ctaid.y;\n" : "=r"(v));
+    else asm volatile("mov.u32 %0, %%ctaid.z;\n" : "=r"(v));
+    return (int)v;
+}
+
+/* O scaled by descale_v / scaling, packed and stored straight from the
+ * registers, 8 bytes a thread (kiln_st_chunk_pair; 4-byte stores of the
+ * column pairs ran (256, 1024, 4, 128) 12% slower on an H100), guarded by
+ * row < rows.  The scale and the sequence's first row are read here rather
+ * than kept in registers across the key loop (ptxas spilled them).  ZERO:
+ * an m-block that sees no key. */
+template <bool ZERO = false>
+KILN_DEV void store_o(const kiln_hstu_kparams &p, const float (&o)[D / 2], const Out &out, int row0, int tq,
+                      uint32_t sbase)
+{
+    const float osc = kiln_ld_shared_f32(sbase + OUT_SCALE);
+    const int64_t ostride = p.out_row_stride;
+    const int64_t q_row0 = kiln_ld_offset(p.seq_offsets_q, p.offsets_i64, ctaid(2)) + (out.m0 & ~(BM - 1));
+    uint16_t *og = (uint16_t *)p.out + q_row0 * ostride + (int64_t)ctaid(1) * p.out_head_stride;
+#pragma unroll
+    for (int hf = 0; hf < 2; ++hf) {
+        const int row = row0 + 8 * hf;
+        uint16_t *orow = og + (int64_t)row * ostride + kiln_chunk_pair_lane(tq);
+#pragma unroll
+        for (int c = 0; c < D / 16; ++c) {
+            const int d0 = 2 * c, d1 = 2 * c + 1;
+            const uint32_t w0 = ZERO ? 0u : kiln_pack2<OT>(o[4 * d0 + 2 * hf] * osc, o[4 * d0 + 2 * hf + 1] * osc);
+            const uint32_t w1 = ZERO ? 0u : kiln_pack2<OT>(o[4 * d1 + 2 * hf] * osc, o[4 * d1 + 2 * hf + 1] * osc);
+            kiln_st_chunk_pair(orow + 16 * c, w0, w1, tq, row < out.rows);
+        }
+    }
+}
+
+/* Key tile n at ring position t (tiles this CTA consumed before it) while
+ * the P of ring tile t - 1 waits in pa: S(n) and P V(t - 1) on the tensor
+ * cores (acc: P V adds to O), then SiLU of tile n while P V runs; frees the
+ * stage of t - 1.  FIRST: tile n is the first of its m-block and t - 1 the
+ * last of the m-block before, whose O (complete once P V is) is stored to
+ * prev; without one (prev.rows = 0) that P V is of whatever pa holds and
+ * is discarded (the next P V sets O), the same code either way: paths that
+ * merge with O in different registers make ptxas serialize every wgmma. */
+template <bool MASK, bool FIRST>
+KILN_DEV void step(const kiln_hstu_kparams &p, const Ctx &c, float (&s)[BN / 2], float (&o)[D / 2],
+                   uint32_t (&pa)[PSTEPS][4], int n, uint32_t t, uint32_t sbase, uint32_t q_addr,
+                   const uint32_t (&qa)[KSTEPS][4], bool acc, const Out &prev, int row0)
+{
+    const uint32_t st = t % STAGES, sp = (t - 1) % STAGES;
+    const bool pv = !FIRST || prev.rows > 0;
+    kiln_mbar_wait(sbase + BAR_FULL + 8 * st, (t / STAGES) & 1);
     kiln_reg_fence(pa);
     kiln_wgmma_fence();
     if constexpr (QREG) issue_s_rq(s, qa, k_addr(sbase, st));
     else issue_s(s, q_addr, k_addr(sbase, st));
-    issue_pv(o, pa, k_addr(sbase, sp) + KV_BYTES);
+    issue_pv(o, pa, k_addr(sbase, sp) + KV_BYTES, acc);
     uint32_t pn[PSTEPS][4];
     kiln_wgmma_wait<1>();
     kiln_reg_fence(s);
@@ -389,28 +478,80 @@ KILN_DEV void step(const Ctx &c, float (&s)[BN / 2], float (&o)[D / 2], uint32_t
     kiln_wgmma_wait<0>();
     kiln_reg_fence(o);
     kiln_reg_fence(pa);
-    kiln_mbar_arrive(sbase + BAR_EMPTY + 8 * sp);
+    mbar_arrive_if(sbase + BAR_EMPTY + 8 * sp, pv);
+    if constexpr (FIRST) store_o(p, o, prev, row0, c.tq, sbase);
 #pragma unroll
     for (int kk = 0; kk < PSTEPS; ++kk)
 #pragma unroll
         for (int e = 0; e < 4; ++e) pa[kk][e] = pn[kk][e];
 }
 
+/* P V of ring tile t alone, the last of m-block prev, and its O stored;
+ * without one (prev.rows = 0), discarded as in step. */
+KILN_DEV void last_pv(const kiln_hstu_kparams &p, float (&o)[D / 2], uint32_t (&pa)[PSTEPS][4], uint32_t t,
+                      uint32_t sbase, bool acc, const Out &prev, int row0, int tq)
+{
+    const uint32_t sl = t % STAGES;
+    kiln_reg_fence(pa);
+    kiln_wgmma_fence();
+    issue_pv(o, pa, k_addr(sbase, sl) + KV_BYTES, acc);
+    kiln_wgmma_wait<0>();
+    kiln_reg_fence(o);
+    kiln_reg_fence(pa);
+    mbar_arrive_if(sbase + BAR_EMPTY + 8 * sl, prev.rows > 0);
+    store_o(p, o, prev, row0, tq, sbase);
+}
+
+/* The CTA's m-block i (0, 1) of a sequence of len_q rows: kiln_unit_mblock
+ * of unit blockIdx.x; < 0: none. */
+KILN_DEV int cta_mblock(const kiln_seq &sq, int i)
+{
+    const int nmb = (sq.len_q + BM - 1) / BM;
+    const int nf = CONTEXT ? kiln_min(nmb, (sq.c_ctx + BM - 1) / BM) : 0;
+    return kiln_unit_mblock(nmb, ctaid(0), nf, i);
+}
+
+/* Key tiles [n_begin, n_end) of m-block mb (none: empty). */
+KILN_DEV void mblock_tiles(const kiln_seq &sq, int mb, int wl, int wr, int &n_begin, int &n_end)
+{
+    n_begin = n_end = 0;
+    if (mb < 0) return;
+    const int m0 = mb * BM;
+    const int rows_here = kiln_min(BM, sq.len_q - m0);
+    kiln_fwd_key_tiles<CAUSAL, LOCAL, CONTEXT, BN>(m0 + sq.off, m0 + rows_here - 1 + sq.off, sq.L, sq.c_ctx,
+                                                   sq.hist_end, wl, wr, n_begin, n_end);
+}
+
+/* The Out of the CTA's m-block i, or rows 0 when it has none or it sees
+ * no key.  Recomputed from the sequence where needed rather than carried
+ * across the key loop (ptxas spilled it with rab, context and targets). */
+KILN_DEV Out out_of(const kiln_hstu_kparams &p, int i, int wl, int wr)
+{
+    kiln_seq sq = {};
+    kiln_seq_load<DELTA_Q, CONTEXT, TARGET, LOCAL>(p, ctaid(2), sq);
+    const int mb = cta_mblock(sq, i);
+    int n_begin, n_end;
+    mblock_tiles(sq, mb, wl, wr, n_begin, n_end);
+    Out out;
+    out.m0 = kiln_max(mb, 0) * BM;
+    out.rows = n_end > n_begin ? kiln_min(BM, sq.len_q - out.m0) : 0;
+    out.m0 |= n_end - n_begin == 1 ? 1 : 0;
+    return out;
+}
+
 } /* namespace kiln_hstu_fwd_sm90_fp8_impl */
 
 extern "C" __global__ void __launch_bounds__(KILN_WARPS * 32, 1)
-kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_kparams fp)
+kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_tma_kparams a)
 {
     using namespace kiln_hstu_fwd_sm90_fp8_impl;
     extern __shared__ __align__(1024) unsigned char kiln_smem[];
+    const kiln_hstu_fp8_kparams &fp = a.f;
     const kiln_hstu_kparams &p = fp.base;
 
     const int tid = threadIdx.x;
     const int b = blockIdx.z;
     const int h = blockIdx.y;
-    /* this (sequence, head)'s element of the descale arrays */
-    const uint64_t ds_i = kiln_fp8_descale_index(fp, b, h);
-    const int m_block = CAUSAL ? (int)(p.num_m_blocks - 1 - blockIdx.x) : (int)blockIdx.x;
 
     /* ---- sequence bounds and the offsets guard (kiln_hstu_seq.cuh) */
     kiln_seq sq;
@@ -418,34 +559,27 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_kparams fp)
         kiln_seq_count_bad(p);
         return;
     }
-    const int64_t q_beg = sq.q_beg, k_beg = sq.k_beg;
-    const int len_q = sq.len_q, L = sq.L;
-    const int m0 = m_block * BM;
-    if (m0 >= len_q) return;
-    const int off = sq.off; /* position of query row r: r + off */
-    const int c_ctx = sq.c_ctx, hist_end = sq.hist_end;
+    /* this CTA's unit: one or two m-blocks */
+    if ((int)blockIdx.x >= kiln_units_of((sq.len_q + BM - 1) / BM)) return;
     const int wl = LOCAL ? p.window_left : -1;
     const int wr = LOCAL ? p.window_right : -1;
 
-    /* ---- visible key range of this m-block */
-    const int rows_here = kiln_min(BM, len_q - m0);
-    const int i_min = m0 + off;
-    const int i_max = m0 + rows_here - 1 + off;
-    int n_begin, n_end;
-    kiln_fwd_key_tiles<CAUSAL, LOCAL, CONTEXT, BN>(i_min, i_max, L, c_ctx, hist_end, wl, wr, n_begin, n_end);
-    const int ntiles = n_end - n_begin;
-
     const uint32_t sbase = (kiln_smem_u32(kiln_smem) + 1023u) & ~1023u;
-    const uint32_t sQ = sbase + OFF_Q;
 
     if (tid == 0) {
 #pragma unroll
         for (int s = 0; s < STAGES; ++s) {
-            /* full: 128 cp.async arrivals (K) + 128 after the V transpose */
-            kiln_mbar_init(sbase + BAR_FULL + 8 * s, 2 * PTHREADS);
+            /* full: K's TMA (one arrival and its bytes) + 128 after the V
+             * transpose */
+            kiln_mbar_init(sbase + BAR_FULL + 8 * s, 1 + PTHREADS);
             kiln_mbar_init(sbase + BAR_EMPTY + 8 * s, NTHREADS - PTHREADS);
         }
-        kiln_mbar_init(sbase + BAR_Q, PTHREADS);
+#pragma unroll
+        for (int i = 0; i < 2; ++i) kiln_mbar_init(sbase + BAR_Q + 8 * i, 1);
+        /* make the initialized barriers visible to the TMA unit */
+        asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+        /* this (sequence, head)'s element of the descale arrays */
+        const uint64_t ds_i = kiln_fp8_descale_index(fp, b, h);
         const float dsv = fp.descale_v ? kiln_ld_global_f32(fp.descale_v + 4 * ds_i) : 1.f;
         kiln_st_shared_f32(sbase + OUT_SCALE, dsv * p.inv_scaling);
     }
@@ -453,24 +587,54 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_kparams fp)
 
     const int wg = tid >> 7;
     if (wg == 0) {
-        /* ================= producer ================= */
+        /* ================= producer =================
+         * Thread 0 issues TMA copies: both m-blocks' Q first (each into a
+         * buffer of its own), then K per tile.  All 128 threads bring V
+         * through the staging buffers and transpose it.  The key tiles of
+         * the first m-block and of the second run as one stream: ring
+         * position t is tile nb0 + t of the first, or nb1 + t - nt0 of the
+         * second (same sequence, same K and V).  A tile that runs past the
+         * end of the sequence brings the next sequence's K rows by TMA:
+         * they only make S columns that the mask replaces (V's rows are
+         * zero-filled, see load_v). */
         kiln_setmaxnreg_dec<PREGS>();
-        const uint8_t *qg = (const uint8_t *)p.q + (q_beg + m0) * p.q_row_stride +
-                            (int64_t)h * p.q_head_stride;
-        const uint8_t *kg = (const uint8_t *)p.k + k_beg * p.k_row_stride + (int64_t)h * p.k_head_stride;
-        const uint8_t *vg = (const uint8_t *)p.v + k_beg * p.v_row_stride + (int64_t)h * p.v_head_stride;
+        const bool leader = tid == 0;
+        const void *tm_q = &a.tmap[KILN_TMA8_Q][0];
+        const void *tm_k = &a.tmap[KILN_TMA8_K][0];
+        int nb0, ne0, nb1, ne1;
+        const int mb0 = cta_mblock(sq, 0), mb1 = cta_mblock(sq, 1);
+        mblock_tiles(sq, mb0, wl, wr, nb0, ne0);
+        mblock_tiles(sq, mb1, wl, wr, nb1, ne1);
+        const int nt0 = ne0 - nb0;
+        const int ntiles = nt0 + ne1 - nb1;
+        const uint8_t *vg = (const uint8_t *)p.v + sq.k_beg * p.v_row_stride + (int64_t)h * p.v_head_stride;
+        const int L = sq.L;
         const uint32_t sVS = sbase + OFF_VS;
-        load_rows<BM, false>(sQ, qg, p.q_row_stride, rows_here, tid);
-        kiln_cp_async_mbar_arrive(sbase + BAR_Q);
+        if (leader) {
+#pragma unroll 1
+            for (int i = 0; i < 2; ++i) {
+                const int mb = i == 0 ? mb0 : mb1;
+                if (i == 0 ? nt0 > 0 : ntiles > nt0) {
+                    const uint32_t bar = sbase + BAR_Q + 8 * i;
+                    kiln_mbar_arrive_expect_tx(bar, Q_BYTES);
+#pragma unroll
+                    for (int cb = 0; cb < (SW128 ? D / 128 : 1); ++cb)
+                        kiln_tma_load_3d(sbase + OFF_Q + (uint32_t)i * Q_BYTES + (uint32_t)(cb * BM * 128), tm_q,
+                                         cb * 128, h, (int)(sq.q_beg + mb * BM), bar);
+                }
+            }
+        }
+        /* key tile at ring position t */
+        auto tile_n = [&](int t) { return t < nt0 ? nb0 + t : nb1 + (t - nt0); };
         /* V(0 .. NSTG - 2) in flight before the loop; one commit group per
          * V tile (empty past the last), so that wait_group NSTG - 2 means
          * "V(t) has landed" */
 #pragma unroll
         for (int i = 0; i < NSTG - 1; ++i) {
             if (i < ntiles) {
-                const int n0 = (n_begin + i) * BN;
-                load_rows<BN, true>(sVS + (uint32_t)i * VS_BYTES, vg + (int64_t)n0 * p.v_row_stride,
-                                    p.v_row_stride, L - n0, tid);
+                const int n0 = tile_n(i) * BN;
+                load_v(sVS + (uint32_t)i * VS_BYTES, vg + (int64_t)n0 * p.v_row_stride, p.v_row_stride, L - n0,
+                       tid);
             }
             kiln_cp_async_commit();
         }
@@ -478,10 +642,16 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_kparams fp)
         for (int t = 0; t < ntiles; ++t) {
             const int stage = t % STAGES;
             if (t >= STAGES) kiln_mbar_wait(sbase + BAR_EMPTY + 8 * stage, (uint32_t)((t / STAGES - 1) & 1));
-            const int n0 = (n_begin + t) * BN;
-            const uint32_t sK = k_addr(sbase, stage);
-            load_rows<BN, false>(sK, kg + (int64_t)n0 * p.k_row_stride, p.k_row_stride, L - n0, tid);
-            kiln_cp_async_mbar_arrive(sbase + BAR_FULL + 8 * stage);
+            const int n0 = tile_n(t) * BN;
+            const uint32_t sK = k_addr(sbase, (uint32_t)stage);
+            if (leader) {
+                const uint32_t full = sbase + BAR_FULL + 8 * stage;
+                kiln_mbar_arrive_expect_tx(full, KV_BYTES);
+#pragma unroll
+                for (int cb = 0; cb < (SW128 ? D / 128 : 1); ++cb)
+                    kiln_tma_load_3d(sK + (uint32_t)(cb * BN * 128), tm_k, cb * 128, h, (int)(sq.k_beg + n0),
+                                     full);
+            }
             /* V(t) has landed for every producer thread, and every thread is
              * done reading the staging buffer that V(t + NSTG - 1) goes to
              * (V(t - 1)'s) */
@@ -489,10 +659,11 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_kparams fp)
             kiln_named_bar_sync(PBAR, PTHREADS);
             {
                 const int ta = t + NSTG - 1;
-                if (ta < ntiles)
-                    load_rows<BN, true>(sVS + (uint32_t)(ta % NSTG) * VS_BYTES,
-                                        vg + (int64_t)(n0 + (NSTG - 1) * BN) * p.v_row_stride, p.v_row_stride,
-                                        L - n0 - (NSTG - 1) * BN, tid);
+                if (ta < ntiles) {
+                    const int na = tile_n(ta) * BN;
+                    load_v(sVS + (uint32_t)(ta % NSTG) * VS_BYTES, vg + (int64_t)na * p.v_row_stride,
+                           p.v_row_stride, L - na, tid);
+                }
                 kiln_cp_async_commit();
             }
             transpose_v(sVS + (uint32_t)(t % NSTG) * VS_BYTES, sK + KV_BYTES, tid);
@@ -509,121 +680,131 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_kparams fp)
         const int tq = lane & 3;            /* fragment column pair */
         const int row0 = cw * 64 + (t128 >> 5) * 16 + g;  /* local row (+8 for hf = 1) */
 
-        const float dsq = fp.descale_q ? kiln_ld_global_f32(fp.descale_q + 4 * ds_i) : 1.f;
-        const float dsk = fp.descale_k ? kiln_ld_global_f32(fp.descale_k + 4 * ds_i) : 1.f;
-
-        /* rows of this warpgroup, for the per-tile "full" test */
-        const int wg_r1 = kiln_min(cw * 64 + 63, rows_here - 1);
-        const int wi_min = m0 + cw * 64 + off;
-        const int wi_max = m0 + wg_r1 + off;
-
-        const int group = TARGET ? kiln_max(p.target_group_size, 1) : 1;
-
-        /* Tiles the mask leaves whole for every row of this warpgroup (as
-         * hstu_fwd_sm90.cu): element masks run only outside [f_lo, f_hi). */
-        int f_lo, f_hi;
-        kiln_fwd_whole_tiles<CAUSAL, LOCAL, TARGET, BN>(wi_min, wi_max, L, hist_end, wl, wr, n_begin, n_end,
-                                                        f_lo, f_hi);
-
-        Ctx c;
-        c.qk_scale = dsq * dsk;
-        c.half_alpha = RAB ? 0.5f * p.alpha : 0.5f * p.alpha * c.qk_scale;
-        c.L = L;
-        c.i0 = m0 + row0 + off;
-        c.tq = tq;
-        c.c_ctx = c_ctx;
-        c.hist_end = hist_end;
-#pragma unroll
-        for (int hf = 0; hf < 2; ++hf) {
-            const int i = c.i0 + 8 * hf;
-            c.tgt_lo[hf] = TARGET && i >= hist_end ? hist_end + ((i - hist_end) / group) * group : 0;
-        }
-        c.wl = wl;
-        c.wr = wr;
-        c.rrow[0] = c.rrow[1] = nullptr;
-        if constexpr (RAB) {
-            const int rh = p.rab_heads > 0 ? h % p.rab_heads : 0;
-            const uint16_t *rg = (const uint16_t *)p.rab + (int64_t)b * p.rab_batch_stride +
-                                 (int64_t)rh * p.rab_head_stride + (int64_t)i_min * p.rab_row_stride;
-#pragma unroll
-            for (int hf = 0; hf < 2; ++hf)
-                c.rrow[hf] = rg + (row0 + 8 * hf < rows_here ? (int64_t)(row0 + 8 * hf) * p.rab_row_stride : 0);
-        }
-        const uint32_t q_addr = kstep_addr<BM>(sQ, cw * 64, 0);
-
+        /* O is written by wgmmas only: the first P V of each m-block sets it */
         float o[D / 2];
-#pragma unroll
-        for (int e = 0; e < D / 2; ++e) o[e] = 0.f;
-
-        kiln_mbar_wait(sbase + BAR_Q, 0);
-        kiln_fence_proxy_async();
-        /* Q as A fragments (QREG; zeros, unused, without): ldmatrix's b16
-         * fragment is the e4m3 k32 fragment byte for byte
-         * (kiln_sm90_fp8.cuh) */
+        float s[BN / 2];
+        uint32_t pa[PSTEPS][4];
         uint32_t qa[KSTEPS][4];
 #pragma unroll
-        for (int ks = 0; ks < KSTEPS; ++ks) {
-            if constexpr (QREG) {
-                const int r = cw * 64 + (t128 >> 5) * 16 + (lane & 7) + 8 * ((lane >> 3) & 1);
-                kiln_ldmatrix_x4(qa[ks], sQ + tile_off<BM>(r, 2 * ks + (lane >> 4)));
-            } else {
+        for (int e = 0; e < D / 2; ++e) o[e] = 0.f;
 #pragma unroll
-                for (int e = 0; e < 4; ++e) qa[ks][e] = 0;
+        for (int e = 0; e < BN / 2; ++e) s[e] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < PSTEPS; ++kk)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) pa[kk][e] = 0u;
+        uint32_t t = 0;   /* key tiles consumed so far (ring position) */
+
+#pragma unroll 1
+        for (int i = 0; i < 2; ++i) {
+            /* the sequence again rather than held across the key loop (rab
+             * with targets spilled) */
+            kiln_seq sq = {};
+            kiln_seq_load<DELTA_Q, CONTEXT, TARGET, LOCAL>(p, ctaid(2), sq);
+            const int mb = cta_mblock(sq, i);
+            if (mb < 0) break;
+            const int m0 = mb * BM;
+            const int L = sq.L, off = sq.off;
+            const int rows_here = kiln_min(BM, sq.len_q - m0);
+            int n_begin, n_end;
+            mblock_tiles(sq, mb, wl, wr, n_begin, n_end);
+            const int ntiles = n_end - n_begin;
+
+            if (ntiles == 0) {
+                /* no key: O = 0 (the pipeline is not touched) */
+                Out zero;
+                zero.m0 = m0;
+                zero.rows = rows_here;
+                store_o<true>(p, o, zero, row0, tq, sbase);
+                continue;
             }
-        }
 
-        if (ntiles > 0) {
-            float s[BN / 2];
-            uint32_t pa[PSTEPS][4];
-            kiln_mbar_wait(sbase + BAR_FULL, 0);
-            kiln_fence_proxy_async();
-            kiln_wgmma_fence();
-            if constexpr (QREG) issue_s_rq(s, qa, k_addr(sbase, 0));
-            else issue_s(s, q_addr, k_addr(sbase, 0));
-            kiln_wgmma_wait<0>();
-            kiln_reg_fence(s);
-            if (n_begin >= f_lo && n_begin < f_hi) process<false>(c, s, n_begin, pa);
-            else process<true>(c, s, n_begin, pa);
+            /* rows of this warpgroup, for the per-tile "full" test */
+            const int wg_r1 = kiln_min(cw * 64 + 63, rows_here - 1);
+            const int wi_min = m0 + cw * 64 + off;
+            const int wi_max = m0 + wg_r1 + off;
+            /* Tiles the mask leaves whole for every row of this warpgroup (as
+             * hstu_fwd_sm90.cu): element masks run only outside [f_lo, f_hi). */
+            int f_lo, f_hi;
+            kiln_fwd_whole_tiles<CAUSAL, LOCAL, TARGET, BN>(wi_min, wi_max, L, sq.hist_end, wl, wr, n_begin,
+                                                            n_end, f_lo, f_hi);
 
+            /* per m-block, like the sequence and the CTA's coordinates
+             * (registers) */
+            const uint64_t ds_i = kiln_fp8_descale_index(fp, ctaid(2), ctaid(1));
+            const float dsq = fp.descale_q ? kiln_ld_global_f32(fp.descale_q + 4 * ds_i) : 1.f;
+            const float dsk = fp.descale_k ? kiln_ld_global_f32(fp.descale_k + 4 * ds_i) : 1.f;
+            Ctx c;
+            c.qk_scale = dsq * dsk;
+            c.half_alpha = RAB ? 0.5f * p.alpha : 0.5f * p.alpha * c.qk_scale;
+            c.L = L;
+            c.i0 = m0 + row0 + off;
+            c.tq = tq;
+            c.c_ctx = sq.c_ctx;
+            c.hist_end = sq.hist_end;
+            const int group = TARGET ? kiln_max(p.target_group_size, 1) : 1;
+#pragma unroll
+            for (int hf = 0; hf < 2; ++hf) {
+                const int ii = c.i0 + 8 * hf;
+                c.tgt_lo[hf] = TARGET && ii >= sq.hist_end ? sq.hist_end + ((ii - sq.hist_end) / group) * group : 0;
+            }
+            c.wl = wl;
+            c.wr = wr;
+            c.rrow[0] = c.rrow[1] = nullptr;
+            if constexpr (RAB) {
+                const int rh = p.rab_heads > 0 ? ctaid(1) % p.rab_heads : 0;
+                const uint16_t *rg = (const uint16_t *)p.rab + (int64_t)ctaid(2) * p.rab_batch_stride +
+                                     (int64_t)rh * p.rab_head_stride + (int64_t)(m0 + off) * p.rab_row_stride;
+#pragma unroll
+                for (int hf = 0; hf < 2; ++hf)
+                    c.rrow[hf] = rg + (row0 + 8 * hf < rows_here ? (int64_t)(row0 + 8 * hf) * p.rab_row_stride : 0);
+            }
+            const uint32_t sQ = kiln_opaque_u32(sbase + OFF_Q + (uint32_t)i * Q_BYTES);
+            const uint32_t q_addr = kstep_addr<BM>(sQ, cw * 64, 0);
+
+            kiln_mbar_wait(sbase + BAR_Q + 8 * i, 0);
+            /* Q as A fragments (QREG; zeros, unused, without): ldmatrix's b16
+             * fragment is the e4m3 k32 fragment byte for byte
+             * (kiln_sm90_fp8.cuh) */
+#pragma unroll
+            for (int ks = 0; ks < KSTEPS; ++ks) {
+                if constexpr (QREG) {
+                    const int r = cw * 64 + (t128 >> 5) * 16 + (lane & 7) + 8 * ((lane >> 3) & 1);
+                    kiln_ldmatrix_x4(qa[ks], sQ + tile_off<BM>(r, 2 * ks + (lane >> 4)));
+                } else {
+#pragma unroll
+                    for (int e = 0; e < 4; ++e) qa[ks][e] = 0;
+                }
+            }
+
+            /* the m-block before, if its last P V (of ring tile t - 1, P in
+             * pa) is to come; else rows 0 */
+            Out prev;
+            prev.m0 = 0;
+            prev.rows = 0;
+            if (i == 1) prev = out_of(p, 0, wl, wr);
+            if (n_begin >= f_lo && n_begin < f_hi)
+                step<false, true>(p, c, s, o, pa, n_begin, t, sbase, q_addr, qa, !out_one_tile(prev), prev, row0);
+            else
+                step<true, true>(p, c, s, o, pa, n_begin, t, sbase, q_addr, qa, !out_one_tile(prev), prev, row0);
+            const uint32_t t0 = t - (uint32_t)n_begin; /* ring position of tile n: t0 + n */
             int n = n_begin + 1;
+            /* the P V in the step of tile n is that of tile n - 1: the
+             * m-block's first when n = n_begin + 1 */
 #pragma unroll 1
-            for (; n < f_lo; ++n) step<true>(c, s, o, pa, n, n - n_begin, sbase, q_addr, qa);
+            for (; n < f_lo; ++n)
+                step<true, false>(p, c, s, o, pa, n, t0 + n, sbase, q_addr, qa, n > n_begin + 1, prev, row0);
 #pragma unroll 1
-            for (; n < f_hi; ++n) step<false>(c, s, o, pa, n, n - n_begin, sbase, q_addr, qa);
+            for (; n < f_hi; ++n)
+                step<false, false>(p, c, s, o, pa, n, t0 + n, sbase, q_addr, qa, n > n_begin + 1, prev, row0);
 #pragma unroll 1
-            for (; n < n_end; ++n) step<true>(c, s, o, pa, n, n - n_begin, sbase, q_addr, qa);
-
-            /* last tile: P V only */
-            const int sl = (ntiles - 1) % STAGES;
-            kiln_reg_fence(pa);
-            kiln_wgmma_fence();
-            issue_pv(o, pa, k_addr(sbase, sl) + KV_BYTES);
-            kiln_wgmma_wait<0>();
-            kiln_reg_fence(o);
-            kiln_reg_fence(pa);
-            kiln_mbar_arrive(sbase + BAR_EMPTY + 8 * sl);
+            for (; n < n_end; ++n)
+                step<true, false>(p, c, s, o, pa, n, t0 + n, sbase, q_addr, qa, n > n_begin + 1, prev, row0);
+            t += (uint32_t)(n_end - n_begin);
         }
-
-        /* ---- epilogue: scale, pack, store straight from registers, 8
-         * bytes a thread (kiln_st_chunk_pair; 4-byte stores of the column
-         * pairs ran (256, 1024, 4, 128) 12% slower on an H100).
-         * The scale and the row offset are read again here rather than kept
-         * in registers across the key loop (ptxas hoists a global load of
-         * descale_v to the top and then spills it). */
-        const float osc = kiln_ld_shared_f32(sbase + OUT_SCALE);
-        const int64_t q_row0 = kiln_ld_offset(p.seq_offsets_q, p.offsets_i64, b) + m0;
-        uint16_t *og = (uint16_t *)p.out + q_row0 * p.out_row_stride + (int64_t)h * p.out_head_stride;
-#pragma unroll
-        for (int hf = 0; hf < 2; ++hf) {
-            const int row = row0 + 8 * hf;
-            uint16_t *orow = og + (int64_t)row * p.out_row_stride + kiln_chunk_pair_lane(tq);
-#pragma unroll
-            for (int c = 0; c < D / 16; ++c) {
-                const int d0 = 2 * c, d1 = 2 * c + 1;
-                const uint32_t w0 = kiln_pack2<OT>(o[4 * d0 + 2 * hf] * osc, o[4 * d0 + 2 * hf + 1] * osc);
-                const uint32_t w1 = kiln_pack2<OT>(o[4 * d1 + 2 * hf] * osc, o[4 * d1 + 2 * hf + 1] * osc);
-                kiln_st_chunk_pair(orow + 16 * c, w0, w1, tq, row < rows_here);
-            }
-        }
+        /* the last m-block with a key tile: the second, else the first */
+        Out prev = out_of(p, 1, wl, wr);
+        if (prev.rows == 0) prev = out_of(p, 0, wl, wr);
+        last_pv(p, o, pa, t - 1, sbase, !out_one_tile(prev), prev, row0, tq);
     }
 }

@@ -120,4 +120,24 @@ KILN_DEV void kiln_fwd_whole_tiles(int i_min, int i_max, int L, int hist_end, in
     if (f_hi < f_lo) f_hi = f_lo;
 }
 
+/* Units: the m-blocks of a sequence paired so that each pair costs about
+ * the same (key tiles).  Rank the s m-blocks by cost: first the nf that
+ * hold context rows (they see every key), then the others from the last
+ * down (under a causal mask m-block mb sees mb + 1 tiles).  For even s,
+ * unit u < s / 2 is ranks u and s - 1 - u; for odd s, unit 0 is rank 0
+ * alone and unit u >= 1 ranks u and s - u: with nf = 0, s + 1 or s tiles
+ * each. */
+KILN_DEV int kiln_units_of(int s)
+{
+    return (s + 1) >> 1;
+}
+
+/* M-block i (0: the heavier; < 0: none) of unit u of a sequence of s
+ * m-blocks, nf of them with context rows. */
+KILN_DEV int kiln_unit_mblock(int s, int u, int nf, int i)
+{
+    const int r = i == 0 ? u : (s & 1) ? (u == 0 ? -1 : s - u) : s - 1 - u;
+    return r < 0 ? -1 : r < nf ? r : s - 1 - (r - nf);
+}
+
 #endif /* KILN_HSTU_SEQ_CUH */

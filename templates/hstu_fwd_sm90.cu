@@ -384,15 +384,6 @@ KILN_DEV uint32_t v_addr(uint32_t sbase, int stage)
     return sbase + OFF_V + (uint32_t)stage * KV_BYTES;
 }
 
-/* mbarrier arrival when pred holds: a predicated instruction, not a
- * branch (a branch between a wgmma and its wait serializes the wgmmas). */
-KILN_DEV void mbar_arrive_if(uint32_t bar, bool pred)
-{
-    asm volatile("{\n\t.reg .pred p;\n\tsetp.ne.b32 p, %1, 0;\n\t"
-                 "@p mbarrier.arrive.shared.b64 _, [%0];\n\t}\n"
-                 :: "r"(bar), "r"((int)pred) : "memory");
-}
-
 /* O of a finished item, scaled, packed to 16 bits and stored straight from
  * the registers (shared memory has no room left for it; the stores do not
  * wait).  The four threads of a quad hold column pairs 2 tq of each
@@ -493,12 +484,12 @@ KILN_DEV void step(const Ctx &c, float (&s)[BN / 2], float (&o)[D / 2], uint32_t
     kiln_wgmma_wait<1>();
     kiln_reg_fence(s);
     kiln_mbar_arrive(sbase + BAR_EMPTY_K + 8 * ks);
-    mbar_arrive_if(c.q_empty, n == c.n_last);
+    kiln_mbar_arrive_if(c.q_empty, n == c.n_last);
     process<MASK>(c, s, n, pn);
     kiln_wgmma_wait<0>();
     kiln_reg_fence(o);
     kiln_reg_fence(pa);
-    mbar_arrive_if(sbase + BAR_EMPTY_V + 8 * vs, pv);
+    kiln_mbar_arrive_if(sbase + BAR_EMPTY_V + 8 * vs, pv);
     if constexpr (FIRST) store_o(o, prev, ostride, row0, c.tq, scale);
 #pragma unroll
     for (int kk = 0; kk < PSTEPS; ++kk)
@@ -523,7 +514,7 @@ KILN_DEV void last_pv(float (&o)[D / 2], uint32_t (&pa)[PSTEPS][4], uint32_t kt,
     kiln_wgmma_wait<0>();
     kiln_reg_fence(o);
     kiln_reg_fence(pa);
-    mbar_arrive_if(sbase + BAR_EMPTY_V + 8 * vs, pv);
+    kiln_mbar_arrive_if(sbase + BAR_EMPTY_V + 8 * vs, pv);
     store_o(o, prev, ostride, row0, tq, scale);
 }
 
@@ -1193,14 +1184,9 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_tma_kparams a)
         float o[D / 2];
         float s[BN / 2];
         uint32_t pa[PSTEPS][4];
-#pragma unroll
-        for (int e = 0; e < D / 2; ++e) o[e] = 0.f;
-#pragma unroll
-        for (int e = 0; e < BN / 2; ++e) s[e] = 0.f;
-#pragma unroll
-        for (int kk = 0; kk < PSTEPS; ++kk)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) pa[kk][e] = 0u;
+        kiln_zero(o);
+        kiln_zero(s);
+        kiln_zero(pa);
         uint32_t kt = 0;        /* K/V tiles consumed so far (ring position) */
         Out prev;               /* the item before, if its last P V (of ring
                                  * tile kt - 1, P in pa) is to come; else rows 0 */

@@ -35,10 +35,13 @@
  * key loop, and its first S goes to the tensor cores beside the first's
  * last P V, whose O is then stored: the fill and drain that one m-block
  * per CTA paid each time (its Q wait, its first tile's wait, a lone S, a
- * lone P V and the stores, about 14% of the consumers' stall samples at
+ * lone P V and the stores: about 14% of all warp stall samples at
  * (32, 4096, 4, 128) in ncu) are paid once per two.  On an H100, with Q
- * and K by TMA (below), means of 2 runs in TFLOP/s: (256, 1024, 4, 128)
- * 377 -> 402, (64, 2048, 8, 64) 344 -> 363, (32, 4096, 4, 128) 661 -> 686.
+ * and K by TMA (below), in TFLOP/s against one m-block per CTA:
+ * (256, 1024, 4, 128) 384 -> 424, (64, 2048, 8, 64) 345 -> 359,
+ * (32, 4096, 4, 128) 671 -> 721 (one machine; on another, with the other
+ * P packing of kiln_sm90_fp8.cuh, means of 2 runs 377 -> 402, 344 -> 363,
+ * 661 -> 686).
  * 12 warps:
  *   warpgroup 0 (producer): thread 0 issues TMA copies of both Qs (a buffer
  *     each) and of K per key tile, straight into the swizzled tiles (the
@@ -140,7 +143,7 @@ constexpr int NSTG = 3;
  * rab (ptxas spills there) nor at head dim 256 (its 32 registers do not
  * fit beside O). */
 constexpr bool QREG = D <= 128 && !RAB;
-/* Head dim 256 with rab packs P with fewer registers (kiln_pack4_e4m3_merge):
+/* Head dim 256 with rab packs P with fewer registers (kiln_pack4_e4m3):
  * with the other form ptxas spilled 8 to 60 bytes in those variants. */
 constexpr bool PACK_MERGE = D == 256 && RAB;
 
@@ -342,8 +345,7 @@ KILN_DEV void process(const Ctx &c, float (&s)[BN / 2], int n, uint32_t (&pa)[PS
 #pragma unroll
         for (int r = 0; r < 4; ++r) {
             const int b = 16 * kk + 8 * (r >> 1) + 2 * (r & 1);
-            pa[kk][r] = PACK_MERGE ? kiln_pack4_e4m3_merge(s[b], s[b + 1], s[b + 4], s[b + 5])
-                                   : kiln_pack4_e4m3(s[b], s[b + 1], s[b + 4], s[b + 5]);
+            pa[kk][r] = kiln_pack4_e4m3<PACK_MERGE>(s[b], s[b + 1], s[b + 4], s[b + 5]);
         }
 }
 
@@ -386,15 +388,6 @@ KILN_DEV void issue_pv(float (&o)[D / 2], const uint32_t (&pa)[PSTEPS][4], uint3
 KILN_DEV uint32_t k_addr(uint32_t sbase, uint32_t stage)
 {
     return sbase + OFF_KV + stage * 2 * KV_BYTES;
-}
-
-/* mbarrier arrival when pred holds: a predicated instruction, not a branch
- * (a branch between a wgmma and its wait serializes the wgmmas). */
-KILN_DEV void mbar_arrive_if(uint32_t bar, bool pred)
-{
-    asm volatile("{\n\t.reg .pred p;\n\tsetp.ne.b32 p, %1, 0;\n\t"
-                 "@p mbarrier.arrive.shared.b64 _, [%0];\n\t}\n"
-                 :: "r"(bar), "r"((int)pred) : "memory");
 }
 
 /* Which O: an m-block's first row within its sequence, m0 (a multiple of
@@ -478,7 +471,7 @@ KILN_DEV void step(const kiln_hstu_kparams &p, const Ctx &c, float (&s)[BN / 2],
     kiln_wgmma_wait<0>();
     kiln_reg_fence(o);
     kiln_reg_fence(pa);
-    mbar_arrive_if(sbase + BAR_EMPTY + 8 * sp, pv);
+    kiln_mbar_arrive_if(sbase + BAR_EMPTY + 8 * sp, pv);
     if constexpr (FIRST) store_o(p, o, prev, row0, c.tq, sbase);
 #pragma unroll
     for (int kk = 0; kk < PSTEPS; ++kk)
@@ -498,7 +491,7 @@ KILN_DEV void last_pv(const kiln_hstu_kparams &p, float (&o)[D / 2], uint32_t (&
     kiln_wgmma_wait<0>();
     kiln_reg_fence(o);
     kiln_reg_fence(pa);
-    mbar_arrive_if(sbase + BAR_EMPTY + 8 * sl, prev.rows > 0);
+    kiln_mbar_arrive_if(sbase + BAR_EMPTY + 8 * sl, prev.rows > 0);
     store_o(p, o, prev, row0, tq, sbase);
 }
 
@@ -685,14 +678,9 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_tma_kparams a)
         float s[BN / 2];
         uint32_t pa[PSTEPS][4];
         uint32_t qa[KSTEPS][4];
-#pragma unroll
-        for (int e = 0; e < D / 2; ++e) o[e] = 0.f;
-#pragma unroll
-        for (int e = 0; e < BN / 2; ++e) s[e] = 0.f;
-#pragma unroll
-        for (int kk = 0; kk < PSTEPS; ++kk)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) pa[kk][e] = 0u;
+        kiln_zero(o);
+        kiln_zero(s);
+        kiln_zero(pa);
         uint32_t t = 0;   /* key tiles consumed so far (ring position) */
 
 #pragma unroll 1

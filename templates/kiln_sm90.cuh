@@ -128,6 +128,31 @@ template <int N> KILN_DEV void kiln_reg_fence(uint32_t (&x)[N][4])
         for (int e = 0; e < 4; ++e) asm volatile("" : "+r"(x[i][e]) :: "memory");
 }
 
+/* Zeros in accumulator and fragment arrays that wgmmas read before any
+ * writes them (a persistent consumer's O, S and P before its first item). */
+template <int N> KILN_DEV void kiln_zero(float (&x)[N])
+{
+#pragma unroll
+    for (int i = 0; i < N; ++i) x[i] = 0.f;
+}
+
+template <int N> KILN_DEV void kiln_zero(uint32_t (&x)[N][4])
+{
+#pragma unroll
+    for (int i = 0; i < N; ++i)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) x[i][e] = 0u;
+}
+
+/* mbarrier arrival when pred holds: a predicated instruction, not a branch
+ * (a branch between a wgmma and its wait serializes the wgmmas). */
+KILN_DEV void kiln_mbar_arrive_if(uint32_t bar, bool pred)
+{
+    asm volatile("{\n\t.reg .pred p;\n\tsetp.ne.b32 p, %1, 0;\n\t"
+                 "@p mbarrier.arrive.shared.b64 _, [%0];\n\t}\n"
+                 :: "r"(bar), "r"((int)pred) : "memory");
+}
+
 /* The value of x, opaque to the optimizer (not hoisted or folded). */
 KILN_DEV uint32_t kiln_opaque_u32(uint32_t x)
 {

@@ -62,33 +62,28 @@ KILN_DEV void kiln_transpose4x4_b8(const uint32_t in[4], uint32_t out[4])
 }
 
 /* Four floats -> four e4m3 bytes (x0 in byte 0), round to nearest,
- * saturating to +-448 (no infinities in e4m3; NaN stays NaN). */
+ * saturating to +-448 (no infinities in e4m3; NaN stays NaN).  MERGE: the
+ * halves joined by mov {lo, hi}, which ptxas turns into the second
+ * conversion writing straight into the upper half (F2FP ... MERGE_C): three
+ * instructions fewer per 4 values and no temporaries, but the second
+ * conversion then waits for the first, and on an H100 (256, 1024, 4, 128)
+ * ran ~1.5% slower (3 runs); for variants short of registers. */
+#define KILN_CVT_E4M3X2_PAIRS "cvt.rn.satfinite.e4m3x2.f32 lo, %2, %1;\n\t" \
+                              "cvt.rn.satfinite.e4m3x2.f32 hi, %4, %3;\n\t"
+template <bool MERGE = false>
 KILN_DEV uint32_t kiln_pack4_e4m3(float x0, float x1, float x2, float x3)
 {
     uint32_t r;
-    asm("{\n\t.reg .b16 lo, hi;\n\t.reg .b32 a, b;\n\t"
-        "cvt.rn.satfinite.e4m3x2.f32 lo, %2, %1;\n\t"
-        "cvt.rn.satfinite.e4m3x2.f32 hi, %4, %3;\n\t"
-        "cvt.u32.u16 a, lo;\n\tcvt.u32.u16 b, hi;\n\tprmt.b32 %0, a, b, 0x5410;\n\t}\n"
-        : "=r"(r) : "f"(x0), "f"(x1), "f"(x2), "f"(x3));
+    if constexpr (MERGE)
+        asm("{\n\t.reg .b16 lo, hi;\n\t" KILN_CVT_E4M3X2_PAIRS "mov.b32 %0, {lo, hi};\n\t}\n"
+            : "=r"(r) : "f"(x0), "f"(x1), "f"(x2), "f"(x3));
+    else
+        asm("{\n\t.reg .b16 lo, hi;\n\t.reg .b32 a, b;\n\t" KILN_CVT_E4M3X2_PAIRS
+            "cvt.u32.u16 a, lo;\n\tcvt.u32.u16 b, hi;\n\tprmt.b32 %0, a, b, 0x5410;\n\t}\n"
+            : "=r"(r) : "f"(x0), "f"(x1), "f"(x2), "f"(x3));
     return r;
 }
-
-/* The same with mov {lo, hi}: ptxas writes the second pair straight into
- * the upper half (F2FP ... MERGE_C), three instructions fewer per 4 values
- * and no temporaries, but the second conversion now waits for the first:
- * on an H100 (256, 1024, 4, 128) ran ~1.5% slower (3 runs).  For variants
- * short of registers. */
-KILN_DEV uint32_t kiln_pack4_e4m3_merge(float x0, float x1, float x2, float x3)
-{
-    uint32_t r;
-    asm("{\n\t.reg .b16 lo, hi;\n\t"
-        "cvt.rn.satfinite.e4m3x2.f32 lo, %2, %1;\n\t"
-        "cvt.rn.satfinite.e4m3x2.f32 hi, %4, %3;\n\t"
-        "mov.b32 %0, {lo, hi};\n\t}\n"
-        : "=r"(r) : "f"(x0), "f"(x1), "f"(x2), "f"(x3));
-    return r;
-}
+#undef KILN_CVT_E4M3X2_PAIRS
 
 KILN_DEV float kiln_ld_global_f32(uint64_t addr)
 {

@@ -322,6 +322,37 @@ static void grid_follows_the_key(void **state)
     kiln_engine_destroy(e);
 }
 
+/* The Hopper fp8 forward: a CTA per unit of two m-blocks, and the portable
+ * kernel (a CTA per m-block) when TMA cannot describe q and k. */
+static void fp8_grid_and_tma_fallback(void **state)
+{
+    (void)state;
+    NEED_NVRTC();
+    kiln_engine *e = engine_at("g", 0);
+    kiln_hstu_fwd_params p = params(128, 1);
+    p.dtype = KILN_DTYPE_E4M3;
+    p.out_dtype = KILN_DTYPE_BF16;
+    p.max_seqlen_q = p.max_seqlen_k = 3 * 128; /* 3 m-blocks: 2 units */
+    char key[160];
+    assert_int_equal(kiln_hstu_fwd_key(&p, NULL, key, sizeof key), KILN_OK);
+    assert_string_equal(key, "hstu_fwd/sm_90a/e4m3-bf16/d128/causal");
+    assert_int_equal(kiln_hstu_fwd(e, &p, NULL), KILN_OK);
+    kt_fakecu_launch fake = kt_fakecu_last_launch();
+    assert_int_equal(fake.grid[0], 2);
+    assert_int_equal(fake.grid[1], 2);
+    assert_int_equal(fake.grid[2], 3);
+    /* heads outside rows (head-major q, k, v): no TMA map has that nesting */
+    p.q_row_stride = p.k_row_stride = p.v_row_stride = 128;
+    p.q_head_stride = p.k_head_stride = p.v_head_stride = 300 * 128;
+    assert_int_equal(kiln_hstu_fwd(e, &p, NULL), KILN_OK);
+    fake = kt_fakecu_last_launch();
+    assert_int_equal(fake.grid[0], 3);
+    kiln_cache_stats st;
+    assert_int_equal(kiln_cache_stats_get(e, &st), KILN_OK);
+    assert_int_equal(st.compiles, 2); /* the Hopper kernel, then the portable one */
+    kiln_engine_destroy(e);
+}
+
 static void empty_batch_launches_nothing(void **state)
 {
     (void)state;
@@ -369,6 +400,7 @@ int main(void)
         cmocka_unit_test(load_failure_is_reported_and_retried),
         cmocka_unit_test(unusable_cache_dir_degrades_to_memory),
         cmocka_unit_test(grid_follows_the_key),
+        cmocka_unit_test(fp8_grid_and_tma_fallback),
         cmocka_unit_test(empty_batch_launches_nothing),
         cmocka_unit_test(info_and_key_for_params),
     };

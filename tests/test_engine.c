@@ -291,28 +291,32 @@ static void unusable_cache_dir_degrades_to_memory(void **state)
 
 /* The Hopper forward's module holds one grid's kernel: the key names it, and
  * the launch takes that kernel's grid. */
+/* Launch p on the fake device, checking the key it plans first. */
+static kt_fakecu_launch launch_as(kiln_engine *e, const kiln_hstu_fwd_params *p,
+                                  const char *want_key)
+{
+    char key[160];
+    assert_int_equal(kiln_hstu_fwd_key(p, NULL, key, sizeof key), KILN_OK);
+    assert_string_equal(key, want_key);
+    assert_int_equal(kiln_hstu_fwd(e, p, NULL), KILN_OK);
+    return kt_fakecu_last_launch();
+}
+
 static void grid_follows_the_key(void **state)
 {
     (void)state;
     NEED_NVRTC();
     kiln_engine *e = engine_at("f", 0);
     kiln_hstu_fwd_params p = params(64, 1);
-    char key[160];
     /* 17 m-blocks: past the persistent kernel's 16, a CTA per m-block */
     p.max_seqlen_q = p.max_seqlen_k = 16 * 128 + 1;
-    assert_int_equal(kiln_hstu_fwd_key(&p, NULL, key, sizeof key), KILN_OK);
-    assert_string_equal(key, "hstu_fwd/sm_90a/bf16/d64/causal");
-    assert_int_equal(kiln_hstu_fwd(e, &p, NULL), KILN_OK);
-    kt_fakecu_launch fake = kt_fakecu_last_launch();
+    kt_fakecu_launch fake = launch_as(e, &p, "hstu_fwd/sm_90a/bf16/d64/causal");
     assert_int_equal(fake.grid[0], 17);
     assert_int_equal(fake.grid[1], 2);
     assert_int_equal(fake.grid[2], 3);
     /* 16: persistent, a CTA per unit of two m-blocks (3 x 2 x 8 < 132 SMs) */
     p.max_seqlen_q = p.max_seqlen_k = 16 * 128;
-    assert_int_equal(kiln_hstu_fwd_key(&p, NULL, key, sizeof key), KILN_OK);
-    assert_string_equal(key, "hstu_fwd/sm_90a/bf16/d64/causal/persist");
-    assert_int_equal(kiln_hstu_fwd(e, &p, NULL), KILN_OK);
-    fake = kt_fakecu_last_launch();
+    fake = launch_as(e, &p, "hstu_fwd/sm_90a/bf16/d64/causal/persist");
     assert_int_equal(fake.grid[0], 48);
     assert_int_equal(fake.grid[1], 1);
     assert_int_equal(fake.grid[2], 1);
@@ -333,11 +337,7 @@ static void fp8_grid_and_tma_fallback(void **state)
     p.dtype = KILN_DTYPE_E4M3;
     p.out_dtype = KILN_DTYPE_BF16;
     p.max_seqlen_q = p.max_seqlen_k = 3 * 128; /* 3 m-blocks: 2 units */
-    char key[160];
-    assert_int_equal(kiln_hstu_fwd_key(&p, NULL, key, sizeof key), KILN_OK);
-    assert_string_equal(key, "hstu_fwd/sm_90a/e4m3-bf16/d128/causal");
-    assert_int_equal(kiln_hstu_fwd(e, &p, NULL), KILN_OK);
-    kt_fakecu_launch fake = kt_fakecu_last_launch();
+    kt_fakecu_launch fake = launch_as(e, &p, "hstu_fwd/sm_90a/e4m3-bf16/d128/causal");
     assert_int_equal(fake.grid[0], 2);
     assert_int_equal(fake.grid[1], 2);
     assert_int_equal(fake.grid[2], 3);

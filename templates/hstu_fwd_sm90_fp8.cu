@@ -60,7 +60,8 @@
  *
  * Shared memory (bytes; see kiln__hstu_fwd_sm90_smem()): up to 1024 of
  * alignment slack, then
- *   2 x Q [128 x D] | STAGES x (K [BN x D] | V^T [D x BN]) | NSTG x staging
+ *   2 x Q [128 x D] | STAGES (4, or 3 at head dim 256) x (K [BN x D] |
+ *   V^T [D x BN]) | NSTG x staging
  *   [BN x (D + 16)] | mbarriers and the output scale (128)
  * Q and K: D/128 column blocks of [rows][128 bytes], 128-byte swizzle (16-
  * byte chunk c of row r at chunk c ^ (r & 7)); D = 64: [rows][64], 64-byte
@@ -110,8 +111,12 @@ constexpr int D = KILN_HEAD_DIM;
 constexpr int BM = KILN_BLOCK_M;
 constexpr int BN = KILN_BLOCK_N;
 constexpr int NTHREADS = KILN_WARPS * 32;
-/* K/V ring depth: must match kiln__hstu_fwd_sm90_smem(). */
-constexpr int STAGES = 3;
+/* K/V ring depth: must match kiln__hstu_fwd_sm90_smem().  Four where
+ * they fit (221 KB at head dim 128; head dim 256 would need 250): the
+ * producer runs further ahead, and ring arithmetic is shifts.  On an H100,
+ * 2 runs: (32, 4096, 4, 128) 702, 724 -> 725, 748 TFLOP/s; (256, 1024, 4,
+ * 128) and (64, 2048, 8, 64) even. */
+constexpr int STAGES = D <= 128 ? 4 : 3;
 constexpr int PTHREADS = 128;            /* producer warpgroup */
 /* setmaxnreg moves registers inside the CTA's launch allocation (384 x 168,
  * from __launch_bounds__(384, 1)): asking the consumers for more than the

@@ -388,7 +388,7 @@ kiln_status kiln__hstu_fwd_plan_impl(const kiln_hstu_fwd_params *p, int arch, in
     /* the Hopper fp8 kernel takes a unit of two m-blocks per CTA
      * (templates/hstu_fwd_sm90_fp8.cu) */
     launch->grid[0] = key->impl == 1 && key->dtype == KILN_DTYPE_E4M3
-                          ? (unsigned)((kp->num_m_blocks + 1) / 2)
+                          ? (unsigned)kiln__hstu_units(kp->num_m_blocks)
                           : (unsigned)kp->num_m_blocks;
     launch->grid[1] = (unsigned)p->num_heads;
     launch->grid[2] = (unsigned)p->batch;

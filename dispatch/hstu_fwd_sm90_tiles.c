@@ -65,6 +65,11 @@ size_t kiln__hstu_fwd_sm90_smem(int dtype, int head_dim, int block_m, int block_
            (size_t)kiln__sm90_ring_tiles(head_dim) * 2 * (size_t)block_n * d + 640;
 }
 
+int kiln__hstu_units(int num_m_blocks)
+{
+    return (num_m_blocks + 1) / 2;
+}
+
 int kiln__hstu_fwd_sm90_persistent(int num_m_blocks, int rab)
 {
     return !rab && num_m_blocks <= KILN_SM90_PERSIST_MAX_MBLOCKS;
@@ -82,7 +87,7 @@ void kiln__hstu_fwd_sm90_grid(int sm_count, int batch, int num_heads, int num_m_
     }
     /* persistent: at most one CTA per unit (a pair of m-blocks of one
      * (batch, head)) */
-    long long units = (long long)batch * num_heads * ((num_m_blocks + 1) / 2);
+    long long units = (long long)batch * num_heads * kiln__hstu_units(num_m_blocks);
     long long g = sm_count > 0 ? sm_count : 132;
     if (units < g) g = units;
     grid[0] = g < 1 ? 1u : (unsigned)g;

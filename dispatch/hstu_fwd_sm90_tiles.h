@@ -34,6 +34,11 @@ size_t kiln__hstu_fwd_sm90_smem(int dtype, int head_dim, int block_m, int block_
  * consumers would spill. */
 int kiln__hstu_fwd_sm90_persistent(int num_m_blocks, int rab);
 
+/* Units of a sequence of num_m_blocks m-blocks: its m-blocks paired by
+ * cost (kiln_units_of / kiln_unit_mblock in templates/kiln_hstu_seq.cuh),
+ * the work item of the persistent 16-bit kernel and a CTA of the fp8 one. */
+int kiln__hstu_units(int num_m_blocks);
+
 /* Grid of the 16-bit kernel for a key of that persist: 1, (G, 1, 1) with G =
  * one CTA per SM (sm_count; <= 0: unknown, 132 assumed) or fewer when there
  * are fewer units of work; 0, (m-blocks, heads, batch).  The fp8 kernel

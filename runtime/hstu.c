@@ -69,51 +69,43 @@ kiln_status kiln_hstu_fwd(kiln_engine *e, const kiln_hstu_fwd_params *params,
     if (e->flags & KILN_ENGINE_DEBUG_CHECKS)
         KILN_TRY(kiln__debug_counter(e, cu, di, &kp.debug_counter));
 
-    kiln_slot *s;
-    if (key.impl == 1 && key.dtype != KILN_DTYPE_E4M3) {
-        /* The Hopper kernel loads through TMA descriptors of these tensors;
+    const int fp8 = key.dtype == KILN_DTYPE_E4M3;
+    kiln_hstu_tma_kparams ta;     /* the Hopper 16-bit kernel's parameters */
+    kiln_hstu_fp8_tma_kparams t8; /* the Hopper fp8 kernel's; t8.f the portable one's */
+    void *args = &kp;
+    if (key.impl == 1) {
+        /* The Hopper kernels load through TMA descriptors of these tensors;
          * tensors they cannot describe go to the portable kernel. */
-        kiln_hstu_tma_kparams ta;
-        if (kiln__hstu_tma_fill(cu, params, &key, &ta) == 0) {
-            ta.p = kp;
-            KILN_TRY(kiln__kernel_get(e, &key, 1, &s));
-            atomic_fetch_add_explicit(&e->mem_hits, 1, memory_order_relaxed);
-            /* persistent (one CTA per SM) or one CTA per m-block: the
-             * grid of the kernel the key's module holds */
-            kiln__hstu_fwd_sm90_grid(di->sm_count, kp.batch, kp.num_heads, kp.num_m_blocks,
-                                     key.persist, l.grid);
-            return kiln__launch(cu, s, 0, dev, l.grid, l.block, l.smem, stream, &ta);
-        }
-        uint64_t dbg = kp.debug_counter;
-        KILN_TRY(kiln__hstu_fwd_plan_impl(params, di->arch, di->arch_a, 0, &key, &kp, &l,
-                                          &empty));
-        kp.debug_counter = dbg;
-    }
-    if (key.dtype == KILN_DTYPE_E4M3) {
-        kiln_hstu_fp8_tma_kparams t8;
-        kiln_hstu_fp8_kparams *f8 = &t8.f;
-        f8->base = kp;
-        f8->descale_q = params->descale_q;
-        f8->descale_k = params->descale_k;
-        f8->descale_v = params->descale_v;
-        f8->ds_batch_stride = (int32_t)params->descale_batch_stride; /* checked: <= INT32_MAX */
-        f8->ds_head_stride = (int32_t)params->descale_head_stride;
-        if (key.impl == 1 && kiln__hstu_fp8_tma_fill(cu, params, &key, &t8) != 0) {
-            /* q or k that TMA cannot describe: the portable kernel */
+        if ((fp8 ? kiln__hstu_fp8_tma_fill(cu, params, &key, &t8)
+                 : kiln__hstu_tma_fill(cu, params, &key, &ta)) != 0) {
             uint64_t dbg = kp.debug_counter;
             KILN_TRY(kiln__hstu_fwd_plan_impl(params, di->arch, di->arch_a, 0, &key, &kp, &l,
                                               &empty));
             kp.debug_counter = dbg;
-            f8->base = kp;
+        } else if (fp8) {
+            args = &t8;
+        } else {
+            ta.p = kp;
+            args = &ta;
+            /* persistent (one CTA per SM) or one CTA per m-block: the
+             * grid of the kernel the key's module holds */
+            kiln__hstu_fwd_sm90_grid(di->sm_count, kp.batch, kp.num_heads, kp.num_m_blocks,
+                                     key.persist, l.grid);
         }
-        KILN_TRY(kiln__kernel_get(e, &key, 1, &s));
-        atomic_fetch_add_explicit(&e->mem_hits, 1, memory_order_relaxed);
-        return kiln__launch(cu, s, 0, dev, l.grid, l.block, l.smem, stream,
-                            key.impl == 1 ? (void *)&t8 : (void *)f8);
     }
+    if (fp8) {
+        t8.f.base = kp;
+        t8.f.descale_q = params->descale_q;
+        t8.f.descale_k = params->descale_k;
+        t8.f.descale_v = params->descale_v;
+        t8.f.ds_batch_stride = (int32_t)params->descale_batch_stride; /* checked: <= INT32_MAX */
+        t8.f.ds_head_stride = (int32_t)params->descale_head_stride;
+        if (key.impl != 1) args = &t8.f;
+    }
+    kiln_slot *s;
     KILN_TRY(kiln__kernel_get(e, &key, 1, &s));
     atomic_fetch_add_explicit(&e->mem_hits, 1, memory_order_relaxed);
-    return kiln__launch(cu, s, 0, dev, l.grid, l.block, l.smem, stream, &kp);
+    return kiln__launch(cu, s, 0, dev, l.grid, l.block, l.smem, stream, args);
 }
 
 /* The arch named, or the current device's. */

@@ -32,6 +32,7 @@ static int encode_as(const kiln_cu_api *cu, void *map, int tm_type, int esize, u
                      unsigned box_cols, unsigned box_rows, int swizzle)
 {
     if (rows <= 0 || rows > INT32_MAX) return -1;
+    /* heads side by side within a row, as the map's nesting requires */
     if (heads > 1 && (head_stride < dim || row_stride < head_stride * heads)) return -1;
     if (heads == 1) head_stride = dim;
     const unsigned long long dims[3] = {(unsigned long long)dim, (unsigned long long)heads,
@@ -45,24 +46,15 @@ static int encode_as(const kiln_cu_api *cu, void *map, int tm_type, int esize, u
     return r == 0 ? 0 : -1;
 }
 
+/* A 16-bit tensor: column blocks of 64 elements (128 bytes), or one of 32
+ * at head dim 32 with the 64-byte swizzle. */
 static int encode(const kiln_cu_api *cu, void *map, int dtype, uint64_t ptr, int64_t rows,
                   int64_t row_stride, int heads, int64_t head_stride, int dim,
                   unsigned box_rows)
 {
-    if (rows <= 0 || rows > INT32_MAX) return -1;
-    /* heads side by side within a row, as the map's nesting requires */
-    if (heads > 1 && (head_stride < dim || row_stride < head_stride * heads)) return -1;
-    if (heads == 1) head_stride = dim;
-    const unsigned long long dims[3] = {(unsigned long long)dim, (unsigned long long)heads,
-                                        (unsigned long long)rows};
-    const unsigned long long strides[2] = {(unsigned long long)head_stride * 2,
-                                           (unsigned long long)row_stride * 2};
-    const unsigned box[3] = {dim >= 64 ? 64u : (unsigned)dim, 1u, box_rows};
-    const unsigned one[3] = {1u, 1u, 1u};
-    CUresult r = cu->TensorMapEncodeTiled(
-        map, dtype == KILN_DTYPE_BF16 ? TM_BFLOAT16 : TM_FLOAT16, 3, (void *)(uintptr_t)ptr,
-        dims, strides, box, one, 0, dim >= 64 ? TM_SWIZZLE_128B : TM_SWIZZLE_64B, TM_L2_128B, 0);
-    return r == 0 ? 0 : -1;
+    return encode_as(cu, map, dtype == KILN_DTYPE_BF16 ? TM_BFLOAT16 : TM_FLOAT16, 2, ptr, rows,
+                     row_stride, heads, head_stride, dim, dim >= 64 ? 64u : (unsigned)dim, box_rows,
+                     dim >= 64 ? TM_SWIZZLE_128B : TM_SWIZZLE_64B);
 }
 
 int kiln__hstu_tma_fill(const kiln_cu_api *cu, const kiln_hstu_fwd_params *p,

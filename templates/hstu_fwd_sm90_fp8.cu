@@ -398,8 +398,7 @@ KILN_DEV uint32_t k_addr(uint32_t sbase, uint32_t stage)
 /* Which O: an m-block's first row within its sequence, m0 (a multiple of
  * BM; bit 0 set: the m-block has one key tile, so its last P V is its
  * first and sets O), and how many rows exist; rows 0: nothing (no m-block
- * before).  Two registers: held across the key loop, a third spilled with
- * rab and targets. */
+ * before).  Built by out_of where it is needed. */
 struct Out {
     int m0, rows;
 };

@@ -151,6 +151,13 @@ constexpr bool QREG = D <= 128 && !RAB;
 /* Head dim 256 with rab packs P with fewer registers (kiln_pack4_e4m3):
  * with the other form ptxas spilled 8 to 60 bytes in those variants. */
 constexpr bool PACK_MERGE = D == 256 && RAB;
+/* S in two halves of BN / 2 keys at BN = 128, a commit group each: the
+ * SiLU of the first half runs while the tensor cores compute the second,
+ * instead of waiting for all of S.  On an H100, 2 runs each, TFLOP/s:
+ * (64, 2048, 8, 64) 374, 372 -> 382, 383; (32, 4096, 4, 128) 747, 726 ->
+ * 743, 764; (256, 1024, 4, 128) 437, 428 -> 433, 421 (noise).  Not at
+ * head dim 128 with rab and targets, where ptxas then spilled 20 bytes. */
+constexpr int SPARTS = BN == 128 && !(D == 128 && RAB && TARGET) ? 2 : 1;
 
 static_assert(KILN_DTYPE == KILN_DT_E4M3, "dtype");
 static_assert(OT == KILN_DT_FP16 || OT == KILN_DT_BF16, "out dtype");
@@ -289,16 +296,17 @@ struct Ctx {
 
 /* S of tile n -> P (e4m3 A fragments in kiln_p8_perm key order); MASK:
  * apply the element mask. */
-template <bool MASK>
+template <bool MASK, int PART = 0>
 KILN_DEV void process(const Ctx &c, float (&s)[BN / 2], int n, uint32_t (&pa)[PSTEPS][4])
 {
+    constexpr int NT0 = PART * SN / SPARTS, NT1 = (PART + 1) * SN / SPARTS;
     const int n0 = n * BN;
     const int L = c.L;
     if constexpr (RAB) {
         /* plain (reorderable) 16-bit loads, column clamped to L - 1: in
          * bounds whatever the alignment; columns >= L are masked */
 #pragma unroll
-        for (int nt = 0; nt < SN; ++nt)
+        for (int nt = NT0; nt < NT1; ++nt)
 #pragma unroll
             for (int hf = 0; hf < 2; ++hf)
 #pragma unroll
@@ -309,7 +317,7 @@ KILN_DEV void process(const Ctx &c, float (&s)[BN / 2], int n, uint32_t (&pa)[PS
                 }
     }
 #pragma unroll
-    for (int e = 0; e < BN / 2; ++e) s[e] = kiln_silu_half(c.half_alpha * s[e]);
+    for (int e = 4 * NT0; e < 4 * NT1; ++e) s[e] = kiln_silu_half(c.half_alpha * s[e]);
 
     if constexpr (MASK) {
 #pragma unroll
@@ -331,7 +339,7 @@ KILN_DEV void process(const Ctx &c, float (&s)[BN / 2], int n, uint32_t (&pa)[PS
             lo1 -= n0 + 2 * c.tq; hi1 -= n0 + 2 * c.tq;
             lo2 -= n0 + 2 * c.tq; hi2 -= n0 + 2 * c.tq;
 #pragma unroll
-            for (int nt = 0; nt < SN; ++nt)
+            for (int nt = NT0; nt < NT1; ++nt)
 #pragma unroll
                 for (int e = 0; e < 2; ++e) {
                     const int jj = nt * 8 + e;
@@ -346,7 +354,7 @@ KILN_DEV void process(const Ctx &c, float (&s)[BN / 2], int n, uint32_t (&pa)[PS
      * 2q, 2q+1, 2q+8, 2q+9 of its 16-block: s[16kk + 8 (r >> 1) + 2 (r & 1)
      * + {0, 1, 4, 5}]. */
 #pragma unroll
-    for (int kk = 0; kk < PSTEPS; ++kk)
+    for (int kk = NT0 / 4; kk < NT1 / 4; ++kk)
 #pragma unroll
         for (int r = 0; r < 4; ++r) {
             const int b = 16 * kk + 8 * (r >> 1) + 2 * (r & 1);
@@ -359,23 +367,33 @@ KILN_DEV void process(const Ctx &c, float (&s)[BN / 2], int n, uint32_t (&pa)[PS
  * would pin registers across the key loop). */
 KILN_DEV void issue_s(float (&s)[BN / 2], uint32_t q_addr, uint32_t k_addr)
 {
+    constexpr int PN = BN / SPARTS;
     const uint64_t dq = desc_qk(kiln_opaque_u32(q_addr));
     const uint64_t dk = desc_qk(kiln_opaque_u32(k_addr));
 #pragma unroll
-    for (int ks = 0; ks < KSTEPS; ++ks)
-        kiln_wgmma8_ss<BN>(s, kiln_desc_add(dq, kstep_addr<BM>(0, 0, ks)),
-                           kiln_desc_add(dk, kstep_addr<BN>(0, 0, ks)), ks > 0);
-    kiln_wgmma_commit();
+    for (int h = 0; h < SPARTS; ++h) {
+        float(&sh)[PN / 2] = *reinterpret_cast<float(*)[PN / 2]>(&s[h * PN / 2]);
+#pragma unroll
+        for (int ks = 0; ks < KSTEPS; ++ks)
+            kiln_wgmma8_ss<PN>(sh, kiln_desc_add(dq, kstep_addr<BM>(0, 0, ks)),
+                               kiln_desc_add(dk, kstep_addr<BN>(0, h * PN, ks)), ks > 0);
+        kiln_wgmma_commit();
+    }
 }
 
 /* The same with Q's A fragments in registers (QREG). */
 KILN_DEV void issue_s_rq(float (&s)[BN / 2], const uint32_t (&qa)[KSTEPS][4], uint32_t k_addr)
 {
+    constexpr int PN = BN / SPARTS;
     const uint64_t dk = desc_qk(kiln_opaque_u32(k_addr));
 #pragma unroll
-    for (int ks = 0; ks < KSTEPS; ++ks)
-        kiln_wgmma8_rs<BN>(s, qa[ks], kiln_desc_add(dk, kstep_addr<BN>(0, 0, ks)), ks > 0);
-    kiln_wgmma_commit();
+    for (int h = 0; h < SPARTS; ++h) {
+        float(&sh)[PN / 2] = *reinterpret_cast<float(*)[PN / 2]>(&s[h * PN / 2]);
+#pragma unroll
+        for (int ks = 0; ks < KSTEPS; ++ks)
+            kiln_wgmma8_rs<PN>(sh, qa[ks], kiln_desc_add(dk, kstep_addr<BN>(0, h * PN, ks)), ks > 0);
+        kiln_wgmma_commit();
+    }
 }
 
 /* O += P V with the V^T tile at vt_addr; O = P V for an m-block's first
@@ -469,9 +487,20 @@ KILN_DEV void step(const kiln_hstu_kparams &p, const Ctx &c, float (&s)[BN / 2],
     else issue_s(s, q_addr, k_addr(sbase, st));
     issue_pv(o, pa, k_addr(sbase, sp) + KV_BYTES, acc);
     uint32_t pn[PSTEPS][4];
-    kiln_wgmma_wait<1>();
-    kiln_reg_fence(s);
-    process<MASK>(c, s, n, pn);
+    if constexpr (SPARTS == 2) {
+        float(&s0)[BN / 4] = *reinterpret_cast<float(*)[BN / 4]>(&s[0]);
+        float(&s1)[BN / 4] = *reinterpret_cast<float(*)[BN / 4]>(&s[BN / 4]);
+        kiln_wgmma_wait<2>();
+        kiln_reg_fence(s0);
+        process<MASK, 0>(c, s, n, pn);
+        kiln_wgmma_wait<1>();
+        kiln_reg_fence(s1);
+        process<MASK, 1>(c, s, n, pn);
+    } else {
+        kiln_wgmma_wait<1>();
+        kiln_reg_fence(s);
+        process<MASK>(c, s, n, pn);
+    }
     kiln_wgmma_wait<0>();
     kiln_reg_fence(o);
     kiln_reg_fence(pa);

@@ -157,13 +157,13 @@ constexpr bool PACK_MERGE = D == 256 && RAB;
  * (64, 2048, 8, 64) 374, 372 -> 382, 383; (32, 4096, 4, 128) 747, 726 ->
  * 743, 764; (256, 1024, 4, 128) 437, 428 -> 433, 421 (noise).  Not at
  * head dim 128 with rab and targets, where ptxas then spilled 20 bytes. */
-/* Head dim 64: P V of the tile before is issued after the SiLU of S's first
- * half rather than beside S, so the tensor cores run it during the second
- * half's SiLU.  On an H100, 2 runs, TFLOP/s: (64, 2048, 8, 64) 382, 384 ->
- * 393, 393; at head dim 128 it lost 1 to 2% ((32, 4096) 761, 760 -> 756,
- * 752; (256, 1024) 429, 431 -> 424, 423). */
-constexpr bool LATE_PV = D == 64;
 constexpr int SPARTS = BN == 128 && !(D == 128 && RAB && TARGET) ? 2 : 1;
+/* Head dim 64 (with S in halves): P V of the tile before is issued after
+ * the SiLU of S's first half rather than beside S, so the tensor cores run
+ * it during the second half's SiLU.  On an H100, 2 runs, TFLOP/s: (64,
+ * 2048, 8, 64) 382, 384 -> 393, 393; at head dim 128 it lost 1 to 2%
+ * ((32, 4096) 761, 760 -> 756, 752; (256, 1024) 429, 431 -> 424, 423). */
+constexpr bool LATE_PV = D == 64 && SPARTS == 2;
 
 static_assert(KILN_DTYPE == KILN_DT_E4M3, "dtype");
 static_assert(OT == KILN_DT_FP16 || OT == KILN_DT_BF16, "out dtype");
@@ -473,8 +473,10 @@ KILN_DEV void store_o(const kiln_hstu_kparams &p, const float (&o)[D / 2], const
 
 /* Key tile n at ring position t (tiles this CTA consumed before it) while
  * the P of ring tile t - 1 waits in pa: S(n) and P V(t - 1) on the tensor
- * cores (acc: P V adds to O), then SiLU of tile n while P V runs; frees the
- * stage of t - 1.  FIRST: tile n is the first of its m-block and t - 1 the
+ * cores (acc: P V adds to O), then SiLU of tile n while P V runs (S in
+ * halves: the first half's SiLU while the second half and P V run; with
+ * LATE_PV, P V issued after the first half's SiLU); frees the stage of
+ * t - 1.  FIRST: tile n is the first of its m-block and t - 1 the
  * last of the m-block before, whose O (complete once P V is) is stored to
  * prev; without one (prev.rows = 0) that P V is of whatever pa holds and
  * is discarded (the next P V sets O), the same code either way: paths that
@@ -492,26 +494,19 @@ KILN_DEV void step(const kiln_hstu_kparams &p, const Ctx &c, float (&s)[BN / 2],
     if constexpr (QREG) issue_s_rq(s, qa, k_addr(sbase, st));
     else issue_s(s, q_addr, k_addr(sbase, st));
     uint32_t pn[PSTEPS][4];
-    if constexpr (SPARTS == 2 && LATE_PV) {
+    if constexpr (SPARTS == 2) {
         float(&s0)[BN / 4] = *reinterpret_cast<float(*)[BN / 4]>(&s[0]);
         float(&s1)[BN / 4] = *reinterpret_cast<float(*)[BN / 4]>(&s[BN / 4]);
-        kiln_wgmma_wait<1>();
+        if constexpr (!LATE_PV) issue_pv(o, pa, k_addr(sbase, sp) + KV_BYTES, acc);
+        kiln_wgmma_wait<LATE_PV ? 1 : 2>();   /* the first half of S */
         kiln_reg_fence(s0);
         process<MASK, 0>(c, s, n, pn);
-        kiln_reg_fence(pa);
-        kiln_wgmma_fence();
-        issue_pv(o, pa, k_addr(sbase, sp) + KV_BYTES, acc);
-        kiln_wgmma_wait<1>();
-        kiln_reg_fence(s1);
-        process<MASK, 1>(c, s, n, pn);
-    } else if constexpr (SPARTS == 2) {
-        issue_pv(o, pa, k_addr(sbase, sp) + KV_BYTES, acc);
-        float(&s0)[BN / 4] = *reinterpret_cast<float(*)[BN / 4]>(&s[0]);
-        float(&s1)[BN / 4] = *reinterpret_cast<float(*)[BN / 4]>(&s[BN / 4]);
-        kiln_wgmma_wait<2>();
-        kiln_reg_fence(s0);
-        process<MASK, 0>(c, s, n, pn);
-        kiln_wgmma_wait<1>();
+        if constexpr (LATE_PV) {
+            kiln_reg_fence(pa);
+            kiln_wgmma_fence();
+            issue_pv(o, pa, k_addr(sbase, sp) + KV_BYTES, acc);
+        }
+        kiln_wgmma_wait<1>();                 /* the second half */
         kiln_reg_fence(s1);
         process<MASK, 1>(c, s, n, pn);
     } else {

@@ -42,7 +42,8 @@ int kiln__hstu_units(int num_m_blocks);
 /* Grid of the 16-bit kernel for a key of that persist: 1, (G, 1, 1) with G =
  * one CTA per SM (sm_count; <= 0: unknown, 132 assumed) or fewer when there
  * are fewer units of work; 0, (m-blocks, heads, batch).  The fp8 kernel
- * keeps the grid of kiln__hstu_fwd_plan. */
+ * keeps the grid of kiln__hstu_fwd_plan: (units, heads, batch), a CTA per
+ * unit whatever the length. */
 void kiln__hstu_fwd_sm90_grid(int sm_count, int batch, int num_heads, int num_m_blocks,
                               int persist, unsigned grid[3]);
 

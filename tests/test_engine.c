@@ -289,8 +289,6 @@ static void unusable_cache_dir_degrades_to_memory(void **state)
     kiln_engine_destroy(e);
 }
 
-/* The Hopper forward's module holds one grid's kernel: the key names it, and
- * the launch takes that kernel's grid. */
 /* Launch p on the fake device, checking the key it plans first. */
 static kt_fakecu_launch launch_as(kiln_engine *e, const kiln_hstu_fwd_params *p,
                                   const char *want_key)
@@ -302,6 +300,8 @@ static kt_fakecu_launch launch_as(kiln_engine *e, const kiln_hstu_fwd_params *p,
     return kt_fakecu_last_launch();
 }
 
+/* The Hopper forward's module holds one grid's kernel: the key names it, and
+ * the launch takes that kernel's grid. */
 static void grid_follows_the_key(void **state)
 {
     (void)state;

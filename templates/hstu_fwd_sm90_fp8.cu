@@ -70,6 +70,15 @@
  * apart, chunk c at c ^ ((key >> 4) & 1): the padding and the xor make the
  * transposer's 16-byte reads conflict-free (4 wavefronts per warp).
  *
+ * Where a step's time goes (H100, (32, 4096, 4, 128), 2026-11-24): about
+ * 2450 clocks, of which the two consumers' wgmmas need 1024 at peak and
+ * their tanh another 1024 of MUFU time; the rest does not overlap.  Left
+ * out for timing (wrong results): the V transpose +8%, the fp32 arithmetic
+ * of the SiLU +9%, both +15 to 19% (also at (256, 1024) and (64, 2048)).
+ * Ping-pong of the consumers gains nothing, with or without that fp32
+ * arithmetic: running wgmmas slow MUFU, cvt and integer instructions on
+ * the other warps 1.3 to 2.3x (tests/standalone/sm90_wgmma_rate.cu).
+ *
  * Requirements on the inputs (checked by the runtime): q, k, v, out 16-byte
  * aligned; q, k, v row and head strides multiples of 16 elements, out's of
  * 8; q and k describable by TMA (runtime/hstu_tma.c; else the portable

@@ -72,9 +72,9 @@
  *
  * Where a step's time goes (H100, (32, 4096, 4, 128), 2026-11-24): about
  * 2450 clocks, of which the two consumers' wgmmas need 1024 at peak and
- * their tanh another 1024 of MUFU time; the rest does not overlap.  Left
- * out for timing (wrong results): the V transpose +8%, the fp32 arithmetic
- * of the SiLU +9%, both +15 to 19% (also at (256, 1024) and (64, 2048)).
+ * their tanh another 1024 of MUFU time, one after the other.  Left out for
+ * timing (wrong results), at the three benchmark shapes: the V transpose
+ * +4 to 8%, the SiLU's fp32 arithmetic +7 to 12%, both +15 to 19%.
  * Ping-pong of the consumers gains nothing, with or without that fp32
  * arithmetic: running wgmmas slow MUFU, cvt and integer instructions on
  * the other warps 1.3 to 2.3x (tests/standalone/sm90_wgmma_rate.cu).

@@ -377,36 +377,32 @@ KILN_DEV void process(const Ctx &c, float (&s)[BN / 2], int n, uint32_t (&pa)[PS
         }
 }
 
-/* S = Q K^T for this warpgroup's 64 rows (q_addr: its first Q row) and the
- * K tile at k_addr.  Bases are opaque to the optimizer (hoisted descriptors
- * would pin registers across the key loop). */
-KILN_DEV void issue_s(float (&s)[BN / 2], uint32_t q_addr, uint32_t k_addr)
+/* Part h of S: SPARTS parts of BN / SPARTS keys, a commit group each. */
+using SPart = float[BN / SPARTS / 2];
+KILN_DEV SPart &s_part(float (&s)[BN / 2], int h)
 {
-    constexpr int PN = BN / SPARTS;
-    const uint64_t dq = desc_qk(kiln_opaque_u32(q_addr));
-    const uint64_t dk = desc_qk(kiln_opaque_u32(k_addr));
-#pragma unroll
-    for (int h = 0; h < SPARTS; ++h) {
-        float(&sh)[PN / 2] = *reinterpret_cast<float(*)[PN / 2]>(&s[h * PN / 2]);
-#pragma unroll
-        for (int ks = 0; ks < KSTEPS; ++ks)
-            kiln_wgmma8_ss<PN>(sh, kiln_desc_add(dq, kstep_addr<BM>(0, 0, ks)),
-                               kiln_desc_add(dk, kstep_addr<BN>(0, h * PN, ks)), ks > 0);
-        kiln_wgmma_commit();
-    }
+    return *reinterpret_cast<SPart *>(&s[h * (BN / SPARTS / 2)]);
 }
 
-/* The same with Q's A fragments in registers (QREG). */
-KILN_DEV void issue_s_rq(float (&s)[BN / 2], const uint32_t (&qa)[KSTEPS][4], uint32_t k_addr)
+/* S = Q K^T for this warpgroup's 64 rows and the K tile at k_addr, Q from
+ * its A fragments qa (QREG) or from shared memory at q_addr (its first
+ * row).  Bases are opaque to the optimizer (hoisted descriptors would pin
+ * registers across the key loop). */
+KILN_DEV void issue_s(float (&s)[BN / 2], uint32_t q_addr, const uint32_t (&qa)[KSTEPS][4], uint32_t k_addr)
 {
     constexpr int PN = BN / SPARTS;
+    const uint64_t dq = QREG ? 0 : desc_qk(kiln_opaque_u32(q_addr));
     const uint64_t dk = desc_qk(kiln_opaque_u32(k_addr));
 #pragma unroll
     for (int h = 0; h < SPARTS; ++h) {
-        float(&sh)[PN / 2] = *reinterpret_cast<float(*)[PN / 2]>(&s[h * PN / 2]);
 #pragma unroll
-        for (int ks = 0; ks < KSTEPS; ++ks)
-            kiln_wgmma8_rs<PN>(sh, qa[ks], kiln_desc_add(dk, kstep_addr<BN>(0, h * PN, ks)), ks > 0);
+        for (int ks = 0; ks < KSTEPS; ++ks) {
+            if constexpr (QREG)
+                kiln_wgmma8_rs<PN>(s_part(s, h), qa[ks], kiln_desc_add(dk, kstep_addr<BN>(0, h * PN, ks)), ks > 0);
+            else
+                kiln_wgmma8_ss<PN>(s_part(s, h), kiln_desc_add(dq, kstep_addr<BM>(0, 0, ks)),
+                                   kiln_desc_add(dk, kstep_addr<BN>(0, h * PN, ks)), ks > 0);
+        }
         kiln_wgmma_commit();
     }
 }
@@ -500,15 +496,12 @@ KILN_DEV void step(const kiln_hstu_kparams &p, const Ctx &c, float (&s)[BN / 2],
     kiln_mbar_wait(sbase + BAR_FULL + 8 * st, (t / STAGES) & 1);
     kiln_reg_fence(pa);
     kiln_wgmma_fence();
-    if constexpr (QREG) issue_s_rq(s, qa, k_addr(sbase, st));
-    else issue_s(s, q_addr, k_addr(sbase, st));
+    issue_s(s, q_addr, qa, k_addr(sbase, st));
     uint32_t pn[PSTEPS][4];
     if constexpr (SPARTS == 2) {
-        float(&s0)[BN / 4] = *reinterpret_cast<float(*)[BN / 4]>(&s[0]);
-        float(&s1)[BN / 4] = *reinterpret_cast<float(*)[BN / 4]>(&s[BN / 4]);
         if constexpr (!LATE_PV) issue_pv(o, pa, k_addr(sbase, sp) + KV_BYTES, acc);
         kiln_wgmma_wait<LATE_PV ? 1 : 2>();   /* the first half of S */
-        kiln_reg_fence(s0);
+        kiln_reg_fence(s_part(s, 0));
         process<MASK, 0>(c, s, n, pn);
         if constexpr (LATE_PV) {
             kiln_reg_fence(pa);
@@ -516,7 +509,7 @@ KILN_DEV void step(const kiln_hstu_kparams &p, const Ctx &c, float (&s)[BN / 2],
             issue_pv(o, pa, k_addr(sbase, sp) + KV_BYTES, acc);
         }
         kiln_wgmma_wait<1>();                 /* the second half */
-        kiln_reg_fence(s1);
+        kiln_reg_fence(s_part(s, 1));
         process<MASK, 1>(c, s, n, pn);
     } else {
         issue_pv(o, pa, k_addr(sbase, sp) + KV_BYTES, acc);

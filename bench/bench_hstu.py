@@ -694,9 +694,31 @@ def kiln_fwd_impl_label(key, env, from_cache):
     return f"{default} (derived: default impl)"
 
 
+# The peer's backward autotune configs that fault on the device: with UNROLL
+# 2 and 4 (BLOCK_M 32, BLOCK_N 128, 8 warps) its kernel hits an illegal memory
+# access under Triton 3.6 / CUDA 13 (each config alone, in its own process, on
+# an H100, 2026-11-24: those two fail at (32, 4096, 4, 128) and (256, 1024, 4,
+# 128), the other 19 run).  One faulting config poisons the process, so the
+# autotuner never got to its choice.  The peer already drops other configs
+# "for CUDA 12.8+"; these join them.
+PEER_BWD_DROPPED = "UNROLL > 1 (BLOCK_M 32, BLOCK_N 128: illegal memory access under Triton 3.6)"
+
+
+def peer_drop_bwd_configs(tha):
+    """Removes the faulting backward configs; returns how many were removed."""
+    at = tha._hstu_attn_bwd
+    keep = [c for c in at.configs if c.kwargs.get("UNROLL", 1) == 1]
+    dropped = len(at.configs) - len(keep)
+    at.configs = keep
+    return dropped
+
+
 def make_peer_impl(torch, row, d, peer_dir):
     sys.path.insert(0, str(peer_dir))
     from generative_recommenders.ops.triton import triton_hstu_attention as tha
+    dropped = peer_drop_bwd_configs(tha)
+    _log(f"peer: {dropped} backward autotune configs dropped ({PEER_BWD_DROPPED}), "
+         f"{len(tha._hstu_attn_bwd.configs)} left")
 
     L, c = d.L, d.contexts
 
@@ -1177,6 +1199,7 @@ def collect_meta(args, started):
     return {"date": started, "command": cmd, "kiln_commit": commit,
             "kiln_commit_source": src, "peer": "generative-recommenders triton_hstu_mha",
             "peer_commit": peer_commit(args.peer_dir), "peer_dir": str(args.peer_dir),
+            "peer_bwd_configs_dropped": PEER_BWD_DROPPED,
             "kiln_fwd_impl_env": os.environ.get("KILN_FWD_IMPL"),
             "seed": SEED, "smoke_cpu": bool(args.smoke_cpu),
             "warmup_ms": args.warmup_ms, "rep_ms": args.rep_ms, "budget_s": args.budget}
@@ -1346,7 +1369,8 @@ def render_md(meta, recs, rows, procs, skipped=None):
         f"KILN_FWD_IMPL={meta['kiln_fwd_impl_env'] or '(unset)'}",
         f"- peer: generative-recommenders `triton_hstu_mha` "
         "(ops/triton/triton_hstu_attention.py) at "
-        f"{meta['peer_commit']}",
+        f"{meta['peer_commit']}; its backward autotunes over its own configs less "
+        f"those that fault here: {meta.get('peer_bwd_configs_dropped', 'none')}",
         "- inputs: bf16 q, k, v ~ N(0, 1) (seeded), int64 offsets, lengths uniform "
         "in [max_len/2, max_len] (seed "
         f"{SEED}, the same draw for kiln, the peer, and the rab/fp8 rows of a shape); "

@@ -596,6 +596,11 @@ def make_kiln_impl(torch, row, d):
                 p = kiln.hstu_fwd_params(q, k, v, o, d.so, L, **kw)
                 bp = kiln.hstu_bwd_params(p, d.dout, q, k, v,
                                           drab=rab if row["drab"] else None)
+                # The key call checks the workspace's size and alignment but
+                # touches no memory: any aligned device pointer will do.
+                bp.workspace_bytes = kiln.hstu_bwd_workspace_size(bp)
+                if bp.workspace_bytes:
+                    bp.workspace = q.data_ptr()
                 out["kiln_bwd_key"] = kiln.hstu_bwd_key(bp)
             except Exception as e:  # noqa: BLE001
                 out["kiln_bwd_key_error"] = f"{type(e).__name__}: {e}"[:300]

@@ -973,9 +973,10 @@ kiln_hstu_bwd_dq(const __grid_constant__ kiln_hstu_bwd_kparams p)
 }
 
 /* ===================================================================== convert */
-/* Rows are spread over the blocks and items of a row over the threads, so
- * that no 64-bit division is needed (it would be a call with a stack frame).
- * A row of n items: a block handles rpi = 256 / n rows at once when n < 256. */
+/* Sequence b in the blocks of blockIdx.y = b (mod gridDim.y); its rows over
+ * blockIdx.x and the items of a row over the threads, so that no 64-bit
+ * division is needed (it would be a call with a stack frame).  A row of n
+ * items: a block handles rpi = 256 / n rows at once when n < 256. */
 extern "C" __global__ void __launch_bounds__(256, 1)
 kiln_hstu_bwd_convert(const __grid_constant__ kiln_hstu_bwd_kparams p)
 {
@@ -984,35 +985,13 @@ kiln_hstu_bwd_convert(const __grid_constant__ kiln_hstu_bwd_kparams p)
     const int t = threadIdx.x;
     const int H = f.num_heads;
 #pragma unroll 1
-    for (int b = 0; b < f.batch; ++b) {
+    for (int b = (int)blockIdx.y; b < f.batch; b += (int)gridDim.y) {
         kiln_seq s;
         if (!kiln_seq_load<DELTA_Q, CONTEXT, TARGET, LOCAL>(f, b, s)) continue;
-        if (p.dq_accum != 0) {
-            /* row r: H * D / 4 items of 4 floats */
-            const int n = H * (D / 4);
-            const int rpi = n >= 256 ? 1 : 256 / n;
-            const int sub = n >= 256 ? 0 : t / n;
-            const int c0 = n >= 256 ? t : t - sub * n;
-            const int cstep = n >= 256 ? 256 : n;
-            if (sub < rpi) {
-#pragma unroll 1
-                for (int64_t r = (int64_t)blockIdx.x * rpi + sub; r < s.len_q; r += (int64_t)gridDim.x * rpi) {
-                    const float *src = (const float *)p.dq_accum + (s.q_beg + r) * H * (int64_t)D;
-                    uint16_t *dst = (uint16_t *)p.dq + (s.q_beg + r) * p.dq_row_stride;
-#pragma unroll 1
-                    for (int c = c0; c < n; c += cstep) {
-                        const int hh = c / (D / 4), d = (c % (D / 4)) * 4;
-                        float x0, x1, x2, x3;
-                        asm volatile("ld.global.v4.f32 {%0, %1, %2, %3}, [%4];\n"
-                                     : "=f"(x0), "=f"(x1), "=f"(x2), "=f"(x3) : "l"(src + hh * D + d));
-                        asm volatile("st.global.v2.u32 [%0], {%1, %2};\n"
-                                     :: "l"(dst + (int64_t)hh * p.dq_head_stride + d), "r"(kiln_pack2<DT>(x0, x1)),
-                                        "r"(kiln_pack2<DT>(x2, x3))
-                                     : "memory");
-                    }
-                }
-            }
-        }
+        if (p.dq_accum != 0)
+            convert_dq_rows<DT, D>((const float *)p.dq_accum + s.q_beg * H * (int64_t)D,
+                                   (uint16_t *)p.dq + s.q_beg * p.dq_row_stride, p.dq_row_stride,
+                                   p.dq_head_stride, s.len_q, H, t);
         if (p.drab_accum != 0) {
             /* row (hr, i): (L + 7) / 8 items of 8 keys */
             const int L = s.L;

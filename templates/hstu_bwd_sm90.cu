@@ -783,43 +783,21 @@ extern "C" __global__ void kiln_hstu_bwd_dq(const __grid_constant__ kiln_hstu_bw
 }
 
 /* ===================================================================== convert */
-/* dq_accum -> dq on the rows of valid sequences.  A row holds H * D / 4
- * items of 4 floats; blocks take rows, threads take items, so that no 64-bit
- * division is needed (it would be a call with a stack frame).  With fewer
- * than 256 items a block takes 256 / items rows at once. */
+/* dq_accum -> dq on the rows of valid sequences: sequence b in the blocks of
+ * blockIdx.y = b (mod gridDim.y), rows over blockIdx.x (convert_dq_rows). */
 extern "C" __global__ void __launch_bounds__(256, 1)
 kiln_hstu_bwd_convert(const __grid_constant__ kiln_hstu_bwd_kparams p)
 {
     using namespace kiln_hstu_bwd_sm90_impl;
     const kiln_hstu_kparams &f = p.f;
     if (p.dq_accum == 0) return;
-    const int t = threadIdx.x;
     const int H = f.num_heads;
-    const int n = H * (D / 4);
-    const int rpb = n >= 256 ? 1 : 256 / n;
-    const int sub = n >= 256 ? 0 : t / n;
-    const int c0 = n >= 256 ? t : t - sub * n;
-    const int cstep = n >= 256 ? 256 : n;
-    if (sub >= rpb) return;
 #pragma unroll 1
-    for (int b = 0; b < f.batch; ++b) {
+    for (int b = (int)blockIdx.y; b < f.batch; b += (int)gridDim.y) {
         kiln_seq s;
         if (!kiln_seq_load<DELTA_Q, CONTEXT, TARGET, LOCAL>(f, b, s)) continue;
-#pragma unroll 1
-        for (int r = (int)blockIdx.x * rpb + sub; r < s.len_q; r += (int)gridDim.x * rpb) {
-            const float *src = (const float *)p.dq_accum + (s.q_beg + r) * H * (int64_t)D;
-            uint16_t *dst = (uint16_t *)p.dq + (s.q_beg + r) * p.dq_row_stride;
-#pragma unroll 1
-            for (int c = c0; c < n; c += cstep) {
-                const int hh = c / (D / 4), d = (c % (D / 4)) * 4;
-                float x0, x1, x2, x3;
-                asm volatile("ld.global.v4.f32 {%0, %1, %2, %3}, [%4];\n"
-                             : "=f"(x0), "=f"(x1), "=f"(x2), "=f"(x3) : "l"(src + hh * D + d));
-                asm volatile("st.global.v2.u32 [%0], {%1, %2};\n"
-                             :: "l"(dst + (int64_t)hh * p.dq_head_stride + d), "r"(kiln_pack2<DT>(x0, x1)),
-                                "r"(kiln_pack2<DT>(x2, x3))
-                             : "memory");
-            }
-        }
+        convert_dq_rows<DT, D>((const float *)p.dq_accum + s.q_beg * H * (int64_t)D,
+                               (uint16_t *)p.dq + s.q_beg * p.dq_row_stride, p.dq_row_stride, p.dq_head_stride,
+                               s.len_q, H, (int)threadIdx.x);
     }
 }

@@ -10,6 +10,48 @@
 
 namespace kiln_bwd {
 
+/* ------------------------------------------------------------ convert */
+/* dq_accum -> dq for the len rows of one sequence (acc: its row 0, H * D
+ * floats a row; dq: its row 0).  A row is n = H * D / 4 items of 4 floats;
+ * with n < 256 a block takes 256 / n rows at once.  Each thread loads CU
+ * rows' items before it stores any: with one load in flight per thread the
+ * convert ran at 1.9 TB/s on an H100 (the sequences one after another in
+ * every block made it worse: now one per gridDim.y). */
+template <int DT, int D>
+KILN_DEV void convert_dq_rows(const float *acc, uint16_t *dq, int64_t dq_row_stride, int64_t dq_head_stride,
+                              int len, int H, int t)
+{
+    constexpr int CU = 4;
+    const int n = H * (D / 4);
+    const int rpi = n >= 256 ? 1 : 256 / n;
+    const int sub = n >= 256 ? 0 : t / n;
+    const int c0 = n >= 256 ? t : t - sub * n;
+    const int cstep = n >= 256 ? 256 : n;
+    if (sub >= rpi) return;
+    const int64_t rs = (int64_t)gridDim.x * rpi;
+#pragma unroll 1
+    for (int64_t r0 = (int64_t)blockIdx.x * rpi + sub; r0 < len; r0 += CU * rs) {
+#pragma unroll 1
+        for (int c = c0; c < n; c += cstep) {
+            const int hh = c / (D / 4), d = (c % (D / 4)) * 4;
+            float x[CU][4];
+#pragma unroll
+            for (int u = 0; u < CU; ++u)
+                if (r0 + u * rs < len)
+                    asm volatile("ld.global.nc.v4.f32 {%0, %1, %2, %3}, [%4];\n"
+                                 : "=f"(x[u][0]), "=f"(x[u][1]), "=f"(x[u][2]), "=f"(x[u][3])
+                                 : "l"(acc + (r0 + u * rs) * H * D + hh * D + d));
+#pragma unroll
+            for (int u = 0; u < CU; ++u)
+                if (r0 + u * rs < len)
+                    asm volatile("st.global.v2.u32 [%0], {%1, %2};\n"
+                                 :: "l"(dq + (r0 + u * rs) * dq_row_stride + (int64_t)hh * dq_head_stride + d),
+                                    "r"(kiln_pack2<DT>(x[u][0], x[u][1])), "r"(kiln_pack2<DT>(x[u][2], x[u][3]))
+                                 : "memory");
+        }
+    }
+}
+
 /* ------------------------------------------------------------- tiles */
 /* Tiles of 16-bit elements in shared memory are row-major with one 16-byte
  * chunk of padding per row: pitch = 2 * cols + 16 bytes.  8 consecutive rows

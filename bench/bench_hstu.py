@@ -710,9 +710,12 @@ PEER_BWD_DROPPED = "UNROLL > 1 (BLOCK_M 32, BLOCK_N 128: illegal memory access u
 
 
 def peer_drop_bwd_configs(tha):
-    """Removes the faulting backward configs; returns how many were removed."""
-    at = tha._hstu_attn_bwd
-    keep = [c for c in at.configs if c.kwargs.get("UNROLL", 1) == 1]
+    """Removes the faulting backward configs; returns how many were removed
+    (0 where the peer's backward is not an autotuner with a config list)."""
+    at = getattr(tha, "_hstu_attn_bwd", None)
+    if not isinstance(getattr(at, "configs", None), list):
+        return 0
+    keep = [c for c in at.configs if getattr(c, "kwargs", {}).get("UNROLL", 1) == 1]
     dropped = len(at.configs) - len(keep)
     at.configs = keep
     return dropped
@@ -722,8 +725,7 @@ def make_peer_impl(torch, row, d, peer_dir):
     sys.path.insert(0, str(peer_dir))
     from generative_recommenders.ops.triton import triton_hstu_attention as tha
     dropped = peer_drop_bwd_configs(tha)
-    _log(f"peer: {dropped} backward autotune configs dropped ({PEER_BWD_DROPPED}), "
-         f"{len(tha._hstu_attn_bwd.configs)} left")
+    _log(f"peer: {dropped} backward autotune configs dropped ({PEER_BWD_DROPPED})")
 
     L, c = d.L, d.contexts
 

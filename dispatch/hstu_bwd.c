@@ -167,8 +167,9 @@ kiln_status kiln__hstu_bwd_plan_impl(const kiln_hstu_bwd_params *p, int arch, in
     plan->dq.smem = (unsigned)kiln__key_smem(key, 1);
     plan->run_convert = dq_bytes || drab_bytes;
     /* About 1024 blocks (fewer for small scratch), a sequence per blockIdx.y
-     * (mod 65535): one block walking every sequence paid each one's offset
-     * loads in turn, 0.33 ms of (256, 1024, 4, 128)'s backward on an H100 */
+     * (mod 65535): with every block walking all sequences, paying each one's
+     * offset loads in turn, the convert of (256, 1024, 4, 128) took 0.33 ms
+     * on an H100, 0.22 ms this way */
     uint64_t elems = dq_bytes / 4 + drab_bytes / 4, blocks = (elems + 255) / 256;
     uint64_t gy = (uint64_t)f->batch < 65535 ? (uint64_t)f->batch : 65535;
     uint64_t gx = (1024 + gy - 1) / gy, gx_need = (blocks + gy - 1) / gy;

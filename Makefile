@@ -30,13 +30,14 @@ TEST_UOBJ = $(TEST_UTIL:%.c=$(BUILD)/obj/%.o)
 # so the build tree runs on machines without libcmocka (the GPU machine).
 CMOCKA    = -lcmocka -Wl,-rpath,'$$ORIGIN/../lib'
 
-.PHONY: all lib cli test demo install uninstall clean deps help faults bench
+.PHONY: all lib cli test tests demo install uninstall clean deps help faults bench
 
 all: deps lib cli
 
 help:
 	@echo "make            build build/libkiln.so, build/libkiln.a and build/kiln"
 	@echo "make test       build and run every test (GPU tests skip without a GPU)"
+	@echo "make tests      build every test program, run none (for tests/device_run.sh)"
 	@echo "make faults     the cache fault-injection suite (FAULTS_ARGS=--long for more)"
 	@echo "make demo       with a GPU: HSTU forward checked and timed; without: prewarm sm_90a keys"
 	@echo "make install PREFIX=/usr/local   header, libraries, CLI, kiln.pc"
@@ -98,12 +99,20 @@ $(BUILD)/lib/libcmocka.so.0: | deps
 	@mkdir -p $(dir $@)
 	cp -L $$(ls /usr/lib/*/libcmocka.so.0 /usr/lib/libcmocka.so.0 /usr/lib64/libcmocka.so.0 2>/dev/null | head -n 1) $@
 
+# Beside each program, the digest of the libkiln.a it linked (its .lib
+# file): tests/device_run.sh compares it with build/libkiln.a.
 $(BUILD)/tests/%: tests/%.c $(TEST_UOBJ) $(BUILD)/libkiln.a | $(BUILD)/lib/libcmocka.so.0
 	@mkdir -p $(dir $@)
 	$(CC) $(KCFLAGS) -Itests -o $@ $< $(TEST_UOBJ) $(BUILD)/libkiln.a $(CMOCKA) $(LIBS)
+	@cksum < $(BUILD)/libkiln.a > $@.lib
 
 test: all $(TEST_BIN)
 	@KILN_BUILD=$(BUILD) sh tests/run.sh $(TEST_BIN)
+
+# The test programs link libkiln.a (templates included): `make` alone leaves
+# them as they were, and tests/device_run.sh refuses programs that linked
+# another libkiln.a.
+tests: all $(TEST_BIN)
 
 # ---------------------------------------------------------------- faults
 # The fault-injection suite (tests/faults/): every tests/faults/f_*.c is one

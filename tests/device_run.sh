@@ -11,6 +11,18 @@ OUT=${1:?usage: bash tests/device_run.sh OUT_DIR [--python] [--peers] [--memchec
 shift
 mkdir -p "$OUT"
 export KILN_CACHE_DIR=${KILN_CACHE_DIR:-/tmp/kiln-device-cache}
+# The test programs link build/libkiln.a: one that linked another (its
+# .lib digest, written by the Makefile) would test old code.
+lib_sum=$(cksum < build/libkiln.a)
+stale=""
+for t in build/tests/test_*; do
+    case "$t" in *.lib) continue ;; esac
+    [ "$(cat "$t.lib" 2>/dev/null)" = "$lib_sum" ] || stale="$stale ${t#build/tests/}"
+done
+if [ -n "$stale" ]; then
+    echo "device_run.sh: linked another build/libkiln.a (run 'make tests' and carry build/):$stale" >&2
+    exit 2
+fi
 export PYTHONUNBUFFERED=1
 summary=""
 run() { # name timeout command...

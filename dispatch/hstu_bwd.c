@@ -16,11 +16,16 @@ _Static_assert(offsetof(kiln_hstu_bwd_kparams, num_n_blocks) == 392, "bwd kparam
 
 /* Workspace layout: [dq_accum fp32 (total_q, H, D)] unless deterministic,
  * then [drab_accum fp32 (B, rab_heads, Lk, Lk)] when d(rab) is reduced over
- * heads.  Both zeroed before the main kernel. */
-static kiln_status sizes(const kiln_hstu_bwd_params *p, uint64_t *dq, uint64_t *drab)
+ * heads, then (with dq_accum) the sync words of the Hopper kernel's fused dq
+ * pass: 2 per 64-row dq tile and head, the tiles of sequence b numbered
+ * from b + q_beg / 64 (at most B + ceil(total_q / 64)).
+ * The kernel that fuses the dq pass needs only the sync words zeroed;
+ * otherwise dq_accum and drab_accum are zeroed before the main kernel. */
+static kiln_status sizes(const kiln_hstu_bwd_params *p, uint64_t *dq, uint64_t *drab,
+                         uint64_t *sync)
 {
     const kiln_hstu_fwd_params *f = &p->fwd;
-    *dq = *drab = 0;
+    *dq = *drab = *sync = 0;
     if (!p->deterministic) {
         uint64_t n;
         KILN_FAIL_IF(__builtin_mul_overflow((uint64_t)f->total_q,
@@ -29,6 +34,9 @@ static kiln_status sizes(const kiln_hstu_bwd_params *p, uint64_t *dq, uint64_t *
                      KILN_EBADARG, "total_q %lld: dq scratch overflows",
                      (long long)f->total_q);
         *dq = ALIGN256(n);
+        /* batch, total_q < 2^31 and heads < 2^16: no overflow */
+        *sync = ALIGN256(((uint64_t)f->batch + ((uint64_t)f->total_q + 63) / 64) *
+                         (uint64_t)f->num_heads * 8);
     }
     if (p->drab && f->rab_heads < f->num_heads) {
         uint64_t n, lk = (uint64_t)f->max_seqlen_k;
@@ -62,9 +70,9 @@ kiln_status kiln__hstu_bwd_workspace(const kiln_hstu_bwd_params *p, uint64_t *by
 {
     KILN_TRY(check_struct(p));
     KILN_FAIL_IF(!bytes, KILN_EBADARG, "bytes is NULL");
-    uint64_t a, b;
-    KILN_TRY(sizes(p, &a, &b));
-    *bytes = a + b;
+    uint64_t a, b, c;
+    KILN_TRY(sizes(p, &a, &b, &c));
+    *bytes = a + b + c;
     return KILN_OK;
 }
 
@@ -98,6 +106,7 @@ kiln_status kiln__hstu_bwd_plan_impl(const kiln_hstu_bwd_params *p, int arch, in
     KILN_TRY(kiln__hstu_plan_inputs(f, arch, arch_a, 0, key, &plan->kp.f, &plan->empty));
     plan->run_dq = plan->run_convert = 0;
     plan->zero_dq_bytes = plan->zero_drab_bytes = 0;
+    plan->dq_sync = plan->dq_sync_bytes = 0;
     if (plan->empty && f->batch == 0) return KILN_OK;
     /* With queries but no keys nothing flows back; with no queries dk, dv
      * (and drab) are still zero-filled by the kernel, so only batch 0 and
@@ -118,9 +127,9 @@ kiln_status kiln__hstu_bwd_plan_impl(const kiln_hstu_bwd_params *p, int arch, in
         KILN_TRY(kiln__check_bias("drab", p->drab, f->batch, f->rab_heads, f->max_seqlen_k,
                                   p->drab_batch_stride, p->drab_head_stride,
                                   p->drab_row_stride));
-    uint64_t dq_bytes, drab_bytes;
-    KILN_TRY(sizes(p, &dq_bytes, &drab_bytes));
-    uint64_t need = dq_bytes + drab_bytes;
+    uint64_t dq_bytes, drab_bytes, sync_bytes;
+    KILN_TRY(sizes(p, &dq_bytes, &drab_bytes, &sync_bytes));
+    uint64_t need = dq_bytes + drab_bytes + sync_bytes;
     KILN_FAIL_IF(need && p->workspace_bytes < need, KILN_EBADARG,
                  "workspace_bytes %llu is less than the %llu bytes needed "
                  "(kiln_hstu_bwd_workspace_size)",
@@ -151,6 +160,8 @@ kiln_status kiln__hstu_bwd_plan_impl(const kiln_hstu_bwd_params *p, int arch, in
     kp->num_n_blocks = (int32_t)(((int64_t)f->max_seqlen_k + key->block_n - 1) / key->block_n);
     plan->zero_dq_bytes = dq_bytes;
     plan->zero_drab_bytes = drab_bytes;
+    plan->dq_sync = sync_bytes ? p->workspace + dq_bytes + drab_bytes : 0;
+    plan->dq_sync_bytes = sync_bytes;
 
     unsigned threads = (unsigned)key->warps * 32;
     int reduce_heads = p->drab && f->rab_heads < h;

@@ -13,6 +13,9 @@ typedef struct kiln_bwd_plan {
     int run_dq, run_convert;
     uint64_t zero_dq_bytes;   /* memset of kp.dq_accum before main */
     uint64_t zero_drab_bytes; /* memset of kp.drab_accum before main */
+    uint64_t dq_sync;         /* the dq tiles' sync words (in the workspace), or 0 */
+    uint64_t dq_sync_bytes;   /* zeroed instead of dq_accum when the Hopper
+                                 kernel fuses the dq pass (fuse_dq) */
     int empty;
 } kiln_bwd_plan;
 

@@ -49,9 +49,11 @@ size_t kiln__hstu_bwd_sm90_smem(int which, int dtype, int head_dim, int block_m,
     if (which != 0) return 0;
     size_t d = (size_t)head_dim, bm = (size_t)block_m, bn = (size_t)block_n;
     /* alignment slack | K | V | stages x (Q | dO) | 2 x (dS^T [| P^T]) |
-     * mbarriers; P^T is exchanged too when the warpgroups split the head
-     * dim (256) */
+     * [2 x a dq tile in fp32] | mbarriers; P^T is exchanged too when the
+     * warpgroups split the head dim (256); at 128 the converter warps turn
+     * finished dq tiles into dq from there */
     size_t xch = (head_dim == 256 ? 2 : 1) * 2 * bn * bm;
+    size_t conv = head_dim == 128 ? 2 * d * bm * 4 : 0;
     return 1024 + 2 * 2 * bn * d + (size_t)kiln__sm90_bwd_stages(head_dim) * 2 * 2 * bm * d +
-           2 * xch + 64;
+           2 * xch + conv + 160;
 }

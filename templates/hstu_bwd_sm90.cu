@@ -13,15 +13,17 @@
  * One CTA = BLOCK_N = 128 keys of one (batch, head) (64 keys at head dim
  * 256, where the consumers split the head dim instead: consume_cols());
  * 12 warps:
- *   warpgroup 0 (producer, setmaxnreg 24): copies K and V once, then streams
- *     the query tiles that can see the keys (Q and dO, BLOCK_M = 64 rows)
+ *   warpgroup 0 (producer, setmaxnreg 24; 56 at head dim 128, where its
+ *     warps 1 to 3 write dq: "fused dq pass" below): copies K and V once,
+ *     then streams the query tiles that can see the keys (Q and dO, BLOCK_M = 64 rows)
  *     through a STAGES-deep ring into the 128B-swizzled layout: one thread
  *     with TMA (descriptors built by the host per call,
  *     hstu_bwd_tma_params.h), completing on the stage's "full" mbarrier by
  *     transaction bytes; a tile that runs past the sequence with cp.async by
  *     all 128 threads, rows past the end zero-filled so that they
  *     contribute exact zeros.
- *   warpgroups 1, 2 (consumers, setmaxnreg 240): 64 keys each.  Per tile:
+ *   warpgroups 1, 2 (consumers, setmaxnreg 240; 224 at head dim 128): 64
+ *     keys each.  Per tile:
  *     S^T = K Q^T and dP^T = V dO^T (wgmma, both operands from shared
  *     memory, K-major); P'^T = silu(s) and 2 silu'(s), masked, packed to 16
  *     bits in registers;
@@ -124,11 +126,22 @@ constexpr uint32_t OFF_K = 0;
 constexpr uint32_t OFF_V = KV_BYTES;
 constexpr uint32_t OFF_Q = 2 * KV_BYTES; /* stage st: Q at OFF_Q + 2 st QT_BYTES, dO after it */
 constexpr uint32_t OFF_DS = OFF_Q + STAGES * 2 * QT_BYTES;
-constexpr uint32_t OFF_BAR = OFF_DS + 2 * XCH_BYTES;
-constexpr uint32_t BAR_FULL = OFF_BAR;               /* [STAGES] */
-constexpr uint32_t BAR_EMPTY = OFF_BAR + 8 * STAGES; /* [STAGES] */
-constexpr uint32_t BAR_KV = OFF_BAR + 16 * STAGES;
-static_assert(16 * STAGES + 8 <= 64, "barrier area");
+/* for the fused dq pass (fuse_dq, head dim 128): two buffers of a
+ * whole dq_accum tile (D fp32 columns as D / 32 boxes of [BM][32], 128-byte
+ * swizzle) that the converter warps turn into dq */
+constexpr uint32_t CONV_BYTES = D == 128 ? D * BM * 4 : 0;
+constexpr uint32_t OFF_CONV = OFF_DS + 2 * XCH_BYTES;
+constexpr uint32_t OFF_BAR = OFF_CONV + 2 * CONV_BYTES;
+static_assert(STAGES <= 3, "barrier area");
+constexpr uint32_t BAR_FULL = OFF_BAR;         /* [STAGES] */
+constexpr uint32_t BAR_EMPTY = OFF_BAR + 24;   /* [STAGES] */
+constexpr uint32_t BAR_KV = OFF_BAR + 48;
+constexpr uint32_t BAR_CFULL = OFF_BAR + 56;   /* [2]: a tile to convert has landed */
+constexpr uint32_t BAR_CEMPTY = OFF_BAR + 72;  /* [2]: the converters are done with it */
+constexpr uint32_t BAR_DQF = OFF_BAR + 88;     /* [STAGES]: a tile's dQ is staged */
+constexpr uint32_t E_SLOT = OFF_BAR + 112;     /* [STAGES]: the tile's contributors */
+constexpr uint32_t C_INFO = OFF_BAR + 128;     /* [2] x (first row + 1, 0 to stop; rows) */
+/* kiln__hstu_bwd_sm90_smem() reserves 160 bytes here */
 static_assert(KV_BYTES % 1024 == 0 && QT_BYTES % 1024 == 0 && DS_BYTES % 1024 == 0, "swizzle alignment");
 
 /* The mask's intervals and tile ranges (kiln_bwd_common.cuh). */
@@ -285,6 +298,240 @@ KILN_DEV void bulk_dq_add(const kiln_hstu_bwd_tma_kparams &a, const float (&dq)[
     } else {
         kiln_mbar_arrive(sbase + BAR_EMPTY + 8 * st);
     }
+}
+
+/* ------------------------------------------------------- fused dq pass */
+/* With fuse_dq (head dim 128), dq_accum is neither zeroed before the
+ * kernel nor converted after it.  The consumers stage each tile's dQ in its
+ * Q/dO stage as before and arrive on the stage's "dq full" barrier; the
+ * producer warpgroup's warp 1 (the dq writer, dq_writer()) takes it from
+ * there, off the consumers' path, and its warps 2 and 3 (dq_converter())
+ * write finished tiles to dq.  Per dq tile, two words (dq_sync): claims,
+ * and the state (READY once the tile holds its first contribution, plus the
+ * count of contributions that have landed).
+ *   - The writer claims each tile before it waits for its dQ.  The first
+ *     claimant stores (a TMA store, or stores of the rows that belong to
+ *     the sequence when the tile runs past its end), waits for the store
+ *     and sets READY; the others wait for READY, then add (bulk reductions)
+ *     and are counted one tile later, once their adds have landed.
+ *   - The contribution that completes the count (E = the key blocks whose
+ *     visit range holds the tile, counted by the loader) has the tile
+ *     loaded into one of two buffers and converted by warps 2 and 3.
+ * No deadlock: a writer waits for READY only of a tile that another CTA has
+ * claimed, i.e. reached; the claimant sets READY before it waits for any
+ * later tile, and every CTA visits its tiles in increasing order.
+ * On an H100, (256, 1024, 4, 128) causal: forward + backward 2.26 -> 2.06 ms
+ * (main 1.52 + memset 0.13 + convert 0.22 -> main 1.65).  Tried first: the
+ * same protocol run by the consumers' issuers, 2.03 ms for main alone (an
+ * atomic's round trip and the conversions on their path every tile); one
+ * writer warp converting by itself, 2.04 (it fell behind the consumers);
+ * waits for READY cost 0.06 ms of the 1.65. */
+constexpr uint32_t READY = 1u << 16;
+/* Head dim 128 only: at 64 the writer's round trips per tile (half the
+ * work of one at 128) made the backward of (64, 2048, 8, 64) slower, 1.81
+ * against 1.73 ms with the memset and convert pass; 256 has no room. */
+constexpr bool FUSE_OK = D == 128;
+/* Registers per thread of the producer (loader and dq writer) and consumer
+ * warpgroups: 128 KILN_PREGS + 256 KILN_CREGS <= 384 * 168.  The dq writer
+ * and the loader's contributor count need more than the 24 that the loader
+ * alone did; the consumers fit 224 at head dim 128 with no spills. */
+#ifndef KILN_PREGS
+#define KILN_PREGS (FUSE_OK ? 56 : 24)
+#define KILN_CREGS (FUSE_OK ? 224 : 240)
+#endif
+static_assert(128 * KILN_PREGS + 256 * KILN_CREGS <= 384 * 168, "register budget");
+
+/* The key blocks whose visit range holds query tile m (every lane gets it). */
+KILN_DEV int contributors(const kiln_seq &s, int m, int lane)
+{
+    const int nb = (s.L + BN - 1) / BN;
+    int e = 0;
+#pragma unroll 1
+    for (int n = lane; n - lane < nb; n += 32) {
+        bool v = false;
+        if (n < nb) v = M::visit_range(s, n * BN, kiln_min(BN, s.L - n * BN)).valid(m);
+        e += __popc(__ballot_sync(0xffffffffu, v));
+    }
+    return e;
+}
+
+/* The sync words of query tile m of sequence b, head h. */
+KILN_DEV uint32_t *sync_cell(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s, int b, int h, int m)
+{
+    return (uint32_t *)a.dq_sync + 2 * ((b + s.q_beg / BM + m) * (int64_t)a.b.f.num_heads + h);
+}
+
+/* One warp stores the rows < rows of a dq tile held as D / 32 swizzled
+ * boxes of [BM][32] fp32 at box0 (stage_dq()'s layout) into dq_accum (acc:
+ * the tile's row 0, rows of hd floats).  Lane l takes chunk l & 7 of rows
+ * l >> 3, +4, ...: 8 lanes read one 128-byte row. */
+KILN_DEV void store_rows(uint32_t box0, int rows, float *acc, int hd, int lane)
+{
+    const int c = lane & 7;
+#pragma unroll 1
+    for (int r = lane >> 3; r < rows; r += 4) {
+        const uint32_t src = box0 + (uint32_t)(r * 128 + ((c ^ (r & 7)) << 4));
+#pragma unroll 2
+        for (int j = 0; j < D / 32; ++j) {
+            float x[4];
+            kiln_ld_shared_v4_f32(src + (uint32_t)(j * BM * 128), x);
+            asm volatile("st.global.v4.f32 [%0], {%1, %2, %3, %4};\n"
+                         :: "l"(acc + (int64_t)r * hd + 32 * j + 4 * c), "f"(x[0]), "f"(x[1]), "f"(x[2]), "f"(x[3])
+                         : "memory");
+        }
+    }
+}
+
+/* The converter warps (2 and 3 of the producer warpgroup): each tile the
+ * dq writer hands over (C_INFO, BAR_CFULL) into dq, until a stop.  Thread t
+ * takes 8 consecutive floats (16 bytes of dq) of rows t >> 2, +16, ... */
+KILN_DEV void dq_converter(const kiln_hstu_bwd_kparams &p, const kiln_seq &s, uint32_t sbase, int h, int t)
+{
+    const int cp = t & 3;
+#pragma unroll 1
+    for (int n = 0;; ++n) {
+        const int buf = n & 1;
+        kiln_mbar_wait(sbase + BAR_CFULL + 8 * buf, (uint32_t)((n >> 1) & 1));
+        const uint32_t m0p1 = kiln_ld_shared_u32(sbase + C_INFO + 8 * buf);
+        if (m0p1 == 0) return;
+        const int rows = (int)kiln_ld_shared_u32(sbase + C_INFO + 8 * buf + 4);
+        const uint32_t box0 = sbase + OFF_CONV + (uint32_t)buf * CONV_BYTES;
+        uint16_t *dq = (uint16_t *)p.dq + (s.q_beg + (int)m0p1 - 1) * p.dq_row_stride + (int64_t)h * p.dq_head_stride;
+#pragma unroll 1
+        for (int r = t >> 2; r < rows; r += 16) {
+#pragma unroll 2
+            for (int j = 0; j < D / 32; ++j) {
+                float x[4], y[4];
+                const uint32_t row = box0 + (uint32_t)(j * BM * 128 + r * 128);
+                kiln_ld_shared_v4_f32(row + (uint32_t)(((2 * cp) ^ (r & 7)) << 4), x);
+                kiln_ld_shared_v4_f32(row + (uint32_t)(((2 * cp + 1) ^ (r & 7)) << 4), y);
+                asm volatile("st.global.v4.u32 [%0], {%1, %2, %3, %4};\n"
+                             :: "l"(dq + (int64_t)r * p.dq_row_stride + 32 * j + 8 * cp),
+                                "r"(kiln_pack2<DT>(x[0], x[1])), "r"(kiln_pack2<DT>(x[2], x[3])),
+                                "r"(kiln_pack2<DT>(y[0], y[1])), "r"(kiln_pack2<DT>(y[2], y[3])) : "memory");
+            }
+        }
+        kiln_mbar_arrive(sbase + BAR_CEMPTY + 8 * buf);
+    }
+}
+
+/* The writer's lane 0 hands tile m (first row m0p1 - 1; 0: stop) to the
+ * converters: the n-th handover uses buffer n & 1 once they are done with
+ * its previous tile. */
+KILN_DEV void hand_over(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s, uint32_t sbase, int h, uint32_t m0p1,
+                        int rows, uint32_t &n)
+{
+    const int buf = (int)(n & 1);
+    if (n >= 2) kiln_mbar_wait(sbase + BAR_CEMPTY + 8 * buf, ((n >> 1) - 1) & 1);
+    kiln_st_shared_u32(sbase + C_INFO + 8 * buf, m0p1);
+    kiln_st_shared_u32(sbase + C_INFO + 8 * buf + 4, (uint32_t)rows);
+    const uint32_t bar = sbase + BAR_CFULL + 8 * buf;
+    if (m0p1 == 0) {
+        kiln_mbar_arrive(bar);
+    } else {
+        kiln_fence_proxy_async_global();
+        kiln_mbar_arrive_expect_tx(bar, CONV_BYTES);
+#pragma unroll
+        for (int j = 0; j < D / 32; ++j)
+            kiln_tma_load_3d(sbase + OFF_CONV + (uint32_t)(buf * CONV_BYTES + j * BM * 128), &a.tmap[KILN_BTMA_DQ][0],
+                             32 * j, h, (int)(s.q_beg + m0p1 - 1), bar);
+    }
+    ++n;
+}
+
+/* Count a landed contribution to tile m (rows rows) with inc; the one that
+ * completes it hands the tile to the converters. */
+KILN_DEV void count_and_convert(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s, uint32_t sbase, int b, int h,
+                                int m, int rows, uint32_t inc, int e, uint32_t &nconv, int lane)
+{
+    if (lane != 0) return;
+    const uint32_t old = kiln_atom_add_acq_rel_gpu(sync_cell(a, s, b, h, m) + 1, inc);
+    if (old + inc != READY + (uint32_t)e) return;
+    hand_over(a, s, sbase, h, (uint32_t)(m * BM) + 1u, rows, nconv);
+}
+
+/* The dq writer: warp 1 of the producer warpgroup, over the tiles the
+ * consumers visit, in their order (the header of this section). */
+KILN_DEV void dq_writer(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s, const MRange &mr, uint32_t sbase,
+                        int b, int h, int lane)
+{
+    const kiln_hstu_bwd_kparams &p = a.b;
+    const int hd = p.f.num_heads * D;
+    uint32_t nconv = 0; /* lane 0: handovers to the converters */
+    int pm = -1, prows = 0, pe = 0; /* a reduction issued, not yet counted */
+    int it = 0;
+#pragma unroll 1
+    for (int m = mr.first(); mr.valid(m); m = mr.next(m), ++it) {
+        const int st = it % STAGES;
+        const int m0 = m * BM;
+        const int rows = kiln_min(BM, s.len_q - m0);
+        uint32_t *cell = sync_cell(a, s, b, h, m);
+        uint32_t claim = 0;
+        if (lane == 0) claim = kiln_atom_add_relaxed_gpu(cell, 1u);
+        kiln_mbar_wait(sbase + BAR_DQF + 8 * st, (uint32_t)((it / STAGES) & 1));
+        kiln_fence_proxy_async();
+        const int e = (int)kiln_ld_shared_u32(sbase + E_SLOT + 4 * st); /* the loader's */
+        const uint32_t sq = sbase + OFF_Q + (uint32_t)st * 2 * QT_BYTES;
+        const bool first = __shfl_sync(0xffffffffu, claim, 0) == 0;
+        if (first) {
+            if (rows < BM) {
+                /* rows past the sequence belong to the next one: ours only */
+                store_rows(sq, rows, (float *)p.dq_accum + (s.q_beg + m0) * hd + (int64_t)h * D, hd, lane);
+                __syncwarp();
+                if (lane == 0) {
+                    kiln_bulk_wait(); /* and the previous tile's reduction */
+                    kiln_fence_acq_rel_gpu();
+                }
+            } else if (lane == 0) {
+#pragma unroll
+                for (int j = 0; j < D / 32; ++j)
+                    kiln_tma_store_3d(&a.tmap[KILN_BTMA_DQ][0], sq + (uint32_t)(j * BM * 128), 32 * j, h,
+                                      (int)(s.q_beg + m0));
+                kiln_bulk_commit();
+                kiln_bulk_wait();
+                kiln_fence_proxy_async_global();
+            }
+            if (lane == 0) kiln_mbar_arrive(sbase + BAR_EMPTY + 8 * st);
+            if (pm >= 0) count_and_convert(a, s, sbase, b, h, pm, prows, 1u, pe, nconv, lane);
+            pm = -1;
+            count_and_convert(a, s, sbase, b, h, m, rows, READY + 1, e, nconv, lane);
+        } else {
+            if (lane == 0) {
+                /* the first contribution is usually long in place (the CTA
+                 * of the diagonal key block gets there first); a bound turns
+                 * a broken invariant into a fault, not a hang */
+                uint32_t spins = 0;
+                while (!(kiln_ld_acquire_gpu(cell + 1) & READY)) {
+                    kiln_nanosleep(64);
+                    if (++spins == (1u << 28)) __trap();
+                }
+                kiln_fence_proxy_async_global();
+#pragma unroll
+                for (int j = 0; j < D / 32; ++j)
+                    kiln_tma_reduce_add_3d(&a.tmap[KILN_BTMA_DQ][0], sq + (uint32_t)(j * BM * 128), 32 * j, h,
+                                           (int)(s.q_beg + m0));
+                kiln_bulk_commit();
+                kiln_bulk_wait_read();
+                kiln_mbar_arrive(sbase + BAR_EMPTY + 8 * st);
+                if (pm >= 0) {
+                    kiln_bulk_wait_n<1>(); /* the previous one has landed */
+                    kiln_fence_proxy_async_global();
+                }
+            }
+            if (pm >= 0) count_and_convert(a, s, sbase, b, h, pm, prows, 1u, pe, nconv, lane);
+            pm = m;
+            prows = rows;
+            pe = e;
+        }
+    }
+    if (pm >= 0) {
+        if (lane == 0) {
+            kiln_bulk_wait();
+            kiln_fence_proxy_async_global();
+        }
+        count_and_convert(a, s, sbase, b, h, pm, prows, 1u, pe, nconv, lane);
+    }
+    if (lane == 0) hand_over(a, s, sbase, h, 0u, 0, nconv);
 }
 
 /* ------------------------------------------------ head dim 256 consumers */
@@ -492,7 +739,7 @@ KILN_DEV void consume_cols(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s
 /* ------------------------------------------- head dim 64 and 128 consumers */
 /* Warpgroup cw takes keys 64 cw.. of the block (the header comment). */
 KILN_DEV void consume_keys(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s, const MRange &mr, uint32_t sbase,
-                           int n0, int h, int tid)
+                           int n0, int h, int b, int tid)
 {
     const kiln_hstu_bwd_kparams &p = a.b;
     const kiln_hstu_kparams &f = p.f;
@@ -535,6 +782,8 @@ KILN_DEV void consume_keys(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s
     /* with a descriptor of dq_accum: bulk reductions, as in consume_cols() */
     const bool bulk_dq = a.tma_dq != 0;
     const bool issuer = t128 == 0;
+    /* with fuse_dq the dq writer takes the staged dQ (dq_writer()) */
+    const bool fuse = a.fuse_dq != 0;
     int pending = -1;
     int prev_m0 = -1;
     int prev_rows = 0;
@@ -628,7 +877,12 @@ KILN_DEV void consume_keys(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s
         kiln_reg_fence(dk);
         kiln_reg_fence(pa);
         kiln_reg_fence(da);
-        if (bulk_dq) {
+        if (fuse) {
+            kiln_named_bar_sync(1, CTHREADS); /* both warpgroups done with the stage */
+            stage_dq(sq, cw, dq, sds, w4, g, tq);
+            kiln_fence_proxy_async();
+            kiln_mbar_arrive(sbase + BAR_DQF + 8 * st);
+        } else if (bulk_dq) {
             bulk_dq_add(a, dq, sbase, sq, st, sds, cw, w4, g, tq, h, (int)(s.q_beg + m0), issuer, pending);
         } else {
             kiln_mbar_arrive(sbase + BAR_EMPTY + 8 * st);
@@ -638,7 +892,7 @@ KILN_DEV void consume_keys(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s
         prev_rows = rows_here;
     }
     if (!bulk_dq && prev_m0 >= 0) add_dq(dqa, prev_m0, hd, dq, prev_rows, sds, w4, g, tq);
-    if (issuer && pending >= 0) kiln_bulk_wait();
+    if (!fuse && issuer && pending >= 0) kiln_bulk_wait();
 
     /* ---- dK = dK' * sds, dV = dV' * inv_scaling; keys < L */
     const float inv = f.inv_scaling;
@@ -687,9 +941,17 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_tma_kparams a)
 #pragma unroll
         for (int st = 0; st < STAGES; ++st) {
             kiln_mbar_init(sbase + BAR_FULL + 8 * st, 1);
-            kiln_mbar_init(sbase + BAR_EMPTY + 8 * st, CTHREADS);
+            /* with fuse_dq the dq writer frees a stage, once it has its dQ */
+            kiln_mbar_init(sbase + BAR_EMPTY + 8 * st, a.fuse_dq ? 1 : CTHREADS);
         }
         kiln_mbar_init(sbase + BAR_KV, 1);
+#pragma unroll
+        for (int j = 0; j < 2; ++j) {
+            kiln_mbar_init(sbase + BAR_CFULL + 8 * j, 1);
+            kiln_mbar_init(sbase + BAR_CEMPTY + 8 * j, 64);
+        }
+#pragma unroll
+        for (int st = 0; st < STAGES; ++st) kiln_mbar_init(sbase + BAR_DQF + 8 * st, CTHREADS);
         /* make the initialized barriers visible to the TMA unit */
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
@@ -705,7 +967,7 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_tma_kparams a)
          * 128 threads with cp.async instead, zero-filling the rows past the
          * end: TMA would bring the next sequence's rows, and 0 times an Inf
          * or NaN there is not 0. */
-        kiln_setmaxnreg_dec<24>();
+        kiln_setmaxnreg_dec<KILN_PREGS>();
         const bool leader = tid == 0;
         const bool tma = a.tma != 0;
         if (tma && keys_here == BN) {
@@ -729,6 +991,15 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_tma_kparams a)
             kiln_named_bar_sync(2, PTHREADS);
             if (leader) kiln_mbar_arrive(sbase + BAR_KV);
         }
+        /* with fuse_dq, warp 1 is the dq writer and warp 0 loads alone */
+        const bool fuse = a.fuse_dq != 0;
+        if (fuse && tid >= 32) {
+            if constexpr (FUSE_OK) {
+                if (tid < 64) dq_writer(a, s, mr, sbase, b, h, tid & 31);
+                else dq_converter(p, s, sbase, h, tid - 64);
+            }
+            return;
+        }
         int it = 0;
 #pragma unroll 1
         for (int m = mr.first(); mr.valid(m); m = mr.next(m), ++it) {
@@ -739,6 +1010,12 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_tma_kparams a)
             const int mrow = m * BM;
             const uint32_t sq = sbase + OFF_Q + (uint32_t)st * 2 * QT_BYTES;
             const uint32_t full = sbase + BAR_FULL + 8 * st;
+            if constexpr (FUSE_OK)
+                if (fuse) {
+                    /* for the dq writer, which has no registers to spare */
+                    const int e = contributors(s, m, tid);
+                    if (leader) kiln_st_shared_u32(sbase + E_SLOT + 4 * st, (uint32_t)e);
+                }
             if (tma && mrow + BM <= len_q) {
                 if (leader) {
                     kiln_mbar_arrive_expect_tx(full, 2 * QT_BYTES);
@@ -753,23 +1030,27 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_tma_kparams a)
             } else {
                 /* (addresses formed here: the producer has 24 registers) */
                 const int64_t r = s.q_beg + mrow;
-                load_tile<BM, D, PTHREADS>(
-                    sq, (const uint16_t *)f.q + r * f.q_row_stride + (int64_t)h * f.q_head_stride, f.q_row_stride,
-                    len_q - mrow, tid);
-                load_tile<BM, D, PTHREADS>(
-                    sq + QT_BYTES, (const uint16_t *)p.dout + r * p.dout_row_stride + (int64_t)h * p.dout_head_stride,
-                    p.dout_row_stride, len_q - mrow, tid);
+                const uint16_t *qg = (const uint16_t *)f.q + r * f.q_row_stride + (int64_t)h * f.q_head_stride;
+                const uint16_t *og = (const uint16_t *)p.dout + r * p.dout_row_stride + (int64_t)h * p.dout_head_stride;
+                if (fuse) {
+                    load_tile<BM, D, 32>(sq, qg, f.q_row_stride, len_q - mrow, tid);
+                    load_tile<BM, D, 32>(sq + QT_BYTES, og, p.dout_row_stride, len_q - mrow, tid);
+                } else {
+                    load_tile<BM, D, PTHREADS>(sq, qg, f.q_row_stride, len_q - mrow, tid);
+                    load_tile<BM, D, PTHREADS>(sq + QT_BYTES, og, p.dout_row_stride, len_q - mrow, tid);
+                }
                 kiln_cp_async_wait_all();
                 kiln_fence_proxy_async();
-                kiln_named_bar_sync(2, PTHREADS);
+                if (fuse) __syncwarp();
+                else kiln_named_bar_sync(2, PTHREADS);
                 if (leader) kiln_mbar_arrive(full);
             }
         }
     } else {
         /* ================= consumers ================= */
-        kiln_setmaxnreg_inc<240>();
+        kiln_setmaxnreg_inc<KILN_CREGS>();
         if constexpr (COLSPLIT) consume_cols(a, s, mr, sbase, n0, h, tid);
-        else consume_keys(a, s, mr, sbase, n0, h, tid);
+        else consume_keys(a, s, mr, sbase, n0, h, b, tid);
     }
 }
 

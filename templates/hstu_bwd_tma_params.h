@@ -26,6 +26,16 @@ typedef struct kiln_hstu_bwd_tma_kparams {
     kiln_hstu_bwd_kparams b;
     int32_t tma;    /* 1: the maps below describe q, k, v, dout */
     int32_t tma_dq; /* 1: and dq_accum */
+    /* 1 (needs tma and tma_dq; head dim 128): dq_accum is not zeroed before
+     * the kernel and no convert pass follows.  A dq tile's first contributor
+     * stores its part, the others add theirs once it has, and the last
+     * converts the tile into dq, coordinated through dq_sync */
+    int32_t fuse_dq;
+    int32_t pad_;
+    /* zeroed before the kernel: 2 words (claims; ready bit and count of
+     * landed contributions) per 64-row dq tile and head; the tile m of
+     * sequence b is tile b + q_beg / 64 + m */
+    uint64_t dq_sync;
     /* 3-D over (head_dim, heads, rows), innermost first; boxes of (64
      * columns, 1 head, BLOCK_M rows for q and dout / BLOCK_N for k and v),
      * 128-byte swizzle; dq_accum (fp32) in boxes of (32 columns, 1 head,

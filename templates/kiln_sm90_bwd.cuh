@@ -183,6 +183,66 @@ KILN_DEV void kiln_bulk_wait(void)
     asm volatile("cp.async.bulk.wait_group 0;\n" ::: "memory");
 }
 
+/* Bulk store of the shared-memory box at src into the tensor of the TMA
+ * descriptor at (c0, c1, c2), as one bulk async-group operation. */
+KILN_DEV void kiln_tma_store_3d(const void *tmap, uint32_t src, int c0, int c1, int c2)
+{
+    asm volatile("cp.async.bulk.tensor.3d.global.shared::cta.tile.bulk_group"
+                 " [%0, {%2, %3, %4}], [%1];\n"
+                 :: "l"(tmap), "r"(src), "r"(c0), "r"(c1), "r"(c2) : "memory");
+}
+
+/* Until the bulk group before the newest `n` has completed (writes done). */
+template <int N> KILN_DEV void kiln_bulk_wait_n(void)
+{
+    asm volatile("cp.async.bulk.wait_group %0;\n" :: "n"(N) : "memory");
+}
+
+/* Orders this thread's generic and async-proxy accesses of global memory:
+ * between a completed bulk write and the release that publishes it, and
+ * between an acquire and the bulk operations that depend on it. */
+KILN_DEV void kiln_fence_proxy_async_global(void)
+{
+    asm volatile("fence.proxy.async.global;\n" ::: "memory");
+}
+
+KILN_DEV void kiln_fence_acq_rel_gpu(void)
+{
+    asm volatile("fence.acq_rel.gpu;\n" ::: "memory");
+}
+
+KILN_DEV uint32_t kiln_atom_add_relaxed_gpu(uint32_t *p, uint32_t v)
+{
+    uint32_t old;
+    asm volatile("atom.relaxed.gpu.global.add.u32 %0, [%1], %2;\n" : "=r"(old) : "l"(p), "r"(v) : "memory");
+    return old;
+}
+
+KILN_DEV uint32_t kiln_atom_add_acq_rel_gpu(uint32_t *p, uint32_t v)
+{
+    uint32_t old;
+    asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], %2;\n" : "=r"(old) : "l"(p), "r"(v) : "memory");
+    return old;
+}
+
+KILN_DEV uint32_t kiln_ld_acquire_gpu(const uint32_t *p)
+{
+    uint32_t v;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+
+KILN_DEV void kiln_nanosleep(uint32_t ns)
+{
+    asm volatile("nanosleep.u32 %0;\n" :: "r"(ns));
+}
+
+KILN_DEV void kiln_ld_shared_v4_f32(uint32_t addr, float (&x)[4])
+{
+    asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];\n"
+                 : "=f"(x[0]), "=f"(x[1]), "=f"(x[2]), "=f"(x[3]) : "r"(addr) : "memory");
+}
+
 KILN_DEV void kiln_st_shared_v2_f32(uint32_t addr, float x, float y)
 {
     asm volatile("st.shared.v2.f32 [%0], {%1, %2};\n" :: "r"(addr), "f"(x), "f"(y) : "memory");
@@ -244,13 +304,17 @@ KILN_DEV void load_tile(uint32_t sdst, const uint16_t *gbase, int64_t stride, in
     int row = t / CPR;
     const char *src = (const char *)(gbase + (int64_t)row * stride + ch * 8);
     const int64_t step = (int64_t)RSTEP * stride * 2;
+    /* with RSTEP a multiple of 8 a thread's rows share their swizzle: one
+     * running address (fewer registers for the 24-register producer) */
+    uint32_t dst = sdst + tile_off<ROWS>(row, ch);
 #pragma unroll 4
     for (int it = 0; it < ROWS / RSTEP; ++it) {
         const bool ok = row < nvalid;
-        kiln_cp_async16(sdst + tile_off<ROWS>(row, ch), ok ? (const void *)src : (const void *)gbase,
-                        ok ? 16 : 0);
+        kiln_cp_async16(RSTEP % 8 == 0 ? dst : sdst + tile_off<ROWS>(row, ch),
+                        ok ? (const void *)src : (const void *)gbase, ok ? 16 : 0);
         row += RSTEP;
         src += step;
+        dst += RSTEP * 128;
     }
 }
 

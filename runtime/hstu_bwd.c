@@ -73,7 +73,7 @@ kiln_status kiln_hstu_bwd(kiln_engine *e, const kiln_hstu_bwd_params *params, vo
             memset(&ta, 0, sizeof ta);
         ta.b = plan.kp;
         ta.fuse_dq = ta.tma && ta.tma_dq && plan.dq_sync && plan.key.head_dim == 128 &&
-                     !plan.zero_drab_bytes && !e->bwd_split_dq;
+                     !e->bwd_split_dq;
         ta.dq_sync = ta.fuse_dq ? plan.dq_sync : 0;
         if (ta.fuse_dq) {
             plan.zero_dq_bytes = 0;

@@ -6,8 +6,9 @@
  *   dv_j += silu(s) inv_scaling do_i       dp = do_i . v_j
  *   ds    = dp silu'(s) alpha inv_scaling  dk_j += ds q_i    dq_i += ds k_j
  * and the same prelude, grid, entries (main, dq, convert), workspace contract
- * (dq_accum fp32, zeroed before main, turned into dq by convert), masks,
- * offsets guard and debug counter.  No rab, drab or deterministic mode: those
+ * (dq_accum fp32, zeroed before main, turned into dq by convert; at head
+ * dim 128 with TMA, neither: the fused dq pass below), masks, offsets guard
+ * and debug counter.  No rab, drab or deterministic mode: those
  * keys stay on hstu_bwd.cu (the dispatcher refuses them here).
  *
  * One CTA = BLOCK_N = 128 keys of one (batch, head) (64 keys at head dim
@@ -242,14 +243,16 @@ KILN_DEV void stage_dq(uint32_t sq, int cw, const float (&dq)[NF], float sds, in
         }
 }
 
-/* Add warpgroup cw's NB boxes to dq_accum rows row.., columns col.. of head
- * h; one thread, one bulk group. */
-template <int NB>
+/* Add (STORE: store) warpgroup cw's NB boxes to dq_accum rows row..,
+ * columns col.. of head h; one thread, one bulk group. */
+template <int NB, bool STORE = false>
 KILN_DEV void reduce_dq(const kiln_hstu_bwd_tma_kparams &a, uint32_t sq, int cw, int col, int h, int row)
 {
 #pragma unroll
-    for (int j = 0; j < NB; ++j)
-        kiln_tma_reduce_add_3d(&a.tmap[KILN_BTMA_DQ][0], dq_box(sq, cw, j), col + 32 * j, h, row);
+    for (int j = 0; j < NB; ++j) {
+        if constexpr (STORE) kiln_tma_store_3d(&a.tmap[KILN_BTMA_DQ][0], dq_box(sq, cw, j), col + 32 * j, h, row);
+        else kiln_tma_reduce_add_3d(&a.tmap[KILN_BTMA_DQ][0], dq_box(sq, cw, j), col + 32 * j, h, row);
+    }
     kiln_bulk_commit();
 }
 
@@ -484,11 +487,8 @@ KILN_DEV void dq_writer(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s, c
                     kiln_fence_acq_rel_gpu();
                 }
             } else if (lane == 0) {
-#pragma unroll
-                for (int j = 0; j < D / 32; ++j)
-                    kiln_tma_store_3d(&a.tmap[KILN_BTMA_DQ][0], sq + (uint32_t)(j * BM * 128), 32 * j, h,
-                                      (int)(s.q_beg + m0));
-                kiln_bulk_commit();
+                /* the whole tile: warpgroup 0's boxes are the first D / 32 */
+                reduce_dq<D / 32, true>(a, sq, 0, 0, h, (int)(s.q_beg + m0));
                 kiln_bulk_wait();
                 kiln_fence_proxy_async_global();
             }
@@ -507,11 +507,7 @@ KILN_DEV void dq_writer(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s, c
                     if (++spins == (1u << 28)) __trap();
                 }
                 kiln_fence_proxy_async_global();
-#pragma unroll
-                for (int j = 0; j < D / 32; ++j)
-                    kiln_tma_reduce_add_3d(&a.tmap[KILN_BTMA_DQ][0], sq + (uint32_t)(j * BM * 128), 32 * j, h,
-                                           (int)(s.q_beg + m0));
-                kiln_bulk_commit();
+                reduce_dq<D / 32>(a, sq, 0, 0, h, (int)(s.q_beg + m0));
                 kiln_bulk_wait_read();
                 kiln_mbar_arrive(sbase + BAR_EMPTY + 8 * st);
                 if (pm >= 0) {
@@ -1029,7 +1025,7 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_tma_kparams a)
                     }
                 }
             } else {
-                /* (addresses formed here: the producer has 24 registers) */
+                /* (addresses formed here: the producer has few registers) */
                 const int64_t r = s.q_beg + mrow;
                 const uint16_t *qg = (const uint16_t *)f.q + r * f.q_row_stride + (int64_t)h * f.q_head_stride;
                 const uint16_t *og = (const uint16_t *)p.dout + r * p.dout_row_stride + (int64_t)h * p.dout_head_stride;

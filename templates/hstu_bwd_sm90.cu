@@ -14,7 +14,7 @@
  * One CTA = BLOCK_N = 128 keys of one (batch, head) (64 keys at head dim
  * 256, where the consumers split the head dim instead: consume_cols());
  * 12 warps:
- *   warpgroup 0 (producer, setmaxnreg 24; 64 at head dim 128, where its
+ *   warpgroup 0 (producer, setmaxnreg 24; 56 or 64 at head dim 128, where its
  *     warps 1 to 3 write dq: "fused dq pass" below): copies K and V once,
  *     then streams the query tiles that can see the keys (Q and dO, BLOCK_M = 64 rows)
  *     through a STAGES-deep ring into the 128B-swizzled layout: one thread
@@ -23,7 +23,7 @@
  *     transaction bytes; a tile that runs past the sequence with cp.async by
  *     all 128 threads, rows past the end zero-filled so that they
  *     contribute exact zeros.
- *   warpgroups 1, 2 (consumers, setmaxnreg 240; 216 at head dim 128): 64
+ *   warpgroups 1, 2 (consumers, setmaxnreg 240; 224 or 216 at head dim 128): 64
  *     keys each.  Per tile:
  *     S^T = K Q^T and dP^T = V dO^T (wgmma, both operands from shared
  *     memory, K-major); P'^T = silu(s) and 2 silu'(s), masked, packed to 16
@@ -337,11 +337,14 @@ constexpr bool FUSE_OK = D == 128;
 /* Registers per thread of the producer (loader and dq writer) and consumer
  * warpgroups: 128 KILN_PREGS + 256 KILN_CREGS <= 384 * 168.  The dq writer
  * and the loader's contributor count need more than the 24 that the loader
- * alone did; at 56 / 224 three of the 44 head-dim-128 keys spilled up to
- * 16 bytes, at 64 / 216 none does. */
+ * alone did.  56 / 224 where the consumers fit it; fp16 and the non-causal
+ * delta_q keys spill 4 to 16 bytes there and take 64 / 216, which cost the
+ * bf16 causal keys 4 to 7% on an H100 ((256, 1024, 4, 128) fwd+bwd 283 ->
+ * 271 TFLOP/s, (32, 4096, 4, 128) 422 -> 393). */
 #ifndef KILN_PREGS
-#define KILN_PREGS (FUSE_OK ? 64 : 24)
-#define KILN_CREGS (FUSE_OK ? 216 : 240)
+#define KILN_WIDE_CONSUMERS (DT == KILN_DT_BF16 && (CAUSAL || !DELTA_Q))
+#define KILN_PREGS (!FUSE_OK ? 24 : KILN_WIDE_CONSUMERS ? 56 : 64)
+#define KILN_CREGS (!FUSE_OK ? 240 : KILN_WIDE_CONSUMERS ? 224 : 216)
 #endif
 static_assert(128 * KILN_PREGS + 256 * KILN_CREGS <= 384 * 168, "register budget");
 

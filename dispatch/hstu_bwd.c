@@ -17,8 +17,9 @@ _Static_assert(offsetof(kiln_hstu_bwd_kparams, num_n_blocks) == 392, "bwd kparam
 /* Workspace layout: [dq_accum fp32 (total_q, H, D)] unless deterministic,
  * then [drab_accum fp32 (B, rab_heads, Lk, Lk)] when d(rab) is reduced over
  * heads, then (with dq_accum) the sync words of the Hopper kernel's fused dq
- * pass: 2 per 64-row dq tile and head, the tiles of sequence b numbered
- * from b + q_beg / 64 (at most B + ceil(total_q / 64)).
+ * pass: 16 bytes for its persistent grid's item counter, then 2 per 64-row
+ * dq tile and head, the tiles of sequence b numbered from b + q_beg / 64
+ * (at most B + ceil(total_q / 64)).
  * The kernel that fuses the dq pass needs only the sync words zeroed;
  * otherwise dq_accum and drab_accum are zeroed before the main kernel. */
 static kiln_status sizes(const kiln_hstu_bwd_params *p, uint64_t *dq, uint64_t *drab,
@@ -35,8 +36,8 @@ static kiln_status sizes(const kiln_hstu_bwd_params *p, uint64_t *dq, uint64_t *
                      (long long)f->total_q);
         *dq = ALIGN256(n);
         /* batch, total_q < 2^31 and heads < 2^16: no overflow */
-        *sync = ALIGN256(((uint64_t)f->batch + ((uint64_t)f->total_q + 63) / 64) *
-                         (uint64_t)f->num_heads * 8);
+        *sync = ALIGN256(16 + ((uint64_t)f->batch + ((uint64_t)f->total_q + 63) / 64) *
+                                  (uint64_t)f->num_heads * 8);
     }
     if (p->drab && f->rab_heads < f->num_heads) {
         uint64_t n, lk = (uint64_t)f->max_seqlen_k;

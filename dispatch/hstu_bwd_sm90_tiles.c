@@ -55,5 +55,5 @@ size_t kiln__hstu_bwd_sm90_smem(int which, int dtype, int head_dim, int block_m,
     size_t xch = (head_dim == 256 ? 2 : 1) * 2 * bn * bm;
     size_t conv = head_dim == 128 ? 2 * d * bm * 4 : 0;
     return 1024 + 2 * 2 * bn * d + (size_t)kiln__sm90_bwd_stages(head_dim) * 2 * 2 * bm * d +
-           2 * xch + conv + 160;
+           2 * xch + conv + 656;
 }

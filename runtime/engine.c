@@ -88,9 +88,10 @@ kiln_status kiln_engine_create(const kiln_engine_options *opts, kiln_engine **ou
     e->fwd_impl = impl && !strcmp(impl, "mma") ? 0 : impl && !strcmp(impl, "wgmma") ? 1 : -1;
     impl = getenv("KILN_BWD_IMPL");
     e->bwd_impl = impl && !strcmp(impl, "mma") ? 0 : impl && !strcmp(impl, "wgmma") ? 1 : -1;
-    /* and KILN_BWD_DQ=split for the Hopper backward's dq pass before fusion */
-    impl = getenv("KILN_BWD_DQ");
-    e->bwd_split_dq = impl && !strcmp(impl, "split");
+    /* and KILN_BWD_GRID=blocks for the Hopper backward's grid before its
+     * persistent one */
+    impl = getenv("KILN_BWD_GRID");
+    e->bwd_blocks = impl && !strcmp(impl, "blocks");
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);
     if (!(e->flags & KILN_ENGINE_NO_DISK_CACHE)) {

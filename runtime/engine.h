@@ -49,8 +49,9 @@ struct kiln_engine {
     uint32_t flags;
     int fwd_impl; /* $KILN_FWD_IMPL: -1 default, 0 mma, 1 wgmma (where valid) */
     int bwd_impl; /* $KILN_BWD_IMPL: likewise for the backward */
-    int bwd_split_dq; /* $KILN_BWD_DQ=split: the Hopper backward zeroes
-                         dq_accum and converts it in its own pass */
+    int bwd_blocks;   /* $KILN_BWD_GRID=blocks: the Hopper backward at head
+                         dim 128 gets a block per work item instead of
+                         its persistent grid */
     kiln_cache *cache; /* NULL with KILN_ENGINE_NO_DISK_CACHE */
     pthread_mutex_t mu;
     pthread_cond_t cv;

@@ -1,6 +1,7 @@
 /* hstu_bwd.c -- kiln_hstu_bwd: plan, find the kernels, launch the sequence
  * (zero the scratch, main, [dq], [convert]) on one stream.  Like the forward,
  * the hit path allocates nothing and touches no database. */
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -57,33 +58,58 @@ kiln_status kiln_hstu_bwd(kiln_engine *e, const kiln_hstu_bwd_params *params, vo
     if (e->flags & KILN_ENGINE_DEBUG_CHECKS)
         KILN_TRY(kiln__debug_counter(e, cu, di, &plan.kp.f.debug_counter));
 
+    /* The Hopper kernel's main entry takes TMA descriptors after the common
+     * block; tensors they cannot describe are copied with cp.async
+     * (ta.tma = 0).  At head dim 128 it runs only with its fused dq pass
+     * (fuse_dq: it turns dq_accum into dq itself; only its sync words are
+     * zeroed and no convert pass runs), which needs descriptors of
+     * everything: other calls go to the portable kernel, as do grids of
+     * 2^30 blocks or more and dq tile counts of 2^31 or more (the kernel
+     * numbers work items and sync words in 32 bits). */
+    kiln_hstu_bwd_tma_kparams ta;
+    const uint64_t items =
+        (uint64_t)plan.main.grid[0] * plan.main.grid[1] * plan.main.grid[2];
+    if (plan.key.impl == 1) {
+        if (kiln__hstu_bwd_tma_fill(cu, params, &plan.key, plan.kp.dq_accum, &ta) != 0)
+            memset(&ta, 0, sizeof ta);
+        if (items >= (1u << 30) ||
+            (plan.key.head_dim == 128 &&
+             (!(ta.tma && ta.tma_dq && plan.dq_sync) ||
+              plan.dq_sync_bytes > 16 + 8 * (uint64_t)INT32_MAX))) {
+            uint64_t dbg = plan.kp.f.debug_counter;
+            KILN_TRY(kiln__hstu_bwd_plan_impl(params, di->arch, di->arch_a, 0, &plan));
+            plan.kp.f.debug_counter = dbg;
+        }
+    }
     kiln_slot *s;
     KILN_TRY(kiln__kernel_get(e, &plan.key, 1, &s));
     atomic_fetch_add_explicit(&e->mem_hits, 1, memory_order_relaxed);
     CUstream st = (CUstream)stream;
     if (plan.key.impl == 1) {
-        /* The Hopper kernel's main entry takes TMA descriptors after the
-         * common block; tensors they cannot describe are copied with
-         * cp.async (ta.tma = 0).  With descriptors of everything, at head
-         * dim 128, it also turns dq_accum into dq itself (fuse_dq): then
-         * only its sync words are zeroed and no convert pass runs (forward
-         * + backward of (256, 1024, 4, 128) on an H100: 2.26 -> 2.06 ms). */
-        kiln_hstu_bwd_tma_kparams ta;
-        if (kiln__hstu_bwd_tma_fill(cu, params, &plan.key, plan.kp.dq_accum, &ta) != 0)
-            memset(&ta, 0, sizeof ta);
         ta.b = plan.kp;
-        ta.fuse_dq = ta.tma && ta.tma_dq && plan.dq_sync && plan.key.head_dim == 128 &&
-                     !e->bwd_split_dq;
+        ta.fuse_dq = plan.key.head_dim == 128;
         ta.dq_sync = ta.fuse_dq ? plan.dq_sync : 0;
+        ta.persist = 0;
+        unsigned grid[3] = {plan.main.grid[0], plan.main.grid[1], plan.main.grid[2]};
         if (ta.fuse_dq) {
             plan.zero_dq_bytes = 0;
             plan.run_convert = 0;
             KILN_CU_TRY(cu, cu->MemsetD32Async(plan.dq_sync, 0, plan.dq_sync_bytes / 4, st),
                         "cuMemsetD32Async(dq sync words)");
+            /* A CTA per SM taking (sequence, head, key block) items in the
+             * one-item grid's order: each item's K/V loads and dK/dV
+             * stores overlap its neighbours' work instead of each block
+             * paying them alone (the kernel's "work items"). */
+            unsigned sms = di->sm_count > 0 ? (unsigned)di->sm_count : 132;
+            if (!e->bwd_blocks) {
+                ta.persist = 1;
+                grid[0] = items < sms ? (unsigned)items : sms;
+                grid[1] = grid[2] = 1;
+            }
         }
         KILN_TRY(zero_scratch(cu, &plan, st));
-        KILN_TRY(kiln__launch(cu, s, 0, dev, plan.main.grid, plan.main.block, plan.main.smem,
-                              stream, &ta));
+        KILN_TRY(kiln__launch(cu, s, 0, dev, grid, plan.main.block, plan.main.smem, stream,
+                              &ta));
     } else {
         KILN_TRY(zero_scratch(cu, &plan, st));
         KILN_TRY(kiln__launch(cu, s, 0, dev, plan.main.grid, plan.main.block, plan.main.smem,

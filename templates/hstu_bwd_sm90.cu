@@ -1,5 +1,6 @@
 /* hstu_bwd_sm90.cu -- HSTU attention backward for Hopper (sm_90a): wgmma,
- * warp specialization, mbarrier pipeline.
+ * warp specialization, mbarrier pipeline; at head dim 128 a persistent grid
+ * with the dq pass fused in.
  *
  * Same formulas as hstu_bwd.cu (SPEC.md section 1, no softmax statistics):
  * with x = q_i . k_j, s = alpha x, on valid pairs
@@ -11,19 +12,28 @@
  * and debug counter.  No rab, drab or deterministic mode: those
  * keys stay on hstu_bwd.cu (the dispatcher refuses them here).
  *
- * One CTA = BLOCK_N = 128 keys of one (batch, head) (64 keys at head dim
- * 256, where the consumers split the head dim instead: consume_cols());
+ * Work item = BLOCK_N = 128 keys of one (batch, head) (64 keys at head dim
+ * 256, where the consumers split the head dim instead: consume_cols()).
+ * Head dims 64 and 256: a CTA per item, grid (key blocks, heads, batch).
+ * Head dim 128 runs only with the fused dq pass (fuse_dq, below; the
+ * runtime sends calls it cannot serve to hstu_bwd.cu) and, unless the
+ * runtime asks for the one-item grid (KILN_BWD_GRID=blocks), persistent:
+ * a CTA per SM taking items from a counter ("work items" below), so that
+ * one item's K/V loads, dK/dV stores and dq tail overlap the next one's
+ * work (H100, (256, 1024, 4, 128) causal backward 1.68 -> 1.56 ms).
  * 12 warps:
- *   warpgroup 0 (producer, setmaxnreg 24; 56 or 64 at head dim 128, where its
- *     warps 1 to 3 write dq: "fused dq pass" below): copies K and V once,
+ *   warpgroup 0 (producer, setmaxnreg 24; 40 at head dim 128, where its
+ *     warp 0 alone loads, warp 1 writes dq and warps 2 and 3 convert it:
+ *     "fused dq pass" below): copies K and V once per item,
  *     then streams the query tiles that can see the keys (Q and dO, BLOCK_M = 64 rows)
  *     through a STAGES-deep ring into the 128B-swizzled layout: one thread
  *     with TMA (descriptors built by the host per call,
  *     hstu_bwd_tma_params.h), completing on the stage's "full" mbarrier by
  *     transaction bytes; a tile that runs past the sequence with cp.async by
- *     all 128 threads, rows past the end zero-filled so that they
+ *     all 128 threads (by TMA and then zeroed, with the fused pass: see
+ *     land_partial()), rows past the end zero-filled so that they
  *     contribute exact zeros.
- *   warpgroups 1, 2 (consumers, setmaxnreg 240; 224 or 216 at head dim 128): 64
+ *   warpgroups 1, 2 (consumers, setmaxnreg 240; 232 at head dim 128): 64
  *     keys each.  Per tile:
  *     S^T = K Q^T and dP^T = V dO^T (wgmma, both operands from shared
  *     memory, K-major); P'^T = silu(s) and 2 silu'(s), masked, packed to 16
@@ -53,7 +63,8 @@
  * alignment slack, then
  *   K [BN x D] | V [BN x D] | STAGES x (Q [64 x D] | dO [64 x D])
  *   | 2 x (dS'^T [BN keys x 64 queries] | at head dim 256, P'^T alike)
- *   | mbarriers (64)
+ *   | at head dim 128, 2 x a dq tile in fp32 (the converters')
+ *   | mbarriers, item slots and the other small cells (656, OFF_BAR on)
  * each tile as D/64 column blocks of [rows][64] with the 128-byte swizzle.
  *
  * Requirements (checked by the runtime): q, k, v, dout, dq, dk, dv 16-byte
@@ -140,9 +151,20 @@ constexpr uint32_t BAR_KV = OFF_BAR + 48;
 constexpr uint32_t BAR_CFULL = OFF_BAR + 56;   /* [2]: a tile to convert has landed */
 constexpr uint32_t BAR_CEMPTY = OFF_BAR + 72;  /* [2]: the converters are done with it */
 constexpr uint32_t BAR_DQF = OFF_BAR + 88;     /* [STAGES]: a tile's dQ is staged */
-constexpr uint32_t E_SLOT = OFF_BAR + 112;     /* [STAGES]: the tile's contributors */
-constexpr uint32_t C_INFO = OFF_BAR + 128;     /* [2] x (first row + 1, 0 to stop; rows) */
-/* kiln__hstu_bwd_sm90_smem() reserves 160 bytes here */
+constexpr uint32_t C_INFO = OFF_BAR + 128;     /* [2] x (first row of dq_accum + 1, 0 to stop; rows; head) */
+/* work items (the persistent grid with fuse_dq): */
+constexpr uint32_t BAR_KVE = OFF_BAR + 160;    /* the consumers are done with K and V */
+constexpr uint32_t BAR_IFULL = OFF_BAR + 168;  /* [2]: an item is in its slot */
+constexpr uint32_t BAR_IEMPTY = OFF_BAR + 184; /* [2]: its readers have taken it */
+constexpr uint32_t I_COUNT = OFF_BAR + 200;    /* [12]: items a reading warp has taken */
+constexpr uint32_t I_SLOT = OFF_BAR + 256;     /* [2] x (key block, -1 to stop; head; sequence) */
+/* [STAGES] x the dq writer's view of the stage's tile (TileDesc) */
+constexpr uint32_t T_DESC = OFF_BAR + 288;
+constexpr uint32_t BAR_LAND = OFF_BAR + 384;   /* a partial tile of the fused loader landed */
+/* [8] x 32: a consumer warp's item, as its dK, dV stores need it (first key
+ * row, keys, head, the warpgroup's first key) */
+constexpr uint32_t W_EPI = OFF_BAR + 400;
+/* kiln__hstu_bwd_sm90_smem() reserves 656 bytes here */
 static_assert(KV_BYTES % 1024 == 0 && QT_BYTES % 1024 == 0 && DS_BYTES % 1024 == 0, "swizzle alignment");
 
 /* The mask's intervals and tile ranges (kiln_bwd_common.cuh). */
@@ -334,17 +356,17 @@ constexpr uint32_t READY = 1u << 16;
  * work of one at 128) made the backward of (64, 2048, 8, 64) slower, 1.81
  * against 1.73 ms with the memset and convert pass; 256 has no room. */
 constexpr bool FUSE_OK = D == 128;
-/* Registers per thread of the producer (loader and dq writer) and consumer
- * warpgroups: 128 KILN_PREGS + 256 KILN_CREGS <= 384 * 168.  The dq writer
- * and the loader's contributor count need more than the 24 that the loader
- * alone did.  56 / 224 where the consumers fit it; fp16 and the non-causal
- * delta_q keys spill 4 to 16 bytes there and take 64 / 216, which cost the
- * bf16 causal keys 4 to 7% on an H100 ((256, 1024, 4, 128) fwd+bwd 283 ->
- * 271 TFLOP/s, (32, 4096, 4, 128) 422 -> 393). */
+/* Registers per thread of the producer and consumer warpgroups: 128
+ * KILN_PREGS + 256 KILN_CREGS <= 384 * 168.  With the fused dq pass (head
+ * dim 128) 40 / 232 for every key: the producer warps fit 40 once the
+ * loader copies partial tiles by TMA (land_partial()), the dq writer reads
+ * its tiles' TileDesc instead of holding a sequence, and the loop counts
+ * that spilled live in shared memory; the consumers need 232 for some
+ * masks.  (Before the persistent grid: 56 / 224, or 64 / 216 where 224
+ * spilled, which cost the bf16 causal keys 4 to 7% on an H100.) */
 #ifndef KILN_PREGS
-#define KILN_WIDE_CONSUMERS (DT == KILN_DT_BF16 && (CAUSAL || !DELTA_Q))
-#define KILN_PREGS (!FUSE_OK ? 24 : KILN_WIDE_CONSUMERS ? 56 : 64)
-#define KILN_CREGS (!FUSE_OK ? 240 : KILN_WIDE_CONSUMERS ? 224 : 216)
+#define KILN_PREGS (FUSE_OK ? 40 : 24)
+#define KILN_CREGS (FUSE_OK ? 232 : 240)
 #endif
 static_assert(128 * KILN_PREGS + 256 * KILN_CREGS <= 384 * 168, "register budget");
 
@@ -362,10 +384,50 @@ KILN_DEV int contributors(const kiln_seq &s, int m, int lane)
     return e;
 }
 
-/* The sync words of query tile m of sequence b, head h. */
-KILN_DEV uint32_t *sync_cell(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s, int b, int h, int m)
+/* The number of the sync words of query tile m of sequence b, head h
+ * (below 2^31: the runtime checks). */
+KILN_DEV uint32_t sync_index(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s, int b, int h, int m)
 {
-    return (uint32_t *)a.dq_sync + 2 * ((b + s.q_beg / BM + m) * (int64_t)a.b.f.num_heads + h);
+    return (uint32_t)(b + (int)(s.q_beg / BM) + m) * (uint32_t)a.b.f.num_heads + (uint32_t)h;
+}
+
+/* Those words (after the 16 bytes of the persistent grid's item counter). */
+KILN_DEV uint32_t *sync_cell(const kiln_hstu_bwd_tma_kparams &a, uint32_t i)
+{
+    return (uint32_t *)a.dq_sync + 4 + 2 * (uint64_t)i;
+}
+
+/* What the dq writer needs of a stage's tile, written by the loader before
+ * it fills the stage (the writer reads it once the stage is full): the
+ * tile's first row of dq_accum, its rows (-1: no tile, stop), its
+ * contributors, its sync words and its head.  With it the writer needs no
+ * sequence of its own, and fits its registers. */
+struct TileDesc {
+    int row, rows, e;
+    uint32_t cell;
+    int h;
+};
+
+KILN_DEV void put_desc(uint32_t sbase, int st, const TileDesc &d)
+{
+    const uint32_t at = sbase + T_DESC + 32 * st;
+    kiln_st_shared_u32(at, (uint32_t)d.row);
+    kiln_st_shared_u32(at + 4, (uint32_t)d.rows);
+    kiln_st_shared_u32(at + 8, (uint32_t)d.e);
+    kiln_st_shared_u32(at + 12, d.cell);
+    kiln_st_shared_u32(at + 16, (uint32_t)d.h);
+}
+
+KILN_DEV TileDesc get_desc(uint32_t sbase, int st)
+{
+    const uint32_t at = sbase + T_DESC + 32 * st;
+    TileDesc d;
+    d.row = (int)kiln_ld_shared_u32(at);
+    d.rows = (int)kiln_ld_shared_u32(at + 4);
+    d.e = (int)kiln_ld_shared_u32(at + 8);
+    d.cell = kiln_ld_shared_u32(at + 12);
+    d.h = (int)kiln_ld_shared_u32(at + 16);
+    return d;
 }
 
 /* One warp stores the rows < rows of a dq tile held as D / 32 swizzled
@@ -391,19 +453,22 @@ KILN_DEV void store_rows(uint32_t box0, int rows, float *acc, int hd, int lane)
 
 /* The converter warps (2 and 3 of the producer warpgroup): each tile the
  * dq writer hands over (C_INFO, BAR_CFULL) into dq, until a stop.  Thread t
- * takes 8 consecutive floats (16 bytes of dq) of rows t >> 2, +16, ... */
-KILN_DEV void dq_converter(const kiln_hstu_bwd_kparams &p, const kiln_seq &s, uint32_t sbase, int h, int t)
+ * takes 8 consecutive floats (16 bytes of dq) of rows t >> 2, +16, ...
+ * C_INFO names the tile (row of dq_accum, rows, head): in the persistent
+ * grid it may belong to an item that the rest of the CTA has left. */
+KILN_DEV void dq_converter(const kiln_hstu_bwd_kparams &p, uint32_t sbase, int t)
 {
     const int cp = t & 3;
 #pragma unroll 1
     for (int n = 0;; ++n) {
         const int buf = n & 1;
         kiln_mbar_wait(sbase + BAR_CFULL + 8 * buf, (uint32_t)((n >> 1) & 1));
-        const uint32_t m0p1 = kiln_ld_shared_u32(sbase + C_INFO + 8 * buf);
+        const uint32_t m0p1 = kiln_ld_shared_u32(sbase + C_INFO + 16 * buf);
         if (m0p1 == 0) return;
-        const int rows = (int)kiln_ld_shared_u32(sbase + C_INFO + 8 * buf + 4);
+        const int rows = (int)kiln_ld_shared_u32(sbase + C_INFO + 16 * buf + 4);
+        const int h = (int)kiln_ld_shared_u32(sbase + C_INFO + 16 * buf + 8);
         const uint32_t box0 = sbase + OFF_CONV + (uint32_t)buf * CONV_BYTES;
-        uint16_t *dq = (uint16_t *)p.dq + (s.q_beg + (int)m0p1 - 1) * p.dq_row_stride + (int64_t)h * p.dq_head_stride;
+        uint16_t *dq = (uint16_t *)p.dq + ((int64_t)m0p1 - 1) * p.dq_row_stride + (int64_t)h * p.dq_head_stride;
 #pragma unroll 1
         for (int r = t >> 2; r < rows; r += 16) {
 #pragma unroll 2
@@ -422,16 +487,17 @@ KILN_DEV void dq_converter(const kiln_hstu_bwd_kparams &p, const kiln_seq &s, ui
     }
 }
 
-/* The writer's lane 0 hands tile m (first row m0p1 - 1; 0: stop) to the
- * converters: the n-th handover uses buffer n & 1 once they are done with
- * its previous tile. */
-KILN_DEV void hand_over(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s, uint32_t sbase, int h, uint32_t m0p1,
-                        int rows, uint32_t &n)
+/* The writer's lane 0 hands the tile at row m0p1 - 1 of dq_accum (0: stop)
+ * to the converters: the n-th handover uses buffer n & 1 once they are
+ * done with its previous tile. */
+KILN_DEV void hand_over(const kiln_hstu_bwd_tma_kparams &a, uint32_t sbase, int h, uint32_t m0p1, int rows,
+                        uint32_t &n)
 {
     const int buf = (int)(n & 1);
     if (n >= 2) kiln_mbar_wait(sbase + BAR_CEMPTY + 8 * buf, ((n >> 1) - 1) & 1);
-    kiln_st_shared_u32(sbase + C_INFO + 8 * buf, m0p1);
-    kiln_st_shared_u32(sbase + C_INFO + 8 * buf + 4, (uint32_t)rows);
+    kiln_st_shared_u32(sbase + C_INFO + 16 * buf, m0p1);
+    kiln_st_shared_u32(sbase + C_INFO + 16 * buf + 4, (uint32_t)rows);
+    kiln_st_shared_u32(sbase + C_INFO + 16 * buf + 8, (uint32_t)h);
     const uint32_t bar = sbase + BAR_CFULL + 8 * buf;
     if (m0p1 == 0) {
         kiln_mbar_arrive(bar);
@@ -441,49 +507,50 @@ KILN_DEV void hand_over(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s, u
 #pragma unroll
         for (int j = 0; j < D / 32; ++j)
             kiln_tma_load_3d(sbase + OFF_CONV + (uint32_t)(buf * CONV_BYTES + j * BM * 128), &a.tmap[KILN_BTMA_DQ][0],
-                             32 * j, h, (int)(s.q_beg + m0p1 - 1), bar);
+                             32 * j, h, (int)m0p1 - 1, bar);
     }
     ++n;
 }
 
-/* Count a landed contribution to tile m (rows rows) with inc; the one that
- * completes it hands the tile to the converters. */
-KILN_DEV void count_and_convert(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s, uint32_t sbase, int b, int h,
-                                int m, int rows, uint32_t inc, int e, uint32_t &nconv, int lane)
+/* Count a landed contribution to tile d with inc; the one that completes
+ * it hands the tile to the converters. */
+KILN_DEV void count_and_convert(const kiln_hstu_bwd_tma_kparams &a, uint32_t sbase, const TileDesc &d, uint32_t inc,
+                                uint32_t &nconv, int lane)
 {
     if (lane != 0) return;
-    const uint32_t old = kiln_atom_add_acq_rel_gpu(sync_cell(a, s, b, h, m) + 1, inc);
-    if (old + inc != READY + (uint32_t)e) return;
-    hand_over(a, s, sbase, h, (uint32_t)(m * BM) + 1u, rows, nconv);
+    const uint32_t old = kiln_atom_add_acq_rel_gpu(sync_cell(a, d.cell) + 1, inc);
+    if (old + inc != READY + (uint32_t)d.e) return;
+    hand_over(a, sbase, d.h, (uint32_t)d.row + 1u, d.rows, nconv);
 }
 
 /* The dq writer: warp 1 of the producer warpgroup, over the tiles the
- * consumers visit, in their order (the header of this section). */
-KILN_DEV void dq_writer(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s, const MRange &mr, uint32_t sbase,
-                        int b, int h, int lane)
+ * consumers visit, in their order (the header of this section), as the
+ * loader describes them (TileDesc), until a stop; then it stops the
+ * converters too. */
+KILN_DEV void dq_writer(const kiln_hstu_bwd_tma_kparams &a, uint32_t sbase, int lane)
 {
     const kiln_hstu_bwd_kparams &p = a.b;
     const int hd = p.f.num_heads * D;
     uint32_t nconv = 0; /* lane 0: handovers to the converters */
-    int pm = -1, prows = 0, pe = 0; /* a reduction issued, not yet counted */
-    int it = 0;
+    TileDesc pd;        /* a reduction issued, not yet counted (pd.rows > 0) */
+    pd.rows = 0;
 #pragma unroll 1
-    for (int m = mr.first(); mr.valid(m); m = mr.next(m), ++it) {
+    for (int it = 0;; ++it) {
         const int st = it % STAGES;
-        const int m0 = m * BM;
-        const int rows = kiln_min(BM, s.len_q - m0);
-        uint32_t *cell = sync_cell(a, s, b, h, m);
+        const uint32_t ph = (uint32_t)((it / STAGES) & 1);
+        kiln_mbar_wait(sbase + BAR_FULL + 8 * st, ph);
+        const TileDesc d = get_desc(sbase, st);
+        if (d.rows < 0) break;
         uint32_t claim = 0;
-        if (lane == 0) claim = kiln_atom_add_relaxed_gpu(cell, 1u);
-        kiln_mbar_wait(sbase + BAR_DQF + 8 * st, (uint32_t)((it / STAGES) & 1));
+        if (lane == 0) claim = kiln_atom_add_relaxed_gpu(sync_cell(a, d.cell), 1u);
+        kiln_mbar_wait(sbase + BAR_DQF + 8 * st, ph);
         kiln_fence_proxy_async();
-        const int e = (int)kiln_ld_shared_u32(sbase + E_SLOT + 4 * st); /* the loader's */
         const uint32_t sq = sbase + OFF_Q + (uint32_t)st * 2 * QT_BYTES;
         const bool first = __shfl_sync(0xffffffffu, claim, 0) == 0;
         if (first) {
-            if (rows < BM) {
+            if (d.rows < BM) {
                 /* rows past the sequence belong to the next one: ours only */
-                store_rows(sq, rows, (float *)p.dq_accum + (s.q_beg + m0) * hd + (int64_t)h * D, hd, lane);
+                store_rows(sq, d.rows, (float *)p.dq_accum + (int64_t)d.row * hd + (int64_t)d.h * D, hd, lane);
                 __syncwarp();
                 if (lane == 0) {
                     kiln_bulk_wait(); /* and the previous tile's reduction */
@@ -491,47 +558,45 @@ KILN_DEV void dq_writer(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s, c
                 }
             } else if (lane == 0) {
                 /* the whole tile: warpgroup 0's boxes are the first D / 32 */
-                reduce_dq<D / 32, true>(a, sq, 0, 0, h, (int)(s.q_beg + m0));
+                reduce_dq<D / 32, true>(a, sq, 0, 0, d.h, d.row);
                 kiln_bulk_wait();
                 kiln_fence_proxy_async_global();
             }
             if (lane == 0) kiln_mbar_arrive(sbase + BAR_EMPTY + 8 * st);
-            if (pm >= 0) count_and_convert(a, s, sbase, b, h, pm, prows, 1u, pe, nconv, lane);
-            pm = -1;
-            count_and_convert(a, s, sbase, b, h, m, rows, READY + 1, e, nconv, lane);
+            if (pd.rows > 0) count_and_convert(a, sbase, pd, 1u, nconv, lane);
+            pd.rows = 0;
+            count_and_convert(a, sbase, d, READY + 1, nconv, lane);
         } else {
             if (lane == 0) {
                 /* the first contribution is usually long in place (the CTA
                  * of the diagonal key block gets there first); a bound turns
                  * a broken invariant into a fault, not a hang */
                 uint32_t spins = 0;
-                while (!(kiln_ld_acquire_gpu(cell + 1) & READY)) {
+                while (!(kiln_ld_acquire_gpu(sync_cell(a, d.cell) + 1) & READY)) {
                     kiln_nanosleep(64);
                     if (++spins == (1u << 28)) __trap();
                 }
                 kiln_fence_proxy_async_global();
-                reduce_dq<D / 32>(a, sq, 0, 0, h, (int)(s.q_beg + m0));
+                reduce_dq<D / 32>(a, sq, 0, 0, d.h, d.row);
                 kiln_bulk_wait_read();
                 kiln_mbar_arrive(sbase + BAR_EMPTY + 8 * st);
-                if (pm >= 0) {
+                if (pd.rows > 0) {
                     kiln_bulk_wait_n<1>(); /* the previous one has landed */
                     kiln_fence_proxy_async_global();
                 }
             }
-            if (pm >= 0) count_and_convert(a, s, sbase, b, h, pm, prows, 1u, pe, nconv, lane);
-            pm = m;
-            prows = rows;
-            pe = e;
+            if (pd.rows > 0) count_and_convert(a, sbase, pd, 1u, nconv, lane);
+            pd = d;
         }
     }
-    if (pm >= 0) {
+    if (pd.rows > 0) {
         if (lane == 0) {
             kiln_bulk_wait();
             kiln_fence_proxy_async_global();
         }
-        count_and_convert(a, s, sbase, b, h, pm, prows, 1u, pe, nconv, lane);
+        count_and_convert(a, sbase, pd, 1u, nconv, lane);
     }
-    if (lane == 0) hand_over(a, s, sbase, h, 0u, 0, nconv);
+    if (lane == 0) hand_over(a, sbase, 0, 0u, 0, nconv);
 }
 
 /* ------------------------------------------------ head dim 256 consumers */
@@ -722,24 +787,34 @@ KILN_DEV void consume_cols(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s
 
     /* ---- dK = dK' * sds, dV = dV' * inv_scaling; keys < L, columns 128 cw.. */
     const float inv = f.inv_scaling;
+    /* 8-byte stores, as in consume_keys() */
 #pragma unroll
     for (int hf = 0; hf < 2; ++hf) {
         const int j = n0 + w4 * 16 + g + 8 * hf;
-        if (j >= L) continue;
-        uint16_t *dkr = (uint16_t *)p.dk + (s.k_beg + j) * p.dk_row_stride + (int64_t)h * p.dk_head_stride + cw * DQN + 2 * tq;
-        uint16_t *dvr = (uint16_t *)p.dv + (s.k_beg + j) * p.dv_row_stride + (int64_t)h * p.dv_head_stride + cw * DQN + 2 * tq;
+        const bool ok = j < L;
+        const int c0 = cw * DQN + kiln_chunk_pair_lane(tq);
+        uint16_t *dkr = (uint16_t *)p.dk + (s.k_beg + j) * p.dk_row_stride + (int64_t)h * p.dk_head_stride + c0;
+        uint16_t *dvr = (uint16_t *)p.dv + (s.k_beg + j) * p.dv_row_stride + (int64_t)h * p.dv_head_stride + c0;
 #pragma unroll
-        for (int nt = 0; nt < 16; ++nt) {
-            st_global_u32(dkr + nt * 8, kiln_pack2<DT>(dk[4 * nt + 2 * hf] * sds, dk[4 * nt + 2 * hf + 1] * sds));
-            st_global_u32(dvr + nt * 8, kiln_pack2<DT>(dv[4 * nt + 2 * hf] * inv, dv[4 * nt + 2 * hf + 1] * inv));
+        for (int c = 0; c < 8; ++c) {
+            const int x0 = 8 * c + 2 * hf, x1 = x0 + 4;
+            kiln_st_chunk_pair(dkr + 16 * c, kiln_pack2<DT>(dk[x0] * sds, dk[x0 + 1] * sds),
+                               kiln_pack2<DT>(dk[x1] * sds, dk[x1 + 1] * sds), tq, ok);
+            kiln_st_chunk_pair(dvr + 16 * c, kiln_pack2<DT>(dv[x0] * inv, dv[x0 + 1] * inv),
+                               kiln_pack2<DT>(dv[x1] * inv, dv[x1 + 1] * inv), tq, ok);
         }
     }
 }
 
 /* ------------------------------------------- head dim 64 and 128 consumers */
-/* Warpgroup cw takes keys 64 cw.. of the block (the header comment). */
+/* Warpgroup cw takes keys 64 cw.. of the block (the header comment), from
+ * tile it of the ring; kvn: the parity of the item's K/V fill.  FUSE (the
+ * fused dq pass) is a template argument so that its instance holds none of
+ * the other dq paths' state: with it, the consumers of the persistent grid
+ * fit their 224 registers. */
+template <bool FUSE>
 KILN_DEV void consume_keys(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s, const MRange &mr, uint32_t sbase,
-                           int n0, int h, int b, int tid)
+                           int n0, int h, int tid, int &it, uint32_t kvn)
 {
     const kiln_hstu_bwd_kparams &p = a.b;
     const kiln_hstu_kparams &f = p.f;
@@ -767,7 +842,19 @@ KILN_DEV void consume_keys(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s
         dk[e] = 0.f;
     }
 
-    kiln_mbar_wait(sbase + BAR_KV, 0);
+    /* What only the dK, dV stores need again (the item's first key row, its
+     * keys, head and this warpgroup's first key): held in registers across
+     * the loop they spilled (fp16 keys), so the warp keeps them in shared
+     * memory. */
+    const uint32_t epi = sbase + W_EPI + 32 * (uint32_t)((tid >> 5) - 4);
+    if (lane == 0) {
+        kiln_st_shared_u32(epi, (uint32_t)s.k_beg);
+        kiln_st_shared_u32(epi + 4, (uint32_t)(s.k_beg >> 32));
+        kiln_st_shared_u32(epi + 8, (uint32_t)L);
+        kiln_st_shared_u32(epi + 12, (uint32_t)h);
+        kiln_st_shared_u32(epi + 16, (uint32_t)jw0);
+    }
+    kiln_mbar_wait(sbase + BAR_KV, kvn & 1);
     kiln_fence_proxy_async();
 
     /* query row 0 of the sequence in dq_accum, from column h D + cw DQN;
@@ -780,14 +867,13 @@ KILN_DEV void consume_keys(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s
      * S, dP, dV phase later. */
     float dq[DQN / 2];
     /* with a descriptor of dq_accum: bulk reductions, as in consume_cols() */
-    const bool bulk_dq = a.tma_dq != 0;
-    const bool issuer = t128 == 0;
+    const bool bulk_dq = !FUSE && a.tma_dq != 0;
+    const bool issuer = !FUSE && t128 == 0;
     /* with fuse_dq the dq writer takes the staged dQ (dq_writer()) */
-    const bool fuse = a.fuse_dq != 0;
+    constexpr bool fuse = FUSE;
     int pending = -1;
     int prev_m0 = -1;
     int prev_rows = 0;
-    int it = 0;
 #pragma unroll 1
     for (int m = mr.first(); mr.valid(m); m = mr.next(m), ++it) {
         const int st = it % STAGES;
@@ -805,7 +891,7 @@ KILN_DEV void consume_keys(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s
 
         kiln_mbar_wait(sbase + BAR_FULL + 8 * st, (uint32_t)((it / STAGES) & 1));
         kiln_fence_proxy_async();
-        if (!bulk_dq && prev_m0 >= 0) add_dq(dqa, prev_m0, hd, dq, prev_rows, sds, w4, g, tq);
+        if (!FUSE && !bulk_dq && prev_m0 >= 0) add_dq(dqa, prev_m0, hd, dq, prev_rows, sds, w4, g, tq);
 
         /* ---- S^T = K Q^T, dP^T = V dO^T */
         float sa[BM / 2], dp[BM / 2];
@@ -877,7 +963,11 @@ KILN_DEV void consume_keys(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s
         kiln_reg_fence(dk);
         kiln_reg_fence(pa);
         kiln_reg_fence(da);
-        if (fuse) {
+        if constexpr (fuse) {
+            /* the item's last tile: every wgmma that read K and V has
+             * completed, so the loader may bring the next item's while this
+             * one's dQ is staged and its dK, dV go out */
+            kiln_mbar_arrive_if(sbase + BAR_KVE, !mr.valid(mr.next(m)));
             kiln_named_bar_sync(1, CTHREADS); /* both warpgroups done with the stage */
             stage_dq(sq, cw, dq, sds, w4, g, tq);
             kiln_fence_proxy_async();
@@ -891,23 +981,317 @@ KILN_DEV void consume_keys(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s
         prev_m0 = m0;
         prev_rows = rows_here;
     }
-    if (!bulk_dq && prev_m0 >= 0) add_dq(dqa, prev_m0, hd, dq, prev_rows, sds, w4, g, tq);
-    if (!fuse && issuer && pending >= 0) kiln_bulk_wait();
+    if (!FUSE && !bulk_dq && prev_m0 >= 0) add_dq(dqa, prev_m0, hd, dq, prev_rows, sds, w4, g, tq);
+    if (!FUSE && issuer && pending >= 0) kiln_bulk_wait();
+    /* (the fused pass has arrived after its last tile's wgmmas) */
+    if constexpr (!FUSE) kiln_mbar_arrive(sbase + BAR_KVE);
 
     /* ---- dK = dK' * sds, dV = dV' * inv_scaling; keys < L */
     const float inv = f.inv_scaling;
+    __syncwarp();
+    const int64_t k_beg = (int64_t)(((uint64_t)kiln_ld_shared_u32(epi + 4) << 32) | kiln_ld_shared_u32(epi));
+    const int L_ = (int)kiln_ld_shared_u32(epi + 8), h_ = (int)kiln_ld_shared_u32(epi + 12);
+    const int jw0_ = (int)kiln_ld_shared_u32(epi + 16);
+    /* 8-byte stores, two n8 chunks per pairwise exchange
+     * (kiln_st_chunk_pair), half the store instructions of 4-byte ones:
+     * with the persistent grid these stores sit between two items */
 #pragma unroll
     for (int hf = 0; hf < 2; ++hf) {
-        const int j = jw0 + w4 * 16 + g + 8 * hf;
-        if (j >= L) continue;
-        uint16_t *dkr = (uint16_t *)p.dk + (s.k_beg + j) * p.dk_row_stride + (int64_t)h * p.dk_head_stride + 2 * tq;
-        uint16_t *dvr = (uint16_t *)p.dv + (s.k_beg + j) * p.dv_row_stride + (int64_t)h * p.dv_head_stride + 2 * tq;
+        const int j = jw0_ + w4 * 16 + g + 8 * hf;
+        const bool ok = j < L_;
+        const int c0 = kiln_chunk_pair_lane(tq);
+        uint16_t *dkr = (uint16_t *)p.dk + (k_beg + j) * p.dk_row_stride + (int64_t)h_ * p.dk_head_stride + c0;
+        uint16_t *dvr = (uint16_t *)p.dv + (k_beg + j) * p.dv_row_stride + (int64_t)h_ * p.dv_head_stride + c0;
 #pragma unroll
-        for (int nt = 0; nt < D / 8; ++nt) {
-            st_global_u32(dkr + nt * 8, kiln_pack2<DT>(dk[4 * nt + 2 * hf] * sds, dk[4 * nt + 2 * hf + 1] * sds));
-            st_global_u32(dvr + nt * 8, kiln_pack2<DT>(dv[4 * nt + 2 * hf] * inv, dv[4 * nt + 2 * hf + 1] * inv));
+        for (int c = 0; c < D / 16; ++c) {
+            const int x0 = 8 * c + 2 * hf, x1 = x0 + 4;
+            kiln_st_chunk_pair(dkr + 16 * c, kiln_pack2<DT>(dk[x0] * sds, dk[x0 + 1] * sds),
+                               kiln_pack2<DT>(dk[x1] * sds, dk[x1 + 1] * sds), tq, ok);
+            kiln_st_chunk_pair(dvr + 16 * c, kiln_pack2<DT>(dv[x0] * inv, dv[x0 + 1] * inv),
+                               kiln_pack2<DT>(dv[x1] * inv, dv[x1 + 1] * inv), tq, ok);
         }
     }
+}
+
+/* ------------------------------------------------------------ the producer */
+/* K and V of keys n0.. (keys of them) into their tiles, completing on
+ * BAR_KV: one TMA copy per column block for a whole block, else cp.async by
+ * NT threads (rows past the end zero-filled: TMA would bring the next
+ * sequence's rows, and 0 times an Inf or NaN there is not 0). */
+/* Rows [rows, NR) of a tile of NR rows (D / 64 column blocks of [NR][128
+ * bytes]) at dst set to zero by one warp, then made visible to the async
+ * proxy (the wgmmas). */
+template <int NR>
+KILN_DEV void zero_rows(uint32_t dst, int rows, int lane)
+{
+#pragma unroll
+    for (int cb = 0; cb < D / 64; ++cb)
+#pragma unroll 1
+        for (int r = rows + (lane >> 3); r < NR; r += 4)
+            asm volatile("st.shared.v4.u32 [%0], {%1, %1, %1, %1};\n"
+                         :: "r"(dst + (uint32_t)(cb * NR * 128 + r * 128 + (lane & 7) * 16)), "r"(0u) : "memory");
+    kiln_fence_proxy_async();
+    __syncwarp();
+}
+
+/* The fused loader's copy of a tile that runs past its sequence: TMA as
+ * for the others (rows past the tensor come as zeros), but onto BAR_LAND,
+ * which it waits for (parity land) before it zeroes the rows past the
+ * sequence (the next one's: 0 times an Inf or NaN there is not 0) and
+ * arrives on full.  (With cp.async by its 32 threads instead, the loader
+ * did not fit the producer's registers.) */
+template <int NR>
+KILN_DEV void land_partial(uint32_t sbase, uint32_t full, uint32_t dst0, uint32_t dst1, int rows, uint32_t &land,
+                           int lane)
+{
+    kiln_mbar_wait(sbase + BAR_LAND, land);
+    land ^= 1u;
+    zero_rows<NR>(dst0, rows, lane);
+    zero_rows<NR>(dst1, rows, lane);
+    if (lane == 0) kiln_mbar_arrive(full);
+}
+
+template <int NT>
+KILN_DEV void load_kv(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s, int n0, int keys, int h, uint32_t sbase,
+                      int tid, uint32_t &land)
+{
+    const kiln_hstu_kparams &f = a.b.f;
+    if (NT == 32 || (a.tma != 0 && keys == BN)) {
+        const uint32_t bar = keys == BN ? sbase + BAR_KV : sbase + BAR_LAND;
+        if (tid == 0) {
+            kiln_mbar_arrive_expect_tx(bar, 2 * KV_BYTES);
+#pragma unroll
+            for (int cb = 0; cb < D / 64; ++cb) {
+                kiln_tma_load_3d(sbase + OFF_K + (uint32_t)(cb * BN * 128), &a.tmap[KILN_BTMA_K][0], cb * 64, h,
+                                 (int)(s.k_beg + n0), bar);
+                kiln_tma_load_3d(sbase + OFF_V + (uint32_t)(cb * BN * 128), &a.tmap[KILN_BTMA_V][0], cb * 64, h,
+                                 (int)(s.k_beg + n0), bar);
+            }
+        }
+        if (NT == 32 && keys < BN) land_partial<BN>(sbase, sbase + BAR_KV, sbase + OFF_K, sbase + OFF_V, keys, land, tid);
+        return;
+    }
+    const uint16_t *kg = (const uint16_t *)f.k + (s.k_beg + n0) * f.k_row_stride + (int64_t)h * f.k_head_stride;
+    const uint16_t *vg = (const uint16_t *)f.v + (s.k_beg + n0) * f.v_row_stride + (int64_t)h * f.v_head_stride;
+    load_tile<BN, D, NT>(sbase + OFF_K, kg, f.k_row_stride, keys, tid);
+    load_tile<BN, D, NT>(sbase + OFF_V, vg, f.v_row_stride, keys, tid);
+    kiln_cp_async_wait_all();
+    kiln_fence_proxy_async();
+    if constexpr (NT == 32) __syncwarp();
+    else kiln_named_bar_sync(2, PTHREADS);
+    if (tid == 0) kiln_mbar_arrive(sbase + BAR_KV);
+}
+
+/* The query tiles of one item (Q and dO) through the STAGES-deep ring, from
+ * the CTA's tile it on: one thread with TMA, or, for a tile that runs past
+ * the sequence (every tile when the host could not describe the tensors),
+ * cp.async by the whole warpgroup, or by warp 0 alone with the fused dq
+ * pass (FUSE), where that warp also counts each tile's contributors for
+ * the dq writer. */
+template <bool FUSE>
+KILN_DEV void load_tiles(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s, const MRange &mr, int h, int b,
+                         uint32_t sbase, int tid, int &it, uint32_t &land)
+{
+    constexpr int NT = FUSE ? 32 : PTHREADS;
+    const kiln_hstu_bwd_kparams &p = a.b;
+    const kiln_hstu_kparams &f = p.f;
+    const bool leader = tid == 0;
+#pragma unroll 1
+    for (int m = mr.first(); mr.valid(m); m = mr.next(m), ++it) {
+        const int st = it % STAGES;
+        /* every producer thread follows every phase: a parity wait
+         * cannot tell a phase from the one two before it */
+        if (it >= STAGES) kiln_mbar_wait(sbase + BAR_EMPTY + 8 * st, (uint32_t)((it / STAGES - 1) & 1));
+        const int mrow = m * BM;
+        const uint32_t sq = sbase + OFF_Q + (uint32_t)st * 2 * QT_BYTES;
+        const uint32_t full = sbase + BAR_FULL + 8 * st;
+        if constexpr (FUSE) {
+            /* for the dq writer, which has no registers to spare */
+            TileDesc d;
+            d.e = contributors(s, m, tid);
+            d.row = (int)s.q_beg + mrow;
+            d.rows = kiln_min(BM, s.len_q - mrow);
+            d.cell = sync_index(a, s, b, h, m);
+            d.h = h;
+            if (leader) put_desc(sbase, st, d);
+        }
+        const int rows = s.len_q - mrow;
+        if (FUSE || (a.tma != 0 && rows >= BM)) {
+            const uint32_t bar = rows >= BM ? full : sbase + BAR_LAND;
+            if (leader) {
+                kiln_mbar_arrive_expect_tx(bar, 2 * QT_BYTES);
+#pragma unroll
+                for (int cb = 0; cb < D / 64; ++cb) {
+                    kiln_tma_load_3d(sq + (uint32_t)(cb * BM * 128), &a.tmap[KILN_BTMA_Q][0], cb * 64, h,
+                                     (int)(s.q_beg + mrow), bar);
+                    kiln_tma_load_3d(sq + QT_BYTES + (uint32_t)(cb * BM * 128), &a.tmap[KILN_BTMA_DO][0], cb * 64,
+                                     h, (int)(s.q_beg + mrow), bar);
+                }
+            }
+            if (FUSE && rows < BM) land_partial<BM>(sbase, full, sq, sq + QT_BYTES, rows, land, tid);
+        } else if constexpr (!FUSE) {
+            /* (addresses formed here: the producer has few registers) */
+            const int64_t r = s.q_beg + mrow;
+            const uint16_t *qg = (const uint16_t *)f.q + r * f.q_row_stride + (int64_t)h * f.q_head_stride;
+            const uint16_t *og = (const uint16_t *)p.dout + r * p.dout_row_stride + (int64_t)h * p.dout_head_stride;
+            load_tile<BM, D, NT>(sq, qg, f.q_row_stride, s.len_q - mrow, tid);
+            load_tile<BM, D, NT>(sq + QT_BYTES, og, p.dout_row_stride, s.len_q - mrow, tid);
+            kiln_cp_async_wait_all();
+            kiln_fence_proxy_async();
+            if constexpr (NT == 32) __syncwarp();
+            else kiln_named_bar_sync(2, PTHREADS);
+            if (leader) kiln_mbar_arrive(full);
+        }
+    }
+}
+
+/* ------------------------------------------------------------ work items */
+/* A work item is (sequence b, head h, key block kb), numbered
+ * kb + nb (h + H b).  The loader hands each item to the consumers and the dq
+ * writer through two slots (I_SLOT, BAR_IFULL / BAR_IEMPTY; each of the 8
+ * consumer warps and the writer takes it); -1 ends them.  The one-item
+ * grid (kb, h, b) hands over the block's own item.  With fuse_dq and
+ * a.persist, the persistent grid: a CTA per SM (or fewer) takes items from
+ * a counter (the first 4 bytes of dq_sync, zeroed with the sync words):
+ * CTA c starts with item c, then takes gridDim.x + the counter's next
+ * value, skipping items with no keys.  It brings an item's K and V once
+ * the consumers are done with the last item's (BAR_KVE), so that these
+ * loads and the item's first query tiles, the dK and dV stores before them
+ * and the dq pass of the tiles after them overlap, where each block of the
+ * one-item grid paid them in turn.  The ring's position runs on across
+ * items.  Items of one sequence and head are still taken together, so that
+ * their query tiles meet in the L2 as the one-item grid's blocks do.  The
+ * dq protocol needs nothing more: a claimant still sets READY before it
+ * waits for any later tile, and a CTA visits its items' tiles in order. */
+struct Item {
+    kiln_seq s;
+    int b, h, n0, keys;
+};
+
+/* Item idx into x; false when it has no keys, or its offsets fail the
+ * guard, which item (b, 0, 0) counts in debug mode (count), like block
+ * (0, 0, b) of the one-item grid.  CHECK false: the loader has found the
+ * item good (so no branch leaves x's fields unset). */
+template <bool CHECK = true>
+KILN_DEV bool decode_item(const kiln_hstu_kparams &f, int kb, int h, int b, Item &x, bool count)
+{
+    x.h = h;
+    x.b = b;
+    x.n0 = kb * BN;
+    if (!kiln_seq_load<DELTA_Q, CONTEXT, TARGET, LOCAL, CHECK>(f, x.b, x.s)) {
+        if (count && kb == 0 && x.h == 0 && f.debug_counter != 0) kiln_red_add_u64(f.debug_counter, 1ull);
+        return false;
+    }
+    x.keys = kiln_min(BN, x.s.L - x.n0);
+    return x.keys > 0;
+}
+
+template <bool CHECK = true>
+KILN_DEV bool decode_item(const kiln_hstu_kparams &f, int nb, int idx, Item &x, bool count)
+{
+    const int hb = idx / nb;
+    return decode_item<CHECK>(f, idx - hb * nb, hb % f.num_heads, hb / f.num_heads, x, count);
+}
+
+/* The one-item grid's block (kb, h, b). */
+template <bool CHECK = true>
+KILN_DEV bool block_item(const kiln_hstu_kparams &f, Item &x, bool count)
+{
+    return decode_item<CHECK>(f, (int)blockIdx.x, (int)blockIdx.y, (int)blockIdx.z, x, count);
+}
+
+/* The one-item grid's item: block (kb, h, b). */
+KILN_DEV int own_item(const kiln_hstu_kparams &f, int nb)
+{
+    return (int)(blockIdx.x + nb * (blockIdx.y + f.num_heads * blockIdx.z));
+}
+
+/* The persistent grid's next item after idx (thread 0's counter read,
+ * shared with the warp), or -1. */
+KILN_DEV int next_item(const kiln_hstu_bwd_tma_kparams &a, int total, int tid)
+{
+    uint32_t nx = 0;
+    if (tid == 0) nx = kiln_atom_add_relaxed_gpu((uint32_t *)a.dq_sync, 1u);
+    const int idx = (int)(gridDim.x + __shfl_sync(0xffffffffu, nx, 0));
+    return idx < total ? idx : -1;
+}
+
+/* The loader of the fused dq pass: warp 0 of the producer, with or
+ * without the persistent grid. */
+KILN_DEV void loader(const kiln_hstu_bwd_tma_kparams &a, uint32_t sbase, int tid, bool persist)
+{
+    const kiln_hstu_kparams &f = a.b.f;
+    const int nb = a.b.num_n_blocks;
+    const int total = nb * f.num_heads * f.batch; /* < 2^30: the runtime checks */
+    int idx = persist ? (int)blockIdx.x : own_item(f, nb);
+    int it = 0;
+    uint32_t land = 0;
+    /* its count of items published lives in shared memory (I_COUNT of warp
+     * 0), as the readers' do: in a register it spilled (causal + context +
+     * target) */
+    const uint32_t count = sbase + I_COUNT;
+#pragma unroll 1
+    for (;;) {
+        __syncwarp();
+        const uint32_t n = kiln_ld_shared_u32(count);
+        Item x;
+#pragma unroll 1
+        while (idx >= 0 && !decode_item(f, nb, idx, x, tid == 0)) idx = persist ? next_item(a, total, tid) : -1;
+        const int slot = (int)(n & 1);
+        if (n >= 2) kiln_mbar_wait(sbase + BAR_IEMPTY + 8 * slot, ((n >> 1) - 1) & 1);
+        if (tid == 0) {
+            const uint32_t cell = sbase + I_SLOT + 16 * slot;
+            kiln_st_shared_u32(cell, idx < 0 ? ~0u : (uint32_t)(x.n0 / BN));
+            kiln_st_shared_u32(cell + 4, (uint32_t)x.h);
+            kiln_st_shared_u32(cell + 8, (uint32_t)x.b);
+            kiln_mbar_arrive(sbase + BAR_IFULL + 8 * slot);
+        }
+        if (idx < 0) break;
+        if (tid == 0) kiln_st_shared_u32(count, n + 1);
+        if (n > 0) kiln_mbar_wait(sbase + BAR_KVE, (n - 1) & 1);
+        load_kv<32>(a, x.s, x.n0, x.keys, x.h, sbase, tid, land);
+        load_tiles<true>(a, x.s, M::visit_range(x.s, x.n0, x.keys), x.h, x.b, sbase, tid, it, land);
+        idx = persist ? next_item(a, total, tid) : -1;
+    }
+    /* no more tiles: the dq writer's stop, in the next stage */
+    const int st = it % STAGES;
+    if (it >= STAGES) kiln_mbar_wait(sbase + BAR_EMPTY + 8 * st, (uint32_t)((it / STAGES - 1) & 1));
+    if (tid == 0) {
+        TileDesc d;
+        d.row = d.e = d.h = 0;
+        d.cell = 0;
+        d.rows = -1;
+        put_desc(sbase, st, d);
+        kiln_mbar_arrive(sbase + BAR_FULL + 8 * st);
+    }
+}
+
+/* A reading warp's next item from the slots into x (false: stop), and in
+ * kv the parity of its K/V fill; lane 0 frees the slot.  The slot holds the
+ * item decoded (key block, head, sequence): a division by the runtime
+ * block and head counts here would keep its constants live across the
+ * consumers' loop, which then spilled.  The warp's count of items taken
+ * lives in shared memory (I_COUNT) for the same reason. */
+KILN_DEV bool take_item(const kiln_hstu_kparams &f, uint32_t sbase, int lane, Item &x, uint32_t &kv)
+{
+    const uint32_t count = sbase + I_COUNT + 4 * (threadIdx.x >> 5);
+    __syncwarp();
+    const uint32_t n = kiln_ld_shared_u32(count);
+    const int slot = (int)(n & 1);
+    const uint32_t cell = sbase + I_SLOT + 16 * slot;
+    kiln_mbar_wait(sbase + BAR_IFULL + 8 * slot, (n >> 1) & 1);
+    const int kb = (int)kiln_ld_shared_u32(cell);
+    const int h = (int)kiln_ld_shared_u32(cell + 4);
+    const int b = (int)kiln_ld_shared_u32(cell + 8);
+    __syncwarp();
+    if (lane == 0) {
+        kiln_mbar_arrive(sbase + BAR_IEMPTY + 8 * slot);
+        kiln_st_shared_u32(count, n + 1);
+    }
+    kv = n & 1;
+    if (kb < 0) return false;
+    decode_item<false>(f, kb, h, b, x, false);
+    return true;
 }
 
 } /* namespace kiln_hstu_bwd_sm90_impl */
@@ -921,20 +1305,18 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_tma_kparams a)
     const kiln_hstu_bwd_kparams &p = a.b;
     const kiln_hstu_kparams &f = p.f;
     const int tid = threadIdx.x;
-    const int b = blockIdx.z;
-    const int h = blockIdx.y;
+    /* head dim 128 runs the fused dq pass only (the runtime sends calls it
+     * cannot make, without TMA descriptors of everything, to hstu_bwd.cu) */
+    constexpr bool fuse = FUSE_OK;
+    const bool persist = fuse && a.persist != 0;
 
-    kiln_seq s;
-    if (!kiln_seq_load<DELTA_Q, CONTEXT, TARGET, LOCAL>(f, b, s)) {
-        if (f.debug_counter != 0 && blockIdx.x == 0 && blockIdx.y == 0 && tid == 0)
-            kiln_red_add_u64(f.debug_counter, 1ull);
-        return;
+    /* a block of the one-item grid with no keys leaves at once (each role
+     * decodes its item again, after the register split: values held
+     * across it spill where the producer has few registers) */
+    if (!persist) {
+        Item y;
+        if (!block_item(f, y, tid == 0)) return;
     }
-    const int L = s.L, len_q = s.len_q;
-    const int n0 = blockIdx.x * BN;
-    if (n0 >= L) return;
-    const int keys_here = kiln_min(BN, L - n0);
-    const MRange mr = M::visit_range(s, n0, keys_here);
 
     const uint32_t sbase = (kiln_smem_u32(kiln_smem) + 1023u) & ~1023u;
     if (tid == 0) {
@@ -942,115 +1324,70 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_tma_kparams a)
         for (int st = 0; st < STAGES; ++st) {
             kiln_mbar_init(sbase + BAR_FULL + 8 * st, 1);
             /* with fuse_dq the dq writer frees a stage, once it has its dQ */
-            kiln_mbar_init(sbase + BAR_EMPTY + 8 * st, a.fuse_dq ? 1 : CTHREADS);
+            kiln_mbar_init(sbase + BAR_EMPTY + 8 * st, fuse ? 1 : CTHREADS);
         }
         kiln_mbar_init(sbase + BAR_KV, 1);
+        kiln_mbar_init(sbase + BAR_KVE, CTHREADS);
+        kiln_mbar_init(sbase + BAR_LAND, 1);
 #pragma unroll
         for (int j = 0; j < 2; ++j) {
             kiln_mbar_init(sbase + BAR_CFULL + 8 * j, 1);
             kiln_mbar_init(sbase + BAR_CEMPTY + 8 * j, 64);
+            kiln_mbar_init(sbase + BAR_IFULL + 8 * j, 1);
+            /* the consumer warps take each item */
+            kiln_mbar_init(sbase + BAR_IEMPTY + 8 * j, CTHREADS / 32);
         }
 #pragma unroll
         for (int st = 0; st < STAGES; ++st) kiln_mbar_init(sbase + BAR_DQF + 8 * st, CTHREADS);
+#pragma unroll
+        for (int w = 0; w < NTHREADS / 32; ++w) kiln_st_shared_u32(sbase + I_COUNT + 4 * w, 0u);
         /* make the initialized barriers visible to the TMA unit */
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
     __syncthreads();
 
     const int wg = tid >> 7;
-    if (wg == 0) {
-        /* ================= producer =================
-         * One thread copies whole tiles with TMA (one column block of 64
-         * per copy), completing on the stage's barrier by transaction bytes.
-         * A tile that runs past the end of its sequence (or every tile,
-         * when the host could not describe the tensors) is copied by all
-         * 128 threads with cp.async instead, zero-filling the rows past the
-         * end: TMA would bring the next sequence's rows, and 0 times an Inf
-         * or NaN there is not 0. */
-        kiln_setmaxnreg_dec<KILN_PREGS>();
-        const bool leader = tid == 0;
-        const bool tma = a.tma != 0;
-        if (tma && keys_here == BN) {
-            if (leader) {
-                kiln_mbar_arrive_expect_tx(sbase + BAR_KV, 2 * KV_BYTES);
-#pragma unroll
-                for (int cb = 0; cb < D / 64; ++cb) {
-                    kiln_tma_load_3d(sbase + OFF_K + (uint32_t)(cb * BN * 128), &a.tmap[KILN_BTMA_K][0], cb * 64, h,
-                                     (int)(s.k_beg + n0), sbase + BAR_KV);
-                    kiln_tma_load_3d(sbase + OFF_V + (uint32_t)(cb * BN * 128), &a.tmap[KILN_BTMA_V][0], cb * 64, h,
-                                     (int)(s.k_beg + n0), sbase + BAR_KV);
-                }
-            }
-        } else {
-            const uint16_t *kg = (const uint16_t *)f.k + (s.k_beg + n0) * f.k_row_stride + (int64_t)h * f.k_head_stride;
-            const uint16_t *vg = (const uint16_t *)f.v + (s.k_beg + n0) * f.v_row_stride + (int64_t)h * f.v_head_stride;
-            load_tile<BN, D, PTHREADS>(sbase + OFF_K, kg, f.k_row_stride, keys_here, tid);
-            load_tile<BN, D, PTHREADS>(sbase + OFF_V, vg, f.v_row_stride, keys_here, tid);
-            kiln_cp_async_wait_all();
-            kiln_fence_proxy_async();
-            kiln_named_bar_sync(2, PTHREADS);
-            if (leader) kiln_mbar_arrive(sbase + BAR_KV);
-        }
-        /* with fuse_dq, warp 1 is the dq writer and warp 0 loads alone */
-        const bool fuse = a.fuse_dq != 0;
-        if (fuse && tid >= 32) {
-            if constexpr (FUSE_OK) {
-                if (tid < 64) dq_writer(a, s, mr, sbase, b, h, tid & 31);
-                else dq_converter(p, s, sbase, h, tid - 64);
-            }
-            return;
-        }
+    const int lane = tid & 31;
+    if constexpr (!fuse) {
+        /* head dims 64 and 256: one item per block, no item slots */
+        Item x;
         int it = 0;
-#pragma unroll 1
-        for (int m = mr.first(); mr.valid(m); m = mr.next(m), ++it) {
-            const int st = it % STAGES;
-            /* every producer thread follows every phase: a parity wait
-             * cannot tell a phase from the one two before it */
-            if (it >= STAGES) kiln_mbar_wait(sbase + BAR_EMPTY + 8 * st, (uint32_t)((it / STAGES - 1) & 1));
-            const int mrow = m * BM;
-            const uint32_t sq = sbase + OFF_Q + (uint32_t)st * 2 * QT_BYTES;
-            const uint32_t full = sbase + BAR_FULL + 8 * st;
-            if constexpr (FUSE_OK)
-                if (fuse) {
-                    /* for the dq writer, which has no registers to spare */
-                    const int e = contributors(s, m, tid);
-                    if (leader) kiln_st_shared_u32(sbase + E_SLOT + 4 * st, (uint32_t)e);
-                }
-            if (tma && mrow + BM <= len_q) {
-                if (leader) {
-                    kiln_mbar_arrive_expect_tx(full, 2 * QT_BYTES);
-#pragma unroll
-                    for (int cb = 0; cb < D / 64; ++cb) {
-                        kiln_tma_load_3d(sq + (uint32_t)(cb * BM * 128), &a.tmap[KILN_BTMA_Q][0], cb * 64, h,
-                                         (int)(s.q_beg + mrow), full);
-                        kiln_tma_load_3d(sq + QT_BYTES + (uint32_t)(cb * BM * 128), &a.tmap[KILN_BTMA_DO][0],
-                                         cb * 64, h, (int)(s.q_beg + mrow), full);
-                    }
-                }
-            } else {
-                /* (addresses formed here: the producer has few registers) */
-                const int64_t r = s.q_beg + mrow;
-                const uint16_t *qg = (const uint16_t *)f.q + r * f.q_row_stride + (int64_t)h * f.q_head_stride;
-                const uint16_t *og = (const uint16_t *)p.dout + r * p.dout_row_stride + (int64_t)h * p.dout_head_stride;
-                if (fuse) {
-                    load_tile<BM, D, 32>(sq, qg, f.q_row_stride, len_q - mrow, tid);
-                    load_tile<BM, D, 32>(sq + QT_BYTES, og, p.dout_row_stride, len_q - mrow, tid);
-                } else {
-                    load_tile<BM, D, PTHREADS>(sq, qg, f.q_row_stride, len_q - mrow, tid);
-                    load_tile<BM, D, PTHREADS>(sq + QT_BYTES, og, p.dout_row_stride, len_q - mrow, tid);
-                }
-                kiln_cp_async_wait_all();
-                kiln_fence_proxy_async();
-                if (fuse) __syncwarp();
-                else kiln_named_bar_sync(2, PTHREADS);
-                if (leader) kiln_mbar_arrive(full);
-            }
+        if (wg == 0) {
+            kiln_setmaxnreg_dec<KILN_PREGS>();
+            block_item<false>(f, x, false);
+            uint32_t land = 0; /* (unused: no fused pass) */
+            load_kv<PTHREADS>(a, x.s, x.n0, x.keys, x.h, sbase, tid, land);
+            load_tiles<false>(a, x.s, M::visit_range(x.s, x.n0, x.keys), x.h, x.b, sbase, tid, it, land);
+        } else {
+            kiln_setmaxnreg_inc<KILN_CREGS>();
+            block_item<false>(f, x, false);
+            const MRange mr = M::visit_range(x.s, x.n0, x.keys);
+            if constexpr (COLSPLIT) consume_cols(a, x.s, mr, sbase, x.n0, x.h, tid);
+            else consume_keys<false>(a, x.s, mr, sbase, x.n0, x.h, tid, it, 0u);
         }
     } else {
-        /* ================= consumers ================= */
-        kiln_setmaxnreg_inc<KILN_CREGS>();
-        if constexpr (COLSPLIT) consume_cols(a, s, mr, sbase, n0, h, tid);
-        else consume_keys(a, s, mr, sbase, n0, h, b, tid);
+        uint32_t kv;
+        if (wg == 0) {
+            /* ================= producer =================
+             * warp 0 loads, warp 1 writes dq, warps 2 and 3 convert */
+            kiln_setmaxnreg_dec<KILN_PREGS>();
+            if (tid >= 64) {
+                dq_converter(p, sbase, tid - 64);
+            } else if (tid >= 32) {
+                dq_writer(a, sbase, lane);
+            } else {
+                loader(a, sbase, tid, persist);
+            }
+        } else {
+            /* ================= consumers ================= */
+            kiln_setmaxnreg_inc<KILN_CREGS>();
+            int it = 0;
+            Item x;
+#pragma unroll 1
+            while (take_item(f, sbase, lane, x, kv)) {
+                consume_keys<true>(a, x.s, M::visit_range(x.s, x.n0, x.keys), sbase, x.n0, x.h, tid, it, kv);
+            }
+        }
     }
 }
 

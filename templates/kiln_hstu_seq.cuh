@@ -9,7 +9,9 @@
 
 /* Sequence b.  A kernel that gets false skips the sequence: its offsets are
  * bad (negative, decreasing, past the totals, longer than the maxima, or
- * len_q != len_k without delta_q), so nothing of it is read or written. */
+ * len_q != len_k without delta_q), so nothing of it is read or written.
+ * CHECK false: the caller knows they are good (another thread of the CTA
+ * has checked them), and s is filled without a branch. */
 struct kiln_seq {
     int64_t q_beg, k_beg;
     int len_q, L, off;       /* off: position of query row 0 (delta_q) */
@@ -17,7 +19,7 @@ struct kiln_seq {
     int group, wl, wr;       /* target group size; window (-1: unbounded) */
 };
 
-template <bool DELTA_Q, bool CONTEXT, bool TARGET, bool LOCAL>
+template <bool DELTA_Q, bool CONTEXT, bool TARGET, bool LOCAL, bool CHECK = true>
 KILN_DEV bool kiln_seq_load(const kiln_hstu_kparams &f, int b, kiln_seq &s)
 {
     const uint64_t offk_ptr = f.seq_offsets_k ? f.seq_offsets_k : f.seq_offsets_q;
@@ -25,14 +27,16 @@ KILN_DEV bool kiln_seq_load(const kiln_hstu_kparams &f, int b, kiln_seq &s)
     const int64_t q_end = kiln_ld_offset(f.seq_offsets_q, f.offsets_i64, b + 1);
     const int64_t k_beg = kiln_ld_offset(offk_ptr, f.offsets_i64, b);
     const int64_t k_end = kiln_ld_offset(offk_ptr, f.offsets_i64, b + 1);
-    bool bad = q_beg < 0 || k_beg < 0 || q_end < q_beg || k_end < k_beg || q_end > f.total_q ||
-               k_end > f.total_k || q_end - q_beg > (int64_t)f.max_seqlen_q ||
-               k_end - k_beg > (int64_t)f.max_seqlen_k;
-    if (!bad) {
-        if (DELTA_Q) bad = q_end - q_beg > k_end - k_beg;
-        else bad = q_end - q_beg != k_end - k_beg;
+    if (CHECK) {
+        bool bad = q_beg < 0 || k_beg < 0 || q_end < q_beg || k_end < k_beg || q_end > f.total_q ||
+                   k_end > f.total_k || q_end - q_beg > (int64_t)f.max_seqlen_q ||
+                   k_end - k_beg > (int64_t)f.max_seqlen_k;
+        if (!bad) {
+            if (DELTA_Q) bad = q_end - q_beg > k_end - k_beg;
+            else bad = q_end - q_beg != k_end - k_beg;
+        }
+        if (bad) return false;
     }
-    if (bad) return false;
     s.q_beg = q_beg;
     s.k_beg = k_beg;
     s.len_q = (int)(q_end - q_beg);

@@ -334,7 +334,8 @@ KILN_DEV void bulk_dq_add(const kiln_hstu_bwd_tma_kparams &a, const float (&dq)[
  * write finished tiles to dq.  Per dq tile, two words (dq_sync): claims,
  * and the state (READY once the tile holds its first contribution, plus the
  * count of contributions that have landed).
- *   - The writer claims each tile before it waits for its dQ.  The first
+ *   - The writer claims each tile once its Q/dO stage is full (it reads
+ *     the loader's TileDesc of the tile then), before it waits for its dQ.  The first
  *     claimant stores (a TMA store, or stores of the rows that belong to
  *     the sequence when the tile runs past its end), waits for the store
  *     and sets READY; the others wait for READY, then add (bulk reductions)
@@ -343,8 +344,12 @@ KILN_DEV void bulk_dq_add(const kiln_hstu_bwd_tma_kparams &a, const float (&dq)[
  *     visit range holds the tile, counted by the loader) has the tile
  *     loaded into one of two buffers and converted by warps 2 and 3.
  * No deadlock: a writer waits for READY only of a tile that another CTA has
- * claimed, i.e. reached; the claimant sets READY before it waits for any
- * later tile, and every CTA visits its tiles in increasing order.
+ * claimed.  That CTA's writer claimed it with the tile's data and its
+ * item's K and V in place (or on their way, by TMA), so its consumers
+ * deliver the dQ without waiting on any other CTA, and its writer sets
+ * READY as soon as its store has landed, before it takes another tile
+ * (the persistent grid changes none of this: each CTA still finishes a
+ * tile's claim before it makes the next).
  * On an H100, (256, 1024, 4, 128) causal: forward + backward 2.26 -> 2.06 ms
  * (main 1.52 + memset 0.13 + convert 0.22 -> main 1.65).  Tried first: the
  * same protocol run by the consumers' issuers, 2.03 ms for main alone (an
@@ -599,6 +604,28 @@ KILN_DEV void dq_writer(const kiln_hstu_bwd_tma_kparams &a, uint32_t sbase, int 
     if (lane == 0) hand_over(a, sbase, 0, 0u, 0, nconv);
 }
 
+/* The dK and dV of one accumulator row (row half hf of this thread's
+ * fragments, NC pairs of n8 chunks) from the row's column pointers dkr, dvr,
+ * scaled by sds and inv: 8-byte stores, two chunks per pairwise exchange
+ * (kiln_st_chunk_pair), where 4-byte ones took twice the instructions.
+ * With the persistent grid these stores sit between two items; on an H100
+ * they took the backward of (256, 1024, 4, 128) from 1.56 to 1.44 ms and
+ * that of (64, 2048, 8, 64) from 1.70 to 1.58.  ok guards the stores only
+ * (every lane takes part in the exchange). */
+template <int NC, int N>
+KILN_DEV void store_kv_row(uint16_t *dkr, uint16_t *dvr, const float (&dk)[N], const float (&dv)[N], float sds,
+                           float inv, int hf, int tq, bool ok)
+{
+#pragma unroll
+    for (int c = 0; c < NC; ++c) {
+        const int x0 = 8 * c + 2 * hf, x1 = x0 + 4;
+        kiln_st_chunk_pair(dkr + 16 * c, kiln_pack2<DT>(dk[x0] * sds, dk[x0 + 1] * sds),
+                           kiln_pack2<DT>(dk[x1] * sds, dk[x1 + 1] * sds), tq, ok);
+        kiln_st_chunk_pair(dvr + 16 * c, kiln_pack2<DT>(dv[x0] * inv, dv[x0 + 1] * inv),
+                           kiln_pack2<DT>(dv[x1] * inv, dv[x1 + 1] * inv), tq, ok);
+    }
+}
+
 /* ------------------------------------------------ head dim 256 consumers */
 /* dK and dV of 128 keys x 256 columns do not fit the registers of two
  * warpgroups, so at head dim 256 a CTA takes BN = 64 keys and the warpgroups
@@ -787,7 +814,7 @@ KILN_DEV void consume_cols(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s
 
     /* ---- dK = dK' * sds, dV = dV' * inv_scaling; keys < L, columns 128 cw.. */
     const float inv = f.inv_scaling;
-    /* 8-byte stores, as in consume_keys() */
+    /* 8-byte stores (store_kv_row()) */
 #pragma unroll
     for (int hf = 0; hf < 2; ++hf) {
         const int j = n0 + w4 * 16 + g + 8 * hf;
@@ -795,14 +822,7 @@ KILN_DEV void consume_cols(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s
         const int c0 = cw * DQN + kiln_chunk_pair_lane(tq);
         uint16_t *dkr = (uint16_t *)p.dk + (s.k_beg + j) * p.dk_row_stride + (int64_t)h * p.dk_head_stride + c0;
         uint16_t *dvr = (uint16_t *)p.dv + (s.k_beg + j) * p.dv_row_stride + (int64_t)h * p.dv_head_stride + c0;
-#pragma unroll
-        for (int c = 0; c < 8; ++c) {
-            const int x0 = 8 * c + 2 * hf, x1 = x0 + 4;
-            kiln_st_chunk_pair(dkr + 16 * c, kiln_pack2<DT>(dk[x0] * sds, dk[x0 + 1] * sds),
-                               kiln_pack2<DT>(dk[x1] * sds, dk[x1 + 1] * sds), tq, ok);
-            kiln_st_chunk_pair(dvr + 16 * c, kiln_pack2<DT>(dv[x0] * inv, dv[x0 + 1] * inv),
-                               kiln_pack2<DT>(dv[x1] * inv, dv[x1 + 1] * inv), tq, ok);
-        }
+        store_kv_row<8>(dkr, dvr, dk, dv, sds, inv, hf, tq, ok);
     }
 }
 
@@ -811,7 +831,7 @@ KILN_DEV void consume_cols(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s
  * tile it of the ring; kvn: the parity of the item's K/V fill.  FUSE (the
  * fused dq pass) is a template argument so that its instance holds none of
  * the other dq paths' state: with it, the consumers of the persistent grid
- * fit their 224 registers. */
+ * fit their 232 registers. */
 template <bool FUSE>
 KILN_DEV void consume_keys(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s, const MRange &mr, uint32_t sbase,
                            int n0, int h, int tid, int &it, uint32_t kvn)
@@ -992,9 +1012,7 @@ KILN_DEV void consume_keys(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s
     const int64_t k_beg = (int64_t)(((uint64_t)kiln_ld_shared_u32(epi + 4) << 32) | kiln_ld_shared_u32(epi));
     const int L_ = (int)kiln_ld_shared_u32(epi + 8), h_ = (int)kiln_ld_shared_u32(epi + 12);
     const int jw0_ = (int)kiln_ld_shared_u32(epi + 16);
-    /* 8-byte stores, two n8 chunks per pairwise exchange
-     * (kiln_st_chunk_pair), half the store instructions of 4-byte ones:
-     * with the persistent grid these stores sit between two items */
+    /* 8-byte stores (store_kv_row()) */
 #pragma unroll
     for (int hf = 0; hf < 2; ++hf) {
         const int j = jw0_ + w4 * 16 + g + 8 * hf;
@@ -1002,22 +1020,11 @@ KILN_DEV void consume_keys(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s
         const int c0 = kiln_chunk_pair_lane(tq);
         uint16_t *dkr = (uint16_t *)p.dk + (k_beg + j) * p.dk_row_stride + (int64_t)h_ * p.dk_head_stride + c0;
         uint16_t *dvr = (uint16_t *)p.dv + (k_beg + j) * p.dv_row_stride + (int64_t)h_ * p.dv_head_stride + c0;
-#pragma unroll
-        for (int c = 0; c < D / 16; ++c) {
-            const int x0 = 8 * c + 2 * hf, x1 = x0 + 4;
-            kiln_st_chunk_pair(dkr + 16 * c, kiln_pack2<DT>(dk[x0] * sds, dk[x0 + 1] * sds),
-                               kiln_pack2<DT>(dk[x1] * sds, dk[x1 + 1] * sds), tq, ok);
-            kiln_st_chunk_pair(dvr + 16 * c, kiln_pack2<DT>(dv[x0] * inv, dv[x0 + 1] * inv),
-                               kiln_pack2<DT>(dv[x1] * inv, dv[x1 + 1] * inv), tq, ok);
-        }
+        store_kv_row<D / 16>(dkr, dvr, dk, dv, sds, inv, hf, tq, ok);
     }
 }
 
 /* ------------------------------------------------------------ the producer */
-/* K and V of keys n0.. (keys of them) into their tiles, completing on
- * BAR_KV: one TMA copy per column block for a whole block, else cp.async by
- * NT threads (rows past the end zero-filled: TMA would bring the next
- * sequence's rows, and 0 times an Inf or NaN there is not 0). */
 /* Rows [rows, NR) of a tile of NR rows (D / 64 column blocks of [NR][128
  * bytes]) at dst set to zero by one warp, then made visible to the async
  * proxy (the wgmmas). */
@@ -1051,6 +1058,10 @@ KILN_DEV void land_partial(uint32_t sbase, uint32_t full, uint32_t dst0, uint32_
     if (lane == 0) kiln_mbar_arrive(full);
 }
 
+/* K and V of keys n0.. (keys of them) into their tiles, completing on
+ * BAR_KV: one TMA copy per column block for a whole block; a partial block
+ * as land_partial() copies it (fused loader, NT = 32), else by cp.async of
+ * NT threads (rows past the end zero-filled). */
 template <int NT>
 KILN_DEV void load_kv(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s, int n0, int keys, int h, uint32_t sbase,
                       int tid, uint32_t &land)

@@ -86,12 +86,12 @@ kiln_status kiln_hstu_bwd(kiln_engine *e, const kiln_hstu_bwd_params *params, vo
     atomic_fetch_add_explicit(&e->mem_hits, 1, memory_order_relaxed);
     CUstream st = (CUstream)stream;
     if (plan.key.impl == 1) {
+        const int fuse_dq = plan.key.head_dim == 128;
         ta.b = plan.kp;
-        ta.fuse_dq = plan.key.head_dim == 128;
-        ta.dq_sync = ta.fuse_dq ? plan.dq_sync : 0;
-        ta.persist = 0;
+        ta.dq_sync = fuse_dq ? plan.dq_sync : 0;
+        ta.persist = ta.pad_ = 0;
         unsigned grid[3] = {plan.main.grid[0], plan.main.grid[1], plan.main.grid[2]};
-        if (ta.fuse_dq) {
+        if (fuse_dq) {
             plan.zero_dq_bytes = 0;
             plan.run_convert = 0;
             KILN_CU_TRY(cu, cu->MemsetD32Async(plan.dq_sync, 0, plan.dq_sync_bytes / 4, st),

@@ -889,8 +889,7 @@ KILN_DEV void consume_keys(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s
     /* with a descriptor of dq_accum: bulk reductions, as in consume_cols() */
     const bool bulk_dq = !FUSE && a.tma_dq != 0;
     const bool issuer = !FUSE && t128 == 0;
-    /* with fuse_dq the dq writer takes the staged dQ (dq_writer()) */
-    constexpr bool fuse = FUSE;
+    /* with the fused pass (FUSE) the dq writer takes the staged dQ */
     int pending = -1;
     int prev_m0 = -1;
     int prev_rows = 0;
@@ -983,7 +982,7 @@ KILN_DEV void consume_keys(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s
         kiln_reg_fence(dk);
         kiln_reg_fence(pa);
         kiln_reg_fence(da);
-        if constexpr (fuse) {
+        if constexpr (FUSE) {
             /* the item's last tile: every wgmma that read K and V has
              * completed, so the loader may bring the next item's while this
              * one's dQ is staged and its dK, dV go out */
@@ -1060,14 +1059,13 @@ KILN_DEV void land_partial(uint32_t sbase, uint32_t full, uint32_t dst0, uint32_
 
 /* K and V of keys n0.. (keys of them) into their tiles, completing on
  * BAR_KV: one TMA copy per column block for a whole block; a partial block
- * as land_partial() copies it (fused loader, NT = 32), else by cp.async of
- * NT threads (rows past the end zero-filled). */
-template <int NT>
+ * as land_partial() copies it (the fused pass's loader, FUSE), else by
+ * cp.async of the producer warpgroup (rows past the end zero-filled). */
+template <bool FUSE>
 KILN_DEV void load_kv(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s, int n0, int keys, int h, uint32_t sbase,
                       int tid, uint32_t &land)
 {
-    const kiln_hstu_kparams &f = a.b.f;
-    if (NT == 32 || (a.tma != 0 && keys == BN)) {
+    if (FUSE || (a.tma != 0 && keys == BN)) {
         const uint32_t bar = keys == BN ? sbase + BAR_KV : sbase + BAR_LAND;
         if (tid == 0) {
             kiln_mbar_arrive_expect_tx(bar, 2 * KV_BYTES);
@@ -1079,31 +1077,30 @@ KILN_DEV void load_kv(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s, int
                                  (int)(s.k_beg + n0), bar);
             }
         }
-        if (NT == 32 && keys < BN) land_partial<BN>(sbase, sbase + BAR_KV, sbase + OFF_K, sbase + OFF_V, keys, land, tid);
-        return;
+        if (FUSE && keys < BN) land_partial<BN>(sbase, sbase + BAR_KV, sbase + OFF_K, sbase + OFF_V, keys, land, tid);
+    } else if constexpr (!FUSE) {
+        const kiln_hstu_kparams &f = a.b.f;
+        const uint16_t *kg = (const uint16_t *)f.k + (s.k_beg + n0) * f.k_row_stride + (int64_t)h * f.k_head_stride;
+        const uint16_t *vg = (const uint16_t *)f.v + (s.k_beg + n0) * f.v_row_stride + (int64_t)h * f.v_head_stride;
+        load_tile<BN, D, PTHREADS>(sbase + OFF_K, kg, f.k_row_stride, keys, tid);
+        load_tile<BN, D, PTHREADS>(sbase + OFF_V, vg, f.v_row_stride, keys, tid);
+        kiln_cp_async_wait_all();
+        kiln_fence_proxy_async();
+        kiln_named_bar_sync(2, PTHREADS);
+        if (tid == 0) kiln_mbar_arrive(sbase + BAR_KV);
     }
-    const uint16_t *kg = (const uint16_t *)f.k + (s.k_beg + n0) * f.k_row_stride + (int64_t)h * f.k_head_stride;
-    const uint16_t *vg = (const uint16_t *)f.v + (s.k_beg + n0) * f.v_row_stride + (int64_t)h * f.v_head_stride;
-    load_tile<BN, D, NT>(sbase + OFF_K, kg, f.k_row_stride, keys, tid);
-    load_tile<BN, D, NT>(sbase + OFF_V, vg, f.v_row_stride, keys, tid);
-    kiln_cp_async_wait_all();
-    kiln_fence_proxy_async();
-    if constexpr (NT == 32) __syncwarp();
-    else kiln_named_bar_sync(2, PTHREADS);
-    if (tid == 0) kiln_mbar_arrive(sbase + BAR_KV);
 }
 
 /* The query tiles of one item (Q and dO) through the STAGES-deep ring, from
- * the CTA's tile it on: one thread with TMA, or, for a tile that runs past
- * the sequence (every tile when the host could not describe the tensors),
- * cp.async by the whole warpgroup, or by warp 0 alone with the fused dq
- * pass (FUSE), where that warp also counts each tile's contributors for
- * the dq writer. */
+ * the CTA's tile it on: one thread with TMA; a tile that runs past the
+ * sequence (every tile when the host could not describe the tensors) by
+ * cp.async of the whole warpgroup, or, with the fused dq pass (FUSE: warp 0
+ * alone, which also describes each tile to the dq writer), as
+ * land_partial() copies it. */
 template <bool FUSE>
 KILN_DEV void load_tiles(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s, const MRange &mr, int h, int b,
                          uint32_t sbase, int tid, int &it, uint32_t &land)
 {
-    constexpr int NT = FUSE ? 32 : PTHREADS;
     const kiln_hstu_bwd_kparams &p = a.b;
     const kiln_hstu_kparams &f = p.f;
     const bool leader = tid == 0;
@@ -1116,17 +1113,17 @@ KILN_DEV void load_tiles(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s, 
         const int mrow = m * BM;
         const uint32_t sq = sbase + OFF_Q + (uint32_t)st * 2 * QT_BYTES;
         const uint32_t full = sbase + BAR_FULL + 8 * st;
+        const int rows = s.len_q - mrow;
         if constexpr (FUSE) {
             /* for the dq writer, which has no registers to spare */
             TileDesc d;
             d.e = contributors(s, m, tid);
             d.row = (int)s.q_beg + mrow;
-            d.rows = kiln_min(BM, s.len_q - mrow);
+            d.rows = kiln_min(BM, rows);
             d.cell = sync_index(a, s, b, h, m);
             d.h = h;
             if (leader) put_desc(sbase, st, d);
         }
-        const int rows = s.len_q - mrow;
         if (FUSE || (a.tma != 0 && rows >= BM)) {
             const uint32_t bar = rows >= BM ? full : sbase + BAR_LAND;
             if (leader) {
@@ -1145,12 +1142,11 @@ KILN_DEV void load_tiles(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s, 
             const int64_t r = s.q_beg + mrow;
             const uint16_t *qg = (const uint16_t *)f.q + r * f.q_row_stride + (int64_t)h * f.q_head_stride;
             const uint16_t *og = (const uint16_t *)p.dout + r * p.dout_row_stride + (int64_t)h * p.dout_head_stride;
-            load_tile<BM, D, NT>(sq, qg, f.q_row_stride, s.len_q - mrow, tid);
-            load_tile<BM, D, NT>(sq + QT_BYTES, og, p.dout_row_stride, s.len_q - mrow, tid);
+            load_tile<BM, D, PTHREADS>(sq, qg, f.q_row_stride, rows, tid);
+            load_tile<BM, D, PTHREADS>(sq + QT_BYTES, og, p.dout_row_stride, rows, tid);
             kiln_cp_async_wait_all();
             kiln_fence_proxy_async();
-            if constexpr (NT == 32) __syncwarp();
-            else kiln_named_bar_sync(2, PTHREADS);
+            kiln_named_bar_sync(2, PTHREADS);
             if (leader) kiln_mbar_arrive(full);
         }
     }
@@ -1260,7 +1256,7 @@ KILN_DEV void loader(const kiln_hstu_bwd_tma_kparams &a, uint32_t sbase, int tid
         if (idx < 0) break;
         if (tid == 0) kiln_st_shared_u32(count, n + 1);
         if (n > 0) kiln_mbar_wait(sbase + BAR_KVE, (n - 1) & 1);
-        load_kv<32>(a, x.s, x.n0, x.keys, x.h, sbase, tid, land);
+        load_kv<true>(a, x.s, x.n0, x.keys, x.h, sbase, tid, land);
         load_tiles<true>(a, x.s, M::visit_range(x.s, x.n0, x.keys), x.h, x.b, sbase, tid, it, land);
         idx = persist ? next_item(a, total, tid) : -1;
     }
@@ -1367,7 +1363,7 @@ kiln_hstu_bwd_main(const __grid_constant__ kiln_hstu_bwd_tma_kparams a)
             kiln_setmaxnreg_dec<KILN_PREGS>();
             block_item<false>(f, x, false);
             uint32_t land = 0; /* (unused: no fused pass) */
-            load_kv<PTHREADS>(a, x.s, x.n0, x.keys, x.h, sbase, tid, land);
+            load_kv<false>(a, x.s, x.n0, x.keys, x.h, sbase, tid, land);
             load_tiles<false>(a, x.s, M::visit_range(x.s, x.n0, x.keys), x.h, x.b, sbase, tid, it, land);
         } else {
             kiln_setmaxnreg_inc<KILN_CREGS>();

@@ -26,17 +26,17 @@ typedef struct kiln_hstu_bwd_tma_kparams {
     kiln_hstu_bwd_kparams b;
     int32_t tma;    /* 1: the maps below describe q, k, v, dout */
     int32_t tma_dq; /* 1: and dq_accum */
-    /* 1 (needs tma and tma_dq; head dim 128, where the kernel runs only
-     * this way): dq_accum is not zeroed before the kernel and no convert
-     * pass follows.  A dq tile's first contributor stores its part, the
-     * others add theirs once it has, and the last converts the tile into
-     * dq, coordinated through dq_sync */
-    int32_t fuse_dq;
-    /* 1 (needs fuse_dq): the grid is (CTAs, 1, 1), each CTA taking work
-     * items (key blocks of a sequence and head) from the counter at dq_sync;
-     * 0: the grid is (key blocks, heads, batch), an item per block */
+    /* Head dim 128 (needs tma and tma_dq) runs the fused dq pass:
+     * dq_accum is not zeroed before the kernel and no convert pass follows.
+     * A dq tile's first contributor stores its part, the others add theirs
+     * once it has, and the last converts the tile into dq, coordinated
+     * through dq_sync.  There, persist 1: the grid is (CTAs, 1, 1), each CTA
+     * taking work items (key blocks of a sequence and head) from the counter
+     * at dq_sync; 0: the grid is (key blocks, heads, batch), an item per
+     * block (as at the other head dims) */
     int32_t persist;
-    /* zeroed before the kernel: 16 bytes (the persistent grid's item
+    int32_t pad_;
+    /* head dim 128: zeroed before the kernel: 16 bytes (the persistent grid's item
      * counter, then padding), then 2 words (claims; ready bit and count of
      * landed contributions) per 64-row dq tile and head; the tile m of
      * sequence b is tile b + q_beg / 64 + m */

@@ -70,14 +70,29 @@
  * apart, chunk c at c ^ ((key >> 4) & 1): the padding and the xor make the
  * transposer's 16-byte reads conflict-free (4 wavefronts per warp).
  *
- * Where a step's time goes (H100, (32, 4096, 4, 128), 2026-11-24): about
- * 2450 clocks, of which the two consumers' wgmmas need 1024 at peak and
- * their tanh another 1024 of MUFU time, one after the other.  Left out for
- * timing (wrong results), at the three benchmark shapes: the V transpose
- * +4 to 8%, the SiLU's fp32 arithmetic +7 to 12%, both +15 to 19%.
- * Ping-pong of the consumers gains nothing, with or without that fp32
- * arithmetic: running wgmmas slow MUFU, cvt and integer instructions on
- * the other warps 1.3 to 2.3x (tests/standalone/sm90_wgmma_rate.cu).
+ * Where a step's time goes (H100, (32, 4096, 4, 128)): about 2450 clocks,
+ * against 1024 for the two consumers' wgmmas at peak.  Left out for
+ * timing (wrong results; TFLOP/s at (32, 4096), (256, 1024), (64, 2048, 8,
+ * 64), 2026-11-24, base 742-769, 421-435, 392-397):
+ *   the tanh alone (FMUL and FFMA kept)       775, 446, 456
+ *   the whole SiLU (P = S, converted)          826-857, 472-474, 493
+ *   the V transpose (staging copy kept)        832, 453, 400
+ *   the V path (staging copy and transpose)    858, 481, 424
+ *   the V path and the SiLU                    1166, 572, 599
+ * The tanh costs little at head dim 128 (1 to 4%; 15% at 64).  The SiLU
+ * costs 7 to 26%, the V path 7 to 14%, the two together 34 to 55%: they
+ * contend for something both use, most likely the ALU pipe (the
+ * transposer's PRMTs and address arithmetic; the consumers' e4m3
+ * conversions and mask compares), which running wgmmas slow about 2x
+ * (tests/standalone/sm90_wgmma_rate.cu).  Moving part of the SiLU to the
+ * FMA pipe (a degree-7 polynomial for tanh, 10 instructions, error 1.6e-3)
+ * slows every shape, the more the larger the share: 1/4 of the elements
+ * -4%, 1/2 -16%, 3/4 -23% at (32, 4096).  Ping-pong of the consumers gains
+ * nothing.  So the next gains are in the V path: fewer instructions per
+ * transposed byte (ldmatrix.trans for the 16-bit half of the transpose,
+ * leaving one PRMT stage, and 16-byte stores), or V^T made once per call by
+ * a pre-pass (one more read and write of V, about 7% of the forward at
+ * (32, 4096), and a workspace) so that TMA brings it like K.
  *
  * Requirements on the inputs (checked by the runtime): q, k, v, out 16-byte
  * aligned; q, k, v row and head strides multiples of 16 elements, out's of

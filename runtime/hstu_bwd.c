@@ -63,8 +63,8 @@ kiln_status kiln_hstu_bwd(kiln_engine *e, const kiln_hstu_bwd_params *params, vo
      * (ta.tma = 0).  At head dim 128 it runs only with its fused dq pass
      * (fuse_dq: it turns dq_accum into dq itself; only its sync words are
      * zeroed and no convert pass runs), which needs descriptors of
-     * everything: other calls go to the portable kernel, as do grids of
-     * 2^30 blocks or more and dq tile counts of 2^31 or more (the kernel
+     * everything: other calls go to the portable kernel, as do those of
+     * 2^30 work items or more and 2^31 dq tiles or more (the kernel
      * numbers work items and sync words in 32 bits). */
     kiln_hstu_bwd_tma_kparams ta;
     const uint64_t items =
@@ -72,10 +72,9 @@ kiln_status kiln_hstu_bwd(kiln_engine *e, const kiln_hstu_bwd_params *params, vo
     if (plan.key.impl == 1) {
         if (kiln__hstu_bwd_tma_fill(cu, params, &plan.key, plan.kp.dq_accum, &ta) != 0)
             memset(&ta, 0, sizeof ta);
-        if (items >= (1u << 30) ||
-            (plan.key.head_dim == 128 &&
-             (!(ta.tma && ta.tma_dq && plan.dq_sync) ||
-              plan.dq_sync_bytes > 16 + 8 * (uint64_t)INT32_MAX))) {
+        if (plan.key.head_dim == 128 &&
+            (!(ta.tma && ta.tma_dq && plan.dq_sync) || items >= (1u << 30) ||
+             plan.dq_sync_bytes > 16 + 8 * (uint64_t)INT32_MAX)) {
             uint64_t dbg = plan.kp.f.debug_counter;
             KILN_TRY(kiln__hstu_bwd_plan_impl(params, di->arch, di->arch_a, 0, &plan));
             plan.kp.f.debug_counter = dbg;

@@ -876,6 +876,11 @@ KILN_DEV void consume_keys(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s
     }
     kiln_mbar_wait(sbase + BAR_KV, kvn & 1);
     kiln_fence_proxy_async();
+    /* Each item arrives on BAR_KVE once (the loader waits for it before it
+     * brings the next item's K and V): after its last tile's wgmmas (in
+     * the loop), or here when it visits no query tile (delta_q with a
+     * window that ends before the queries start). */
+    if constexpr (FUSE) kiln_mbar_arrive_if(sbase + BAR_KVE, !mr.valid(mr.first()));
 
     /* query row 0 of the sequence in dq_accum, from column h D + cw DQN;
      * rows of hd floats (H D < 2^31: H <= 65535) */
@@ -1002,8 +1007,6 @@ KILN_DEV void consume_keys(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s
     }
     if (!FUSE && !bulk_dq && prev_m0 >= 0) add_dq(dqa, prev_m0, hd, dq, prev_rows, sds, w4, g, tq);
     if (!FUSE && issuer && pending >= 0) kiln_bulk_wait();
-    /* (the fused pass has arrived after its last tile's wgmmas) */
-    if constexpr (!FUSE) kiln_mbar_arrive(sbase + BAR_KVE);
 
     /* ---- dK = dK' * sds, dV = dV' * inv_scaling; keys < L */
     const float inv = f.inv_scaling;

@@ -74,7 +74,7 @@
  * against 1024 for the two consumers' wgmmas at peak.  Left out for
  * timing (wrong results; TFLOP/s at (32, 4096), (256, 1024), (64, 2048, 8,
  * 64), 2026-11-24, base 742-769, 421-435, 392-397):
- *   the tanh alone (FMUL and FFMA kept)       775, 446, 456
+ *   the tanh alone (FMUL and FFMA kept)        775, 446, 456
  *   the whole SiLU (P = S, converted)          826-857, 472-474, 493
  *   the V transpose (staging copy kept)        832, 453, 400
  *   the V path (staging copy and transpose)    858, 481, 424

@@ -883,6 +883,16 @@ static int edge_cases(kt_case *out) {
     c.rab_exact = 1; /* rows 130 apart */
     c.drab = 1;
     out[n++] = c;
+    /* The Hopper kernel's persistent grid at head dim 128 (no rab, no det):
+     * 4 x 8 x 10 = 320 work items, more than one per SM, and most key blocks
+     * seen by no query (the window ends long before the queries start), so
+     * CTAs take items that visit no query tile between ones that do. */
+    c = kt_base_case("delta-local-empty-items", KT_F_LOCAL, bf, 128, 8, 4, L(40, 40, 3, 40));
+    memcpy(c.len_k, L(1200, 900, 1200, 700), 4 * sizeof(int));
+    c.delta_q = 1;
+    c.wl = 32;
+    c.wr = 0;
+    out[n++] = c;
     c = kt_base_case("delta-none-rab", KT_F_NONE, bf, 256, 2, 3, L(50, 31, 1));
     memcpy(c.len_k, L(100, 31, 2), 3 * sizeof(int));
     c.delta_q = 1;

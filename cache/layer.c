@@ -166,6 +166,51 @@ static int create_schema(sqlite3 *db, void *ctx)
 }
 
 /* Set up a read-write connection: pragmas and schema. */
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void jitter_sleep(void)
+{
+    static _Thread_local unsigned seed;
+    if (!seed) seed = (unsigned)getpid() ^ (unsigned)now_ms() ^ (unsigned)(uintptr_t)&seed;
+    seed = seed * 1103515245u + 12345u;
+    struct timespec ts = {0, (long)(10 + (seed >> 16) % 50) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* PRAGMA journal_mode = WAL.  Switching a new file out of rollback mode takes
+ * an exclusive lock, and SQLite answers SQLITE_BUSY at once, without the busy
+ * handler, while another process holds any lock on it -- which is the normal
+ * case when several processes open a fresh cache together -- so the busy
+ * answer is retried here, for as long as the busy timeout would wait. */
+static int set_wal(kiln_cache *c, sqlite3 *db)
+{
+    int64_t t0 = now_ms();
+    for (;;) {
+        sqlite3_stmt *st = NULL;
+        int rc = sqlite3_prepare_v2(db, "PRAGMA journal_mode = WAL", -1, &st,
+                                    NULL);
+        if (rc == SQLITE_OK) {
+            rc = sqlite3_step(st);
+            if (rc == SQLITE_ROW) {
+                const char *mode = (const char *)sqlite3_column_text(st, 0);
+                if (!mode || strcmp(mode, "wal") != 0)
+                    KILN_LOGD(c->log, "cache %s: journal_mode is %s, not wal",
+                              c->db_path, mode ? mode : "?");
+                rc = SQLITE_OK;
+            }
+        }
+        sqlite3_finalize(st);
+        if (!kiln__cache_is_busy(rc) || now_ms() - t0 >= CACHE_BUSY_MS)
+            return rc;
+        jitter_sleep();
+    }
+}
+
 static int setup_rw(kiln_cache *c, sqlite3 *db, char *why, size_t n)
 {
     int64_t v = 0, pages = 0, foreign = 0, ours = 0;
@@ -182,19 +227,7 @@ static int setup_rw(kiln_cache *c, sqlite3 *db, char *why, size_t n)
     if (pages == 0) /* a new file: only now can auto_vacuum be chosen */
         sqlite3_exec(db, "PRAGMA auto_vacuum = INCREMENTAL", NULL, NULL, NULL);
 
-    sqlite3_stmt *st = NULL;
-    rc = sqlite3_prepare_v2(db, "PRAGMA journal_mode = WAL", -1, &st, NULL);
-    if (rc == SQLITE_OK) {
-        rc = sqlite3_step(st);
-        if (rc == SQLITE_ROW) {
-            const char *mode = (const char *)sqlite3_column_text(st, 0);
-            if (!mode || strcmp(mode, "wal") != 0)
-                KILN_LOGD(c->log, "cache %s: journal_mode is %s, not wal",
-                          c->db_path, mode ? mode : "?");
-            rc = SQLITE_OK;
-        }
-        sqlite3_finalize(st);
-    }
+    rc = set_wal(c, db);
     if (rc != SQLITE_OK) goto fail;
     char sql[160];
     snprintf(sql, sizeof sql,
@@ -609,22 +642,6 @@ int kiln__cache_note_rc(kiln_cache *c, cache_layer *L, int rc)
 }
 
 /* ---------------------------------------------------------------- writes */
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void jitter_sleep(void)
-{
-    static _Thread_local unsigned seed;
-    if (!seed) seed = (unsigned)getpid() ^ (unsigned)now_ms() ^ (unsigned)(uintptr_t)&seed;
-    seed = seed * 1103515245u + 12345u;
-    struct timespec ts = {0, (long)(10 + (seed >> 16) % 50) * 1000000L};
-    nanosleep(&ts, NULL);
-}
 
 int kiln__cache_write(kiln_cache *c, int (*body)(sqlite3 *db, void *ctx),
                       void *ctx, char *err, size_t errn)

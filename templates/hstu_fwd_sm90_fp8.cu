@@ -21,8 +21,8 @@
  *     test_hstu_fp8_gpu.c states and checks the bound).
  *   O += P V: e4m3 wgmma needs V K-major too, i.e. V^T with keys contiguous.
  *     The producer warpgroup transposes each V tile: cp.async into a padded
- *     staging buffer, then 4 x 4 byte transposes (prmt) into the
- *     wgmma-canonical swizzled V^T tile.  The S accumulator's register
+ *     staging buffer, then ldmatrix.trans, one prmt per word and stmatrix
+ *     (transpose_v) into the wgmma-canonical swizzled V^T tile.  The S accumulator's register
  *     layout does not match the 8-bit A fragment's, so instead of moving P
  *     between threads the keys of every 16-block of V^T are stored in the
  *     order kiln_p8_perm() gives (kiln_sm90_fp8.cuh explains the layouts).
@@ -67,8 +67,9 @@
  * byte chunk c of row r at chunk c ^ (r & 7)); D = 64: [rows][64], 64-byte
  * swizzle (c ^ ((r >> 1) & 3)).  V^T: [D][BN] with the 128-byte swizzle
  * (BN = 128) or the 64-byte one (BN = 64).  Staging: key rows D + 16 bytes
- * apart, chunk c at c ^ ((key >> 4) & 1): the padding and the xor make the
- * transposer's 16-byte reads conflict-free (4 wavefronts per warp).
+ * apart, chunk c at c ^ ((key >> 4) & 1): the padding keeps ldmatrix's 8
+ * rows in distinct bank groups (the xor served an older transposer; it
+ * costs nothing).
  *
  * Where a step's time goes (H100, (32, 4096, 4, 128)): about 2450 clocks,
  * against 1024 for the two consumers' wgmmas at peak.  Left out for
@@ -88,11 +89,14 @@
  * FMA pipe (a degree-7 polynomial for tanh, 10 instructions, error 1.6e-3)
  * slows every shape, the more the larger the share: 1/4 of the elements
  * -4%, 1/2 -16%, 3/4 -23% at (32, 4096).  Ping-pong of the consumers gains
- * nothing.  So the next gains are in the V path: fewer instructions per
- * transposed byte (ldmatrix.trans for the 16-bit half of the transpose,
- * leaving one PRMT stage, and 16-byte stores), or V^T made once per call by
- * a pre-pass (one more read and write of V, about 7% of the forward at
- * (32, 4096), and a workspace) so that TMA brings it like K.
+ * nothing.  The transposer then in use (4 x 4 byte transposes: 16-byte
+ * loads, two PRMT stages, 4-byte stores; about 170 instructions per tile
+ * and thread) gave way to today's (about 50), on an H100, 2 runs each,
+ * same session, 2026-11-25: (32, 4096) 738, 767 -> 777, 783; (256, 1024)
+ * 424, 428 -> 442, 441; (64, 2048, 8, 64) 395, 392 -> 395, 396 (where the
+ * SiLU binds).  What the V path still costs could go to a pre-pass making
+ * V^T once per call (one more read and write of V, about 7% of the forward
+ * at (32, 4096), and a workspace) so that TMA brings it like K.
  *
  * Requirements on the inputs (checked by the runtime): q, k, v, out 16-byte
  * aligned; q, k, v row and head strides multiples of 16 elements, out's of
@@ -259,38 +263,47 @@ KILN_DEV void load_v(uint32_t sdst, const uint8_t *gbase, int64_t stride, int nv
 }
 
 /* Producer: V tile in staging (keys in order) -> V^T tile (keys of each
- * 16-block in kiln_p8_perm order).  A unit is 4 keys {2t, 2t+1, 2t+8, 2t+9}
- * of block blk times 16 d values: four 16-byte reads, four 4 x 4 byte
- * transposes, sixteen 4-byte writes (positions 4t..4t+3 of the block in 16
- * rows of V^T).  Lanes run over (t, blk) first, so a warp's writes to one
- * V^T row fill all 32 banks (BN = 128; two ways with BN = 64), and the
- * staging layout spreads its reads over all 8 chunk slots. */
+ * 16-block in kiln_p8_perm order).  The byte transpose is done in two
+ * halves: ldmatrix.trans transposes 16-bit pairs (two d values of one key),
+ * one PRMT per word interleaves the bytes of two such pairs, and stmatrix
+ * writes the rows.  A warp's step is one 16-key block times 32 d values:
+ *   ldmatrix.x4.trans, matrices {keys 0-7, keys 8-15} x {chunk 2c, 2c + 1}:
+ *     lane (j = l / 4, q = l % 4) gets, per matrix, keys 2q + {0, 1} (+ 8)
+ *     at d = 2j + {0, 1} (+ 16): a = [k0 d0, k0 d1, k1 d0, k1 d1] and b the
+ *     same for keys 2q + 8, 2q + 9;
+ *   prmt(a, b, 0x6420) is row d0 of V^T at positions 4q .. 4q + 3 (keys 2q,
+ *     2q + 1, 2q + 8, 2q + 9: the p8 order), 0x7531 row d1;
+ *   stmatrix.x4 takes, from lane j, row j of each matrix: the lanes with
+ *     j < 4 put their d0 words in matrix 0 and d1 in matrix 1, those with
+ *     j >= 4 the other way round, so a matrix's rows are d = {0, 2, 4, 6,
+ *     9, 11, 13, 15} (or the rest), whose V^T swizzle lands in 8 distinct
+ *     16-byte bank groups (with d = 0, 2, .., 14, two ways).
+ * The staging rows are D + 16 bytes apart, so ldmatrix's 8 rows are also
+ * conflict-free.  Warp w takes blocks w, w + 4 (one parity: the staging
+ * xor is a constant).  Per 16 KB tile and thread: 8 ldmatrix, 32 PRMT, 8
+ * stmatrix, against 8 16-byte loads, 64 PRMT, 32 4-byte stores and about
+ * 60 address instructions of the 4 x 4 byte transposes it replaces. */
 KILN_DEV void transpose_v(uint32_t vs, uint32_t vt, int ptid)
 {
     constexpr int NB = BN / 16;
-    constexpr int UNITS = NB * 4 * CPR;
-    static_assert(UNITS % PTHREADS == 0, "units per thread");
-#pragma unroll 1
-    for (int u = ptid; u < UNITS; u += PTHREADS) {
-        const int t = u & 3;
-        const int blk = (u >> 2) & (NB - 1);
-        const int dc = NB == 8 ? u >> 5 : u >> 4;
-        uint32_t w[4][4];
+    constexpr int CP = D / 32;
+    static_assert(NB % 4 == 0 && (NB == 4 || VSW128), "blocks per warp");
+    const int w = ptid >> 5, l = ptid & 31;
+    const int mi = l >> 3, r = l & 7;
+    const uint32_t ld = vs + (uint32_t)((16 * w + 8 * (mi & 1) + r) * VROWB + (((mi >> 1) ^ (w & 1)) << 4));
+    const uint32_t st = vt + vt_off(16 * (mi >> 1) + 2 * r + ((mi & 1) ^ (r >> 2)), w);
+    const uint32_t sel0 = l < 16 ? 0x6420u : 0x7531u, sel1 = sel0 ^ 0x1111u;
 #pragma unroll
-        for (int kk = 0; kk < 4; ++kk) {
-            const int key = 16 * blk + 2 * t + (kk & 1) + 8 * (kk >> 1);
-            kiln_ld_shared_v4(vs + stage_off(key, dc), w[kk]);
+    for (int i = 0; i < NB / 4; ++i)
+#pragma unroll
+        for (int c = 0; c < CP; ++c) {
+            uint32_t m[4];
+            kiln_ldmatrix_x4_trans(m, ld + (uint32_t)(64 * i * VROWB + 32 * c));
+            const uint32_t x[4] = {kiln_prmt(m[0], m[1], sel0), kiln_prmt(m[0], m[1], sel1),
+                                   kiln_prmt(m[2], m[3], sel0), kiln_prmt(m[2], m[3], sel1)};
+            /* block w + 4: its swizzle chunk is w's xor 4 (V^T is 1024-aligned) */
+            kiln_stmatrix_x4((st ^ (uint32_t)(64 * i)) + (uint32_t)(32 * c * BN), x);
         }
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-            const uint32_t in[4] = {w[0][j], w[1][j], w[2][j], w[3][j]};
-            uint32_t out[4];
-            kiln_transpose4x4_b8(in, out);
-#pragma unroll
-            for (int i = 0; i < 4; ++i)
-                kiln_st_shared_u32(vt + vt_off(16 * dc + 4 * j + i, blk) + 4 * t, out[i]);
-        }
-    }
 }
 
 /* wgmma descriptors. */

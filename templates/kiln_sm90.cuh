@@ -89,6 +89,15 @@ KILN_DEV void kiln_fence_proxy_async(void)
 }
 
 /* Named barrier among `count` threads (a multiple of 32). */
+/* stmatrix (sm_90): four 8 x 8 b16 matrices to shared memory; lane l gives
+ * the address of row l % 8 of matrix l / 8 and, in r[i], row l / 4,
+ * columns 2 (l % 4) and 2 (l % 4) + 1 of matrix i (ldmatrix's fragment). */
+KILN_DEV void kiln_stmatrix_x4(uint32_t addr, const uint32_t (&r)[4])
+{
+    asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n"
+                 :: "r"(addr), "r"(r[0]), "r"(r[1]), "r"(r[2]), "r"(r[3]) : "memory");
+}
+
 KILN_DEV void kiln_named_bar_sync(int id, int count)
 {
     asm volatile("bar.sync %0, %1;\n" :: "r"(id), "r"(count) : "memory");

@@ -48,19 +48,6 @@ KILN_DEV uint32_t kiln_prmt(uint32_t a, uint32_t b, uint32_t sel)
     return d;
 }
 
-/* 4 x 4 byte transpose: out[j] byte i = in[i] byte j. */
-KILN_DEV void kiln_transpose4x4_b8(const uint32_t in[4], uint32_t out[4])
-{
-    const uint32_t t0 = kiln_prmt(in[0], in[1], 0x5140u); /* a0 b0 a1 b1 */
-    const uint32_t t1 = kiln_prmt(in[0], in[1], 0x7362u); /* a2 b2 a3 b3 */
-    const uint32_t t2 = kiln_prmt(in[2], in[3], 0x5140u); /* c0 d0 c1 d1 */
-    const uint32_t t3 = kiln_prmt(in[2], in[3], 0x7362u); /* c2 d2 c3 d3 */
-    out[0] = kiln_prmt(t0, t2, 0x5410u);
-    out[1] = kiln_prmt(t0, t2, 0x7632u);
-    out[2] = kiln_prmt(t1, t3, 0x5410u);
-    out[3] = kiln_prmt(t1, t3, 0x7632u);
-}
-
 /* Four floats -> four e4m3 bytes (x0 in byte 0), round to nearest,
  * saturating to +-448 (no infinities in e4m3; NaN stays NaN).  MERGE: the
  * halves joined by mov {lo, hi}, which ptxas turns into the second

@@ -94,7 +94,13 @@
  * and thread) gave way to today's (about 50), on an H100, 2 runs each,
  * same session, 2026-11-25: (32, 4096) 738, 767 -> 777, 783; (256, 1024)
  * 424, 428 -> 442, 441; (64, 2048, 8, 64) 395, 392 -> 395, 396 (where the
- * SiLU binds).  What the V path still costs could go to a pre-pass making
+ * SiLU binds).  The SiLU in f16x2 (cvt to f16x2 after the FMULs, tanh,
+ * one HFMA2, cvt to e4m3 from f16x2: the same instruction count, two FFMAs
+ * traded for an HFMA2 and an F2FP) lost 4 to 7% (same session: 782, 794 ->
+ * 731, 738; 442, 440 -> 416, 405; 400, 397 -> 382, 380): tanh.approx.f16x2
+ * is two MUFU.TANH.F16 at the f32 rate (sm90_wgmma_rate), and the extra
+ * conversion costs more than the FFMA it replaces.  What the V path still
+ * costs could go to a pre-pass making
  * V^T once per call (one more read and write of V, about 7% of the forward
  * at (32, 4096), and a workspace) so that TMA brings it like K.
  *

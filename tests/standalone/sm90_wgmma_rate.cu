@@ -26,9 +26,10 @@
 #include <cstdio>
 
 enum { W_SS128, W_RS128, W_RS64, W_STEP };
-enum { X_NONE, X_TANH, X_FFMA, X_FMUL, X_HFMA2, X_LOP3, X_IMAD, X_CVT, X_SILU, NX };
+enum { X_NONE, X_TANH, X_FFMA, X_FMUL, X_HFMA2, X_LOP3, X_IMAD, X_CVT, X_SILU, X_TANH16, NX };
 static const char *const xname[NX] = {"-", "tanh.approx.f32", "fma.f32", "mul.f32", "fma.f16x2",
-                                      "lop3", "mad.lo.u32", "cvt e4m3x2.f32", "silu (mul,tanh,fma)"};
+                                      "lop3", "mad.lo.u32", "cvt e4m3x2.f32", "silu (mul,tanh,fma)",
+                                      "tanh.approx.f16x2"};
 constexpr int SMEM = 96 * 1024;
 constexpr int G_SHORT = 512, G_LONG = 8192;  /* wgmma groups per run */
 
@@ -120,6 +121,8 @@ template <int X> __device__ void alu_stream(int iters)
                 float t;
                 asm volatile("tanh.approx.f32 %0, %1;" : "=f"(t) : "f"(h));
                 x[i] = fmaf(h, t, h);
+            } else if constexpr (X == X_TANH16) {
+                asm volatile("tanh.approx.f16x2 %0, %0;" : "+r"(u[i]));
             }
         }
     }
@@ -210,6 +213,7 @@ template <int W> static void part2_all()
     part2<W, X_IMAD>();
     part2<W, X_CVT>();
     part2<W, X_SILU>();
+    part2<W, X_TANH16>();
 }
 
 int main()

@@ -165,7 +165,6 @@ static int create_schema(sqlite3 *db, void *ctx)
     return sqlite3_exec(db, sql, NULL, NULL, NULL);
 }
 
-/* Set up a read-write connection: pragmas and schema. */
 static int64_t now_ms(void)
 {
     struct timespec ts;
@@ -211,6 +210,7 @@ static int set_wal(kiln_cache *c, sqlite3 *db)
     }
 }
 
+/* Set up a read-write connection: pragmas and schema. */
 static int setup_rw(kiln_cache *c, sqlite3 *db, char *why, size_t n)
 {
     int64_t v = 0, pages = 0, foreign = 0, ours = 0;

@@ -88,7 +88,6 @@ KILN_DEV void kiln_fence_proxy_async(void)
     asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
 
-/* Named barrier among `count` threads (a multiple of 32). */
 /* stmatrix (sm_90): four 8 x 8 b16 matrices to shared memory; lane l gives
  * the address of row l % 8 of matrix l / 8 and, in r[i], row l / 4,
  * columns 2 (l % 4) and 2 (l % 4) + 1 of matrix i (ldmatrix's fragment). */
@@ -98,6 +97,7 @@ KILN_DEV void kiln_stmatrix_x4(uint32_t addr, const uint32_t (&r)[4])
                  :: "r"(addr), "r"(r[0]), "r"(r[1]), "r"(r[2]), "r"(r[3]) : "memory");
 }
 
+/* Named barrier among `count` threads (a multiple of 32). */
 KILN_DEV void kiln_named_bar_sync(int id, int count)
 {
     asm volatile("bar.sync %0, %1;\n" :: "r"(id), "r"(count) : "memory");

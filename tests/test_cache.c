@@ -1609,7 +1609,7 @@ static void worker_fail(worker *w, const char *step, const char *key,
 {
     if (!w->errors++)
         snprintf(w->first, sizeof w->first, "%s %s: status %d (%s)", step, key,
-                 (int)s, s == KILN_OK ? "" : kiln_last_error());
+                 (int)s, s == KILN_ENOTFOUND ? "not found" : kiln_last_error());
 }
 
 static void worker_key(char *out, size_t n, int proc, int thread, int i)
@@ -1785,7 +1785,6 @@ static void test_concurrent_first_open(void **state)
     }
     for (int p = 0; p < OPEN_PROCS; p++) tentry_free(&t[p]);
 }
-
 
 static void test_killed_mid_insert(void **state)
 {

@@ -1157,9 +1157,10 @@ KILN_DEV void load_tiles(const kiln_hstu_bwd_tma_kparams &a, const kiln_seq &s, 
 
 /* ------------------------------------------------------------ work items */
 /* A work item is (sequence b, head h, key block kb), numbered
- * kb + nb (h + H b).  The loader hands each item to the consumers and the dq
- * writer through two slots (I_SLOT, BAR_IFULL / BAR_IEMPTY; each of the 8
- * consumer warps and the writer takes it); -1 ends them.  The one-item
+ * kb + nb (h + H b).  The loader hands each item to the consumers through
+ * two slots (I_SLOT, BAR_IFULL / BAR_IEMPTY; each of the 8 consumer warps
+ * takes it; the dq writer follows the tiles' TileDesc instead); -1 ends
+ * them.  The one-item
  * grid (kb, h, b) hands over the block's own item.  With fuse_dq and
  * a.persist, the persistent grid: a CTA per SM (or fewer) takes items from
  * a counter (the first 4 bytes of dq_sync, zeroed with the sync words):

@@ -22,8 +22,9 @@
  *   O += P V: e4m3 wgmma needs V K-major too, i.e. V^T with keys contiguous.
  *     The producer warpgroup transposes each V tile: cp.async into a padded
  *     staging buffer, then ldmatrix.trans, one prmt per word and stmatrix
- *     (transpose_v) into the wgmma-canonical swizzled V^T tile.  The S accumulator's register
- *     layout does not match the 8-bit A fragment's, so instead of moving P
+ *     (transpose_v) into the wgmma-canonical swizzled V^T tile.  The S
+ *     accumulator's register layout does not match the 8-bit A
+ *     fragment's, so instead of moving P
  *     between threads the keys of every 16-block of V^T are stored in the
  *     order kiln_p8_perm() gives (kiln_sm90_fp8.cuh explains the layouts).
  *   dq dk scale S before the SiLU, dv and inv_scaling scale O at the end.
@@ -100,9 +101,9 @@
  * 731, 738; 442, 440 -> 416, 405; 400, 397 -> 382, 380): tanh.approx.f16x2
  * is two MUFU.TANH.F16 at the f32 rate (sm90_wgmma_rate), and the extra
  * conversion costs more than the FFMA it replaces.  What the V path still
- * costs could go to a pre-pass making
- * V^T once per call (one more read and write of V, about 7% of the forward
- * at (32, 4096), and a workspace) so that TMA brings it like K.
+ * costs could go to a pre-pass making V^T once per call (one more read and
+ * write of V, about 7% of the forward at (32, 4096), and a workspace) so
+ * that TMA brings it like K.
  *
  * Requirements on the inputs (checked by the runtime): q, k, v, out 16-byte
  * aligned; q, k, v row and head strides multiples of 16 elements, out's of

@@ -55,10 +55,10 @@ size_t kiln__hstu_fwd_sm90_smem(int dtype, int head_dim, int block_m, int block_
     size_t d = (size_t)head_dim;
     if (dtype == KILN_DTYPE_E4M3)
         /* templates/hstu_fwd_sm90_fp8.cu: alignment slack | 2 x Q | 4
-         * stages (3 at head dim 256) x (K | V^T) | 3 V staging buffers of
-         * rows padded by 16 | mbarriers and the output scale (128) */
+         * stages (3 at head dim 256) x (K | V^T) | 3 V staging tiles |
+         * mbarriers and the output scale (128) */
         return 1024 + 2 * (size_t)block_m * d + (d <= 128 ? 4 : 3) * 2 * (size_t)block_n * d +
-               3 * (size_t)block_n * (d + 16) + 128;
+               3 * (size_t)block_n * d + 128;
     /* alignment slack | Q buffers | K ring | V ring | mbarriers (256) | item
      * queue (128) | producer warp slots (256) */
     return 1024 + (size_t)kiln__sm90_q_stages(head_dim) * 2 * (size_t)block_m * d +

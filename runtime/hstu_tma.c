@@ -1,5 +1,5 @@
 /* hstu_tma.c -- TMA descriptors of q, k and v for the Hopper HSTU forward
- * (q and k of the fp8 one; q, k, v and dout for the backward).
+ * and the fp8 one (q, k, v and dout for the backward).
  *
  * Each tensor is described as 3-D (head_dim, heads, rows), innermost first,
  * with the box the kernel copies: one column block (64 elements, or 32 at
@@ -84,8 +84,12 @@ int kiln__hstu_fp8_tma_fill(const kiln_cu_api *cu, const kiln_hstu_fwd_params *p
     if (encode_as(cu, a->tmap[KILN_TMA8_Q], TM_UINT8, 1, p->q, p->total_q, p->q_row_stride, h,
                   p->q_head_stride, d, cols, (unsigned)key->block_m, sw) != 0)
         return -1;
-    return encode_as(cu, a->tmap[KILN_TMA8_K], TM_UINT8, 1, p->k, p->total_k, p->k_row_stride, h,
-                     p->k_head_stride, d, cols, (unsigned)key->block_n, sw);
+    if (encode_as(cu, a->tmap[KILN_TMA8_K], TM_UINT8, 1, p->k, p->total_k, p->k_row_stride, h,
+                  p->k_head_stride, d, cols, (unsigned)key->block_n, sw) != 0)
+        return -1;
+    /* v as k: the kernel transposes it from a staging tile laid out as K's */
+    return encode_as(cu, a->tmap[KILN_TMA8_V], TM_UINT8, 1, p->v, p->total_k, p->v_row_stride, h,
+                     p->v_head_stride, d, cols, (unsigned)key->block_n, sw);
 }
 
 int kiln__hstu_bwd_tma_fill(const kiln_cu_api *cu, const kiln_hstu_bwd_params *p,

@@ -19,8 +19,8 @@
 int kiln__hstu_tma_fill(const kiln_cu_api *cu, const kiln_hstu_fwd_params *p,
                         const kiln_key *key, kiln_hstu_tma_kparams *a);
 
-/* The same for the Hopper fp8 forward: q and k only (its V goes through a
- * transpose, not TMA); a->f is not touched. */
+/* The same for the Hopper fp8 forward (q, k and v, all with the byte rows
+ * and swizzle of its tiles); a->f is not touched. */
 int kiln__hstu_fp8_tma_fill(const kiln_cu_api *cu, const kiln_hstu_fwd_params *p,
                             const kiln_key *key, kiln_hstu_fp8_tma_kparams *a);
 

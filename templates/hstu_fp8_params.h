@@ -18,14 +18,15 @@ typedef struct kiln_hstu_fp8_kparams {
 
 #define KILN_TMA8_Q 0
 #define KILN_TMA8_K 1
+#define KILN_TMA8_V 2
 
-/* The Hopper fp8 kernel's: the above plus TMA descriptors of q and k, each
- * 3-D over (head_dim bytes, heads, rows) with boxes of (up to 128 bytes, 1
- * head, 128 rows for q / BLOCK_N for k) and the swizzle of the kernel's
- * tiles (runtime/hstu_tma.c). */
+/* The Hopper fp8 kernel's: the above plus TMA descriptors of q, k and v,
+ * each 3-D over (head_dim bytes, heads, rows) with boxes of (up to 128
+ * bytes, 1 head, 128 rows for q / BLOCK_N for k and v) and the swizzle of
+ * the kernel's tiles (runtime/hstu_tma.c). */
 typedef struct kiln_hstu_fp8_tma_kparams {
     kiln_hstu_fp8_kparams f;
-    KILN_ALIGN64 uint64_t tmap[2][16];
+    KILN_ALIGN64 uint64_t tmap[3][16];
 } kiln_hstu_fp8_tma_kparams;
 
 #ifdef KILN_NVRTC

@@ -20,9 +20,9 @@
  *     ~5% of the largest output in the worst element (tests/
  *     test_hstu_fp8_gpu.c states and checks the bound).
  *   O += P V: e4m3 wgmma needs V K-major too, i.e. V^T with keys contiguous.
- *     The producer warpgroup transposes each V tile: cp.async into a padded
- *     staging buffer, then ldmatrix.trans, one prmt per word and stmatrix
- *     (transpose_v) into the wgmma-canonical swizzled V^T tile.  The S
+ *     The producer warpgroup transposes each V tile: TMA into a staging
+ *     tile laid out as K's, then ldmatrix.trans, one prmt per word and
+ *     stmatrix (transpose_v) into the wgmma-canonical swizzled V^T tile.  The S
  *     accumulator's register layout does not match the 8-bit A
  *     fragment's, so instead of moving P
  *     between threads the keys of every 16-block of V^T are stored in the
@@ -46,9 +46,10 @@
  * 12 warps:
  *   warpgroup 0 (producer): thread 0 issues TMA copies of both Qs (a buffer
  *     each) and of K per key tile, straight into the swizzled tiles (the
- *     stage's "full" mbarrier: one arrival and the bytes); all 128 threads
- *     bring V through a staging buffer (NSTG = 3 of them: V of tiles t+1
- *     and t+2 are in flight while tile t is transposed), then arrive on
+ *     stage's "full" mbarrier: one arrival and the bytes), and of V into
+ *     a staging tile (NSTG = 3 of them, an mbarrier each: V of tiles t+1
+ *     and t+2 are in flight while tile t is transposed); all 128 threads
+ *     transpose V from staging into the stage's V^T, then arrive on
  *     "full" after the transposed tile is written and fenced for the async
  *     proxy (128 more: "full" expects 129).  So a consumer needs no proxy
  *     fence after its wait (K used to come by cp.async, a generic-proxy
@@ -62,15 +63,13 @@
  * Shared memory (bytes; see kiln__hstu_fwd_sm90_smem()): up to 1024 of
  * alignment slack, then
  *   2 x Q [128 x D] | STAGES (4, or 3 at head dim 256) x (K [BN x D] |
- *   V^T [D x BN]) | NSTG x staging
- *   [BN x (D + 16)] | mbarriers and the output scale (128)
+ *   V^T [D x BN]) | NSTG x staging [BN x D] | mbarriers and the output
+ *   scale (128)
  * Q and K: D/128 column blocks of [rows][128 bytes], 128-byte swizzle (16-
  * byte chunk c of row r at chunk c ^ (r & 7)); D = 64: [rows][64], 64-byte
  * swizzle (c ^ ((r >> 1) & 3)).  V^T: [D][BN] with the 128-byte swizzle
- * (BN = 128) or the 64-byte one (BN = 64).  Staging: key rows D + 16 bytes
- * apart, chunk c at c ^ ((key >> 4) & 1): the padding keeps ldmatrix's 8
- * rows in distinct bank groups (the xor served an older transposer; it
- * costs nothing).
+ * (BN = 128) or the 64-byte one (BN = 64).  Staging: as K (TMA writes it
+ * with K's box and swizzle).
  *
  * Where a step's time goes (H100, (32, 4096, 4, 128)): about 2450 clocks,
  * against 1024 for the two consumers' wgmmas at peak.  Left out for
@@ -100,14 +99,19 @@
  * traded for an HFMA2 and an F2FP) lost 4 to 7% (same session: 782, 794 ->
  * 731, 738; 442, 440 -> 416, 405; 400, 397 -> 382, 380): tanh.approx.f16x2
  * is two MUFU.TANH.F16 at the f32 rate (sm90_wgmma_rate), and the extra
- * conversion costs more than the FFMA it replaces.  What the V path still
- * costs could go to a pre-pass making V^T once per call (one more read and
- * write of V, about 7% of the forward at (32, 4096), and a workspace) so
- * that TMA brings it like K.
+ * conversion costs more than the FFMA it replaces.  V into staging by TMA
+ * rather than by the producer's cp.async (8 16-byte copies per tile and
+ * thread, and the zero-fill of rows past the sequence, now a mask in the
+ * transposer's registers on a sequence's last tile): on an H100, 2 runs
+ * each, same session, 2026-11-25: (32, 4096) 773, 779 -> 829, 807;
+ * (256, 1024) 441, 429 -> 457, 452; (64, 2048, 8, 64) 399, 403 -> 412,
+ * 412.  What the transpose still costs could go to a pre-pass making V^T
+ * once per call (one more read and write of V, about 7% of the forward at
+ * (32, 4096), and a workspace) so that TMA brings it like K.
  *
  * Requirements on the inputs (checked by the runtime): q, k, v, out 16-byte
  * aligned; q, k, v row and head strides multiples of 16 elements, out's of
- * 8; q and k describable by TMA (runtime/hstu_tma.c; else the portable
+ * 8; q, k and v describable by TMA (runtime/hstu_tma.c; else the portable
  * kernel runs). */
 #include "kiln_common.cuh"
 #include "kiln_sm90.cuh"
@@ -156,15 +160,14 @@ constexpr int PTHREADS = 128;            /* producer warpgroup */
 /* setmaxnreg moves registers inside the CTA's launch allocation (384 x 168,
  * from __launch_bounds__(384, 1)): asking the consumers for more than the
  * producer gives back blocks them forever. */
-constexpr int PREGS = D == 64 ? 56 : 40;  /* d64: the 4 x 4 byte transposer needed more; not retried since */
-constexpr int CREGS = D == 64 ? 224 : 232;
+constexpr int PREGS = 40;
+constexpr int CREGS = 232;
 constexpr int CPR = D / 16;              /* 16-byte chunks per row */
 constexpr int SN = BN / 8;               /* n8 blocks of S */
 constexpr int KSTEPS = D / 32;           /* k32 steps of Q K^T */
 constexpr int PSTEPS = BN / 32;          /* k32 steps of P V */
 constexpr bool SW128 = D >= 128;         /* Q, K rows */
 constexpr bool VSW128 = BN == 128;       /* V^T rows */
-constexpr int VROWB = D + 16;            /* staging row pitch */
 constexpr bool CAUSAL = KILN_CAUSAL != 0;
 constexpr bool LOCAL = KILN_LOCAL != 0;
 constexpr bool CONTEXT = KILN_CONTEXT != 0;
@@ -211,7 +214,7 @@ static_assert(PTHREADS * PREGS + (NTHREADS - PTHREADS) * CREGS <= NTHREADS * 168
 
 constexpr uint32_t Q_BYTES = BM * D;
 constexpr uint32_t KV_BYTES = BN * D;    /* K, and V^T */
-constexpr uint32_t VS_BYTES = BN * VROWB;
+constexpr uint32_t VS_BYTES = BN * D;     /* staging: laid out as K */
 constexpr uint32_t OFF_Q = 0;                        /* [2]: the CTA's m-blocks */
 constexpr uint32_t OFF_KV = 2 * Q_BYTES;
 constexpr uint32_t OFF_VS = OFF_KV + STAGES * 2 * KV_BYTES;
@@ -219,7 +222,8 @@ constexpr uint32_t OFF_BAR = OFF_VS + NSTG * VS_BYTES;
 constexpr uint32_t BAR_FULL = OFF_BAR;              /* [STAGES] */
 constexpr uint32_t BAR_EMPTY = OFF_BAR + 8 * STAGES; /* [STAGES] */
 constexpr uint32_t BAR_Q = OFF_BAR + 16 * STAGES;    /* [2] */
-constexpr uint32_t OUT_SCALE = BAR_Q + 16;           /* float: descale_v / scaling */
+constexpr uint32_t BAR_VS = BAR_Q + 16;              /* [NSTG]: V landed in staging */
+constexpr uint32_t OUT_SCALE = BAR_VS + 8 * NSTG;    /* float: descale_v / scaling */
 constexpr int PBAR = 1;                  /* named barrier of the producer */
 /* bytes from OFF_BAR on: must match kiln__hstu_fwd_sm90_smem() */
 static_assert(OUT_SCALE + 4 - OFF_BAR <= 128, "barrier area");
@@ -234,12 +238,6 @@ template <int ROWS> KILN_DEV uint32_t tile_off(int row, int c)
         return (uint32_t)(row * 64 + ((c ^ ((row >> 1) & 3)) << 4));
 }
 
-/* Staging: chunk c of key row `key`. */
-KILN_DEV uint32_t stage_off(int key, int c)
-{
-    return (uint32_t)(key * VROWB + ((c ^ ((key >> 4) & 1)) << 4));
-}
-
 /* V^T: the 16 positions of key block blk in row d. */
 KILN_DEV uint32_t vt_off(int d, int blk)
 {
@@ -249,31 +247,12 @@ KILN_DEV uint32_t vt_off(int d, int blk)
         return (uint32_t)(d * 64 + ((blk ^ ((d >> 1) & 3)) << 4));
 }
 
-/* Producer: copy BN rows of V, D bytes each (row r at gbase + r * stride),
- * into a staging buffer; rows >= nvalid are zero-filled (0 * (an Inf or
- * NaN in the next sequence's row) would not be 0 in P V). */
-KILN_DEV void load_v(uint32_t sdst, const uint8_t *gbase, int64_t stride, int nvalid, int ptid)
-{
-    constexpr int RSTEP = PTHREADS / CPR;
-    static_assert(BN % RSTEP == 0, "rows per pass");
-    const int ch = ptid % CPR;
-    int row = ptid / CPR;
-    const uint8_t *src = gbase + (int64_t)row * stride + ch * 16;
-    const int64_t step = (int64_t)RSTEP * stride;
-#pragma unroll 4
-    for (int it = 0; it < BN / RSTEP; ++it) {
-        const bool ok = row < nvalid;
-        kiln_cp_async16(sdst + stage_off(row, ch), ok ? (const void *)src : (const void *)gbase, ok ? 16 : 0);
-        row += RSTEP;
-        src += step;
-    }
-}
-
-/* Producer: V tile in staging (keys in order) -> V^T tile (keys of each
- * 16-block in kiln_p8_perm order).  The byte transpose is done in two
- * halves: ldmatrix.trans transposes 16-bit pairs (two d values of one key),
- * one PRMT per word interleaves the bytes of two such pairs, and stmatrix
- * writes the rows.  A warp's step is one 16-key block times 32 d values:
+/* Producer: V tile in staging (keys in order, laid out and swizzled as a
+ * K tile) -> V^T tile (keys of each 16-block in kiln_p8_perm order).  The
+ * byte transpose is done in two halves: ldmatrix.trans transposes 16-bit
+ * pairs (two d values of one key), one PRMT per word interleaves the bytes
+ * of two such pairs, and stmatrix writes the rows.  A warp's step is one
+ * 16-key block times 32 d values:
  *   ldmatrix.x4.trans, matrices {keys 0-7, keys 8-15} x {chunk 2c, 2c + 1}:
  *     lane (j = l / 4, q = l % 4) gets, per matrix, keys 2q + {0, 1} (+ 8)
  *     at d = 2j + {0, 1} (+ 16): a = [k0 d0, k0 d1, k1 d0, k1 d1] and b the
@@ -285,27 +264,37 @@ KILN_DEV void load_v(uint32_t sdst, const uint8_t *gbase, int64_t stride, int nv
  *     j >= 4 the other way round, so a matrix's rows are d = {0, 2, 4, 6,
  *     9, 11, 13, 15} (or the rest), whose V^T swizzle lands in 8 distinct
  *     16-byte bank groups (with d = 0, 2, .., 14, two ways).
- * The staging rows are D + 16 bytes apart, so ldmatrix's 8 rows are also
- * conflict-free.  Warp w takes blocks w, w + 4 (one parity: the staging
- * xor is a constant).  Per 16 KB tile and thread: 8 ldmatrix, 32 PRMT, 8
- * stmatrix, against 8 16-byte loads, 64 PRMT, 32 4-byte stores and about
- * 60 address instructions of the 4 x 4 byte transposes it replaces. */
-KILN_DEV void transpose_v(uint32_t vs, uint32_t vt, int ptid)
+ * ldmatrix's 8 rows (keys 8m .. 8m + 7, one chunk) sit in 8 distinct bank
+ * groups by the staging swizzle.  Warp w takes blocks w, w + 4.  TAIL: the
+ * sequence ends at key nvalid of the tile, and the keys from there on (the
+ * next sequence's V, which a NaN would carry into P V as 0 * NaN) are
+ * zeroed in registers.  Per 16 KB tile and thread: 8 ldmatrix, 32 PRMT,
+ * 8 stmatrix. */
+template <bool TAIL>
+KILN_DEV void transpose_v(uint32_t vs, uint32_t vt, int ptid, int nvalid)
 {
     constexpr int NB = BN / 16;
     constexpr int CP = D / 32;
     static_assert(NB % 4 == 0 && (NB == 4 || VSW128), "blocks per warp");
     const int w = ptid >> 5, l = ptid & 31;
     const int mi = l >> 3, r = l & 7;
-    const uint32_t ld = vs + (uint32_t)((16 * w + 8 * (mi & 1) + r) * VROWB + (((mi >> 1) ^ (w & 1)) << 4));
+    const int key = 16 * w + 8 * (mi & 1) + r;   /* row this lane addresses (block w) */
     const uint32_t st = vt + vt_off(16 * (mi >> 1) + 2 * r + ((mi & 1) ^ (r >> 2)), w);
     const uint32_t sel0 = l < 16 ? 0x6420u : 0x7531u, sel1 = sel0 ^ 0x1111u;
+    const int k0 = 16 * w + 2 * (l & 3);         /* key of bytes 0, 1 of matrix 0's word */
 #pragma unroll
     for (int i = 0; i < NB / 4; ++i)
 #pragma unroll
         for (int c = 0; c < CP; ++c) {
             uint32_t m[4];
-            kiln_ldmatrix_x4_trans(m, ld + (uint32_t)(64 * i * VROWB + 32 * c));
+            kiln_ldmatrix_x4_trans(m, vs + tile_off<BN>(key + 64 * i, 2 * c + (mi >> 1)));
+            if constexpr (TAIL) {
+#pragma unroll
+                for (int e = 0; e < 4; ++e) {
+                    const int kk = k0 + 64 * i + 8 * (e & 1);
+                    m[e] &= (kk < nvalid ? 0x0000ffffu : 0u) | (kk + 1 < nvalid ? 0xffff0000u : 0u);
+                }
+            }
             const uint32_t x[4] = {kiln_prmt(m[0], m[1], sel0), kiln_prmt(m[0], m[1], sel1),
                                    kiln_prmt(m[2], m[3], sel0), kiln_prmt(m[2], m[3], sel1)};
             /* block w + 4: its swizzle chunk is w's xor 4 (V^T is 1024-aligned) */
@@ -653,6 +642,8 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_tma_kparams a)
         }
 #pragma unroll
         for (int i = 0; i < 2; ++i) kiln_mbar_init(sbase + BAR_Q + 8 * i, 1);
+#pragma unroll
+        for (int i = 0; i < NSTG; ++i) kiln_mbar_init(sbase + BAR_VS + 8 * i, 1);
         /* make the initialized barriers visible to the TMA unit */
         asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
         /* this (sequence, head)'s element of the descale arrays */
@@ -666,25 +657,25 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_tma_kparams a)
     if (wg == 0) {
         /* ================= producer =================
          * Thread 0 issues TMA copies: both m-blocks' Q first (each into a
-         * buffer of its own), then K per tile.  All 128 threads bring V
-         * through the staging buffers and transpose it.  The key tiles of
+         * buffer of its own), then K and V (into staging) per tile.  All
+         * 128 threads transpose V from staging.  The key tiles of
          * the first m-block and of the second run as one stream: ring
          * position t is tile nb0 + t of the first, or nb1 + t - nt0 of the
          * second (same sequence, same K and V).  A tile that runs past the
          * end of the sequence brings the next sequence's K rows by TMA:
-         * they only make S columns that the mask replaces (V's rows are
-         * zero-filled, see load_v). */
+         * they only make S columns that the mask replaces (V's are zeroed
+         * by transpose_v<true>). */
         kiln_setmaxnreg_dec<PREGS>();
         const bool leader = tid == 0;
         const void *tm_q = &a.tmap[KILN_TMA8_Q][0];
         const void *tm_k = &a.tmap[KILN_TMA8_K][0];
+        const void *tm_v = &a.tmap[KILN_TMA8_V][0];
         int nb0, ne0, nb1, ne1;
         const int mb0 = cta_mblock(sq, 0), mb1 = cta_mblock(sq, 1);
         mblock_tiles(sq, mb0, wl, wr, nb0, ne0);
         mblock_tiles(sq, mb1, wl, wr, nb1, ne1);
         const int nt0 = ne0 - nb0;
         const int ntiles = nt0 + ne1 - nb1;
-        const uint8_t *vg = (const uint8_t *)p.v + sq.k_beg * p.v_row_stride + (int64_t)h * p.v_head_stride;
         const int L = sq.L;
         const uint32_t sVS = sbase + OFF_VS;
         if (leader) {
@@ -703,18 +694,22 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_tma_kparams a)
         }
         /* key tile at ring position t */
         auto tile_n = [&](int t) { return t < nt0 ? nb0 + t : nb1 + (t - nt0); };
-        /* V(0 .. NSTG - 2) in flight before the loop; one commit group per
-         * V tile (empty past the last), so that wait_group NSTG - 2 means
-         * "V(t) has landed" */
+        /* Leader: V(ta) by TMA into staging buffer ta % NSTG, laid out as
+         * a K tile; rows past the sequence come along (transpose_v<true>
+         * zeroes them), rows past the tensor arrive as zeros. */
+        auto issue_v = [&](int ta) {
+            const uint32_t bar = sbase + BAR_VS + 8 * (uint32_t)(ta % NSTG);
+            const uint32_t dst = sVS + (uint32_t)(ta % NSTG) * VS_BYTES;
+            kiln_mbar_arrive_expect_tx(bar, VS_BYTES);
 #pragma unroll
-        for (int i = 0; i < NSTG - 1; ++i) {
-            if (i < ntiles) {
-                const int n0 = tile_n(i) * BN;
-                load_v(sVS + (uint32_t)i * VS_BYTES, vg + (int64_t)n0 * p.v_row_stride, p.v_row_stride, L - n0,
-                       tid);
-            }
-            kiln_cp_async_commit();
-        }
+            for (int cb = 0; cb < (SW128 ? D / 128 : 1); ++cb)
+                kiln_tma_load_3d(dst + (uint32_t)(cb * BN * 128), tm_v, cb * 128, h,
+                                 (int)(sq.k_beg + tile_n(ta) * BN), bar);
+        };
+        /* V(0 .. NSTG - 2) in flight before the loop */
+        if (leader)
+#pragma unroll 1
+            for (int i = 0; i < NSTG - 1 && i < ntiles; ++i) issue_v(i);
 #pragma unroll 1
         for (int t = 0; t < ntiles; ++t) {
             const int stage = t % STAGES;
@@ -729,21 +724,16 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_tma_kparams a)
                     kiln_tma_load_3d(sK + (uint32_t)(cb * BN * 128), tm_k, cb * 128, h, (int)(sq.k_beg + n0),
                                      full);
             }
-            /* V(t) has landed for every producer thread, and every thread is
-             * done reading the staging buffer that V(t + NSTG - 1) goes to
-             * (V(t - 1)'s) */
-            kiln_cp_async_wait<NSTG - 2>();
+            /* every producer thread is done reading the staging buffer
+             * that V(t + NSTG - 1) goes to (V(t - 1)'s) */
             kiln_named_bar_sync(PBAR, PTHREADS);
-            {
-                const int ta = t + NSTG - 1;
-                if (ta < ntiles) {
-                    const int na = tile_n(ta) * BN;
-                    load_v(sVS + (uint32_t)(ta % NSTG) * VS_BYTES, vg + (int64_t)na * p.v_row_stride,
-                           p.v_row_stride, L - na, tid);
-                }
-                kiln_cp_async_commit();
-            }
-            transpose_v(sVS + (uint32_t)(t % NSTG) * VS_BYTES, sK + KV_BYTES, tid);
+            if (leader && t + NSTG - 1 < ntiles) issue_v(t + NSTG - 1);
+            kiln_mbar_wait(sbase + BAR_VS + 8 * (uint32_t)(t % NSTG), (uint32_t)((t / NSTG) & 1));
+            const uint32_t sv = sVS + (uint32_t)(t % NSTG) * VS_BYTES;
+            if (L - n0 >= BN)
+                transpose_v<false>(sv, sK + KV_BYTES, tid, BN);
+            else
+                transpose_v<true>(sv, sK + KV_BYTES, tid, L - n0);
             kiln_fence_proxy_async();
             kiln_mbar_arrive(sbase + BAR_FULL + 8 * stage);
         }

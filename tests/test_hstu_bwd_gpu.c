@@ -717,7 +717,7 @@ static int wgmma_serves(const kiln_hstu_bwd_params *bp, const char *fk) {
 
 /* The key kiln_hstu_bwd compiles for bp on arch (NULL: the device): the
  * forward's key (same mask and rab rules) with the family hstu_bwd, the
- * forward's tile fields dropped (the backward has its own defaults) and
+ * forward's tile fields and persist dropped (the backward has its own) and
  * drab / det added, canonicalized.  0, or -1 with the reason in buf. */
 static int bwd_key(const kiln_hstu_bwd_params *bp, const char *arch, char *buf, size_t n) {
     kiln_hstu_fwd_params f = bp->fwd;
@@ -731,8 +731,9 @@ static int bwd_key(const kiln_hstu_bwd_params *bp, const char *arch, char *buf, 
     size_t o = (size_t)snprintf(text, sizeof text, "hstu_bwd");
     char *save = NULL;
     for (char *seg = strtok_r(fk + 9, "/", &save); seg; seg = strtok_r(NULL, "/", &save)) {
+        /* the forward's tiles, and its grid choice (persist) */
         int tile = (seg[0] == 'b' && (seg[1] == 'm' || seg[1] == 'n') && isdigit((unsigned char)seg[2])) ||
-                   (seg[0] == 'w' && isdigit((unsigned char)seg[1]));
+                   (seg[0] == 'w' && isdigit((unsigned char)seg[1])) || strcmp(seg, "persist") == 0;
         if (!tile && o < sizeof text) o += (size_t)snprintf(text + o, sizeof text - o, "/%s", seg);
     }
     if (bp->drab && o < sizeof text) o += (size_t)snprintf(text + o, sizeof text - o, "/drab");
@@ -966,6 +967,12 @@ static int edge_cases(kt_case *out) {
     c.det = 1;
     c.func_pad = 3;
     c.extra_rows = 4;
+    out[n++] = c;
+    /* sequence 1's V is NaN and has no queries; 0's key tiles run into it */
+    c = kt_base_case("nan-next-v", KT_F_CAUSAL, bf, 128, 2, 3, L(150, 0, 100));
+    memcpy(c.len_k, L(200, 60, 130), 3 * sizeof(int));
+    c.delta_q = 1;
+    c.nan_v = 2;
     out[n++] = c;
 #undef L
     return n;

@@ -116,6 +116,8 @@ typedef struct fcase {
     float alpha, scaling;
     float dq, dk, dv; /* descales; 0: pass a NULL pointer (1.0) */
     int ds;           /* descale layout: 0 one per tensor, 3 per (sequence, head), 4 per sequence */
+    int nan_v;        /* 1 + a sequence (no query rows) whose V is all NaN: the tiles of the one
+                         before that run past its end must not carry it into P V; 0: none */
     uint64_t seed;
 } fcase;
 
@@ -343,6 +345,9 @@ static void build(const fcase *c, int params_only, fdata *d)
     fill_e4m3(&r, d->q, d->nq, 8);
     fill_e4m3(&r, d->k, d->nk, 8);
     fill_e4m3(&r, d->v, d->nk, 4);
+    if (c->nan_v)
+        for (int64_t j = d->offk[c->nan_v - 1]; j < d->offk[c->nan_v]; j++)
+            for (int h = 0; h < H; h++) memset(d->v + j * rs + h * hs, 0x7f, (size_t)D);
     if (c->rab) {
         d->nrab = (size_t)c->B * (size_t)c->rab * (size_t)msk * (size_t)msk + 64;
         d->rab = kt_xmalloc(d->nrab * 2);
@@ -507,6 +512,14 @@ static int make_cases(fcase *out, uint64_t seed)
     memcpy(c.len_k, LENS(1, 77, 500), 3 * sizeof(int));
     c.wr = 0;
     out[n++] = c;
+    for (int i = 0; i < 3; i++) {
+        /* sequence 1's V is NaN; sequence 0's last key tile runs into it */
+        c = base("nan-next-v", F_DELTA, dims[i], 2, 3, LENS(200, 60, 130), KILN_DTYPE_BF16);
+        memcpy(c.len_q, LENS(150, 0, 100), 3 * sizeof(int));
+        c.wr = i == 1 ? 0 : -1;
+        c.nan_v = 2;
+        out[n++] = c;
+    }
     c = base("saturating", F_CAUSAL, 64, 1, 2, LENS(130, 40), KILN_DTYPE_FP16);
     c.alpha = 30.0f; /* s far above 448: P saturates in kernel and rounded reference */
     c.saturates = 1;

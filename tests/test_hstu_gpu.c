@@ -496,6 +496,17 @@ static int edge_cases(kt_case *out) {
     memcpy(c.tgt, L(100, 30), 2 * sizeof(int));
     out[n++] = c;
     out[n++] = kt_base_case("blocks-mode-causal", KT_F_CAUSAL, fp, 128, 1, 1, L(2077));
+    /* sequence 1's V is NaN and has no queries; 0's last key tile runs into it */
+    c = kt_base_case("nan-next-v", KT_F_NONE, bf, 128, 2, 3, L(150, 0, 100));
+    memcpy(c.len_k, L(200, 60, 130), 3 * sizeof(int));
+    c.delta_q = 1;
+    c.nan_v = 2;
+    out[n++] = c;
+    c = kt_base_case("nan-next-v-causal", KT_F_CAUSAL, fp, 64, 1, 3, L(170, 0, 3));
+    memcpy(c.len_k, L(190, 33, 3), 3 * sizeof(int));
+    c.delta_q = 1;
+    c.nan_v = 2;
+    out[n++] = c;
 #undef L
     return n;
 }

@@ -391,6 +391,10 @@ void kt_fill_qkv(const kt_case *c, const kt_shape *s, kt_rng *r, kt_inputs *in) 
     kt_fill_rows(r, dt, in->bq + in->q_at, s->total_q, s->qrs, s->qhs, H, D, amp_qk, grid);
     kt_fill_rows(r, dt, in->bk + in->k_at, s->total_k, s->krs, s->khs, H, D, amp_qk, grid);
     kt_fill_rows(r, dt, in->bv + in->v_at, s->total_k, s->krs, s->khs, H, D, 1.0, grid);
+    if (c->nan_v)
+        for (int64_t j = in->offk[c->nan_v - 1]; j < in->offk[c->nan_v]; j++)
+            for (int h = 0; h < H; h++)
+                for (int e = 0; e < D; e++) in->bv[in->v_at + j * s->krs + h * s->khs + e] = 0x7fff;
 }
 
 void kt_fill_rab(const kt_case *c, const kiln_hstu_fwd_params *p, kt_rng *r, kt_inputs *in) {

@@ -60,6 +60,9 @@ typedef struct kt_case {
     int grid_values; /* inputs are multiples of 2^-10 in [-1, 1] (finite differences) */
     int n_func;      /* KT_F_FUNC: values per query row (odd) */
     int func_pad;    /* KT_F_FUNC: func_stride = total_q + func_pad (at least 1) */
+    int nan_v;       /* 1 + a sequence whose V rows are all NaN (give it no query rows):
+                      * key tiles of the one before that run past its end must not carry
+                      * them into P V (as 0 * NaN); 0: none */
     float alpha, scaling;     /* scaling 0: default (max_seqlen_q) */
     uint64_t seed;
     char key[KT_KEYLEN];

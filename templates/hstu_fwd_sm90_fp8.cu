@@ -22,11 +22,11 @@
  *   O += P V: e4m3 wgmma needs V K-major too, i.e. V^T with keys contiguous.
  *     The producer warpgroup transposes each V tile: TMA into a staging
  *     tile laid out as K's, then ldmatrix.trans, one prmt per word and
- *     stmatrix (transpose_v) into the wgmma-canonical swizzled V^T tile.  The S
- *     accumulator's register layout does not match the 8-bit A
- *     fragment's, so instead of moving P
- *     between threads the keys of every 16-block of V^T are stored in the
- *     order kiln_p8_perm() gives (kiln_sm90_fp8.cuh explains the layouts).
+ *     stmatrix (transpose_v) into the wgmma-canonical swizzled V^T tile.
+ *     The S accumulator's register layout does not match the 8-bit A
+ *     fragment's, so instead of moving P between threads the keys of every
+ *     16-block of V^T are stored in the order kiln_p8_perm() gives
+ *     (kiln_sm90_fp8.cuh explains the layouts).
  *   dq dk scale S before the SiLU, dv and inv_scaling scale O at the end.
  *
  * One CTA = a unit of one (batch, head): its m-blocks of 128 query rows

@@ -118,6 +118,8 @@ typedef struct fcase {
     int ds;           /* descale layout: 0 one per tensor, 3 per (sequence, head), 4 per sequence */
     int nan_v;        /* 1 + a sequence (no query rows) whose V is all NaN: the tiles of the one
                          before that run past its end must not carry it into P V; 0: none */
+    int v_hm;         /* V head-major (heads not side by side in a row: no TMA map of it, so the
+                         Hopper kernel must give way to the portable one), q and k as usual */
     uint64_t seed;
 } fcase;
 
@@ -139,7 +141,7 @@ typedef struct fdata {
     int64_t offq[MAXB + 1], offk[MAXB + 1];
     int32_t offq32[MAXB + 1], offk32[MAXB + 1];
     int32_t ctx[MAXB], tgt[MAXB];
-    size_t nq, nk, nrab, nout;
+    size_t nq, nk, nv, nrab, nout;
     uint16_t *out;                   /* host copy of out */
     double *ref, *ref_exact;         /* out's layout; NaN where not written */
 } fdata;
@@ -302,6 +304,10 @@ static void build(const fcase *c, int params_only, fdata *d)
     const int64_t hs = c->pad ? D + 16 : D, rs = c->pad ? H * (D + 16) + 32 : H * D;
     p->q_row_stride = p->k_row_stride = p->v_row_stride = rs;
     p->q_head_stride = p->k_head_stride = p->v_head_stride = hs;
+    if (c->v_hm) {
+        p->v_row_stride = D;
+        p->v_head_stride = (tk + 1) * D;
+    }
     p->out_row_stride = c->pad ? H * (D + 8) + 8 : H * D;
     p->out_head_stride = c->pad ? D + 8 : D;
     p->offsets_type = c->i64 ? KILN_INDEX_INT64 : KILN_INDEX_INT32;
@@ -339,15 +345,17 @@ static void build(const fcase *c, int params_only, fdata *d)
     d->nk = kt_span(tk, rs, hs, H, D) + 64;
     d->q = kt_xmalloc(d->nq);
     d->k = kt_xmalloc(d->nk);
-    d->v = kt_xmalloc(d->nk);
+    d->nv = kt_span(tk, p->v_row_stride, p->v_head_stride, H, D) + 64;
+    d->v = kt_xmalloc(d->nv);
     /* q and k at +-8 with descales near 1/4: q . k of a few units times
      * alpha = 1/sqrt(D) gives s over the whole interesting range of silu */
     fill_e4m3(&r, d->q, d->nq, 8);
     fill_e4m3(&r, d->k, d->nk, 8);
-    fill_e4m3(&r, d->v, d->nk, 4);
+    fill_e4m3(&r, d->v, d->nv, 4);
     if (c->nan_v)
         for (int64_t j = d->offk[c->nan_v - 1]; j < d->offk[c->nan_v]; j++)
-            for (int h = 0; h < H; h++) memset(d->v + j * rs + h * hs, 0x7f, (size_t)D);
+            for (int h = 0; h < H; h++)
+                memset(d->v + j * p->v_row_stride + h * p->v_head_stride, 0x7f, (size_t)D);
     if (c->rab) {
         d->nrab = (size_t)c->B * (size_t)c->rab * (size_t)msk * (size_t)msk + 64;
         d->rab = kt_xmalloc(d->nrab * 2);
@@ -520,6 +528,9 @@ static int make_cases(fcase *out, uint64_t seed)
         c.nan_v = 2;
         out[n++] = c;
     }
+    c = base("v-head-major", F_CAUSAL, 128, 3, 3, LENS(300, 1, 129), KILN_DTYPE_FP16);
+    c.v_hm = 1;
+    out[n++] = c;
     c = base("saturating", F_CAUSAL, 64, 1, 2, LENS(130, 40), KILN_DTYPE_FP16);
     c.alpha = 30.0f; /* s far above 448: P saturates in kernel and rounded reference */
     c.saturates = 1;
@@ -692,7 +703,7 @@ static int run_gpu(fdata *d, const fcase *c, char *msg, size_t n)
 {
     kiln_hstu_fwd_params *p = &d->p;
     uint64_t dq = kt_gpu_alloc_copy(d->q, d->nq), dk = kt_gpu_alloc_copy(d->k, d->nk),
-             dv = kt_gpu_alloc_copy(d->v, d->nk), dout = kt_gpu_alloc(d->nout * 2);
+             dv = kt_gpu_alloc_copy(d->v, d->nv), dout = kt_gpu_alloc(d->nout * 2);
     const size_t osz = (size_t)(c->B + 1) * (c->i64 ? 8 : 4);
     uint64_t doq = kt_gpu_alloc_copy(c->i64 ? (const void *)d->offq : (const void *)d->offq32, osz);
     uint64_t dok = kt_gpu_alloc_copy(c->i64 ? (const void *)d->offk : (const void *)d->offk32, osz);

@@ -250,6 +250,10 @@ def _select_nvidia(items, config):
     if every <= 0:
         every = max(1, len(real) // 48)
     offset = int(os.environ.get("KILN_NV_OFFSET", "0") or 0)
+    if not 0 <= offset < every:
+        # an offset of every or more walks the sample of offset % every
+        raise pytest.UsageError(f"KILN_NV_OFFSET={offset}: want 0 <= K < {every} (the stride); "
+                                f"K >= {every} repeats the cases of K % {every}")
     picked = real[offset::every]
     shard = os.environ.get("KILN_NV_SHARD", "1/1")
     k, n = (int(x) for x in shard.split("/"))

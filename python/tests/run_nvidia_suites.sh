@@ -19,7 +19,8 @@
 # Options:
 #   --shard K/N          NVIDIA: of the sampled cases run the K-th share of N
 #   --every N            NVIDIA: every Nth real case (default: about 48 cases)
-#   --offset K           NVIDIA: start the every-Nth walk at K (default 0)
+#   --offset K           NVIDIA: start the every-Nth walk at K, 0 <= K < N
+#                        (default 0; shards of one N at distinct K are disjoint)
 #   --max N              NVIDIA: at most N real cases
 #   --fp8 N              NVIDIA: also run N fp8 cases, round-robin over
 #                        quant_mode 0 to 5 (default 4; 0: none)

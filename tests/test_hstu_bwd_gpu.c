@@ -969,11 +969,7 @@ static int edge_cases(kt_case *out) {
     c.extra_rows = 4;
     out[n++] = c;
     /* sequence 1's V is NaN and has no queries; 0's key tiles run into it */
-    c = kt_base_case("nan-next-v", KT_F_CAUSAL, bf, 128, 2, 3, L(150, 0, 100));
-    memcpy(c.len_k, L(200, 60, 130), 3 * sizeof(int));
-    c.delta_q = 1;
-    c.nan_v = 2;
-    out[n++] = c;
+    out[n++] = kt_nan_next_case("nan-next-v", KT_F_CAUSAL, bf, 128, 2, L(150, 0, 100), L(200, 60, 130));
 #undef L
     return n;
 }

@@ -497,16 +497,8 @@ static int edge_cases(kt_case *out) {
     out[n++] = c;
     out[n++] = kt_base_case("blocks-mode-causal", KT_F_CAUSAL, fp, 128, 1, 1, L(2077));
     /* sequence 1's V is NaN and has no queries; 0's last key tile runs into it */
-    c = kt_base_case("nan-next-v", KT_F_NONE, bf, 128, 2, 3, L(150, 0, 100));
-    memcpy(c.len_k, L(200, 60, 130), 3 * sizeof(int));
-    c.delta_q = 1;
-    c.nan_v = 2;
-    out[n++] = c;
-    c = kt_base_case("nan-next-v-causal", KT_F_CAUSAL, fp, 64, 1, 3, L(170, 0, 3));
-    memcpy(c.len_k, L(190, 33, 3), 3 * sizeof(int));
-    c.delta_q = 1;
-    c.nan_v = 2;
-    out[n++] = c;
+    out[n++] = kt_nan_next_case("nan-next-v", KT_F_NONE, bf, 128, 2, L(150, 0, 100), L(200, 60, 130));
+    out[n++] = kt_nan_next_case("nan-next-v-causal", KT_F_CAUSAL, fp, 64, 1, L(170, 0, 3), L(190, 33, 3));
 #undef L
     return n;
 }

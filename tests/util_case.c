@@ -244,6 +244,15 @@ kt_case kt_after_invalid_case(void) {
                         (const int[]){5, 33, 16});
 }
 
+kt_case kt_nan_next_case(const char *label, int family, int dtype, int D, int H,
+                         const int *lens_q, const int *lens_k) {
+    kt_case c = kt_base_case(label, family, dtype, D, H, 3, lens_q);
+    memcpy(c.len_k, lens_k, 3 * sizeof(int));
+    c.delta_q = 1;
+    c.nan_v = 2;
+    return c;
+}
+
 kt_case kt_layouts_case(void) {
     kt_case c = kt_base_case("layouts", KT_F_CTX_TGT, KILN_DTYPE_BF16, 32, 4, 3,
                              (const int[]){9, 0, 21});

@@ -119,6 +119,12 @@ kt_case kt_after_invalid_case(void);
  * clamp is crossed by the same logical tensors. */
 kt_case kt_layouts_case(void);
 
+/* The NaN-neighbour case: delta_q, three sequences of lens_q queries over
+ * lens_k keys, the second with no queries and its V all NaN (nan_v), so
+ * that the key tiles of the first, which run past its end, read it. */
+kt_case kt_nan_next_case(const char *label, int family, int dtype, int D, int H,
+                         const int *lens_q, const int *lens_k);
+
 /* ------------------------------------------------------------------ inputs */
 
 /* The host side of a case's inputs: offsets, contexts, targets, q, k, v and

@@ -9,7 +9,8 @@
  * exact reference with the 16-bit forward's tolerances, see portable_run);
  * so is the case whose V is head-major (v-head-major: no TMA map of it, so
  * the portable kernel serves it on sm_90a too; P rounded to e4m3 would miss
- * the 16-bit tolerance).  Without a GPU every GPU test prints "skipped: <why>" and calls skip().
+ * the 16-bit tolerance).  Without a GPU every GPU test prints "skipped:
+ * <why>" and calls skip().
  *
  * References.  Both read the e4m3 inputs exactly (decoded, times their
  * descale factors) and compute in double:

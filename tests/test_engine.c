@@ -327,7 +327,7 @@ static void grid_follows_the_key(void **state)
 }
 
 /* The Hopper fp8 forward: a CTA per unit of two m-blocks, and the portable
- * kernel (a CTA per m-block) when TMA cannot describe q and k. */
+ * kernel (a CTA per m-block) when TMA cannot describe q, k or v. */
 static void fp8_grid_and_tma_fallback(void **state)
 {
     (void)state;
@@ -344,6 +344,13 @@ static void fp8_grid_and_tma_fallback(void **state)
     /* heads outside rows (head-major q, k, v): no TMA map has that nesting */
     p.q_row_stride = p.k_row_stride = p.v_row_stride = 128;
     p.q_head_stride = p.k_head_stride = p.v_head_stride = 300 * 128;
+    assert_int_equal(kiln_hstu_fwd(e, &p, NULL), KILN_OK);
+    fake = kt_fakecu_last_launch();
+    assert_int_equal(fake.grid[0], 3);
+    /* q and k as at first, v alone head-major: v's map fails, and with it
+     * the Hopper kernel (it brings V by TMA too) */
+    p.q_row_stride = p.k_row_stride = 2 * 128;
+    p.q_head_stride = p.k_head_stride = 128;
     assert_int_equal(kiln_hstu_fwd(e, &p, NULL), KILN_OK);
     fake = kt_fakecu_last_launch();
     assert_int_equal(fake.grid[0], 3);

@@ -214,7 +214,7 @@ static_assert(PTHREADS * PREGS + (NTHREADS - PTHREADS) * CREGS <= NTHREADS * 168
 
 constexpr uint32_t Q_BYTES = BM * D;
 constexpr uint32_t KV_BYTES = BN * D;    /* K, and V^T */
-constexpr uint32_t VS_BYTES = BN * D;     /* staging: laid out as K */
+constexpr uint32_t VS_BYTES = KV_BYTES;  /* staging: a K tile */
 constexpr uint32_t OFF_Q = 0;                        /* [2]: the CTA's m-blocks */
 constexpr uint32_t OFF_KV = 2 * Q_BYTES;
 constexpr uint32_t OFF_VS = OFF_KV + STAGES * 2 * KV_BYTES;
@@ -236,6 +236,17 @@ template <int ROWS> KILN_DEV uint32_t tile_off(int row, int c)
         return (uint32_t)((c >> 3) * (ROWS * 128) + row * 128 + (((c & 7) ^ (row & 7)) << 4));
     else
         return (uint32_t)(row * 64 + ((c ^ ((row >> 1) & 3)) << 4));
+}
+
+/* Producer leader: a Q, K or V (staging) tile of ROWS rows from row `row`
+ * of head h by TMA, its column blocks into their swizzled tiles, all
+ * completing on mbarrier bar (one arrival and the bytes). */
+template <int ROWS> KILN_DEV void tma_tile(uint32_t dst, const void *tm, int h, int row, uint32_t bar)
+{
+    kiln_mbar_arrive_expect_tx(bar, ROWS * D);
+#pragma unroll
+    for (int cb = 0; cb < (SW128 ? D / 128 : 1); ++cb)
+        kiln_tma_load_3d(dst + (uint32_t)(cb * ROWS * 128), tm, cb * 128, h, row, bar);
 }
 
 /* V^T: the 16 positions of key block blk in row d. */
@@ -682,14 +693,9 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_tma_kparams a)
 #pragma unroll 1
             for (int i = 0; i < 2; ++i) {
                 const int mb = i == 0 ? mb0 : mb1;
-                if (i == 0 ? nt0 > 0 : ntiles > nt0) {
-                    const uint32_t bar = sbase + BAR_Q + 8 * i;
-                    kiln_mbar_arrive_expect_tx(bar, Q_BYTES);
-#pragma unroll
-                    for (int cb = 0; cb < (SW128 ? D / 128 : 1); ++cb)
-                        kiln_tma_load_3d(sbase + OFF_Q + (uint32_t)i * Q_BYTES + (uint32_t)(cb * BM * 128), tm_q,
-                                         cb * 128, h, (int)(sq.q_beg + mb * BM), bar);
-                }
+                if (i == 0 ? nt0 > 0 : ntiles > nt0)
+                    tma_tile<BM>(sbase + OFF_Q + (uint32_t)i * Q_BYTES, tm_q, h, (int)(sq.q_beg + mb * BM),
+                                 sbase + BAR_Q + 8 * i);
             }
         }
         /* key tile at ring position t */
@@ -698,13 +704,9 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_tma_kparams a)
          * a K tile; rows past the sequence come along (transpose_v<true>
          * zeroes them), rows past the tensor arrive as zeros. */
         auto issue_v = [&](int ta) {
-            const uint32_t bar = sbase + BAR_VS + 8 * (uint32_t)(ta % NSTG);
-            const uint32_t dst = sVS + (uint32_t)(ta % NSTG) * VS_BYTES;
-            kiln_mbar_arrive_expect_tx(bar, VS_BYTES);
-#pragma unroll
-            for (int cb = 0; cb < (SW128 ? D / 128 : 1); ++cb)
-                kiln_tma_load_3d(dst + (uint32_t)(cb * BN * 128), tm_v, cb * 128, h,
-                                 (int)(sq.k_beg + tile_n(ta) * BN), bar);
+            const uint32_t buf = (uint32_t)(ta % NSTG);
+            tma_tile<BN>(sVS + buf * VS_BYTES, tm_v, h, (int)(sq.k_beg + tile_n(ta) * BN),
+                         sbase + BAR_VS + 8 * buf);
         };
         /* V(0 .. NSTG - 2) in flight before the loop */
         if (leader)
@@ -716,14 +718,7 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_tma_kparams a)
             if (t >= STAGES) kiln_mbar_wait(sbase + BAR_EMPTY + 8 * stage, (uint32_t)((t / STAGES - 1) & 1));
             const int n0 = tile_n(t) * BN;
             const uint32_t sK = k_addr(sbase, (uint32_t)stage);
-            if (leader) {
-                const uint32_t full = sbase + BAR_FULL + 8 * stage;
-                kiln_mbar_arrive_expect_tx(full, KV_BYTES);
-#pragma unroll
-                for (int cb = 0; cb < (SW128 ? D / 128 : 1); ++cb)
-                    kiln_tma_load_3d(sK + (uint32_t)(cb * BN * 128), tm_k, cb * 128, h, (int)(sq.k_beg + n0),
-                                     full);
-            }
+            if (leader) tma_tile<BN>(sK, tm_k, h, (int)(sq.k_beg + n0), sbase + BAR_FULL + 8 * stage);
             /* every producer thread is done reading the staging buffer
              * that V(t + NSTG - 1) goes to (V(t - 1)'s) */
             kiln_named_bar_sync(PBAR, PTHREADS);

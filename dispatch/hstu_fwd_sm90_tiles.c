@@ -49,10 +49,18 @@ const char *kiln__hstu_fwd_sm90_tiles_check(int head_dim, int block_m, int block
 }
 
 size_t kiln__hstu_fwd_sm90_smem(int dtype, int head_dim, int block_m, int block_n,
-                                int warps)
+                                int warps, int rab)
 {
     (void)warps;
     size_t d = (size_t)head_dim;
+    if (rab && dtype != KILN_DTYPE_E4M3) {
+        /* a CTA per m-block (rab never runs persistent): alignment slack |
+         * Q | K ring with a rab tile [block_m x block_n] beside each K tile |
+         * V ring | 640; rings of 3 and 3 up to head dim 64, else 2 and 2 */
+        size_t ks = head_dim <= 64 ? 3 : 2, vs = head_dim <= 64 ? 3 : 2;
+        return 1024 + 2 * (size_t)block_m * d + ks * 2 * (size_t)block_n * (d + (size_t)block_m) +
+               vs * 2 * (size_t)block_n * d + 640;
+    }
     if (dtype == KILN_DTYPE_E4M3)
         /* templates/hstu_fwd_sm90_fp8.cu: alignment slack | 2 x Q | 4
          * stages (3 at head dim 256) x (K | V^T) | 3 V staging tiles |

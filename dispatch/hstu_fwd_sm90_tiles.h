@@ -8,16 +8,16 @@
 
 #include "dispatch/hstu_tiles.h"
 
-/* 1: the Hopper kernel is the default on sm_90a for keys without rab (it
- * passed the GPU tests; see kiln__key_default_impl); 0 keeps the portable
- * mma.sync kernel everywhere. */
+/* 1: the Hopper kernel is the default on sm_90a for 16-bit keys (it passed
+ * the GPU tests; see kiln__key_default_impl); 0 keeps the portable mma.sync
+ * kernel everywhere. */
 #define KILN_SM90_FWD_DEFAULT 1
 
 void kiln__hstu_fwd_sm90_default_tiles(int dtype, int head_dim, kiln_hstu_tiles *t);
 const char *kiln__hstu_fwd_sm90_tiles_check(int head_dim, int block_m, int block_n,
                                             int warps);
 size_t kiln__hstu_fwd_sm90_smem(int dtype, int head_dim, int block_m, int block_n,
-                                int warps);
+                                int warps, int rab);
 /* Longest sequences (in m-blocks of 128 rows) the 16-bit kernel runs with a
  * persistent grid; longer ones run a CTA per m-block.  On an H100, causal
  * bf16, lengths uniform in [max_len / 2, max_len]: persistent 372 against

@@ -139,11 +139,10 @@ int kiln__key_default_impl(const kiln_key *k)
      * as it loads (hstu_fwd.cu with KILN_DTYPE e4m3). */
     if (k->dtype == KILN_DTYPE_E4M3)
         return k->family == KILN_FAM_HSTU_FWD && k->arch == 90 && k->arch_a;
-    /* The Hopper forward wins on every shape measured except with rab, whose
-     * tiles it reads from global memory: 245 against 265 TFLOP/s for the
-     * portable kernel at (32, 4096, 4, 128) causal on an H100. */
+    /* The Hopper forward, rab included (its tiles by TMA; a rab TMA cannot
+     * describe sends the call to the portable kernel at run time). */
     return KILN_SM90_FWD_DEFAULT && k->family == KILN_FAM_HSTU_FWD && k->arch == 90 &&
-           k->arch_a && !k->rab;
+           k->arch_a;
 }
 
 void kiln__key_default_tiles(kiln_key *k)
@@ -507,6 +506,6 @@ size_t kiln__key_smem(const kiln_key *k, int which)
                                    k->warps);
     if (k->impl == 1)
         return kiln__hstu_fwd_sm90_smem(k->dtype, k->head_dim, k->block_m, k->block_n,
-                                        k->warps);
+                                        k->warps, k->rab);
     return kiln__hstu_fwd_smem(k->dtype, k->head_dim, k->block_m, k->block_n, k->warps);
 }

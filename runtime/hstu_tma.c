@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 _Static_assert(offsetof(kiln_hstu_tma_kparams, tmap) == 256, "tma kparams layout");
-_Static_assert(sizeof(kiln_hstu_tma_kparams) == 640, "tma kparams layout changed");
+_Static_assert(sizeof(kiln_hstu_tma_kparams) == 768, "tma kparams layout changed");
 _Static_assert(offsetof(kiln_hstu_bwd_tma_kparams, tma) == sizeof(kiln_hstu_bwd_kparams),
                "bwd tma kparams layout");
 _Static_assert(offsetof(kiln_hstu_bwd_tma_kparams, tmap) % 64 == 0 &&
@@ -57,6 +57,40 @@ static int encode(const kiln_cu_api *cu, void *map, int dtype, uint64_t ptr, int
                      dim >= 64 ? TM_SWIZZLE_128B : TM_SWIZZLE_64B);
 }
 
+/* rab, (batch, rab heads, max_seqlen_k rows, max_seqlen_k columns) with
+ * any strides, as 4-D (columns, rows, heads, batch): boxes of 64 columns
+ * (128 bytes, the 128-byte swizzle) by box_rows rows.  A dimension of
+ * stride 0 (broadcast) is given extent 1; the kernel then asks for
+ * coordinate 0 in it.  TMA needs the address and the strides in multiples
+ * of 16 bytes: rab rows of a length not a multiple of 8 fail here, and the
+ * call goes to the portable kernel. */
+static int encode_rab(const kiln_cu_api *cu, void *map, int dtype, const kiln_hstu_fwd_params *p,
+                      unsigned box_rows)
+{
+    const int64_t n = p->max_seqlen_k;
+    if (n <= 0 || n > INT32_MAX) return -1;
+    unsigned long long dims[4] = {(unsigned long long)n, (unsigned long long)n,
+                                  (unsigned long long)p->rab_heads, (unsigned long long)p->batch};
+    unsigned long long strides[3] = {(unsigned long long)p->rab_row_stride * 2,
+                                     (unsigned long long)p->rab_head_stride * 2,
+                                     (unsigned long long)p->rab_batch_stride * 2};
+    /* a broadcast dimension: extent 1, any valid stride */
+    if (p->rab_head_stride == 0 || dims[2] == 1) {
+        dims[2] = 1;
+        strides[1] = strides[0] * dims[1];
+    }
+    if (p->rab_batch_stride == 0 || dims[3] == 1) {
+        dims[3] = 1;
+        strides[2] = strides[1] * dims[2];
+    }
+    const unsigned box[4] = {64u, box_rows, 1u, 1u};
+    const unsigned one[4] = {1u, 1u, 1u, 1u};
+    CUresult r = cu->TensorMapEncodeTiled(map, dtype == KILN_DTYPE_BF16 ? TM_BFLOAT16 : TM_FLOAT16, 4,
+                                          (void *)(uintptr_t)p->rab, dims, strides, box, one, 0,
+                                          TM_SWIZZLE_128B, TM_L2_128B, 0);
+    return r == 0 ? 0 : -1;
+}
+
 int kiln__hstu_tma_fill(const kiln_cu_api *cu, const kiln_hstu_fwd_params *p,
                         const kiln_key *key, kiln_hstu_tma_kparams *a)
 {
@@ -67,6 +101,8 @@ int kiln__hstu_tma_fill(const kiln_cu_api *cu, const kiln_hstu_fwd_params *p,
         return -1;
     if (encode(cu, a->tmap[KILN_TMA_K], dt, p->k, p->total_k, p->k_row_stride, h,
                p->k_head_stride, d, (unsigned)key->block_n) != 0)
+        return -1;
+    if (key->rab && encode_rab(cu, a->tmap[KILN_TMA_RAB], dt, p, (unsigned)key->block_m) != 0)
         return -1;
     return encode(cu, a->tmap[KILN_TMA_V], dt, p->v, p->total_k, p->v_row_stride, h,
                   p->v_head_stride, d, (unsigned)key->block_n);

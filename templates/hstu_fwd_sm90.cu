@@ -51,9 +51,10 @@
  * per step, cost 1 to 2% on an H100.)
  * inv_scaling is applied to O at the end.  Epilogue: straight from the
  * registers, 8-byte stores after a pairwise exchange within each quad
- * (store_o), guarded by row < len_q.  rab is read from global memory
- * straight into the S registers (16-bit loads, column clamped in bounds)
- * after the S wait.
+ * (store_o), guarded by row < len_q.  rab (blocks mode only) comes by
+ * TMA too, a [128 x BLOCK_N] tile beside each K tile in its stage, and
+ * ldmatrix reads it straight into the S fragment's layout; the K stage is
+ * freed after that read rather than at the S wait.
  * Key tiles the mask leaves whole run a mask-free copy of the loop body; the
  * loop is split in three so that no branch sits between a wgmma and its
  * wait, and O is written by wgmmas only (ptxas serializes every wgmma of
@@ -244,7 +245,8 @@ template <bool B> struct kiln_bool {
 
 /* What a consumer thread needs to turn S into P. */
 struct Ctx {
-    const uint16_t *rrow[2];  /* rab rows of this thread (RAB) */
+    uint32_t rab_lane;        /* RAB: this lane's ldmatrix row in a rab tile (bytes) */
+    uint32_t rab_x;           /* RAB: its swizzle: chunk bit 0 ^ the row's low 3 bits */
     float half_alpha;
     int L, i0;                /* i0: position of this thread's row (hf = 0) */
     int tq;
@@ -263,24 +265,30 @@ struct Out {
     int one_tile;  /* its last P V is its first (O = P V) */
 };
 
-/* S of tile n -> P (16-bit A fragments); MASK: apply the element mask. */
+/* S of tile n -> P (16-bit A fragments); MASK: apply the element mask.
+ * RAB: r_addr is the tile's rab, [BM rows][BN columns] as column blocks of
+ * [BM][64] with the 128-byte swizzle (TMA's); ldmatrix hands each thread
+ * the elements of its S fragment: matrices (rows 0-7 | 8-15 of the warp's
+ * 16) x (n8 blocks 2 jj | 2 jj + 1) are S's (hf, nt) pairs. */
 template <bool MASK>
-KILN_DEV void process(const Ctx &c, float (&s)[BN / 2], int n, uint32_t (&pa)[PSTEPS][4])
+KILN_DEV void process(const Ctx &c, float (&s)[BN / 2], int n, uint32_t (&pa)[PSTEPS][4], uint32_t r_addr)
 {
     const int n0 = n * BN;
     const int L = c.L;
     if constexpr (RAB) {
-        /* plain (reorderable) 16-bit loads, column clamped to L - 1: in
-         * bounds whatever the alignment; columns >= L are masked */
+        const uint32_t base = r_addr + c.rab_lane;
 #pragma unroll
-        for (int nt = 0; nt < SN; ++nt)
+        for (int jj = 0; jj < SN / 2; ++jj) {
+            uint32_t r[4];
+            kiln_ldmatrix_x4(r, base + (uint32_t)((jj >> 2) * (BM * 128)) +
+                                    ((((uint32_t)(2 * (jj & 3))) ^ c.rab_x) << 4));
 #pragma unroll
-            for (int hf = 0; hf < 2; ++hf)
-#pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    const int j = kiln_min(n0 + nt * 8 + 2 * c.tq + e, L - 1);
-                    s[4 * nt + 2 * hf + e] += kiln_to_float<DT>(c.rrow[hf][j]);
-                }
+            for (int m = 0; m < 4; ++m) {
+                const int nt = 2 * jj + (m >> 1), hf = m & 1;
+                s[4 * nt + 2 * hf] += kiln_to_float<DT>((uint16_t)(r[m] & 0xffffu));
+                s[4 * nt + 2 * hf + 1] += kiln_to_float<DT>((uint16_t)(r[m] >> 16));
+            }
+        }
     }
 #pragma unroll
     for (int e = 0; e < BN / 2; ++e) s[e] = kiln_silu_half(c.half_alpha * s[e]);
@@ -485,7 +493,7 @@ KILN_DEV void step(const Ctx &c, float (&s)[BN / 2], float (&o)[D / 2], uint32_t
     kiln_reg_fence(s);
     kiln_mbar_arrive(sbase + BAR_EMPTY_K + 8 * ks);
     kiln_mbar_arrive_if(c.q_empty, n == c.n_last);
-    process<MASK>(c, s, n, pn);
+    process<MASK>(c, s, n, pn, 0u);
     kiln_wgmma_wait<0>();
     kiln_reg_fence(o);
     kiln_reg_fence(pa);
@@ -642,18 +650,32 @@ KILN_DEV bool walk_find(const kiln_hstu_kparams &p, WarpSlot *ws)
  * persistent layout's. */
 namespace blk {
 
-constexpr int KSTAGES = D <= 128 ? 3 : 2;
-constexpr int VSTAGES = 3;
+/* With rab, each K stage has a rab tile [BM x BN] beside it (same "full"
+ * and "empty" barriers); the rings are shallower where that would not fit
+ * (kiln__hstu_fwd_sm90_smem()). */
+constexpr int KSTAGES = RAB ? (D <= 64 ? 3 : 2) : (D <= 128 ? 3 : 2);
+constexpr int VSTAGES = RAB && D > 64 ? 2 : 3;
+constexpr uint32_t R_BYTES = RAB ? BM * BN * 2 : 0;
 constexpr uint32_t OFF_Q = 0;
 constexpr uint32_t OFF_KV = Q_BYTES;
 constexpr uint32_t OFF_V = OFF_KV + KSTAGES * KV_BYTES;
-constexpr uint32_t OFF_BAR = OFF_V + VSTAGES * KV_BYTES;
+constexpr uint32_t OFF_R = OFF_V + VSTAGES * KV_BYTES;
+constexpr uint32_t OFF_BAR = OFF_R + KSTAGES * R_BYTES;
 constexpr uint32_t BAR_FULL_K = OFF_BAR;                   /* [KSTAGES] */
 constexpr uint32_t BAR_EMPTY_K = BAR_FULL_K + 8 * KSTAGES; /* [KSTAGES] */
 constexpr uint32_t BAR_FULL_V = BAR_EMPTY_K + 8 * KSTAGES; /* [VSTAGES] */
 constexpr uint32_t BAR_EMPTY_V = BAR_FULL_V + 8 * VSTAGES; /* [VSTAGES] */
 constexpr uint32_t BAR_Q = BAR_EMPTY_V + 8 * VSTAGES;
-static_assert(BAR_Q + 8 <= kiln_hstu_fwd_sm90_impl::OFF_WARP + 256, "blocks mode fits");
+/* kiln__hstu_fwd_sm90_smem(): the persistent layout's size, or with rab
+ * Q | K ring | V ring | rab ring | 640 */
+static_assert(RAB ? BAR_Q + 8 <= OFF_BAR + 640 : BAR_Q + 8 <= kiln_hstu_fwd_sm90_impl::OFF_WARP + 256,
+              "blocks mode fits");
+static_assert(OFF_BAR + 640 + 1024 <= 232448, "the shared memory of an H100 CTA");
+
+KILN_DEV uint32_t r_addr(uint32_t sbase, int stage)
+{
+    return RAB ? sbase + OFF_R + (uint32_t)stage * R_BYTES : 0u;
+}
 
 KILN_DEV uint32_t k_addr(uint32_t sbase, int stage)
 {
@@ -683,8 +705,10 @@ KILN_DEV void step(const Ctx &c, float (&s)[BN / 2], float (&o)[D / 2], uint32_t
     uint32_t pn[PSTEPS][4];
     kiln_wgmma_wait<1>();
     kiln_reg_fence(s);
-    kiln_mbar_arrive(sbase + BAR_EMPTY_K + 8 * ks);
-    process<MASK>(c, s, n, pn);
+    /* with rab the stage is free only once process has read its rab tile */
+    if constexpr (!RAB) kiln_mbar_arrive(sbase + BAR_EMPTY_K + 8 * ks);
+    process<MASK>(c, s, n, pn, r_addr(sbase, ks));
+    if constexpr (RAB) kiln_mbar_arrive(sbase + BAR_EMPTY_K + 8 * ks);
     kiln_wgmma_wait<0>();
     kiln_reg_fence(o);
     kiln_reg_fence(pa);
@@ -770,6 +794,10 @@ KILN_DEV void run(const kiln_hstu_tma_kparams &a)
         }
         const uint16_t *kg = (const uint16_t *)p.k + k_beg * p.k_row_stride + (int64_t)h * p.k_head_stride;
         const uint16_t *vg = (const uint16_t *)p.v + k_beg * p.v_row_stride + (int64_t)h * p.v_head_stride;
+        /* rab's map: (columns, rows, rab heads, batch); a broadcast
+         * dimension (stride 0) has extent 1 there (runtime/hstu_tma.c) */
+        const int r_head = RAB && p.rab_head_stride != 0 && p.rab_heads > 1 ? h % p.rab_heads : 0;
+        const int r_batch = RAB && p.rab_batch_stride != 0 ? b : 0;
 #pragma unroll 1
         for (int t = 0; t < ntiles; ++t) {
             const int ks = t % KSTAGES, vs = t % VSTAGES;
@@ -785,12 +813,25 @@ KILN_DEV void run(const kiln_hstu_tma_kparams &a)
                 kiln_mbar_wait(sbase + BAR_EMPTY_K + 8 * ks, (uint32_t)((t / KSTAGES - 1) & 1));
             if (whole) {
                 if (leader) {
-                    kiln_mbar_arrive_expect_tx(full_k, KV_BYTES);
+                    kiln_mbar_arrive_expect_tx(full_k, KV_BYTES + R_BYTES);
 #pragma unroll
                     for (int cb = 0; cb < NCB; ++cb)
                         kiln_tma_load_3d(sK + (uint32_t)(cb * BN * ROWB), tm_k, cb * CBE, h, row, full_k);
                 }
-            } else {
+            } else if (RAB && leader) {
+                /* the rab tile by TMA here too (its columns past the
+                 * sequence are masked); the arrival comes after K's copy */
+                kiln_mbar_expect_tx(full_k, R_BYTES);
+            }
+            if (RAB && leader) {
+                /* rows i_min.. of the m-block, columns n0..; past the
+                 * tensor's rows or columns TMA writes zeros */
+#pragma unroll
+                for (int cb = 0; cb < BN / 64; ++cb)
+                    kiln_tma_load_4d(r_addr(sbase, ks) + (uint32_t)(cb * BM * 128), &a.tmap[KILN_TMA_RAB][0],
+                                     n0 + cb * 64, i_min, r_head, r_batch, full_k);
+            }
+            if (!whole) {
                 load_tile<BN>(sK, kg + (int64_t)n0 * p.k_row_stride, p.k_row_stride, L - n0, tid);
             }
             if (t >= VSTAGES)
@@ -853,16 +894,12 @@ KILN_DEV void run(const kiln_hstu_tma_kparams &a)
         }
         c.wl = wl;
         c.wr = wr;
-        /* rab rows of this thread (positions i = m0 + row + off); rows past
-         * rows_here read row 0 (in bounds; never stored). */
-        c.rrow[0] = c.rrow[1] = nullptr;
-        if constexpr (RAB) {
-            const int rh = p.rab_heads > 0 ? h % p.rab_heads : 0;
-            const uint16_t *rg = (const uint16_t *)p.rab + (int64_t)b * p.rab_batch_stride +
-                                 (int64_t)rh * p.rab_head_stride + (int64_t)i_min * p.rab_row_stride;
-#pragma unroll
-            for (int hf = 0; hf < 2; ++hf)
-                c.rrow[hf] = rg + (row0 + 8 * hf < rows_here ? (int64_t)(row0 + 8 * hf) * p.rab_row_stride : 0);
+        /* ldmatrix rows of this lane in a rab tile: the warp's 16 rows,
+         * lanes 8-15 (24-31) the second 8; lanes 16-31 the odd chunk */
+        {
+            const int rr = cw * 64 + (t128 >> 5) * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+            c.rab_lane = (uint32_t)rr * 128u;
+            c.rab_x = (uint32_t)((lane >> 4) ^ (rr & 7));
         }
         const uint32_t q_addr = kstep_addr<BM>(sQ, cw * 64, 0);
 
@@ -883,9 +920,10 @@ KILN_DEV void run(const kiln_hstu_tma_kparams &a)
             pp_pass(cw);
             kiln_wgmma_wait<0>();
             kiln_reg_fence(s);
-            kiln_mbar_arrive(sbase + BAR_EMPTY_K);
-            if (n_begin >= f_lo && n_begin < f_hi) process<false>(c, s, n_begin, pa);
-            else process<true>(c, s, n_begin, pa);
+            if constexpr (!RAB) kiln_mbar_arrive(sbase + BAR_EMPTY_K);
+            if (n_begin >= f_lo && n_begin < f_hi) process<false>(c, s, n_begin, pa, r_addr(sbase, 0));
+            else process<true>(c, s, n_begin, pa, r_addr(sbase, 0));
+            if constexpr (RAB) kiln_mbar_arrive(sbase + BAR_EMPTY_K);
 
             int n = n_begin + 1;
 #pragma unroll 1
@@ -948,9 +986,8 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_tma_kparams a)
 {
     using namespace kiln_hstu_fwd_sm90_impl;
 #if !KILN_PERSIST
-    /* blocks mode: grid (m-blocks, heads, batch), one item per CTA.  Keys
-     * with rab, which sm_90a serves with hstu_fwd.cu unless the Hopper
-     * kernel is forced, run it only. */
+    /* blocks mode: grid (m-blocks, heads, batch), one item per CTA; keys
+     * with rab run it only */
     blk::run(a);
 #else
     /* a persistent grid (G, 1, 1) walking the schedule */
@@ -1246,18 +1283,6 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_tma_kparams a)
             }
             c.wl = wl;
             c.wr = wr;
-            /* rab rows of this thread (positions i = m0 + row + off); rows past
-             * rows_here read row 0 (in bounds; never stored). */
-            c.rrow[0] = c.rrow[1] = nullptr;
-            if constexpr (RAB) {
-                const int rh = p.rab_heads > 0 ? h % p.rab_heads : 0;
-                const uint16_t *rg = (const uint16_t *)p.rab + (int64_t)it.b * p.rab_batch_stride +
-                                     (int64_t)rh * p.rab_head_stride +
-                                     (int64_t)(m0 + off) * p.rab_row_stride;
-#pragma unroll
-                for (int hf = 0; hf < 2; ++hf)
-                    c.rrow[hf] = rg + (row0 + 8 * hf < rows_here ? (int64_t)(row0 + 8 * hf) * p.rab_row_stride : 0);
-            }
             Out cur;
             cur.og = (uint16_t *)p.out + (it.q_beg + m0) * ostride + (int64_t)h * p.out_head_stride;
             cur.rows = rows_here;

@@ -20,13 +20,16 @@
 #define KILN_TMA_Q 0
 #define KILN_TMA_K 1
 #define KILN_TMA_V 2
+#define KILN_TMA_RAB 3
 
 typedef struct kiln_hstu_tma_kparams {
     kiln_hstu_kparams p;
-    /* Each map is 3-D over (head_dim, heads, rows), innermost first; boxes
-     * of (64 or 32 columns, 1 head, 128 rows for q / BLOCK_N for k and v)
-     * with the swizzle of the kernel's shared-memory tiles. */
-    KILN_ALIGN64 uint64_t tmap[3][16];
+    /* The maps of q, k and v are 3-D over (head_dim, heads, rows),
+     * innermost first; boxes of (64 or 32 columns, 1 head, 128 rows for q /
+     * BLOCK_N for k and v) with the swizzle of the kernel's shared-memory
+     * tiles.  rab's (keys with rab) is 4-D over (columns, rows, rab heads,
+     * batch), boxes of 64 columns by 128 rows, the 128-byte swizzle. */
+    KILN_ALIGN64 uint64_t tmap[4][16];
 } kiln_hstu_tma_kparams;
 
 #endif

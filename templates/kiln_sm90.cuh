@@ -50,6 +50,14 @@ KILN_DEV void kiln_mbar_arrive_expect_tx(uint32_t bar, uint32_t bytes)
                  :: "r"(bar), "r"(bytes) : "memory");
 }
 
+/* Add `bytes` to the transaction count without arriving: for a copy that
+ * joins a phase whose arrival comes later from elsewhere. */
+KILN_DEV void kiln_mbar_expect_tx(uint32_t bar, uint32_t bytes)
+{
+    asm volatile("mbarrier.expect_tx.relaxed.cta.shared::cta.b64 [%0], %1;\n"
+                 :: "r"(bar), "r"(bytes) : "memory");
+}
+
 KILN_DEV void kiln_mbar_wait(uint32_t bar, uint32_t parity)
 {
     uint32_t done;
@@ -72,6 +80,15 @@ KILN_DEV void kiln_tma_load_3d(uint32_t dst, const void *tmap, int c0, int c1, i
     asm volatile("cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
                  " [%0], [%1, {%2, %3, %4}], [%5];\n"
                  :: "r"(dst), "l"(tmap), "r"(c0), "r"(c1), "r"(c2), "r"(bar) : "memory");
+}
+
+/* The same for a 4-D tensor, coordinates (c0, c1, c2, c3). */
+KILN_DEV void kiln_tma_load_4d(uint32_t dst, const void *tmap, int c0, int c1, int c2, int c3,
+                               uint32_t bar)
+{
+    asm volatile("cp.async.bulk.tensor.4d.shared::cluster.global.tile.mbarrier::complete_tx::bytes"
+                 " [%0], [%1, {%2, %3, %4, %5}], [%6];\n"
+                 :: "r"(dst), "l"(tmap), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(bar) : "memory");
 }
 
 /* Wait for all of this thread's cp.async copies. */

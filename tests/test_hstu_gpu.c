@@ -446,6 +446,21 @@ static int edge_cases(kt_case *out) {
     c.layout = KT_L_PACKED;
     c.sep_k_offsets = 1;
     out[n++] = c;
+    /* rab by TMA in the Hopper kernel (rows 16-byte aligned): broadcast
+     * over the batch, NaN past each sequence, a partial last tile */
+    c = kt_base_case("rab-bcast-nan", KT_F_CAUSAL, bf, 128, 4, 3, L(300, 129, 64));
+    c.rab_heads = 2;
+    c.rab_bcast = 1;
+    c.rab_nan_pad = 1;
+    c.msq_extra = 4; /* rows 304 apart */
+    out[n++] = c;
+    c = kt_base_case("rab-nan-targets", KT_F_CTX_TGT, fp, 64, 2, 3, L(250, 77, 1));
+    memcpy(c.ctx, L(9, 3, 0), 3 * sizeof(int));
+    memcpy(c.tgt, L(40, 10, 1), 3 * sizeof(int));
+    c.rab_heads = 1;
+    c.rab_nan_pad = 1;
+    c.msq_extra = 6; /* rows 256 apart */
+    out[n++] = c;
     c = kt_base_case("rab-all-heads", KT_F_CAUSAL, bf, 64, 4, 2, L(129, 64));
     c.rab_heads = 4;
     c.rab_exact = 1; /* rows 129 apart */

@@ -345,7 +345,7 @@ void kt_case_fwd_params(const kt_case *c, const kt_shape *s, kiln_hstu_fwd_param
     if (c->rab_heads > 0) {
         p->rab_row_stride = c->rab_exact ? msk1 : (msk1 + 7) / 8 * 8; /* 16 bytes */
         p->rab_head_stride = (int64_t)msk1 * p->rab_row_stride;
-        p->rab_batch_stride = c->rab_heads * p->rab_head_stride;
+        p->rab_batch_stride = c->rab_bcast ? 0 : c->rab_heads * p->rab_head_stride;
     }
 }
 
@@ -408,10 +408,29 @@ void kt_fill_qkv(const kt_case *c, const kt_shape *s, kt_rng *r, kt_inputs *in) 
 
 void kt_fill_rab(const kt_case *c, const kiln_hstu_fwd_params *p, kt_rng *r, kt_inputs *in) {
     if (c->rab_heads <= 0) return;
-    in->nrab = (size_t)c->B * (size_t)p->rab_batch_stride + KT_GUARD;
+    const int planes = c->rab_bcast ? 1 : c->B;
+    const size_t plane = (size_t)c->rab_heads * (size_t)p->rab_head_stride;
+    in->nrab = (size_t)planes * plane + KT_GUARD;
     in->brab = kt_xmalloc(in->nrab * sizeof(uint16_t));
     for (size_t i = 0; i < in->nrab; i++)
         in->brab[i] = kt_draw_half(r, c->dtype, 1.0, c->grid_values);
+    if (!c->rab_nan_pad) return;
+    /* (i, j) with i or j past the sequence: no output reads them, so a
+     * kernel that multiplies by a mask rather than selecting turns them
+     * into NaN outputs (0 * NaN) */
+    for (int b = 0; b < planes; b++) {
+        int len = 0;
+        for (int bb = c->rab_bcast ? 0 : b; bb < (c->rab_bcast ? c->B : b + 1); bb++) {
+            const int lb = c->delta_q ? c->len_k[bb] : c->len_q[bb];
+            if (lb > len) len = lb;
+        }
+        for (int h = 0; h < c->rab_heads; h++)
+            for (int64_t i = 0; i < p->max_seqlen_k; i++)
+                for (int64_t j = 0; j < p->max_seqlen_k; j++)
+                    if (i >= len || j >= len)
+                        in->brab[(size_t)b * plane + (size_t)h * (size_t)p->rab_head_stride +
+                                 (size_t)(i * p->rab_row_stride + j)] = 0x7fff;
+    }
 }
 
 void kt_fill_func(const kt_case *c, const kt_shape *s, kt_inputs *in) {

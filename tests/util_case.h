@@ -25,7 +25,7 @@
 #define KT_MAXB 8       /* sequences per case at most */
 #define KT_KEYLEN 256   /* a kernel key */
 #define KT_GUARD 64     /* poisoned elements after every tensor buffer */
-#define KT_MAX_EDGE 32  /* edge cases of a sweep at most */
+#define KT_MAX_EDGE 40  /* edge cases of a sweep at most */
 #define KT_MAX_NFUNC 9  /* n_func of a case at most */
 
 /* ------------------------------------------------------------------ cases */
@@ -51,6 +51,8 @@ typedef struct kt_case {
     int rab_heads; /* 0: no rab */
     int rab_exact; /* rab rows exactly max_seqlen_k apart (NVIDIA's layout),
                     * else padded to a multiple of 8 elements */
+    int rab_bcast; /* forward: one rab for the whole batch (batch stride 0) */
+    int rab_nan_pad; /* forward: rab NaN at every (i, j) past its sequence */
     int drab;      /* backward: compute d(rab) (needs rab) */
     int drab_own;  /* backward: drab with its own (wider) strides, else rab's */
     int det;       /* backward: deterministic */

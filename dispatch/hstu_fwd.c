@@ -21,7 +21,7 @@ _Static_assert(sizeof(kiln_hstu_kparams) <= 256, "kparams must fit before the TM
 _Static_assert(sizeof(kiln_hstu_fp8_kparams) == 280, "fp8 kparams layout changed");
 _Static_assert(offsetof(kiln_hstu_fp8_kparams, descale_q) == 248, "fp8 kparams layout");
 _Static_assert(offsetof(kiln_hstu_fp8_tma_kparams, tmap) == 320 &&
-                   sizeof(kiln_hstu_fp8_tma_kparams) == 704,
+                   sizeof(kiln_hstu_fp8_tma_kparams) == 832,
                "fp8 tma kparams layout changed");
 
 #define GRID_YZ_MAX 65535

@@ -61,12 +61,17 @@ size_t kiln__hstu_fwd_sm90_smem(int dtype, int head_dim, int block_m, int block_
         return 1024 + 2 * (size_t)block_m * d + ks * 2 * (size_t)block_n * (d + (size_t)block_m) +
                vs * 2 * (size_t)block_n * d + 640;
     }
-    if (dtype == KILN_DTYPE_E4M3)
+    if (dtype == KILN_DTYPE_E4M3) {
         /* templates/hstu_fwd_sm90_fp8.cu: alignment slack | 2 x Q | 4
          * stages (3 at head dim 256) x (K | V^T) | 3 V staging tiles |
-         * mbarriers and the output scale (128) */
-        return 1024 + 2 * (size_t)block_m * d + (d <= 128 ? 4 : 3) * 2 * (size_t)block_n * d +
+         * mbarriers and the output scale (128); with rab each stage holds
+         * a 16-bit rab tile [block_m x block_n] too, in 3 stages at head
+         * dim 64, else 2 */
+        size_t st = rab ? (d <= 64 ? 3 : 2) : (d <= 128 ? 4 : 3);
+        size_t rt = rab ? 2 * (size_t)block_m * (size_t)block_n : 0;
+        return 1024 + 2 * (size_t)block_m * d + st * (2 * (size_t)block_n * d + rt) +
                3 * (size_t)block_n * d + 128;
+    }
     /* alignment slack | Q buffers | K ring | V ring | mbarriers (256) | item
      * queue (128) | producer warp slots (256) */
     return 1024 + (size_t)kiln__sm90_q_stages(head_dim) * 2 * (size_t)block_m * d +

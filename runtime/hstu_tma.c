@@ -123,6 +123,9 @@ int kiln__hstu_fp8_tma_fill(const kiln_cu_api *cu, const kiln_hstu_fwd_params *p
     if (encode_as(cu, a->tmap[KILN_TMA8_K], TM_UINT8, 1, p->k, p->total_k, p->k_row_stride, h,
                   p->k_head_stride, d, cols, (unsigned)key->block_n, sw) != 0)
         return -1;
+    if (key->rab && encode_rab(cu, a->tmap[KILN_TMA8_RAB], key->out_dtype, p,
+                               (unsigned)key->block_m) != 0)
+        return -1;
     /* v as k: the kernel transposes it from a staging tile laid out as K's */
     return encode_as(cu, a->tmap[KILN_TMA8_V], TM_UINT8, 1, p->v, p->total_k, p->v_row_stride, h,
                      p->v_head_stride, d, cols, (unsigned)key->block_n, sw);

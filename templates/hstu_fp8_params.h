@@ -19,14 +19,16 @@ typedef struct kiln_hstu_fp8_kparams {
 #define KILN_TMA8_Q 0
 #define KILN_TMA8_K 1
 #define KILN_TMA8_V 2
+#define KILN_TMA8_RAB 3
 
 /* The Hopper fp8 kernel's: the above plus TMA descriptors of q, k and v,
  * each 3-D over (head_dim bytes, heads, rows) with boxes of (up to 128
  * bytes, 1 head, 128 rows for q / BLOCK_N for k and v) and the swizzle of
- * the kernel's tiles (runtime/hstu_tma.c). */
+ * the kernel's tiles, and with rab, rab's as the 16-bit kernel's
+ * (runtime/hstu_tma.c). */
 typedef struct kiln_hstu_fp8_tma_kparams {
     kiln_hstu_fp8_kparams f;
-    KILN_ALIGN64 uint64_t tmap[3][16];
+    KILN_ALIGN64 uint64_t tmap[4][16];
 } kiln_hstu_fp8_tma_kparams;
 
 #ifdef KILN_NVRTC

@@ -62,9 +62,10 @@
  *
  * Shared memory (bytes; see kiln__hstu_fwd_sm90_smem()): up to 1024 of
  * alignment slack, then
- *   2 x Q [128 x D] | STAGES (4, or 3 at head dim 256) x (K [BN x D] |
- *   V^T [D x BN]) | NSTG x staging [BN x D] | mbarriers and the output
- *   scale (128)
+ *   2 x Q [128 x D] | STAGES (4, or 3 at head dim 256; with rab 3 at head
+ *   dim 64, else 2) x (K [BN x D] | V^T [D x BN] | with rab, rab [128 x BN]
+ *   in 16 bits) | NSTG x staging [BN x D] | mbarriers and the output scale
+ *   (128)
  * Q and K: D/128 column blocks of [rows][128 bytes], 128-byte swizzle (16-
  * byte chunk c of row r at chunk c ^ (r & 7)); D = 64: [rows][64], 64-byte
  * swizzle (c ^ ((r >> 1) & 3)).  V^T: [D][BN] with the 128-byte swizzle
@@ -155,7 +156,7 @@ constexpr int NTHREADS = KILN_WARPS * 32;
  * producer runs further ahead, and ring arithmetic is shifts.  On an H100,
  * 2 runs: (32, 4096, 4, 128) 702, 724 -> 725, 748 TFLOP/s; (256, 1024, 4,
  * 128) and (64, 2048, 8, 64) even. */
-constexpr int STAGES = D <= 128 ? 4 : 3;
+constexpr int STAGES = KILN_RAB ? (D <= 64 ? 3 : 2) : (D <= 128 ? 4 : 3);
 constexpr int PTHREADS = 128;            /* producer warpgroup */
 /* setmaxnreg moves registers inside the CTA's launch allocation (384 x 168,
  * from __launch_bounds__(384, 1)): asking the consumers for more than the
@@ -217,7 +218,12 @@ constexpr uint32_t KV_BYTES = BN * D;    /* K, and V^T */
 constexpr uint32_t VS_BYTES = KV_BYTES;  /* staging: a K tile */
 constexpr uint32_t OFF_Q = 0;                        /* [2]: the CTA's m-blocks */
 constexpr uint32_t OFF_KV = 2 * Q_BYTES;
-constexpr uint32_t OFF_VS = OFF_KV + STAGES * 2 * KV_BYTES;
+/* with rab a stage is K | V^T | rab [BM x BN] in 16 bits (TMA's 128-byte
+ * swizzle, column blocks of 64), which the consumers read at S and free
+ * with the stage after P V */
+constexpr uint32_t R_BYTES = RAB ? BM * BN * 2 : 0;
+constexpr uint32_t STAGE_BYTES = 2 * KV_BYTES + R_BYTES;
+constexpr uint32_t OFF_VS = OFF_KV + STAGES * STAGE_BYTES;
 constexpr uint32_t OFF_BAR = OFF_VS + NSTG * VS_BYTES;
 constexpr uint32_t BAR_FULL = OFF_BAR;              /* [STAGES] */
 constexpr uint32_t BAR_EMPTY = OFF_BAR + 8 * STAGES; /* [STAGES] */
@@ -228,6 +234,7 @@ constexpr int PBAR = 1;                  /* named barrier of the producer */
 /* bytes from OFF_BAR on: must match kiln__hstu_fwd_sm90_smem() */
 static_assert(OUT_SCALE + 4 - OFF_BAR <= 128, "barrier area");
 static_assert(Q_BYTES % 1024 == 0 && KV_BYTES % 1024 == 0, "swizzle alignment");
+static_assert(OFF_BAR + 128 + 1024 <= 232448, "the shared memory of an H100 CTA");
 
 /* Byte offset of 16-byte chunk c of row `row` in a Q or K tile of ROWS rows. */
 template <int ROWS> KILN_DEV uint32_t tile_off(int row, int c)
@@ -335,7 +342,8 @@ template <int ROWS> KILN_DEV uint32_t kstep_addr(uint32_t base, int r0, int ks)
 
 /* What a consumer thread needs to turn S into P. */
 struct Ctx {
-    const uint16_t *rrow[2];  /* rab rows of this thread (RAB) */
+    uint32_t rab_lane;        /* RAB: this lane's ldmatrix row in a rab tile (bytes) */
+    uint32_t rab_x;           /* RAB: its swizzle: chunk bit 0 ^ the row's low 3 bits */
     float half_alpha;         /* alpha / 2 (RAB), else alpha dq dk / 2 */
     float qk_scale;           /* dq dk (RAB) */
     int L, i0;                /* i0: position of this thread's row (hf = 0) */
@@ -345,26 +353,30 @@ struct Ctx {
 };
 
 /* S of tile n -> P (e4m3 A fragments in kiln_p8_perm key order); MASK:
- * apply the element mask. */
+ * apply the element mask.  RAB: r_addr is the tile's rab; ldmatrix hands
+ * each thread the elements of its S fragment (as in hstu_fwd_sm90.cu: the
+ * f32 accumulator's layout does not depend on the operands' type). */
 template <bool MASK, int PART = 0>
-KILN_DEV void process(const Ctx &c, float (&s)[BN / 2], int n, uint32_t (&pa)[PSTEPS][4])
+KILN_DEV void process(const Ctx &c, float (&s)[BN / 2], int n, uint32_t (&pa)[PSTEPS][4], uint32_t r_addr)
 {
     constexpr int NT0 = PART * SN / SPARTS, NT1 = (PART + 1) * SN / SPARTS;
     const int n0 = n * BN;
     const int L = c.L;
     if constexpr (RAB) {
-        /* plain (reorderable) 16-bit loads, column clamped to L - 1: in
-         * bounds whatever the alignment; columns >= L are masked */
+        const uint32_t base = r_addr + c.rab_lane;
 #pragma unroll
-        for (int nt = NT0; nt < NT1; ++nt)
+        for (int jj = NT0 / 2; jj < NT1 / 2; ++jj) {
+            uint32_t r[4];
+            kiln_ldmatrix_x4(r, base + (uint32_t)((jj >> 2) * (BM * 128)) +
+                                    ((((uint32_t)(2 * (jj & 3))) ^ c.rab_x) << 4));
 #pragma unroll
-            for (int hf = 0; hf < 2; ++hf)
-#pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    const int j = kiln_min(n0 + nt * 8 + 2 * c.tq + e, L - 1);
-                    float &x = s[4 * nt + 2 * hf + e];
-                    x = x * c.qk_scale + kiln_to_float<OT>(c.rrow[hf][j]);
-                }
+            for (int m = 0; m < 4; ++m) {
+                const int nt = 2 * jj + (m >> 1), hf = m & 1;
+                float &x0 = s[4 * nt + 2 * hf], &x1 = s[4 * nt + 2 * hf + 1];
+                x0 = x0 * c.qk_scale + kiln_to_float<OT>((uint16_t)(r[m] & 0xffffu));
+                x1 = x1 * c.qk_scale + kiln_to_float<OT>((uint16_t)(r[m] >> 16));
+            }
+        }
     }
 #pragma unroll
     for (int e = 4 * NT0; e < 4 * NT1; ++e) s[e] = kiln_silu_half(c.half_alpha * s[e]);
@@ -456,7 +468,13 @@ KILN_DEV void issue_pv(float (&o)[D / 2], const uint32_t (&pa)[PSTEPS][4], uint3
 
 KILN_DEV uint32_t k_addr(uint32_t sbase, uint32_t stage)
 {
-    return sbase + OFF_KV + stage * 2 * KV_BYTES;
+    return sbase + OFF_KV + stage * STAGE_BYTES;
+}
+
+/* the rab tile of a stage (RAB) */
+KILN_DEV uint32_t r_addr(uint32_t sbase, uint32_t stage)
+{
+    return k_addr(sbase, stage) + 2 * KV_BYTES;
 }
 
 /* Which O: an m-block's first row within its sequence, m0 (a multiple of
@@ -537,7 +555,7 @@ KILN_DEV void step(const kiln_hstu_kparams &p, const Ctx &c, float (&s)[BN / 2],
         if constexpr (!LATE_PV) issue_pv(o, pa, k_addr(sbase, sp) + KV_BYTES, acc);
         kiln_wgmma_wait<LATE_PV ? 1 : 2>();   /* the first half of S */
         kiln_reg_fence(s_part(s, 0));
-        process<MASK, 0>(c, s, n, pn);
+        process<MASK, 0>(c, s, n, pn, r_addr(sbase, st));
         if constexpr (LATE_PV) {
             kiln_reg_fence(pa);
             kiln_wgmma_fence();
@@ -545,12 +563,12 @@ KILN_DEV void step(const kiln_hstu_kparams &p, const Ctx &c, float (&s)[BN / 2],
         }
         kiln_wgmma_wait<1>();                 /* the second half */
         kiln_reg_fence(s_part(s, 1));
-        process<MASK, 1>(c, s, n, pn);
+        process<MASK, 1>(c, s, n, pn, r_addr(sbase, st));
     } else {
         issue_pv(o, pa, k_addr(sbase, sp) + KV_BYTES, acc);
         kiln_wgmma_wait<1>();
         kiln_reg_fence(s);
-        process<MASK>(c, s, n, pn);
+        process<MASK>(c, s, n, pn, r_addr(sbase, st));
     }
     kiln_wgmma_wait<0>();
     kiln_reg_fence(o);
@@ -708,6 +726,10 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_tma_kparams a)
             tma_tile<BN>(sVS + buf * VS_BYTES, tm_v, h, (int)(sq.k_beg + tile_n(ta) * BN),
                          sbase + BAR_VS + 8 * buf);
         };
+        /* rab's map: (columns, rows, rab heads, batch); a broadcast
+         * dimension (stride 0) has extent 1 there (runtime/hstu_tma.c) */
+        const int r_head = RAB && p.rab_head_stride != 0 && p.rab_heads > 1 ? h % p.rab_heads : 0;
+        const int r_batch = RAB && p.rab_batch_stride != 0 ? b : 0;
         /* V(0 .. NSTG - 2) in flight before the loop */
         if (leader)
 #pragma unroll 1
@@ -718,6 +740,19 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_tma_kparams a)
             if (t >= STAGES) kiln_mbar_wait(sbase + BAR_EMPTY + 8 * stage, (uint32_t)((t / STAGES - 1) & 1));
             const int n0 = tile_n(t) * BN;
             const uint32_t sK = k_addr(sbase, (uint32_t)stage);
+            if (RAB && leader) {
+                /* the rab tile of the m-block's rows (i = m0 + off ..) and
+                 * the tile's columns; past the tensor TMA writes zeros,
+                 * columns past the sequence are masked; before K's arrival,
+                 * so that the phase waits for its bytes */
+                const uint32_t full = sbase + BAR_FULL + 8 * stage;
+                kiln_mbar_expect_tx(full, R_BYTES);
+                const int i0 = (t < nt0 ? mb0 : mb1) * BM + sq.off;
+#pragma unroll
+                for (int cb = 0; cb < BN / 64; ++cb)
+                    kiln_tma_load_4d(r_addr(sbase, (uint32_t)stage) + (uint32_t)(cb * BM * 128),
+                                     &a.tmap[KILN_TMA8_RAB][0], n0 + cb * 64, i0, r_head, r_batch, full);
+            }
             if (leader) tma_tile<BN>(sK, tm_k, h, (int)(sq.k_beg + n0), sbase + BAR_FULL + 8 * stage);
             /* every producer thread is done reading the staging buffer
              * that V(t + NSTG - 1) goes to (V(t - 1)'s) */
@@ -807,14 +842,13 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_tma_kparams a)
             }
             c.wl = wl;
             c.wr = wr;
-            c.rrow[0] = c.rrow[1] = nullptr;
-            if constexpr (RAB) {
-                const int rh = p.rab_heads > 0 ? ctaid(1) % p.rab_heads : 0;
-                const uint16_t *rg = (const uint16_t *)p.rab + (int64_t)ctaid(2) * p.rab_batch_stride +
-                                     (int64_t)rh * p.rab_head_stride + (int64_t)(m0 + off) * p.rab_row_stride;
-#pragma unroll
-                for (int hf = 0; hf < 2; ++hf)
-                    c.rrow[hf] = rg + (row0 + 8 * hf < rows_here ? (int64_t)(row0 + 8 * hf) * p.rab_row_stride : 0);
+            {
+                /* ldmatrix rows of this lane in a rab tile: the warp's 16
+                 * rows, lanes 8-15 (24-31) the second 8; lanes 16-31 the
+                 * odd chunk */
+                const int rr = cw * 64 + (t128 >> 5) * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
+                c.rab_lane = (uint32_t)rr * 128u;
+                c.rab_x = (uint32_t)((lane >> 4) ^ (rr & 7));
             }
             const uint32_t sQ = kiln_opaque_u32(sbase + OFF_Q + (uint32_t)i * Q_BYTES);
             const uint32_t q_addr = kstep_addr<BM>(sQ, cw * 64, 0);

@@ -598,7 +598,7 @@ static void persist_names_the_grid(void **state)
         {90, 1, -1, 64, 0, KILN_DTYPE_BF16, 1},
         {90, 1, -1, 16 * 128, 0, KILN_DTYPE_FP16, 1},
         {90, 1, -1, 16 * 128 + 1, 0, KILN_DTYPE_BF16, 0},
-        {90, 1, -1, 64, 1, KILN_DTYPE_BF16, 0},  /* rab: portable kernel */
+        {90, 1, -1, 64, 1, KILN_DTYPE_BF16, 0},  /* rab: the Hopper kernel, blocks */
         {90, 1, 1, 64, 1, KILN_DTYPE_BF16, 0},   /* rab, Hopper forced: blocks */
         {90, 1, 0, 64, 0, KILN_DTYPE_BF16, 0},   /* portable forced */
         {80, 0, -1, 64, 0, KILN_DTYPE_BF16, 0},

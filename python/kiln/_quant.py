@@ -7,11 +7,11 @@ both quantize exactly alike.  Everything runs on x's device without a host
 sync: per-block scales are sized by an upper bound on the number of blocks
 (blocks()), not by reading the offsets.
 
-kiln runs modes 0, 3, 4 and 5 on its fp8 kernel.  Modes 1 and 2 quantize
-as NVIDIA's do but kiln computes them at 16 bits: q, k, v are dequantized
-(e4m3 value times its scale, rounded to the input dtype) and the 16-bit
-kernel runs, so they give NVIDIA's quantization error without its fp8
-tensor-core speed.
+kiln runs modes 0, 3, 4 and 5 on its fp8 kernel.  Modes 1 and 2 (and
+every mode with NVIDIA's func mask) quantize as NVIDIA's do but kiln
+computes them at 16 bits: q, k, v are dequantized (e4m3 value times its
+scale, rounded to the input dtype) and the 16-bit kernel runs, so they give
+NVIDIA's quantization error without its fp8 tensor-core speed.
 
 A layout (what quantize and dequantize take) is one of 0, 3, 4, 5 (that
 mode), ROW (mode 1's q and k), (COL, block) (mode 1's v) or (BLOCK, block)

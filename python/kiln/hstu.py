@@ -35,14 +35,15 @@ straight-through 16-bit backward at the dequantized values).  quant_mode 1
 (per-token) and 2 (block scales) quantize q, k, v exactly as NVIDIA's do but
 compute at 16 bits: the dequantized values go through the 16-bit kernels
 (NVIDIA's quantization error, no fp8 tensor-core speedup), with the same
-straight-through backward.  None of these is a custom op: they call the C
-library directly and torch.compile graph-breaks around them
+straight-through backward; so does every quant_mode with `func`, since
+kiln's fp8 kernels have no func mask.  None of these is a custom op: they
+call the C library directly and torch.compile graph-breaks around them
 (torch.compiler.disable).
 
 Arguments are checked here, before any CUDA call: a wrong type or dtype raises
 TypeError, a wrong shape, value or device ValueError, each naming the
 argument; a valid argument that kiln does not implement yet (descale_do
-and fp8 backward, `func` with fp8 or quant_mode, paged KV caches)
+and fp8 backward, `func` with float8_e4m3fn inputs, paged KV caches)
 raises kiln.Unsupported, a NotImplementedError.  A failure inside the
 C library raises kiln.KilnError with the status name and kiln_last_error().
 """
@@ -197,7 +198,8 @@ def _check_out_dtype(out_dtype):
 
 
 # NVIDIA's quant_mode values: 0, 3, 4, 5 run kiln's fp8 kernel; 1 and 2
-# quantize as NVIDIA's do and run the 16-bit kernel on the dequantized values.
+# quantize as NVIDIA's do and run the 16-bit kernel on the dequantized values,
+# as every mode does with func (kiln's fp8 kernels have no func mask).
 _QUANT_MODES = (0, 1, 2, 3, 4, 5)
 _QUANT_16BIT = (1, 2)
 
@@ -205,8 +207,8 @@ _QUANT_16BIT = (1, 2)
 def _check_quant_mode(quant_mode):
     """None for quant_mode -1 or None (no quantization); 0 to 5 as an int
     (q, k, v quantized with that mode's scale layout: the fp8 forward for 0,
-    3, 4, 5, the 16-bit forward at the dequantized values for 1 and 2);
-    anything else ValueError / TypeError."""
+    3, 4, 5, the 16-bit forward at the dequantized values for 1 and 2 and
+    for every mode with func); anything else ValueError / TypeError."""
     if quant_mode is None:
         return None
     if not _is_int(quant_mode) or isinstance(quant_mode, bool):
@@ -266,12 +268,13 @@ def _check_device(name, t, device):
         raise ValueError(f"kiln: {name} is on {t.device} but q is on {device}")
 
 
-def _check_func(func, total_q, window, num_contexts, num_targets, fp8, quant,
-                q_name="q"):
+def _check_func(func, total_q, window, num_contexts, num_targets, fp8, q_name="q"):
     """NVIDIA's arbitrary mask: None, or an int32 tensor (1, n_func, L) with
     n_func odd (1 to 255) and L >= total_q (NVIDIA allocates total_q + 256);
     func[0, f, g] for global query row g.  A mask family of its own: no
-    window, contexts or targets.  Its device is checked with the others."""
+    window, contexts or targets.  Not with float8_e4m3fn inputs (fp8: the
+    e4m3 kernels have no func); quant_mode takes it (computed at 16 bits).
+    Its device is checked with the others."""
     if func is None:
         return
     if not isinstance(func, torch.Tensor):
@@ -297,10 +300,12 @@ def _check_func(func, total_q, window, num_contexts, num_targets, fp8, quant,
         raise ValueError("kiln: func is a mask of its own: num_contexts must be None with it")
     if num_targets is not None:
         raise ValueError("kiln: func is a mask of its own: num_targets must be None with it")
-    if fp8 or quant is not None:
-        raise Unsupported("func", "kiln's fp8 inputs and quant_mode (0 to 5) take no "
-                                  "arbitrary func mask; pass float16 or bfloat16 inputs "
-                                  "(quant_mode=-1) with func")
+    if fp8:
+        raise Unsupported("func", "float8_e4m3fn q, k, v (with descale_q/k/v) "
+                                  "take no arbitrary func mask in kiln; pass float16 or "
+                                  "bfloat16 inputs with func, and quant_mode 0 to 5 to "
+                                  "have kiln quantize them (with func it computes at 16 "
+                                  "bits, at the dequantized values)")
 
 
 def _unsupported_extras(quant_mode=-1, descales=(), others=()):
@@ -751,16 +756,17 @@ class _QuantFp8(torch.autograd.Function):
     """quant_mode 0 to 5: the forward quantizes q, k, v to e4m3 with that
     mode's scales, as NVIDIA's does (kiln._quant.layouts: k and v by the key
     offsets).  Modes 0, 3, 4, 5 run the fp8 kernel; modes 1 and 2 (scales
-    per row or per block of rows, which kiln's fp8 kernel does not read)
-    dequantize q, k, v to q's dtype and run the 16-bit kernel: NVIDIA's
-    quantization, computed at 16 bits.  out is in q's dtype.  The backward
-    is straight-through: the quantizer counts as the identity, and kiln's
-    16-bit backward runs at the point the forward computed, the dequantized
-    q, k, v (so it saves the fp8 tensors and their scales, a byte per
-    element, not 16-bit copies, and dequantizes them again)."""
+    per row or per block of rows, which kiln's fp8 kernel does not read),
+    and every mode with func (which it has no mask for), dequantize q, k, v
+    to q's dtype and run the 16-bit kernel: NVIDIA's quantization, computed
+    at 16 bits.  out is in q's dtype.  The backward is straight-through: the
+    quantizer counts as the identity, and kiln's 16-bit backward runs at the
+    point the forward computed, the dequantized q, k, v, with func if any
+    (so it saves the fp8 tensors and their scales, a byte per element, not
+    16-bit copies, and dequantizes them again)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, rab, so_q, so_k, nc, nt, scalars):
+    def forward(ctx, q, k, v, rab, so_q, so_k, nc, nt, func, scalars):
         mode, mq, mk, tgs, wl, wr, alpha, scal, has_drab, dlt, det = scalars
         so_kk = so_q if so_k is None else so_k
         lay = _quant.layouts(mode, rab is not None, q.shape[2])
@@ -774,16 +780,16 @@ class _QuantFp8(torch.autograd.Function):
         (q8, dq), (k8, dk), (v8, dv) = q8k8v8
         out = torch.empty((q.shape[0], q.shape[1], q.shape[2]), dtype=q.dtype,
                           device=q.device)
-        if mode in _QUANT_16BIT:
+        if mode in _QUANT_16BIT or func is not None:
             qd, kd, vd = _QuantFp8._dequantized((q8, k8, v8), (dq, dk, dv),
                                                 (so_q, so_kk, so_kk), lay,
                                                 (q.dtype, k.dtype, v.dtype))
             _fwd_impl(qd, kd, vd, out, so_q, so_k, mq, mk, nc, nt, tgs, wl, wr, alpha,
-                      scal, rab, dlt)
+                      scal, rab, dlt, func)
         else:
             _fwd_fp8_impl(q8, k8, v8, out, dq, dk, dv, so_q, so_k, mq, mk, nc, nt, tgs, wl,
                           wr, alpha, scal, rab, dlt)
-        ctx.save_for_backward(q8, k8, v8, dq, dk, dv, rab, so_q, so_k, nc, nt)
+        ctx.save_for_backward(q8, k8, v8, dq, dk, dv, rab, so_q, so_k, nc, nt, func)
         ctx.kiln_scalars = scalars
         ctx.kiln_layouts = lay
         ctx.kiln_dtypes = (q.dtype, k.dtype, v.dtype)
@@ -804,22 +810,22 @@ class _QuantFp8(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        q8, k8, v8, dq, dk, dv, rab, so_q, so_k, nc, nt = ctx.saved_tensors
+        q8, k8, v8, dq, dk, dv, rab, so_q, so_k, nc, nt, func = ctx.saved_tensors
         mode, mq, mk, tgs, wl, wr, alpha, scal, has_drab, dlt, det = ctx.kiln_scalars
         so_kk = so_q if so_k is None else so_k
         q, k, v = _QuantFp8._dequantized((q8, k8, v8), (dq, dk, dv), (so_q, so_kk, so_kk),
                                          ctx.kiln_layouts, ctx.kiln_dtypes)
         gq, gk, gv, drab = torch.ops.kiln.hstu_bwd(grad, q, k, v, so_q, so_k, mq, mk, nc,
                                                    nt, tgs, wl, wr, alpha, scal, rab,
-                                                   has_drab, dlt, det)
-        return gq, gk, gv, (drab if has_drab else None), None, None, None, None, None
+                                                   has_drab, dlt, det, func)
+        return (gq, gk, gv, (drab if has_drab else None), None, None, None, None, None,
+                None)
 
 
 @torch.compiler.disable
 def _call_quant_fp8(mode, q, k, v, so_q, so_k, mq, mk, nc, nt, tgs, wl, wr, alpha, scal,
                     rab, has_drab, dlt, det, func=None):
-    assert func is None  # refused by hstu_varlen: no func mask with quant_mode
-    return _QuantFp8.apply(q, k, v, rab, so_q, so_k, nc, nt,
+    return _QuantFp8.apply(q, k, v, rab, so_q, so_k, nc, nt, func,
                            (mode, mq, mk, tgs, wl, wr, alpha, scal, has_drab, dlt, det))
 
 
@@ -927,7 +933,7 @@ def hstu_varlen(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q, max_seqlen_
     _check_per_batch("num_contexts", num_contexts, batch)
     _check_per_batch("num_targets", num_targets, batch)
     _check_func(func, q.shape[0], (window_left, window_right), num_contexts, num_targets,
-                fp8, quant, n["q"])
+                fp8, n["q"])
     if target_group_size is None:
         target_group_size = 1
     target_group_size = _as_int("target_group_size", target_group_size)
@@ -1123,9 +1129,10 @@ def hstu_attn_varlen_func(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q,
     query's rab row is its position r + len_k - len_q; its intervals stay
     those of r.  A mask of its own: window_size must be (-1, -1) and
     num_contexts, num_targets None (ValueError otherwise).  Differentiable
-    like the other masks (func itself gets no gradient); not with fp8
-    (kiln.Unsupported).  Runs on the portable kernels (never the Hopper
-    wgmma ones).
+    like the other masks (func itself gets no gradient).  With quant_mode 0
+    to 5 it computes at 16 bits at the dequantized values (see below); not
+    with float8_e4m3fn q, k, v (kiln.Unsupported naming func).  Runs on the
+    portable kernels (never the Hopper wgmma ones).
 
     fp8 (D 64, 128 or 256; on sm_90a the e4m3 wgmma kernel, which rounds P
     to e4m3; on other sm_80+ GPUs, and with $KILN_FWD_IMPL=mma, the
@@ -1144,11 +1151,14 @@ def hstu_attn_varlen_func(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q,
       and v are quantized to e4m3 as NVIDIA's modes do and the fp8 kernel
       runs; out is in q's dtype.  0: a plain cast (descales 1); 3: a scale
       per sequence and head, 4: per sequence, 5: per tensor, each amax / 448
-      (>= 1e-6), as NVIDIA's quantize_for_head_batch_tensor.  The backward
-      is straight-through (quantization counts as the identity): kiln's
-      16-bit backward at the values the forward read, the dequantized q, k
-      and v (e4m3 value times its factor, rounded to q's dtype), drab
-      included.
+      (>= 1e-6), as NVIDIA's quantize_for_head_batch_tensor.  With func
+      they compute at 16 bits as 1 and 2 below do (the fp8 kernels have no
+      func mask): the forward is kiln's 16-bit one, func included, at the
+      dequantized q, k and v (head dims and GPUs as the 16-bit path).  The
+      backward is straight-through (quantization counts as the identity):
+      kiln's 16-bit backward at the values the forward read, the
+      dequantized q, k and v (e4m3 value times its factor, rounded to q's
+      dtype), drab included, func if given.
     - quant_mode 1 and 2 with float16 / bfloat16 q, k, v (and on a packed
       qkv): q, k and v are quantized to e4m3 exactly as NVIDIA's modes do,
       but kiln computes at 16 bits: it dequantizes them (e4m3 value times
@@ -1162,12 +1172,13 @@ def hstu_attn_varlen_func(q, k, v, seq_offsets_q, seq_offsets_k, max_seqlen_q,
       (BM, BN) = get_bm_and_bn_block_size_fwd(rab, head dim) (128 x 128 for
       head dim 64, and 128 without rab; otherwise 128 x 64).  Scales are
       amax / 448 (>= 1e-6).  The backward is the same straight-through one
-      (the 16-bit backward at the dequantized q, k, v).
+      (the 16-bit backward at the dequantized q, k, v); func, if given,
+      masks both directions.
     None of these is a torch.library custom op: they call the C library directly,
     so torch.compile does not trace them (a graph break,
-    torch.compiler.disable).  descale_do (fp8 backward) and func with fp8 or
-    quant_mode raise kiln.Unsupported; descale_* with 16-bit inputs and out_dtype other
-    than q's dtype raise ValueError / TypeError.
+    torch.compiler.disable).  descale_do (fp8 backward) and func with
+    float8_e4m3fn q, k, v raise kiln.Unsupported; descale_* with 16-bit inputs and
+    out_dtype other than q's dtype raise ValueError / TypeError.
 
     Returns out (total_q, H, D), a new contiguous tensor in q's dtype
     (out_dtype for float8_e4m3fn inputs).

@@ -10,8 +10,8 @@ by environment variables:
   KILN_NV_OFFSET     NVIDIA: start of the every-Nth walk (default 0)
   KILN_NV_SHARD      NVIDIA: "K/N": of the selected cases keep the K-th of N
   KILN_NV_MAX        NVIDIA: at most this many real cases (0: no cap)
-  KILN_NV_UNSUPPORTED  NVIDIA: also run this many fp8 cases, to show them
-                     skipping with kiln's message (default 1)
+  KILN_NV_FP8        NVIDIA: also run this many fp8 cases, round-robin over
+                     quant_mode (default 4)
   KILN_NV_FUNC       NVIDIA: also run this many arbitrary-mask (func) cases
                      (default 4)
 
@@ -23,10 +23,10 @@ What it does:
 - NVIDIA: classifies every collected case from its parameters, the way
   test.py itself decides: "early" (test.py returns before testing anything:
   delta-q with contexts or targets, contexts without the causal mask),
-  "func" (arbitrary masks, sampled on their own), "fp8" (test_fused_attn_fp8:
-  not in kiln), "paged" (sm8x only), "real"; then keeps a fixed every-Nth
-  sample of the real ones (node ids ordered by their SHA-1, which mixes
-  parameters);
+  "func" (arbitrary masks, sampled on their own), "fp8" (test_fused_attn_fp8,
+  with or without func, sampled on their own), "paged" (sm8x only), "real";
+  then keeps a fixed every-Nth sample of the real ones (node ids ordered by
+  their SHA-1, which mixes parameters);
 - FBGEMM: skips the fp8 class, makes hypothesis deterministic (derandomize,
   no database, no shrinking), and turns an example that needs a missing
   feature into a rejected example (hypothesis.reject) instead of a failure;
@@ -190,7 +190,6 @@ def pytest_configure(config):
         h = _EarlyReturnLog(level=logging.INFO)
         logging.getLogger().addHandler(h)
         logging.getLogger().setLevel(logging.INFO)
-    config.addinivalue_line("markers", "kiln_unsupported: needs a feature kiln lacks")
     _save()
 
 
@@ -217,8 +216,9 @@ def _classify_nvidia(item):
             qm > 0 and (tq % 16 or tk % 16 or not fb))
         if early:
             return "fp8-early"
-        # kiln runs every quant_mode without func (1 and 2 at 16 bits)
-        return "fp8" if not params["is_arbitrary"] else "fp8-unsupported"
+        # kiln runs every quant_mode, with func too (1 and 2, and any mode
+        # with func, at 16 bits)
+        return "fp8"
     if early:
         return "early"
     if params["is_arbitrary"]:
@@ -264,7 +264,6 @@ def _select_nvidia(items, config):
     if cap > 0:
         picked = picked[:cap]
     extra = []
-    n_uns = int(os.environ.get("KILN_NV_UNSUPPORTED", "1") or 0)
     n_func = int(os.environ.get("KILN_NV_FUNC", "4") or 0)
     n_fp8 = int(os.environ.get("KILN_NV_FP8", "4") or 0)
     if k == 1 and n_func > 0:
@@ -277,11 +276,6 @@ def _select_nvidia(items, config):
         rr = [x for grp in itertools.zip_longest(*[by_mode[m] for m in sorted(by_mode)])
               for x in grp if x is not None]
         extra += rr[:n_fp8]
-    if k == 1 and n_uns > 0:
-        extra += sorted(classes["fp8-unsupported"], key=_stable_key)[:n_uns]
-    for it in extra:
-        if _classify_nvidia(it) == "fp8-unsupported":
-            it.add_marker(pytest.mark.kiln_unsupported)
     STATE["selection"] = dict(real=len(real), every=every, offset=offset, shard=shard,
                               cap=cap, selected_real=len(picked),
                               unsupported_samples=len(extra),
@@ -389,13 +383,13 @@ def summary(out):
         lines.append(
             "  classes: real = tested by test.py on kiln; early = test.py returns before "
             "testing (delta-q with contexts/targets, contexts without causal); func = "
-            "arbitrary mask; fp8 = quant_mode 0 to 5 (1 and 2 computed at 16 bits); "
-            "fp8-unsupported = fp8 with func; paged = sm8x only")
+            "arbitrary mask; fp8 = quant_mode 0 to 5 (1 and 2, and any with func, "
+            "computed at 16 bits); paged = sm8x only")
         if s:
             lines.append(f"  selected {s['selected_real']} of {s['real']} real cases "
                          f"(every {s['every']}th from {s['offset']}, shard {s['shard']}"
                          f"{', cap %d' % s['cap'] if s['cap'] else ''}) + "
-                         f"{s['unsupported_samples']} func, fp8 and unsupported samples"
+                         f"{s['unsupported_samples']} func and fp8 samples"
                          f" ({s.get('func_samples', 0)} func, {s.get('fp8_samples', 0)} fp8)")
         lines += _outcome_lines(nv)
         if nv["passed_without_kiln"]:

@@ -24,9 +24,9 @@
 #   --max N              NVIDIA: at most N real cases
 #   --fp8 N              NVIDIA: also run N fp8 cases, round-robin over
 #                        quant_mode 0 to 5 (default 4; 0: none)
-#   --unsupported N      NVIDIA: also run N fp8 cases kiln lacks (fp8 with an
-#                        arbitrary func mask) to show them skip with kiln's
-#                        message (default 1; 0: none); 4 func cases always run
+#   --unsupported N      ignored (kept for old command lines): no NVIDIA case
+#                        needs a feature kiln lacks now, fp8 with a func mask
+#                        is one of the --fp8 cases; 4 func cases always run
 #   --fbgemm-examples N  FBGEMM: hypothesis examples per test (FBGEMM's: 20)
 #   --only nvidia|fbgemm run one suite
 #   --timeout S          per-suite wall-clock limit in seconds (default 600)
@@ -44,14 +44,14 @@ usage() { sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 case "$1" in -h|--help) usage ;; esac
 OUT=$1; shift
 
-SHARD=1/1 EVERY=0 OFFSET=0 MAX=0 UNSUP=1 FP8=4 FB_EX= ONLY= TIMEOUT=600 COLLECT=
+SHARD=1/1 EVERY=0 OFFSET=0 MAX=0 FP8=4 FB_EX= ONLY= TIMEOUT=600 COLLECT=
 while [ $# -gt 0 ]; do
     case "$1" in
     --shard) SHARD=$2; shift 2 ;;
     --every) EVERY=$2; shift 2 ;;
     --offset) OFFSET=$2; shift 2 ;;
     --max) MAX=$2; shift 2 ;;
-    --unsupported) UNSUP=$2; shift 2 ;;
+    --unsupported) shift 2 ;;
     --fp8) FP8=$2; shift 2 ;;
     --fbgemm-examples) FB_EX=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
@@ -83,7 +83,7 @@ export KILN_CACHE_DIR=${KILN_CACHE_DIR:-${TMPDIR:-/tmp}/kiln-peers-cache}
 export PYTHONUNBUFFERED=1
 export KILN_PEERS_OUT=$OUT
 export KILN_NV_EVERY=$EVERY KILN_NV_OFFSET=$OFFSET KILN_NV_SHARD=$SHARD
-export KILN_NV_MAX=$MAX KILN_NV_UNSUPPORTED=$UNSUP KILN_NV_FP8=$FP8
+export KILN_NV_MAX=$MAX KILN_NV_FP8=$FP8
 
 "$PY" - <<'EOF' || exit 2
 import sys

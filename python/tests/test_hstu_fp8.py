@@ -15,7 +15,11 @@ kernel on sm_90, the portable widening one elsewhere).
   NVIDIA's dequantized inputs (_reference.nvidia_quant_dequant), and within
   the 16-bit tolerance of tests/test_hstu.py (2x the error torch makes in
   q's dtype) of the float64 reference over those inputs; the backward as
-  above; no host sync.
+  above; no host sync;
+- quant_mode with NVIDIA's arbitrary mask (func), which kiln's fp8 kernels
+  do not take: every mode computes at 16 bits, so out and the gradients
+  equal, bit for bit, kiln's 16-bit ones at the dequantized inputs with the
+  same func (and out differs from the one without func).
 
 Tolerances.  Against a float64 reference of the values the kernel reads,
 per sequence b: max |out - ref| over b <= 0.12 * scale_b, where scale_b =
@@ -34,7 +38,7 @@ import pytest
 import torch
 
 import kiln
-from _reference import dequantize, hstu_reference, make_batch, nvidia_quant_dequant
+from _reference import dequantize, hstu_reference, make_batch, make_func, nvidia_quant_dequant
 from conftest import HAS_CUDA
 
 E4 = getattr(torch, "float8_e4m3fn", None)
@@ -328,6 +332,50 @@ def test_quant_mode_backward_is_the_16_bit_backward_at_the_dequantized_inputs(c,
     for name, a, b in zip(("dq", "dk", "dv", "drab"), got, want):
         assert a.dtype == b.dtype and a.shape == b.shape, name
         assert torch.equal(a, b), f"{name} differs from the 16-bit backward"
+
+
+# ---------------------------------------------- quant_mode with func (16-bit)
+FUNC_CASE = _case("func_delta_rab", [5, 1, 0, 60, 37], lengths_k=[9, 1, 3, 128, 37],
+                  delta=True, rab_heads=2)
+
+
+@requires_bwd
+@pytest.mark.parametrize("mode", [0, 1, 3, 5])
+def test_quant_mode_with_func_is_the_16_bit_forward_and_backward(mode):
+    c = FUNC_CASE.values[0]
+    q, k, v, oq, ok, mq, mk, kw = _make(c, seed=9)
+    if mode == 3:
+        q, k, v = _spread(q, oq, 7), _spread(k, ok, 8), _spread(v, ok, 9)
+    kw["func"] = make_func(c["lengths"], 3, lengths_k=c["lengths_k"], seed=9, device=DEV)
+    leaves = [t.requires_grad_() for t in (q, k, v)]
+    leaves.append(kw["rab"].requires_grad_())
+    out = kiln.hstu_attn_varlen_func(q, k, v, oq, ok, mq, mk, quant_mode=mode,
+                                     has_drab=True, deterministic=True, **kw)
+    assert out.dtype == q.dtype and out.shape == q.shape
+    at = [_at(x, o, mode, r, True).requires_grad_() for x, o, r in
+          ((q, oq, "q"), (k, ok, "k"), (v, ok, "v"))]
+    rkw = dict(kw, rab=kw["rab"].detach().clone().requires_grad_())
+    at.append(rkw["rab"])
+    out16 = kiln.hstu_attn_varlen_func(*at[:3], oq, ok, mq, mk, has_drab=True,
+                                       deterministic=True, **rkw)
+    assert torch.equal(out, out16), "not the 16-bit forward with func at the dequantized inputs"
+    # the mask is applied: without func the same inputs give another output
+    pt = [x.detach() for x in at[:3]]
+    ref_kw = dict(rkw, rab=rkw["rab"].detach())
+    with torch.no_grad():
+        nofunc = kiln.hstu_attn_varlen_func(*pt, oq, ok, mq, mk,
+                                            **{n: t for n, t in ref_kw.items() if n != "func"})
+    assert not torch.equal(out, nofunc), "func had no effect"
+    ref = hstu_reference(*pt, oq, ok, mq, mk, dtype=torch.float64, **ref_kw)
+    low = hstu_reference(*pt, oq, ok, mq, mk, dtype=q.dtype, **ref_kw)
+    _check_16_bit("out vs float64 reference with func", out.detach(), ref, low)
+    gen = torch.Generator(device=DEV).manual_seed(6)
+    g = torch.rand(out.shape, generator=gen, device=DEV).to(out.dtype)
+    got = torch.autograd.grad(out, leaves, g)
+    want = torch.autograd.grad(out16, at, g)
+    for name, a, b in zip(("dq", "dk", "dv", "drab"), got, want):
+        assert a.dtype == b.dtype and a.shape == b.shape, name
+        assert torch.equal(a, b), f"{name} differs from the 16-bit backward with func"
 
 
 def test_nvidia_compat_quant_mode_5():

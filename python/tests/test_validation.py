@@ -123,11 +123,7 @@ def test_bad_argument_names_it(exc, words, over):
 
 UNSUPPORTED = [
     ("descale_do", dict(descale_do=torch.ones(1))),
-    ("func", dict(func=torch.zeros(1, 3, 266, dtype=torch.int32), quant_mode=5)),  # fp8
-    ("func", dict(func=torch.zeros(1, 3, 266, dtype=torch.int32), quant_mode=3)),
-    # quant_mode 1 and 2 compute at 16 bits but take no func either (as 0, 3, 4, 5)
-    ("func", dict(func=torch.zeros(1, 3, 266, dtype=torch.int32), quant_mode=1)),
-    ("func", dict(func=torch.zeros(1, 3, 266, dtype=torch.int32), quant_mode=2)),
+    # func with float8_e4m3fn q, k, v: in FP8_BAD below (quant_mode takes func)
 ]
 
 
@@ -154,6 +150,24 @@ def test_quant_mode_1_and_2_are_not_unsupported():
                num_targets=torch.ones(2, dtype=torch.int32))
         expect(ValueError, ["CUDA"], quant_mode=qm, q=q0[..., :32], k=k0[..., :32],
                v=v0[..., :32])  # 16-bit compute: head dim 32 too
+
+
+def test_quant_mode_takes_func():
+    # every quant_mode with func passes the argument checks (on to the device
+    # check): kiln computes it at 16 bits at the dequantized values
+    func = torch.zeros(1, 3, 266, dtype=torch.int32)
+    for qm in (0, 1, 2, 3, 4, 5):
+        e = expect(ValueError, ["q", "CUDA"], quant_mode=qm, func=func)
+        assert not isinstance(e, NotImplementedError)
+    expect(ValueError, ["CUDA"], quant_mode=3, func=func, rab=torch.zeros(2, 1, 6, 6),
+           has_drab=True)
+    expect(ValueError, ["CUDA"], quant_mode=5, func=func,
+           seqused_q=torch.ones(2, dtype=torch.int32))
+    # the func checks still apply with quant_mode
+    expect(ValueError, ["func", "window_size"], quant_mode=5, func=func, window_size=(-1, 0))
+    with pytest.raises(ValueError, match="CUDA"):
+        kiln.hstu_attn_qkvpacked_func(torch.zeros(10, 3, 2, 64, dtype=BF), off0, off0, 6, 6,
+                                      func=func, quant_mode=2)
 
 
 def test_quant_mode_values_and_types():
@@ -213,6 +227,12 @@ FP8_BAD = [
     (ValueError, "quant_mode", ["quant_mode=3", "float8_e4m3fn"], dict(quant_mode=3)),
     (kiln.Unsupported, "descale_do", ["descale_do", "forward only"],
      dict(descale_do=torch.ones(1))),
+    # the e4m3 kernels have no func mask (16-bit inputs with quant_mode take one)
+    (kiln.Unsupported, "func", ["func", "float8_e4m3fn", "quant_mode 0 to 5"],
+     dict(func=torch.zeros(1, 3, 266, dtype=torch.int32))),
+    (kiln.Unsupported, "func", ["func", "float8_e4m3fn"],
+     dict(func=torch.zeros(1, 3, 266, dtype=torch.int32), descale_q=_d(), descale_k=_d(),
+          descale_v=_d())),
     (ValueError, "q", ["q", "CUDA"], dict()),  # every other check passed
     (ValueError, "q", ["q", "CUDA"],          # valid fp8 arguments, all given
      dict(descale_q=_d(), descale_k=_d(2.0), descale_v=_d().reshape(()),

@@ -11,7 +11,7 @@ by environment variables:
   KILN_NV_SHARD      NVIDIA: "K/N": of the selected cases keep the K-th of N
   KILN_NV_MAX        NVIDIA: at most this many real cases (0: no cap)
   KILN_NV_FP8        NVIDIA: also run this many fp8 cases, round-robin over
-                     quant_mode (default 4)
+                     quant_mode, every other one with a func mask (default 4)
   KILN_NV_FUNC       NVIDIA: also run this many arbitrary-mask (func) cases
                      (default 4)
 
@@ -232,6 +232,10 @@ def _stable_key(item):
     return hashlib.sha1(item.nodeid.encode()).hexdigest()
 
 
+def _params(item):
+    return getattr(getattr(item, "callspec", None), "params", {})
+
+
 def _select_nvidia(items, config):
     import pytest
 
@@ -269,13 +273,20 @@ def _select_nvidia(items, config):
     if k == 1 and n_func > 0:
         extra += sorted(classes["func"], key=_stable_key)[:n_func]
     if k == 1 and n_fp8 > 0:
-        # round-robin over quant_mode, so that a few cases cover every mode
-        by_mode = collections.defaultdict(list)
-        for it in sorted(classes["fp8"], key=_stable_key):
-            by_mode[getattr(getattr(it, "callspec", None), "params", {}).get("quant_mode")].append(it)
-        rr = [x for grp in itertools.zip_longest(*[by_mode[m] for m in sorted(by_mode)])
-              for x in grp if x is not None]
-        extra += rr[:n_fp8]
+        # round-robin over quant_mode, so that a few cases cover every mode,
+        # and every other one with a func mask (a tenth of the fp8 cases,
+        # which a plain round-robin would seldom pick)
+        def round_robin(its):
+            by_mode = collections.defaultdict(list)
+            for it in its:
+                by_mode[_params(it).get("quant_mode")].append(it)
+            return [x for grp in itertools.zip_longest(*[by_mode[m] for m in sorted(by_mode)])
+                    for x in grp if x is not None]
+        fp8 = sorted(classes["fp8"], key=_stable_key)
+        plain = round_robin([i for i in fp8 if not _params(i).get("is_arbitrary")])
+        func = round_robin([i for i in fp8 if _params(i).get("is_arbitrary")])
+        nf = min(n_fp8 // 2, len(func))
+        extra += plain[:n_fp8 - nf] + func[:nf]
     STATE["selection"] = dict(real=len(real), every=every, offset=offset, shard=shard,
                               cap=cap, selected_real=len(picked),
                               unsupported_samples=len(extra),

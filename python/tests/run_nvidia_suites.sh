@@ -23,10 +23,11 @@
 #                        (default 0; shards of one N at distinct K are disjoint)
 #   --max N              NVIDIA: at most N real cases
 #   --fp8 N              NVIDIA: also run N fp8 cases, round-robin over
-#                        quant_mode 0 to 5 (default 4; 0: none)
+#                        quant_mode 0 to 5, half of them with a func mask
+#                        (default 4; 0: none)
 #   --unsupported N      ignored (kept for old command lines): no NVIDIA case
-#                        needs a feature kiln lacks now, fp8 with a func mask
-#                        is one of the --fp8 cases; 4 func cases always run
+#                        needs a feature kiln lacks now; 4 func cases always
+#                        run
 #   --fbgemm-examples N  FBGEMM: hypothesis examples per test (FBGEMM's: 20)
 #   --only nvidia|fbgemm run one suite
 #   --timeout S          per-suite wall-clock limit in seconds (default 600)
@@ -39,7 +40,7 @@
 # KILN_PEERS_DIR where the peers are (default <repo>/.peers).
 set -u
 
-usage() { sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+usage() { sed -n '2,40p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 [ $# -ge 1 ] || usage
 case "$1" in -h|--help) usage ;; esac
 OUT=$1; shift

@@ -1,5 +1,5 @@
-/* hstu_tma.h -- TMA descriptors of q, k and v for the Hopper HSTU forward,
- * and of q, k, v and dout for its backward.
+/* hstu_tma.h -- TMA descriptors of q, k, v (and rab) for the Hopper HSTU
+ * forward, and of q, k, v and dout for its backward.
  * Internal; allocates nothing (the descriptors live in the caller's
  * kiln_hstu_tma_kparams, on its stack). */
 #ifndef KILN_RUNTIME_HSTU_TMA_H
@@ -13,14 +13,16 @@
 #include "templates/hstu_tma_params.h"
 
 /* Fill a->tmap for the tensors of p and the tiles of key (a->p is not
- * touched).  Returns 0, or -1 when these tensors cannot be described (no
- * cuTensorMapEncodeTiled in the driver, more than 2^31 - 1 rows, heads that
- * overlap or outrun a row); the caller then uses a kernel without TMA. */
+ * touched), rab's too for a key with rab.  Returns 0, or -1 when these
+ * tensors cannot be described (no cuTensorMapEncodeTiled in the driver,
+ * more than 2^31 - 1 rows, heads that overlap or outrun a row, rab rows or
+ * strides not multiples of 16 bytes); the caller then uses a kernel without
+ * TMA. */
 int kiln__hstu_tma_fill(const kiln_cu_api *cu, const kiln_hstu_fwd_params *p,
                         const kiln_key *key, kiln_hstu_tma_kparams *a);
 
 /* The same for the Hopper fp8 forward (q, k and v, all with the byte rows
- * and swizzle of its tiles); a->f is not touched. */
+ * and swizzle of its tiles; rab as above); a->f is not touched. */
 int kiln__hstu_fp8_tma_fill(const kiln_cu_api *cu, const kiln_hstu_fwd_params *p,
                             const kiln_key *key, kiln_hstu_fp8_tma_kparams *a);
 

@@ -155,7 +155,8 @@ constexpr int NTHREADS = KILN_WARPS * 32;
  * they fit (221 KB at head dim 128; head dim 256 would need 250): the
  * producer runs further ahead, and ring arithmetic is shifts.  On an H100,
  * 2 runs: (32, 4096, 4, 128) 702, 724 -> 725, 748 TFLOP/s; (256, 1024, 4,
- * 128) and (64, 2048, 8, 64) even. */
+ * 128) and (64, 2048, 8, 64) even.  With rab a stage holds a 16-bit rab
+ * tile too: three fit at head dim 64, two elsewhere. */
 constexpr int STAGES = KILN_RAB ? (D <= 64 ? 3 : 2) : (D <= 128 ? 4 : 3);
 constexpr int PTHREADS = 128;            /* producer warpgroup */
 /* setmaxnreg moves registers inside the CTA's launch allocation (384 x 168,

@@ -184,10 +184,13 @@ constexpr int NSTG = 3;
  * memory: an e4m3 wgmma with both operands in shared memory reads 6 KB per
  * 64 clocks of tensor work (96 of shared memory's 128 bytes a clock), on
  * top of the producer's traffic.  On an H100, (256, 1024, 4, 128): 371 ->
- * 384 TFLOP/s; (64, 2048, 8, 64) and (32, 4096, 4, 128) even.  Not with
- * rab (ptxas spills there) nor at head dim 256 (its 32 registers do not
- * fit beside O). */
-constexpr bool QREG = D <= 128 && !RAB;
+ * 384 TFLOP/s; (64, 2048, 8, 64) and (32, 4096, 4, 128) even.  Not at
+ * head dim 256 (its 32 registers do not fit beside O), nor with rab,
+ * contexts and targets at 128 (ptxas spilled 8 bytes there).  With rab
+ * (from shared memory, which freed the registers of its row pointers),
+ * (32, 4096, 4, 128) causal, one rab head: 493, 466 -> 507, 510 TFLOP/s
+ * on an H100, alternated runs. */
+constexpr bool QREG = D <= 128 && !(KILN_RAB && D == 128 && KILN_CONTEXT && KILN_TARGET);
 /* Head dim 256 with rab packs P with fewer registers (kiln_pack4_e4m3):
  * with the other form ptxas spilled 8 to 60 bytes in those variants. */
 constexpr bool PACK_MERGE = D == 256 && RAB;

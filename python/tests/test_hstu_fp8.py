@@ -325,13 +325,19 @@ def test_quant_mode_backward_is_the_16_bit_backward_at_the_dequantized_inputs(c,
     out16 = kiln.hstu_attn_varlen_func(*at[:3], oq, ok, mq, mk, has_drab=has_rab,
                                        deterministic=True, **rkw)
     _check_global("out", out.detach(), out16.detach())
-    gen = torch.Generator(device=DEV).manual_seed(5)
+    _assert_same_grads(out, leaves, out16, at, 5, "the 16-bit backward")
+
+
+def _assert_same_grads(out, leaves, out16, at, seed, what):
+    """The gradients of out (to leaves) and of out16 (to at) for one random
+    dout are bit-identical."""
+    gen = torch.Generator(device=DEV).manual_seed(seed)
     g = torch.rand(out.shape, generator=gen, device=DEV).to(out.dtype)
     got = torch.autograd.grad(out, leaves, g)
     want = torch.autograd.grad(out16, at, g)
     for name, a, b in zip(("dq", "dk", "dv", "drab"), got, want):
         assert a.dtype == b.dtype and a.shape == b.shape, name
-        assert torch.equal(a, b), f"{name} differs from the 16-bit backward"
+        assert torch.equal(a, b), f"{name} differs from {what}"
 
 
 # ---------------------------------------------- quant_mode with func (16-bit)
@@ -369,13 +375,7 @@ def test_quant_mode_with_func_is_the_16_bit_forward_and_backward(mode):
     ref = hstu_reference(*pt, oq, ok, mq, mk, dtype=torch.float64, **ref_kw)
     low = hstu_reference(*pt, oq, ok, mq, mk, dtype=q.dtype, **ref_kw)
     _check_16_bit("out vs float64 reference with func", out.detach(), ref, low)
-    gen = torch.Generator(device=DEV).manual_seed(6)
-    g = torch.rand(out.shape, generator=gen, device=DEV).to(out.dtype)
-    got = torch.autograd.grad(out, leaves, g)
-    want = torch.autograd.grad(out16, at, g)
-    for name, a, b in zip(("dq", "dk", "dv", "drab"), got, want):
-        assert a.dtype == b.dtype and a.shape == b.shape, name
-        assert torch.equal(a, b), f"{name} differs from the 16-bit backward with func"
+    _assert_same_grads(out, leaves, out16, at, 6, "the 16-bit backward with func")
 
 
 def test_nvidia_compat_quant_mode_5():

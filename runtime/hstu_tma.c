@@ -69,6 +69,10 @@ static int encode_rab(const kiln_cu_api *cu, void *map, int dtype, const kiln_hs
 {
     const int64_t n = p->max_seqlen_k;
     if (n <= 0 || n > INT32_MAX) return -1;
+    /* the driver would refuse these too; said here, not left to its error */
+    if (p->rab % 16 || (p->rab_row_stride * 2) % 16 || (p->rab_head_stride * 2) % 16 ||
+        (p->rab_batch_stride * 2) % 16)
+        return -1;
     unsigned long long dims[4] = {(unsigned long long)n, (unsigned long long)n,
                                   (unsigned long long)p->rab_heads, (unsigned long long)p->batch};
     unsigned long long strides[3] = {(unsigned long long)p->rab_row_stride * 2,

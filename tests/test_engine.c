@@ -360,6 +360,36 @@ static void fp8_grid_and_tma_fallback(void **state)
     kiln_engine_destroy(e);
 }
 
+/* rab by TMA in the Hopper forward where TMA can describe it (rows of 16-byte
+ * multiples, a broadcast batch included); rows of 201 elements go to the
+ * portable kernel.  The fake driver refuses what the real one does. */
+static void rab_tma_or_portable(void **state)
+{
+    (void)state;
+    NEED_NVRTC();
+    kiln_engine *e = engine_at("r", 0);
+    kiln_hstu_fwd_params p = params(128, 1);
+    p.rab = 0x700000;
+    p.rab_heads = 1;
+    p.rab_row_stride = 200;
+    p.rab_head_stride = 200 * 200;
+    p.rab_batch_stride = 200 * 200;
+    kt_fakecu_launch fake = launch_as(e, &p, "hstu_fwd/sm_90a/bf16/d128/causal/rab");
+    assert_int_equal(fake.block[0], 384); /* the Hopper kernel's 12 warps */
+    assert_int_equal(fake.grid[0], 2);    /* a CTA per m-block of 128 rows */
+    p.rab_batch_stride = 0;               /* one rab for the batch */
+    assert_int_equal(kiln_hstu_fwd(e, &p, NULL), KILN_OK);
+    assert_int_equal(kt_fakecu_last_launch().block[0], 384);
+    p.rab_row_stride = 201;
+    p.rab_head_stride = p.rab_batch_stride = 201 * 200;
+    assert_int_equal(kiln_hstu_fwd(e, &p, NULL), KILN_OK);
+    assert_true(kt_fakecu_last_launch().block[0] != 384);
+    kiln_cache_stats st;
+    assert_int_equal(kiln_cache_stats_get(e, &st), KILN_OK);
+    assert_int_equal(st.compiles, 2); /* the Hopper kernel, then the portable one */
+    kiln_engine_destroy(e);
+}
+
 static void empty_batch_launches_nothing(void **state)
 {
     (void)state;
@@ -408,6 +438,7 @@ int main(void)
         cmocka_unit_test(unusable_cache_dir_degrades_to_memory),
         cmocka_unit_test(grid_follows_the_key),
         cmocka_unit_test(fp8_grid_and_tma_fallback),
+        cmocka_unit_test(rab_tma_or_portable),
         cmocka_unit_test(empty_batch_launches_nothing),
         cmocka_unit_test(info_and_key_for_params),
     };

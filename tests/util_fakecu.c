@@ -200,8 +200,12 @@ static CUresult d_tmap(void *map, int dtype, unsigned rank, void *addr,
                        const unsigned *box, const unsigned *estr, int il, int sw, int l2,
                        int oob)
 {
-    (void)dtype; (void)rank; (void)addr; (void)dims; (void)strides; (void)box;
-    (void)estr; (void)il; (void)sw; (void)l2; (void)oob;
+    (void)dtype; (void)dims; (void)box; (void)estr; (void)il; (void)sw; (void)l2; (void)oob;
+    /* the driver's own rules that kiln's fallbacks rely on: a 16-byte
+     * aligned address and strides in multiples of 16 bytes */
+    if ((uintptr_t)addr % 16) return 1; /* CUDA_ERROR_INVALID_VALUE */
+    for (unsigned i = 0; i + 1 < rank; i++)
+        if (strides[i] % 16) return 1;
     memset(map, 0, 128);
     return 0;
 }

@@ -69,10 +69,6 @@ static int encode_rab(const kiln_cu_api *cu, void *map, int dtype, const kiln_hs
 {
     const int64_t n = p->max_seqlen_k;
     if (n <= 0 || n > INT32_MAX) return -1;
-    /* the driver would refuse these too; said here, not left to its error */
-    if (p->rab % 16 || (p->rab_row_stride * 2) % 16 || (p->rab_head_stride * 2) % 16 ||
-        (p->rab_batch_stride * 2) % 16)
-        return -1;
     unsigned long long dims[4] = {(unsigned long long)n, (unsigned long long)n,
                                   (unsigned long long)p->rab_heads, (unsigned long long)p->batch};
     unsigned long long strides[3] = {(unsigned long long)p->rab_row_stride * 2,
@@ -87,6 +83,9 @@ static int encode_rab(const kiln_cu_api *cu, void *map, int dtype, const kiln_hs
         dims[3] = 1;
         strides[2] = strides[1] * dims[2];
     }
+    /* the driver would refuse these too; said here, not left to its error
+     * (and only for the dimensions the map keeps) */
+    if (p->rab % 16 || strides[0] % 16 || strides[1] % 16 || strides[2] % 16) return -1;
     const unsigned box[4] = {64u, box_rows, 1u, 1u};
     const unsigned one[4] = {1u, 1u, 1u, 1u};
     CUresult r = cu->TensorMapEncodeTiled(map, dtype == KILN_DTYPE_BF16 ? TM_BFLOAT16 : TM_FLOAT16, 4,

@@ -72,6 +72,7 @@
  * aligned, their row and head strides multiples of 8 elements. */
 #include "kiln_common.cuh"
 #include "kiln_sm90.cuh"
+#include "kiln_sm90_rab.cuh"
 #include "hstu_tma_params.h"
 #include "kiln_hstu_seq.cuh"
 
@@ -245,8 +246,7 @@ template <bool B> struct kiln_bool {
 
 /* What a consumer thread needs to turn S into P. */
 struct Ctx {
-    uint32_t rab_lane;        /* RAB: this lane's ldmatrix row in a rab tile (bytes) */
-    uint32_t rab_x;           /* RAB: its swizzle: chunk bit 0 ^ the row's low 3 bits */
+    kiln_rab_lane rab;        /* RAB: this lane's place in a rab tile */
     float half_alpha;
     int L, i0;                /* i0: position of this thread's row (hf = 0) */
     int tq;
@@ -266,28 +266,19 @@ struct Out {
 };
 
 /* S of tile n -> P (16-bit A fragments); MASK: apply the element mask.
- * RAB: r_addr is the tile's rab, [BM rows][BN columns] as column blocks of
- * [BM][64] with the 128-byte swizzle (TMA's); ldmatrix hands each thread
- * the elements of its S fragment: matrices (rows 0-7 | 8-15 of the warp's
- * 16) x (n8 blocks 2 jj | 2 jj + 1) are S's (hf, nt) pairs. */
+ * RAB: r_addr is the tile's rab (kiln_sm90_rab.cuh). */
 template <bool MASK>
 KILN_DEV void process(const Ctx &c, float (&s)[BN / 2], int n, uint32_t (&pa)[PSTEPS][4], uint32_t r_addr)
 {
     const int n0 = n * BN;
     const int L = c.L;
     if constexpr (RAB) {
-        const uint32_t base = r_addr + c.rab_lane;
 #pragma unroll
         for (int jj = 0; jj < SN / 2; ++jj) {
-            uint32_t r[4];
-            kiln_ldmatrix_x4(r, base + (uint32_t)((jj >> 2) * (BM * 128)) +
-                                    ((((uint32_t)(2 * (jj & 3))) ^ c.rab_x) << 4));
+            float f[8];
+            kiln_rab_pair<DT, BM>(r_addr, c.rab, jj, f);
 #pragma unroll
-            for (int m = 0; m < 4; ++m) {
-                const int nt = 2 * jj + (m >> 1), hf = m & 1;
-                s[4 * nt + 2 * hf] += kiln_to_float<DT>((uint16_t)(r[m] & 0xffffu));
-                s[4 * nt + 2 * hf + 1] += kiln_to_float<DT>((uint16_t)(r[m] >> 16));
-            }
+            for (int i = 0; i < 8; ++i) s[8 * jj + i] += f[i];
         }
     }
 #pragma unroll
@@ -794,10 +785,8 @@ KILN_DEV void run(const kiln_hstu_tma_kparams &a)
         }
         const uint16_t *kg = (const uint16_t *)p.k + k_beg * p.k_row_stride + (int64_t)h * p.k_head_stride;
         const uint16_t *vg = (const uint16_t *)p.v + k_beg * p.v_row_stride + (int64_t)h * p.v_head_stride;
-        /* rab's map: (columns, rows, rab heads, batch); a broadcast
-         * dimension (stride 0) has extent 1 there (runtime/hstu_tma.c) */
-        const int r_head = RAB && p.rab_head_stride != 0 && p.rab_heads > 1 ? h % p.rab_heads : 0;
-        const int r_batch = RAB && p.rab_batch_stride != 0 ? b : 0;
+        int r_head = 0, r_batch = 0;
+        if constexpr (RAB) kiln_rab_coords(p, h, b, r_head, r_batch);
 #pragma unroll 1
         for (int t = 0; t < ntiles; ++t) {
             const int ks = t % KSTAGES, vs = t % VSTAGES;
@@ -823,14 +812,9 @@ KILN_DEV void run(const kiln_hstu_tma_kparams &a)
                  * sequence are masked); the arrival comes after K's copy */
                 kiln_mbar_expect_tx(full_k, R_BYTES);
             }
-            if (RAB && leader) {
-                /* rows i_min.. of the m-block, columns n0..; past the
-                 * tensor's rows or columns TMA writes zeros */
-#pragma unroll
-                for (int cb = 0; cb < BN / 64; ++cb)
-                    kiln_tma_load_4d(r_addr(sbase, ks) + (uint32_t)(cb * BM * 128), &a.tmap[KILN_TMA_RAB][0],
-                                     n0 + cb * 64, i_min, r_head, r_batch, full_k);
-            }
+            if (RAB && leader) /* the m-block's rows, the tile's columns */
+                kiln_rab_tma<BM, BN>(r_addr(sbase, ks), &a.tmap[KILN_TMA_RAB][0], n0, i_min, r_head,
+                                     r_batch, full_k);
             if (!whole) {
                 load_tile<BN>(sK, kg + (int64_t)n0 * p.k_row_stride, p.k_row_stride, L - n0, tid);
             }
@@ -894,13 +878,7 @@ KILN_DEV void run(const kiln_hstu_tma_kparams &a)
         }
         c.wl = wl;
         c.wr = wr;
-        /* ldmatrix rows of this lane in a rab tile: the warp's 16 rows,
-         * lanes 8-15 (24-31) the second 8; lanes 16-31 the odd chunk */
-        {
-            const int rr = cw * 64 + (t128 >> 5) * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
-            c.rab_lane = (uint32_t)rr * 128u;
-            c.rab_x = (uint32_t)((lane >> 4) ^ (rr & 7));
-        }
+        c.rab = kiln_rab_lane_of(cw * 64 + (t128 >> 5) * 16, lane);
         const uint32_t q_addr = kstep_addr<BM>(sQ, cw * 64, 0);
 
         float o[D / 2];

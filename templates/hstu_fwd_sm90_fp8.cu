@@ -117,6 +117,7 @@
 #include "kiln_common.cuh"
 #include "kiln_sm90.cuh"
 #include "kiln_sm90_fp8.cuh"
+#include "kiln_sm90_rab.cuh"
 #include "hstu_params.h"
 #include "hstu_fp8_params.h"
 #include "kiln_hstu_seq.cuh"
@@ -346,8 +347,7 @@ template <int ROWS> KILN_DEV uint32_t kstep_addr(uint32_t base, int r0, int ks)
 
 /* What a consumer thread needs to turn S into P. */
 struct Ctx {
-    uint32_t rab_lane;        /* RAB: this lane's ldmatrix row in a rab tile (bytes) */
-    uint32_t rab_x;           /* RAB: its swizzle: chunk bit 0 ^ the row's low 3 bits */
+    kiln_rab_lane rab;        /* RAB: this lane's place in a rab tile */
     float half_alpha;         /* alpha / 2 (RAB), else alpha dq dk / 2 */
     float qk_scale;           /* dq dk (RAB) */
     int L, i0;                /* i0: position of this thread's row (hf = 0) */
@@ -367,19 +367,12 @@ KILN_DEV void process(const Ctx &c, float (&s)[BN / 2], int n, uint32_t (&pa)[PS
     const int n0 = n * BN;
     const int L = c.L;
     if constexpr (RAB) {
-        const uint32_t base = r_addr + c.rab_lane;
 #pragma unroll
         for (int jj = NT0 / 2; jj < NT1 / 2; ++jj) {
-            uint32_t r[4];
-            kiln_ldmatrix_x4(r, base + (uint32_t)((jj >> 2) * (BM * 128)) +
-                                    ((((uint32_t)(2 * (jj & 3))) ^ c.rab_x) << 4));
+            float f[8];
+            kiln_rab_pair<OT, BM>(r_addr, c.rab, jj, f);
 #pragma unroll
-            for (int m = 0; m < 4; ++m) {
-                const int nt = 2 * jj + (m >> 1), hf = m & 1;
-                float &x0 = s[4 * nt + 2 * hf], &x1 = s[4 * nt + 2 * hf + 1];
-                x0 = x0 * c.qk_scale + kiln_to_float<OT>((uint16_t)(r[m] & 0xffffu));
-                x1 = x1 * c.qk_scale + kiln_to_float<OT>((uint16_t)(r[m] >> 16));
-            }
+            for (int i = 0; i < 8; ++i) s[8 * jj + i] = s[8 * jj + i] * c.qk_scale + f[i];
         }
     }
 #pragma unroll
@@ -730,10 +723,8 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_tma_kparams a)
             tma_tile<BN>(sVS + buf * VS_BYTES, tm_v, h, (int)(sq.k_beg + tile_n(ta) * BN),
                          sbase + BAR_VS + 8 * buf);
         };
-        /* rab's map: (columns, rows, rab heads, batch); a broadcast
-         * dimension (stride 0) has extent 1 there (runtime/hstu_tma.c) */
-        const int r_head = RAB && p.rab_head_stride != 0 && p.rab_heads > 1 ? h % p.rab_heads : 0;
-        const int r_batch = RAB && p.rab_batch_stride != 0 ? b : 0;
+        int r_head = 0, r_batch = 0;
+        if constexpr (RAB) kiln_rab_coords(p, h, b, r_head, r_batch);
         /* V(0 .. NSTG - 2) in flight before the loop */
         if (leader)
 #pragma unroll 1
@@ -751,11 +742,8 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_tma_kparams a)
                  * so that the phase waits for its bytes */
                 const uint32_t full = sbase + BAR_FULL + 8 * stage;
                 kiln_mbar_expect_tx(full, R_BYTES);
-                const int i0 = (t < nt0 ? mb0 : mb1) * BM + sq.off;
-#pragma unroll
-                for (int cb = 0; cb < BN / 64; ++cb)
-                    kiln_tma_load_4d(r_addr(sbase, (uint32_t)stage) + (uint32_t)(cb * BM * 128),
-                                     &a.tmap[KILN_TMA8_RAB][0], n0 + cb * 64, i0, r_head, r_batch, full);
+                kiln_rab_tma<BM, BN>(r_addr(sbase, (uint32_t)stage), &a.tmap[KILN_TMA8_RAB][0], n0,
+                                     (t < nt0 ? mb0 : mb1) * BM + sq.off, r_head, r_batch, full);
             }
             if (leader) tma_tile<BN>(sK, tm_k, h, (int)(sq.k_beg + n0), sbase + BAR_FULL + 8 * stage);
             /* every producer thread is done reading the staging buffer
@@ -846,14 +834,7 @@ kiln_hstu_fwd(const __grid_constant__ kiln_hstu_fp8_tma_kparams a)
             }
             c.wl = wl;
             c.wr = wr;
-            {
-                /* ldmatrix rows of this lane in a rab tile: the warp's 16
-                 * rows, lanes 8-15 (24-31) the second 8; lanes 16-31 the
-                 * odd chunk */
-                const int rr = cw * 64 + (t128 >> 5) * 16 + (lane & 7) + ((lane >> 3) & 1) * 8;
-                c.rab_lane = (uint32_t)rr * 128u;
-                c.rab_x = (uint32_t)((lane >> 4) ^ (rr & 7));
-            }
+            c.rab = kiln_rab_lane_of(cw * 64 + (t128 >> 5) * 16, lane);
             const uint32_t sQ = kiln_opaque_u32(sbase + OFF_Q + (uint32_t)i * Q_BYTES);
             const uint32_t q_addr = kstep_addr<BM>(sQ, cw * 64, 0);
 
